@@ -1,0 +1,39 @@
+import { Args, Flags } from '@oclif/core';
+import { ElideCommand } from '../../cli/base-command.js';
+
+/** What `--json` prints: the engine returns nothing, scripts still get an object to check. */
+export interface VolumeDeleteResult {
+  name: string;
+  deleted: true;
+}
+
+export default class VolumeDelete extends ElideCommand<typeof VolumeDelete> {
+  static override summary = 'Delete a volume and its data.';
+
+  static override description =
+    'Removes the volume from the data directory and its objects from the store. ' +
+    'This cannot be undone.';
+
+  static override examples = [
+    { description: 'Delete a volume.', command: 'elide volume delete web-1' },
+    { description: 'Delete a volume the engine would refuse to delete.', command: 'elide volume delete web-1 --force' },
+  ];
+
+  static override args = {
+    name: Args.string({ description: 'Name of the volume.', required: true }),
+  };
+
+  static override flags = {
+    force: Flags.boolean({
+      summary: 'Delete even when the engine would refuse (see DESCRIPTION).',
+      default: false,
+    }),
+  };
+
+  async run(): Promise<VolumeDeleteResult> {
+    const { name } = this.args;
+    await this.withDataDir((dataDir) => dataDir.deleteVolume(name, { force: this.flags.force }));
+    this.log(`deleted volume ${name}`);
+    return { name, deleted: true };
+  }
+}

@@ -1,0 +1,44 @@
+import { Args } from '@oclif/core';
+import { ElideCommand, UsageError } from '../../cli/base-command.js';
+import { formatBytesExact } from '../../cli/render.js';
+import type { RawCopyResult } from '../../core/index.js';
+
+export default class VolumeExportRaw extends ElideCommand<typeof VolumeExportRaw> {
+  static override summary = 'Write a volume out as a raw disk image.';
+
+  static override description =
+    'Writes every byte of the volume, so the image is exactly the volume size (a multiple of ' +
+    '4096 bytes), zeros included. FILE "-" writes to stdout; the summary line then goes to ' +
+    'stderr, and --json is refused because stdout carries the image. ' +
+    'Shows progress on stderr when it is a terminal.';
+
+  static override examples = [
+    { description: 'Export a volume to a file.', command: 'elide volume export-raw web-1 web-1.img' },
+    { description: 'Stream a volume through gzip.', command: 'elide volume export-raw web-1 - | gzip > web-1.img.gz' },
+  ];
+
+  static override args = {
+    name: Args.string({ description: 'Name of the volume.', required: true }),
+    file: Args.string({ description: 'Image file to write (replaced if it exists), or - for stdout.', required: true }),
+  };
+
+  async run(): Promise<RawCopyResult> {
+    const { file, name } = this.args;
+    const toStdout = file === '-';
+    if (toStdout && this.jsonEnabled()) {
+      throw new UsageError('--json cannot be used with FILE "-": stdout carries the image');
+    }
+    if (toStdout && process.stdout.isTTY) {
+      throw new UsageError('refusing to write a raw image to a terminal; redirect stdout or give a FILE');
+    }
+    const result = await this.withDataDir((dataDir) =>
+      this.withProgress(`exporting ${name}`, (onProgress) =>
+        dataDir.exportRaw(name, toStdout ? process.stdout : file, onProgress),
+      ),
+    );
+    const summary = `exported ${result.name} to ${toStdout ? 'stdout' : file}: ${formatBytesExact(result.size)}`;
+    if (toStdout) this.logToStderr(summary);
+    else this.log(summary);
+    return result;
+  }
+}

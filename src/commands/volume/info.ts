@@ -1,0 +1,45 @@
+import { Args } from '@oclif/core';
+import { ElideCommand } from '../../cli/base-command.js';
+import { formatBytesExact, renderKeyValues } from '../../cli/render.js';
+import type { VolumeInfo } from '../../core/index.js';
+
+export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCommand> {
+  static override summary = 'Show the size, space usage and state of a volume.';
+
+  static override description =
+    'Written bytes count logical data; stored bytes are what the volume occupies on disk after ' +
+    'deduplication and compression. With --json all byte counts are plain numbers.';
+
+  static override examples = [
+    { description: 'Show a volume.', command: 'elide volume info web-1' },
+    {
+      description: 'Print the bytes a volume stores.',
+      command: "elide volume info web-1 --json | jq '.storedBytes'",
+    },
+  ];
+
+  static override args = {
+    name: Args.string({ description: 'Name of the volume.', required: true }),
+  };
+
+  async run(): Promise<VolumeInfo> {
+    const { name } = this.args;
+    const info = await this.withDataDir((dataDir) => dataDir.volumeInfo(name));
+    this.log(
+      renderKeyValues([
+        ['name', info.name],
+        ['id', info.id],
+        ['size', formatBytesExact(info.size)],
+        ['created', info.createdAt],
+        ['written', formatBytesExact(info.writtenBytes)],
+        ['zeroed', formatBytesExact(info.zeroBytes)],
+        ['stored', formatBytesExact(info.storedBytes)],
+        ['wal', formatBytesExact(info.walBytes)],
+        ['segments', `${info.segments} (${formatBytesExact(info.segmentBytes)})`],
+        ['extents', String(info.extents)],
+        ['in use by', info.inUseByPid === null ? '-' : `pid ${info.inUseByPid}`],
+      ]),
+    );
+    return info;
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Every limit and fixed size in elide, named once. Qualifiers come last
+ * (`walBytesMax`, not `maxWalBytes`) so related names sort together.
+ * Relationships between constants are asserted at the bottom, at module load.
+ */
+import { assert } from './assert.js';
+
+/** Bytes in one logical block; the unit of the LBA map. */
+export const blockBytes = 4096;
+export const blockShift = 12;
+
+/** Largest volume accepted (256 TiB): LBAs and byte offsets stay far below 2^53. */
+export const volumeBytesMax = 2 ** 48;
+
+/** A guest write larger than this is split into several extents (1 MiB). */
+export const extentBlocksMax = 256;
+export const extentBytesMax = extentBlocksMax * blockBytes;
+
+/** WAL file header and per-record header sizes (see docs/formats.md). */
+export const walFileHeaderBytes = 64;
+export const walRecordHeaderBytes = 96;
+/** Records start on this alignment, which recovery uses to scan for later records. */
+export const walRecordAlignBytes = 32;
+/** A WAL is sealed and handed to promotion once it grows past this size. */
+export const walBytesMax = 32 * 1024 * 1024;
+
+/** Segment header and index entry sizes (see docs/formats.md). */
+export const segmentHeaderBytes = 128;
+export const segmentExtentEntryBytes = 64;
+export const segmentClaimEntryBytes = 64;
+export const segmentInputEntryBytes = 16;
+/** Upper bounds checked before any index is allocated. */
+export const segmentExtentsMax = 1 << 20;
+export const segmentClaimsMax = 1 << 20;
+export const segmentInputsMax = 4096;
+export const segmentBodyBytesMax = 1024 * 1024 * 1024;
+
+/** LZ4 output is kept only when it is at least this many times smaller. */
+export const compressionRatioMin = 1.5;
+/** Extents whose sampled byte entropy exceeds this (bits/byte) are not compressed. */
+export const compressionEntropyBitsMax = 7.5;
+export const compressionSampleBytes = 2048;
+
+/** Decompressed-and-verified extents kept in memory for repeated partial reads. */
+export const extentCacheBytesMax = 64 * 1024 * 1024;
+
+/** Default bytes kept free on the data-dir filesystem; writes fail with ENOSPC before it. */
+export const freeSpaceReserveBytesDefault = 128 * 1024 * 1024;
+/** statfs is refreshed after this many bytes written or this much time. */
+export const freeSpaceCheckBytes = 8 * 1024 * 1024;
+export const freeSpaceCheckMs = 1000;
+
+/** Streaming import/export chunk. */
+export const rawCopyChunkBytes = 4 * 1024 * 1024;
+
+/** Volume names: what `elide volume init` accepts. */
+export const volumeNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** Object store keys and values. */
+export const storeKeyBytesMax = 1024;
+export const storeValueBytesMax = 5 * 1024 * 1024 * 1024;
+
+assert(blockBytes === 1 << blockShift, 'blockShift matches blockBytes');
+assert(walRecordHeaderBytes % walRecordAlignBytes === 0, 'record header keeps alignment');
+assert(blockBytes % walRecordAlignBytes === 0, 'record payloads keep alignment');
+assert(walFileHeaderBytes % walRecordAlignBytes === 0, 'first record is aligned');
+assert(volumeBytesMax % blockBytes === 0, 'volumeBytesMax is whole blocks');
+assert(Number.isSafeInteger(volumeBytesMax * 2), 'byte offsets stay exact doubles');
+assert(extentBytesMax <= walBytesMax, 'one extent fits in a WAL');

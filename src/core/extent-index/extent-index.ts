@@ -1,0 +1,50 @@
+/**
+ * ExtentIndex: content hash → where the extent's bytes live. A body lives in
+ * a WAL until its WAL is promoted, then in a segment. The LBA map refers to
+ * extents only by hash, so moving a body (promotion, later GC) never touches
+ * the LBA map.
+ */
+import { assert } from '../assert.js';
+import type { SegmentExtent } from '../segment/format.js';
+import type { SegmentFile } from '../segment/segment-file.js';
+import type { WalFile } from '../wal/wal-file.js';
+
+export type ExtentLocation =
+  | { kind: 'wal'; wal: WalFile; payloadOffset: number; plainBlocks: number }
+  | { kind: 'segment'; segment: SegmentFile; extent: SegmentExtent };
+
+/** Map key for a 32-byte hash: one latin1 character per byte, half the size of hex. */
+export function hashKey(hash: Buffer): string {
+  assert(hash.length === 32, 'hashes are 32 bytes');
+  return hash.toString('latin1');
+}
+
+export class ExtentIndex {
+  private readonly locations = new Map<string, ExtentLocation>();
+
+  get size(): number {
+    return this.locations.size;
+  }
+
+  get(hash: Buffer): ExtentLocation | undefined {
+    return this.locations.get(hashKey(hash));
+  }
+
+  has(hash: Buffer): boolean {
+    return this.locations.has(hashKey(hash));
+  }
+
+  set(hash: Buffer, location: ExtentLocation): void {
+    this.locations.set(hashKey(hash), location);
+  }
+
+  /** Records a location only for a hash not seen before: the first stored copy wins. */
+  setIfAbsent(hash: Buffer, location: ExtentLocation): void {
+    const key = hashKey(hash);
+    if (!this.locations.has(key)) this.locations.set(key, location);
+  }
+
+  values(): IterableIterator<ExtentLocation> {
+    return this.locations.values();
+  }
+}

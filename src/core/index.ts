@@ -1,0 +1,16 @@
+/** The engine's public surface: the CLI (and later the NBD server) import only from here. */
+import { createRequire } from 'node:module';
+
+export { ElideError, isElideError, errorCodes } from './errors.js';
+export type { ErrorCode, Errno } from './errors.js';
+export { parseSize, formatBytes, roundUp } from './units.js';
+export type { Logger } from './log.js';
+export { nullLogger } from './log.js';
+export { DataDir } from './volume/data-dir.js';
+export type { DataDirOptions } from './volume/data-dir.js';
+export { Volume } from './volume/volume.js';
+export type { BlockStatusRun, BlockStatusKind, VolumeStats, WriteOptions } from './volume/volume.js';
+export type { VolumeSummary, VolumeInfo, ProgressCallback, RawCopyResult } from './volume/types.js';
+
+const packageJson = createRequire(import.meta.url)('../../package.json') as { version: string };
+export const elideVersion: string = packageJson.version;

@@ -1,0 +1,125 @@
+/**
+ * Extent body codecs (docs/formats.md §4.2).
+ *
+ *   raw: the plaintext, plainBlocks × 4096 bytes
+ *   lz4: [plaintext length u32 LE][LZ4 block], kept only when at least
+ *        compressionRatioMin (1.5×) smaller than the plaintext
+ *
+ * Encoding skips LZ4 for extents whose sampled byte entropy says they will not
+ * compress (already compressed or encrypted data). Decoding checks the length
+ * prefix before the decompressor sees it, since the decompressor sizes its
+ * output allocation from that prefix.
+ */
+import { compress, uncompressSync } from 'lz4-napi';
+import { assert } from '../assert.js';
+import {
+  blockBytes,
+  compressionEntropyBitsMax,
+  compressionRatioMin,
+  compressionSampleBytes,
+  extentBlocksMax,
+} from '../constants.js';
+import { ElideError } from '../errors.js';
+import type { ExtentCodec } from './format.js';
+
+/** Bytes of the LZ4 plaintext length prefix. */
+const lz4PrefixBytes = 4;
+
+export interface EncodedExtentBody {
+  codec: ExtentCodec;
+  stored: Buffer;
+}
+
+/**
+ * Chooses the codec for a plaintext of 1..256 whole blocks and encodes it.
+ * Compression runs on the libuv threadpool so the event loop stays free.
+ * A raw result is `plain` itself, not a copy.
+ */
+export async function encodeExtentBody(plain: Buffer): Promise<EncodedExtentBody> {
+  assert(
+    plain.length > 0 &&
+      plain.length % blockBytes === 0 &&
+      plain.length <= extentBlocksMax * blockBytes,
+    'extent plaintext is 1..256 whole blocks',
+  );
+  if (sampledEntropyBits(plain) > compressionEntropyBitsMax) return { codec: 'raw', stored: plain };
+  const stored = await compress(plain);
+  // lz4-napi's block format prepends the plaintext length, which is the on-disk prefix.
+  assert(
+    stored.length >= lz4PrefixBytes && stored.readUInt32LE(0) === plain.length,
+    'lz4 output starts with the plaintext length',
+  );
+  if (stored.length * compressionRatioMin <= plain.length) return { codec: 'lz4', stored };
+  return { codec: 'raw', stored: plain };
+}
+
+/**
+ * The plaintext of a stored extent body, or ELIDE_EXTENT_CORRUPT. Does not
+ * verify the hash; the caller does. A raw result is `stored` itself.
+ */
+export function decodeExtentBody(
+  stored: Buffer,
+  codec: ExtentCodec,
+  plainBlocks: number,
+  source = 'extent',
+): Buffer {
+  if (!Number.isInteger(plainBlocks) || plainBlocks < 1 || plainBlocks > extentBlocksMax) {
+    corrupt(source, `plainBlocks ${plainBlocks} not in 1..${extentBlocksMax}`);
+  }
+  const plainBytes = plainBlocks * blockBytes;
+  if (codec === 'raw') {
+    if (stored.length !== plainBytes) {
+      corrupt(source, `raw body is ${stored.length} bytes, expected ${plainBytes}`);
+    }
+    return stored;
+  }
+  if (codec !== 'lz4') corrupt(source, `unknown codec ${String(codec)}`);
+  if (stored.length <= lz4PrefixBytes) corrupt(source, `lz4 body is only ${stored.length} bytes`);
+  const prefix = stored.readUInt32LE(0);
+  if (prefix !== plainBytes) {
+    corrupt(source, `lz4 length prefix ${prefix}, expected ${plainBytes}`);
+  }
+  let plain: Buffer;
+  try {
+    plain = uncompressSync(stored);
+  } catch (error) {
+    corrupt(
+      source,
+      `lz4 decompression failed: ${error instanceof Error ? error.message : String(error)}`,
+      error,
+    );
+  }
+  if (plain.length !== plainBytes) {
+    corrupt(source, `lz4 body decompressed to ${plain.length} bytes, expected ${plainBytes}`);
+  }
+  return plain;
+}
+
+/**
+ * Shannon entropy in bits per byte of `compressionSampleBytes` bytes spread
+ * evenly over `data` (all of it when shorter): a cheap predictor of whether
+ * LZ4 can help.
+ */
+export function sampledEntropyBits(data: Uint8Array): number {
+  const samples = Math.min(compressionSampleBytes, data.length);
+  if (samples === 0) return 0;
+  const counts = new Uint32Array(256);
+  const stride = data.length / samples;
+  for (let i = 0; i < samples; i++) counts[data[Math.floor(i * stride)]!]!++;
+  let bits = 0;
+  for (const count of counts) {
+    if (count === 0) continue;
+    const p = count / samples;
+    bits -= p * Math.log2(p);
+  }
+  return bits;
+}
+
+function corrupt(source: string, problem: string, cause?: unknown): never {
+  throw new ElideError(
+    'ELIDE_EXTENT_CORRUPT',
+    `${source} is corrupt: ${problem}`,
+    { source, problem },
+    cause === undefined ? undefined : { cause },
+  );
+}

@@ -1,0 +1,410 @@
+/**
+ * Segment header and index codec (docs/formats.md §4). A segment is
+ *
+ *   [header 128 B][extent table: extentCount × 64 B][claim table: claimCount × 64 B]
+ *   [input table: inputCount × 16 B][body: bodyBytes]
+ *
+ * Header (128 bytes):
+ *   0  8  magic `ELIDSEG\x01`
+ *   8  16 segment id (ULID)
+ *   24 16 volume id (ULID)
+ *   40 16 source WAL id (ULID), zero when not a WAL promotion
+ *   56 4  extentCount (<= 2^20)
+ *   60 4  claimCount (<= 2^20)
+ *   64 4  inputCount (<= 4096)
+ *   68 4  flags, zero (reserved)
+ *   72 8  bodyBytes (<= 1 GiB)
+ *   80 8  seqMax
+ *   88 8  reserved, zero
+ *   96 32 BLAKE3 of header bytes 0..96 followed by all three tables
+ *
+ * Extent entry (64 bytes): 0 hash(32) | 32 bodyOffset u64 | 40 storedBytes u32 |
+ *   44 plainBlocks u32 (1..256) | 48 codec u8 (0 raw, 1 LZ4) | 49 reserved(15)
+ * Claim entry (64 bytes): 0 hash(32) or ZERO_HASH | 32 startLba u64 | 40 seq u64 |
+ *   48 lengthBlocks u32 | 52 offsetBlocks u32 | 56 reserved(8)
+ * Input entry (16 bytes): a segment ULID this one supersedes.
+ *
+ * The encoder asserts (programmer errors); the decoder treats its input as
+ * hostile and throws ELIDE_SEGMENT_CORRUPT. Both run the same checks, so
+ * whatever encodes also decodes.
+ */
+import { assert } from '../assert.js';
+import {
+  blockBytes,
+  extentBlocksMax,
+  segmentBodyBytesMax,
+  segmentClaimEntryBytes,
+  segmentClaimsMax,
+  segmentExtentEntryBytes,
+  segmentExtentsMax,
+  segmentHeaderBytes,
+  segmentInputEntryBytes,
+  segmentInputsMax,
+  volumeBytesMax,
+} from '../constants.js';
+import { ElideError } from '../errors.js';
+import { blake3Concat, hashBytes, hashHex, isZeroHash } from '../hash.js';
+import { isUlid, readUlid, writeUlid } from '../ids/ulid.js';
+import type { Ulid } from '../ids/ulid.js';
+
+export const segmentMagic = 'ELIDSEG\x01';
+const magicBytes = Buffer.from(segmentMagic, 'latin1');
+const versionOffset = 7;
+/** Bytes of the header covered by the checksum; the checksum itself follows. */
+const checksummedHeaderBytes = 96;
+
+const volumeBlocksMax = volumeBytesMax / blockBytes;
+const maxSafe = BigInt(Number.MAX_SAFE_INTEGER);
+const u32Max = 0xffff_ffff;
+
+export type ExtentCodec = 'raw' | 'lz4';
+const codecCodes: Record<ExtentCodec, number> = { raw: 0, lz4: 1 };
+
+export interface SegmentExtent {
+  /** BLAKE3 of the plaintext. */
+  hash: Buffer;
+  /** Offset from the start of the body. */
+  bodyOffset: number;
+  storedBytes: number;
+  plainBlocks: number;
+  codec: ExtentCodec;
+}
+
+export interface SegmentClaim {
+  /** Extent hash, or ZERO_HASH for a zero claim. */
+  hash: Buffer;
+  startLba: number;
+  seq: number;
+  lengthBlocks: number;
+  /** Where in the extent the claim starts; 0 for zero claims. */
+  offsetBlocks: number;
+}
+
+export interface SegmentHeader {
+  segmentId: Ulid;
+  volumeId: Ulid;
+  sourceWalId: Ulid | null;
+  extentCount: number;
+  claimCount: number;
+  inputCount: number;
+  bodyBytes: number;
+  seqMax: number;
+}
+
+export interface SegmentIndex {
+  header: SegmentHeader;
+  extents: SegmentExtent[];
+  claims: SegmentClaim[];
+  inputs: Ulid[];
+  /** Absolute file offset where the body starts (header plus tables). */
+  bodyOffset: number;
+}
+
+export interface SegmentIndexInput {
+  segmentId: Ulid;
+  volumeId: Ulid;
+  sourceWalId: Ulid | null;
+  seqMax: number;
+  extents: readonly SegmentExtent[];
+  claims: readonly SegmentClaim[];
+  inputs: readonly Ulid[];
+  bodyBytes: number;
+}
+
+/** Header plus tables for a segment with these counts: where its body starts. */
+export function segmentIndexLength(
+  extentCount: number,
+  claimCount: number,
+  inputCount: number,
+): number {
+  return (
+    segmentHeaderBytes +
+    extentCount * segmentExtentEntryBytes +
+    claimCount * segmentClaimEntryBytes +
+    inputCount * segmentInputEntryBytes
+  );
+}
+
+/** Encodes header and tables; the caller appends the `bodyBytes` body. */
+export function encodeSegmentIndex(input: SegmentIndexInput): Buffer {
+  const { segmentId, volumeId, sourceWalId, seqMax, extents, claims, inputs, bodyBytes } = input;
+  assert(isUlid(segmentId) && isUlid(volumeId), 'segment and volume ids are ULIDs');
+  assert(sourceWalId === null || isUlid(sourceWalId), 'source WAL id is a ULID or null');
+  // The all-zero ULID is how "no source WAL" is stored, so it cannot be a real source.
+  assert(sourceWalId !== '00000000000000000000000000', 'source WAL id is not zero');
+  assert(Number.isSafeInteger(seqMax) && seqMax >= 0, 'seqMax is a safe integer');
+  assert(extents.length <= segmentExtentsMax, 'extent count within maximum');
+  assert(claims.length <= segmentClaimsMax, 'claim count within maximum');
+  assert(inputs.length <= segmentInputsMax, 'input count within maximum');
+  assert(
+    inputs.every((id) => isUlid(id)),
+    'inputs are ULIDs',
+  );
+  assert(
+    Number.isSafeInteger(bodyBytes) && bodyBytes >= 0 && bodyBytes <= segmentBodyBytesMax,
+    'bodyBytes within maximum',
+  );
+  for (const extent of extents) {
+    assert(extent.hash.length === hashBytes, 'extent hash is 32 bytes');
+    assert(Number.isSafeInteger(extent.bodyOffset), 'extent bodyOffset is a safe integer');
+    assert(Number.isInteger(extent.storedBytes), 'extent storedBytes is an integer');
+    assert(extent.storedBytes >= 0 && extent.storedBytes <= u32Max, 'storedBytes fits u32');
+    assert(Number.isInteger(extent.plainBlocks), 'extent plainBlocks is an integer');
+    assert(extent.codec === 'raw' || extent.codec === 'lz4', 'extent codec is raw or lz4');
+  }
+  for (const claim of claims) {
+    assert(claim.hash.length === hashBytes, 'claim hash is 32 bytes');
+    assert(Number.isSafeInteger(claim.startLba) && claim.startLba >= 0, 'claim startLba');
+    assert(Number.isSafeInteger(claim.seq) && claim.seq >= 0, 'claim seq is a safe integer');
+    assert(Number.isInteger(claim.lengthBlocks) && claim.lengthBlocks <= u32Max, 'claim length');
+    assert(Number.isInteger(claim.offsetBlocks), 'claim offsetBlocks is an integer');
+    assert(claim.offsetBlocks >= 0 && claim.offsetBlocks <= u32Max, 'claim offsetBlocks');
+  }
+  const byHash = new Map<string, SegmentExtent>();
+  const extentProblem = checkExtents(extents, bodyBytes, byHash);
+  assert(extentProblem === undefined, `segment extents are valid: ${extentProblem}`);
+  const claimProblem = checkClaims(claims, byHash, seqMax);
+  assert(claimProblem === undefined, `segment claims are valid: ${claimProblem}`);
+
+  const out = Buffer.alloc(segmentIndexLength(extents.length, claims.length, inputs.length));
+  magicBytes.copy(out, 0);
+  writeUlid(segmentId, out, 8);
+  writeUlid(volumeId, out, 24);
+  if (sourceWalId !== null) writeUlid(sourceWalId, out, 40);
+  out.writeUInt32LE(extents.length, 56);
+  out.writeUInt32LE(claims.length, 60);
+  out.writeUInt32LE(inputs.length, 64);
+  out.writeBigUInt64LE(BigInt(bodyBytes), 72);
+  out.writeBigUInt64LE(BigInt(seqMax), 80);
+
+  let at = segmentHeaderBytes;
+  for (const extent of extents) {
+    extent.hash.copy(out, at);
+    out.writeBigUInt64LE(BigInt(extent.bodyOffset), at + 32);
+    out.writeUInt32LE(extent.storedBytes, at + 40);
+    out.writeUInt32LE(extent.plainBlocks, at + 44);
+    out.writeUInt8(codecCodes[extent.codec], at + 48);
+    at += segmentExtentEntryBytes;
+  }
+  for (const claim of claims) {
+    claim.hash.copy(out, at);
+    out.writeBigUInt64LE(BigInt(claim.startLba), at + 32);
+    out.writeBigUInt64LE(BigInt(claim.seq), at + 40);
+    out.writeUInt32LE(claim.lengthBlocks, at + 48);
+    out.writeUInt32LE(claim.offsetBlocks, at + 52);
+    at += segmentClaimEntryBytes;
+  }
+  for (const id of inputs) {
+    writeUlid(id, out, at);
+    at += segmentInputEntryBytes;
+  }
+  indexChecksum(out).copy(out, checksummedHeaderBytes);
+  return out;
+}
+
+/**
+ * From the first 128 bytes alone, how many bytes header plus tables occupy
+ * (equivalently, the file offset of the body). Validates the magic, counts,
+ * bodyBytes and reserved fields, so a reader can size its second read safely.
+ */
+export function segmentIndexBytes(header: Buffer, source = 'segment'): number {
+  return readHeader(header, source).indexBytes;
+}
+
+/**
+ * Decodes and fully validates header and tables from `buf`, which holds at
+ * least the index (bytes after it, such as the body, are ignored). `source`
+ * names the file or key in error messages.
+ */
+export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
+  const { header, indexBytes } = readHeader(buf, source);
+  if (buf.length < indexBytes) {
+    corrupt(source, `index is ${indexBytes} bytes but only ${buf.length} are present`);
+  }
+  // Copy once so returned hashes are views of our own memory, not of the caller's buffer.
+  const index = Buffer.from(buf.subarray(0, indexBytes));
+  if (!indexChecksum(index).equals(index.subarray(checksummedHeaderBytes, segmentHeaderBytes))) {
+    corrupt(source, 'index checksum mismatch');
+  }
+
+  let at = segmentHeaderBytes;
+  const extents: SegmentExtent[] = [];
+  for (let i = 0; i < header.extentCount; i++, at += segmentExtentEntryBytes) {
+    if (!isZeroRange(index, at + 49, at + 64)) corrupt(source, `extent ${i} reserved bytes set`);
+    const code = index[at + 48];
+    const codec: ExtentCodec | null = code === 0 ? 'raw' : code === 1 ? 'lz4' : null;
+    if (codec === null) corrupt(source, `extent ${i} has unknown codec ${code}`);
+    const bodyOffset = readSafeU64(index, at + 32);
+    if (bodyOffset === null) corrupt(source, `extent ${i} bodyOffset out of range`);
+    extents.push({
+      hash: index.subarray(at, at + 32),
+      bodyOffset,
+      storedBytes: index.readUInt32LE(at + 40),
+      plainBlocks: index.readUInt32LE(at + 44),
+      codec,
+    });
+  }
+  const claims: SegmentClaim[] = [];
+  for (let i = 0; i < header.claimCount; i++, at += segmentClaimEntryBytes) {
+    if (!isZeroRange(index, at + 56, at + 64)) corrupt(source, `claim ${i} reserved bytes set`);
+    const startLba = readSafeU64(index, at + 32);
+    const seq = readSafeU64(index, at + 40);
+    if (startLba === null) corrupt(source, `claim ${i} startLba out of range`);
+    if (seq === null) corrupt(source, `claim ${i} seq out of range`);
+    claims.push({
+      hash: index.subarray(at, at + 32),
+      startLba,
+      seq,
+      lengthBlocks: index.readUInt32LE(at + 48),
+      offsetBlocks: index.readUInt32LE(at + 52),
+    });
+  }
+  const inputs: Ulid[] = [];
+  for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
+    inputs.push(readUlid(index, at));
+  }
+
+  const byHash = new Map<string, SegmentExtent>();
+  const extentProblem = checkExtents(extents, header.bodyBytes, byHash);
+  if (extentProblem !== undefined) corrupt(source, extentProblem);
+  const claimProblem = checkClaims(claims, byHash, header.seqMax);
+  if (claimProblem !== undefined) corrupt(source, claimProblem);
+
+  return { header, extents, claims, inputs, bodyOffset: indexBytes };
+}
+
+function readHeader(buf: Buffer, source: string): { header: SegmentHeader; indexBytes: number } {
+  if (buf.length < segmentHeaderBytes) {
+    corrupt(source, `header is ${segmentHeaderBytes} bytes but only ${buf.length} are present`);
+  }
+  if (buf.compare(magicBytes, 0, versionOffset, 0, versionOffset) !== 0) {
+    corrupt(source, 'not a segment (bad magic)');
+  }
+  const version = buf[versionOffset] ?? 0;
+  if (version !== magicBytes[versionOffset]) {
+    throw new ElideError(
+      'ELIDE_FORMAT_UNSUPPORTED',
+      `segment ${source} has format version ${version}; this elide reads version ${magicBytes[versionOffset]}`,
+      { source, version },
+    );
+  }
+  const extentCount = buf.readUInt32LE(56);
+  const claimCount = buf.readUInt32LE(60);
+  const inputCount = buf.readUInt32LE(64);
+  if (extentCount > segmentExtentsMax) corrupt(source, `extent count ${extentCount} too large`);
+  if (claimCount > segmentClaimsMax) corrupt(source, `claim count ${claimCount} too large`);
+  if (inputCount > segmentInputsMax) corrupt(source, `input count ${inputCount} too large`);
+  if (buf.readUInt32LE(68) !== 0) corrupt(source, 'header flags set');
+  if (!isZeroRange(buf, 88, 96)) corrupt(source, 'header reserved bytes set');
+  const bodyBytes = readSafeU64(buf, 72);
+  if (bodyBytes === null || bodyBytes > segmentBodyBytesMax) {
+    corrupt(source, `bodyBytes ${buf.readBigUInt64LE(72)} too large`);
+  }
+  const seqMax = readSafeU64(buf, 80);
+  if (seqMax === null) corrupt(source, 'seqMax out of range');
+  const sourceWalId = isZeroRange(buf, 40, 56) ? null : readUlid(buf, 40);
+  return {
+    header: {
+      segmentId: readUlid(buf, 8),
+      volumeId: readUlid(buf, 24),
+      sourceWalId,
+      extentCount,
+      claimCount,
+      inputCount,
+      bodyBytes,
+      seqMax,
+    },
+    indexBytes: segmentIndexLength(extentCount, claimCount, inputCount),
+  };
+}
+
+/**
+ * Extent rules shared by encoder and decoder: codec sizes, inside the body,
+ * disjoint, unique non-zero hashes. Fills `byHash` for the claim check.
+ */
+function checkExtents(
+  extents: readonly SegmentExtent[],
+  bodyBytes: number,
+  byHash: Map<string, SegmentExtent>,
+): string | undefined {
+  for (let i = 0; i < extents.length; i++) {
+    const { hash, bodyOffset, storedBytes, plainBlocks, codec } = extents[i]!;
+    if (plainBlocks < 1 || plainBlocks > extentBlocksMax) {
+      return `extent ${i} plainBlocks ${plainBlocks} not in 1..${extentBlocksMax}`;
+    }
+    const plainBytes = plainBlocks * blockBytes;
+    if (codec === 'raw' && storedBytes !== plainBytes) {
+      return `extent ${i} raw storedBytes ${storedBytes} is not ${plainBytes}`;
+    }
+    // An LZ4 block is a 4-byte length prefix plus at least one token byte.
+    if (codec === 'lz4' && (storedBytes <= 4 || storedBytes >= plainBytes)) {
+      return `extent ${i} lz4 storedBytes ${storedBytes} not in 5..${plainBytes - 1}`;
+    }
+    if (bodyOffset < 0 || bodyOffset + storedBytes > bodyBytes) {
+      return `extent ${i} (${bodyOffset}+${storedBytes}) lies outside the ${bodyBytes}-byte body`;
+    }
+    // ZERO_HASH means "zeros" in claims; an extent carrying it would be ambiguous.
+    if (isZeroHash(hash)) return `extent ${i} has the zero hash`;
+    const key = hashHex(hash);
+    if (byHash.has(key)) return `extent ${i} repeats hash ${key}`;
+    byHash.set(key, extents[i]!);
+  }
+  const order = [...extents].sort((a, b) => a.bodyOffset - b.bodyOffset);
+  for (let i = 1; i < order.length; i++) {
+    const prev = order[i - 1]!;
+    if (prev.bodyOffset + prev.storedBytes > order[i]!.bodyOffset) {
+      return `extents at body offsets ${prev.bodyOffset} and ${order[i]!.bodyOffset} overlap`;
+    }
+  }
+  return undefined;
+}
+
+/** Claim rules shared by encoder and decoder. */
+function checkClaims(
+  claims: readonly SegmentClaim[],
+  byHash: ReadonlyMap<string, SegmentExtent>,
+  seqMax: number,
+): string | undefined {
+  for (let i = 0; i < claims.length; i++) {
+    const { hash, startLba, seq, lengthBlocks, offsetBlocks } = claims[i]!;
+    if (lengthBlocks < 1) return `claim ${i} has lengthBlocks 0`;
+    if (startLba + lengthBlocks > volumeBlocksMax) {
+      return `claim ${i} (${startLba}+${lengthBlocks}) ends past the largest volume`;
+    }
+    if (seq > seqMax) return `claim ${i} seq ${seq} exceeds seqMax ${seqMax}`;
+    if (isZeroHash(hash)) {
+      if (offsetBlocks !== 0) return `zero claim ${i} has offsetBlocks ${offsetBlocks}`;
+      continue;
+    }
+    // An extent elsewhere (dedup or ancestor) still has at most extentBlocksMax blocks.
+    const plainBlocks = byHash.get(hashHex(hash))?.plainBlocks ?? extentBlocksMax;
+    if (offsetBlocks + lengthBlocks > plainBlocks) {
+      return `claim ${i} (${offsetBlocks}+${lengthBlocks}) exceeds its extent's ${plainBlocks} blocks`;
+    }
+  }
+  return undefined;
+}
+
+function indexChecksum(index: Buffer): Buffer {
+  return blake3Concat([
+    index.subarray(0, checksummedHeaderBytes),
+    index.subarray(segmentHeaderBytes),
+  ]);
+}
+
+function readSafeU64(buf: Buffer, offset: number): number | null {
+  const value = buf.readBigUInt64LE(offset);
+  return value > maxSafe ? null : Number(value);
+}
+
+function isZeroRange(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+function corrupt(source: string, problem: string): never {
+  throw new ElideError('ELIDE_SEGMENT_CORRUPT', `segment ${source} is corrupt: ${problem}`, {
+    source,
+    problem,
+  });
+}

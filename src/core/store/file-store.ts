@@ -1,0 +1,669 @@
+/**
+ * The embedded `file://` object store (docs/formats.md §5.1): key `a/b/c` is
+ * the file `<root>/objects/a/b/c`.
+ *
+ * Writes go to `<root>/tmp/<ULID>`, are fsynced, then renamed into place and
+ * the directory fsynced, so readers (which never lock) see whole objects only.
+ * Everything that replaces or removes an object (put, putIfMatch, delete)
+ * holds a per-key lock: an abstract Unix socket whose name is derived from the
+ * root's real path and the key. Binding it is exclusive on the host (per
+ * network namespace) and the kernel frees it when the holder dies, so there
+ * are no stale locks. putIfAbsent needs no lock: link(2) fails atomically with
+ * EEXIST.
+ *
+ * This store uses `node:fs` directly, not the engine's Fs abstraction: it is
+ * a separate durability domain, standing in for a remote store.
+ *
+ * Unlike S3, a key cannot be both an object and a directory of other objects
+ * (`a/b` and `a/b/c`); such a put fails with ELIDE_INVALID_ARGUMENT. elide's
+ * key layout (§5.2) never does this.
+ */
+import type { Dirent } from 'node:fs';
+import fsp from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { assert } from '../assert.js';
+import { rawCopyChunkBytes, storeValueBytesMax } from '../constants.js';
+import { ElideError, systemErrorCode } from '../errors.js';
+import { blake3 } from '../hash.js';
+import { isUlid, UlidMint } from '../ids/ulid.js';
+import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore } from './types.js';
+import { validateByteRange, validateStoreKey, validateStorePrefix } from './types.js';
+
+export interface FileStoreOptions {
+  /** How long to wait for a key lock another process holds before ELIDE_STORE_UNAVAILABLE. */
+  lockWaitMs?: number;
+  /** Temporary files older than this are removed on open (left by a crashed writer). */
+  tmpMaxAgeMs?: number;
+}
+
+export const fileStoreLockWaitMsDefault = 10_000;
+export const fileStoreTmpMaxAgeMsDefault = 60_000;
+/** Version strings: the first 32 hex digits (128 bits) of BLAKE3 of the content. */
+const versionHexDigits = 32;
+const lockRetryDelayMsMax = 50;
+// Bound on retries when a concurrent delete removes a parent directory between our mkdir and rename.
+const installAttemptsMax = 16;
+
+/** The abstract socket name that locks `key` in the store rooted at `rootRealpath`. */
+export function fileStoreLockName(rootRealpath: string, key: string): string {
+  const digest = blake3(Buffer.from(rootRealpath + '\0' + key)).toString('hex');
+  return '\0elide-store-' + digest.slice(0, versionHexDigits);
+}
+
+/** The version the file store gives `body`. */
+export function fileStoreVersion(body: Uint8Array): string {
+  return blake3(body).toString('hex').slice(0, versionHexDigits);
+}
+
+export class FileStore implements ObjectStore {
+  readonly url: string;
+  private readonly objectsDir: string;
+  private readonly tmpDir: string;
+  private readonly mint = new UlidMint();
+  /** Per-key tails of the in-process lock queue, so local callers queue rather than spin on the socket. */
+  private readonly keyQueues = new Map<string, Promise<void>>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private closed = false;
+
+  private constructor(
+    /** Real path of the root; lock names derive from it so every path to one root shares locks. */
+    readonly root: string,
+    private readonly lockWaitMs: number,
+  ) {
+    this.url = 'file://' + root;
+    this.objectsDir = path.join(root, 'objects');
+    this.tmpDir = path.join(root, 'tmp');
+  }
+
+  /** Opens (creating if needed) the store at `root` and sweeps stale temporary files. */
+  static async open(root: string, options: FileStoreOptions = {}): Promise<FileStore> {
+    if (process.platform !== 'linux') {
+      // Key locks are abstract Unix sockets, a Linux feature.
+      throw new ElideError('ELIDE_STORE_UNAVAILABLE', 'file:// object stores require Linux');
+    }
+    const lockWaitMs = options.lockWaitMs ?? fileStoreLockWaitMsDefault;
+    const tmpMaxAgeMs = options.tmpMaxAgeMs ?? fileStoreTmpMaxAgeMsDefault;
+    assert(Number.isFinite(lockWaitMs) && lockWaitMs >= 0, 'lockWaitMs is non-negative');
+    const absolute = path.resolve(root);
+    const store = await storeIo('open', absolute, undefined, async () => {
+      await fsp.mkdir(path.join(absolute, 'objects'), { recursive: true });
+      await fsp.mkdir(path.join(absolute, 'tmp'), { recursive: true });
+      return new FileStore(await fsp.realpath(absolute), lockWaitMs);
+    });
+    await store.sweepTmp(tmpMaxAgeMs);
+    return store;
+  }
+
+  put(key: string, body: Buffer): Promise<ObjectInfo> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      const staged = await this.stageBuffer(key, body);
+      return this.withTmp(staged.tmp, () =>
+        this.withKeyLock(key, async () => {
+          await this.install(staged.tmp, key);
+          return staged.info;
+        }),
+      );
+    });
+  }
+
+  putFile(key: string, sourcePath: string): Promise<ObjectInfo> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      const staged = await this.stageFile(key, sourcePath);
+      return this.withTmp(staged.tmp, () =>
+        this.withKeyLock(key, async () => {
+          await this.install(staged.tmp, key);
+          return staged.info;
+        }),
+      );
+    });
+  }
+
+  putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      const staged = await this.stageBuffer(key, body);
+      return this.withTmp(staged.tmp, async () => {
+        await this.linkIntoPlace(staged.tmp, key);
+        return staged.info;
+      });
+    });
+  }
+
+  putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      // Stage before locking so the lock is held only for compare-and-rename.
+      const staged = await this.stageBuffer(key, body);
+      return this.withTmp(staged.tmp, () =>
+        this.withKeyLock(key, async () => {
+          const current = await this.readInfo(key);
+          if (current?.version !== version) {
+            throw new ElideError(
+              'ELIDE_STORE_PRECONDITION_FAILED',
+              current === undefined
+                ? `object ${key} does not exist in ${this.url}`
+                : `object ${key} in ${this.url} is at version ${current.version}, not ${version}`,
+              { key, expected: version, actual: current?.version ?? null },
+            );
+          }
+          await this.install(staged.tmp, key);
+          return staged.info;
+        }),
+      );
+    });
+  }
+
+  get(key: string, range?: ByteRange): Promise<Buffer> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      if (range !== undefined) validateByteRange(range);
+      return storeIo('get', this.url, key, async () => {
+        const handle = await this.openObject(key);
+        if (handle === undefined) throw this.notFound(key);
+        try {
+          const size = (await handle.stat()).size;
+          const start = Math.min(range?.offset ?? 0, size);
+          const end = range === undefined ? size : Math.min(range.offset + range.length, size);
+          return await readFully(handle, start, end - start);
+        } finally {
+          await handle.close();
+        }
+      });
+    });
+  }
+
+  head(key: string): Promise<ObjectInfo | undefined> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      return this.readInfo(key);
+    });
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectEntry> {
+    this.checkOpen();
+    validateStorePrefix(prefix);
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = prefix.slice(0, slash + 1);
+    const dir = path.join(this.objectsDir, ...dirKey.split('/'));
+    yield* this.walk(dir, dirKey, prefix.slice(slash + 1));
+  }
+
+  delete(key: string): Promise<void> {
+    return this.track(async () => {
+      validateStoreKey(key);
+      await this.withKeyLock(key, () =>
+        storeIo('delete', this.url, key, async () => {
+          const file = this.objectPath(key);
+          try {
+            await fsp.unlink(file);
+          } catch (error) {
+            // Missing, or a directory of other objects rather than an object.
+            const code = systemErrorCode(error);
+            if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return;
+            throw error;
+          }
+          await this.removeEmptyParents(path.dirname(file));
+        }),
+      );
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  /** Runs a public operation, remembering it until it settles so `close` can wait for it. */
+  private async track<T>(fn: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    const promise = fn();
+    this.inflight.add(promise);
+    try {
+      return await promise;
+    } finally {
+      this.inflight.delete(promise);
+    }
+  }
+
+  // --- writing ---
+
+  private async stageBuffer(key: string, body: Buffer): Promise<Staged> {
+    checkSize(key, body.length);
+    const info: ObjectInfo = { key, sizeBytes: body.length, version: fileStoreVersion(body) };
+    const tmp = await this.writeTmp(key, async (handle) => {
+      await handle.writeFile(body);
+    });
+    return { tmp, info };
+  }
+
+  /** Copies `sourcePath` in chunks, hashing as it goes, so the file is read once and never whole. */
+  private async stageFile(key: string, sourcePath: string): Promise<Staged> {
+    let source: FileHandle;
+    try {
+      source = await fsp.open(sourcePath, 'r');
+    } catch (error) {
+      throw new ElideError(
+        'ELIDE_INVALID_ARGUMENT',
+        `cannot read ${sourcePath}: ${(error as Error).message}`,
+        { path: sourcePath },
+        { cause: error },
+      );
+    }
+    if (!(await source.stat()).isFile()) {
+      await source.close();
+      throw new ElideError('ELIDE_INVALID_ARGUMENT', `${sourcePath} is not a regular file`, {
+        path: sourcePath,
+      });
+    }
+    try {
+      const hasher = new Blake3Hasher();
+      let sizeBytes = 0;
+      const tmp = await this.writeTmp(key, async (target) => {
+        const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
+        for (;;) {
+          const { bytesRead } = await source.read(chunk, 0, chunk.length, sizeBytes);
+          if (bytesRead === 0) break;
+          checkSize(key, sizeBytes + bytesRead);
+          const part = chunk.subarray(0, bytesRead);
+          hasher.update(part);
+          await writeFully(target, part, sizeBytes);
+          sizeBytes += bytesRead;
+        }
+      });
+      const version = hasher.digest('hex').slice(0, versionHexDigits);
+      return { tmp, info: { key, sizeBytes, version } };
+    } finally {
+      await source.close();
+    }
+  }
+
+  /** Creates a temporary file, lets `fill` write it, and makes its data durable. */
+  private async writeTmp(
+    key: string,
+    fill: (handle: FileHandle) => Promise<void>,
+  ): Promise<string> {
+    const tmp = path.join(this.tmpDir, this.mint.next());
+    return storeIo('put', this.url, key, async () => {
+      const handle = await fsp.open(tmp, 'wx', 0o644);
+      try {
+        await fill(handle);
+        await handle.datasync();
+      } catch (error) {
+        await handle.close().catch(() => undefined);
+        await fsp.rm(tmp, { force: true });
+        throw error;
+      }
+      await handle.close();
+      return tmp;
+    });
+  }
+
+  /** Runs `fn`, then removes `tmp` if it is still there (it is not once renamed). */
+  private async withTmp<T>(tmp: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } finally {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    }
+  }
+
+  /** Renames `tmp` over `key`'s file, creating parent directories, and fsyncs the directory. */
+  private async install(tmp: string, key: string): Promise<void> {
+    const file = this.objectPath(key);
+    await storeIo('put', this.url, key, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await fsp.rename(tmp, file);
+          break;
+        } catch (error) {
+          const code = systemErrorCode(error);
+          if (code === 'ENOENT' && attempt < installAttemptsMax) {
+            await this.makeParents(key);
+            continue;
+          }
+          throw this.mapConflict(key, error);
+        }
+      }
+      await fsyncDir(path.dirname(file));
+    });
+  }
+
+  /** Hard-links `tmp` as `key`'s file: EEXIST is the atomic "already exists". */
+  private async linkIntoPlace(tmp: string, key: string): Promise<void> {
+    const file = this.objectPath(key);
+    await storeIo('put', this.url, key, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await fsp.link(tmp, file);
+          break;
+        } catch (error) {
+          const code = systemErrorCode(error);
+          if (code === 'ENOENT' && attempt < installAttemptsMax) {
+            await this.makeParents(key);
+            continue;
+          }
+          if (code === 'EEXIST') {
+            const stat = await fsp.lstat(file).catch(() => undefined);
+            if (stat?.isDirectory() !== true) {
+              throw new ElideError(
+                'ELIDE_STORE_PRECONDITION_FAILED',
+                `object ${key} already exists in ${this.url}`,
+                { key },
+              );
+            }
+          }
+          throw this.mapConflict(key, error);
+        }
+      }
+      await fsyncDir(path.dirname(file));
+    });
+  }
+
+  /** Creates `key`'s missing parent directories and fsyncs each new entry's parent. */
+  private async makeParents(key: string): Promise<void> {
+    const segments = key.split('/').slice(0, -1);
+    let dir = this.objectsDir;
+    const created: string[] = [];
+    for (const segment of segments) {
+      dir = path.join(dir, segment);
+      try {
+        await fsp.mkdir(dir);
+        created.push(dir);
+      } catch (error) {
+        const code = systemErrorCode(error);
+        if (code === 'EEXIST') continue;
+        throw this.mapConflict(key, error);
+      }
+    }
+    for (const made of created) await fsyncDir(path.dirname(made));
+  }
+
+  /** rmdir's each now-empty directory from `dir` up to (not including) objects/. */
+  private async removeEmptyParents(dir: string): Promise<void> {
+    while (dir.length > this.objectsDir.length && dir.startsWith(this.objectsDir + path.sep)) {
+      try {
+        await fsp.rmdir(dir);
+      } catch {
+        // Not empty (or a concurrent put's mkdir got there first): stop; a leftover empty directory is harmless.
+        return;
+      }
+      dir = path.dirname(dir);
+    }
+  }
+
+  /** ENOTDIR / EISDIR / EEXIST on a path mean an object and a directory want the same name. */
+  private mapConflict(key: string, error: unknown): unknown {
+    const code = systemErrorCode(error);
+    if (code === 'ENOTDIR' || code === 'EISDIR' || code === 'EEXIST' || code === 'ENOTEMPTY') {
+      return new ElideError(
+        'ELIDE_INVALID_ARGUMENT',
+        `key ${key} conflicts with an existing key in ${this.url}: ` +
+          "a file:// store cannot hold both 'a/b' and 'a/b/...'",
+        { key },
+        { cause: error },
+      );
+    }
+    return error;
+  }
+
+  // --- reading ---
+
+  /** Opens `key`'s file, or undefined if there is no such object. */
+  private async openObject(key: string): Promise<FileHandle | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await fsp.open(this.objectPath(key), 'r');
+    } catch (error) {
+      const code = systemErrorCode(error);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw error;
+    }
+    // A directory of other objects is not an object.
+    if (!(await handle.stat()).isFile()) {
+      await handle.close();
+      return undefined;
+    }
+    return handle;
+  }
+
+  /** Size and version from one open file, so they describe the same content. */
+  private async readInfo(key: string): Promise<ObjectInfo | undefined> {
+    return storeIo('head', this.url, key, async () => {
+      const handle = await this.openObject(key);
+      if (handle === undefined) return undefined;
+      try {
+        const hasher = new Blake3Hasher();
+        const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
+        let sizeBytes = 0;
+        for (;;) {
+          const { bytesRead } = await handle.read(chunk, 0, chunk.length, sizeBytes);
+          if (bytesRead === 0) break;
+          hasher.update(chunk.subarray(0, bytesRead));
+          sizeBytes += bytesRead;
+        }
+        return { key, sizeBytes, version: hasher.digest('hex').slice(0, versionHexDigits) };
+      } finally {
+        await handle.close();
+      }
+    });
+  }
+
+  /**
+   * Yields objects under `dir` (whose key prefix is `dirKey`) in key order. A
+   * directory `b` sorts as "b/" so it lands where its keys do: after "b-c", before "b0".
+   */
+  private async *walk(
+    dir: string,
+    dirKey: string,
+    namePrefix: string,
+  ): AsyncGenerator<ObjectEntry> {
+    let entries: Dirent[];
+    try {
+      entries = await fsp.readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      const code = systemErrorCode(error);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw storeError('list', this.url, dirKey, error);
+    }
+    const items = entries
+      .filter((e) => e.name.startsWith(namePrefix) && isKeySegment(e.name))
+      .filter((e) => e.isDirectory() || e.isFile())
+      .map((e) => ({
+        name: e.name,
+        isDir: e.isDirectory(),
+        sortKey: e.isDirectory() ? e.name + '/' : e.name,
+      }))
+      .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+    for (const item of items) {
+      const child = path.join(dir, item.name);
+      if (item.isDir) {
+        yield* this.walk(child, dirKey + item.name + '/', '');
+        continue;
+      }
+      let sizeBytes: number;
+      try {
+        sizeBytes = (await fsp.stat(child)).size;
+      } catch (error) {
+        if (systemErrorCode(error) === 'ENOENT') continue; // deleted since readdir
+        throw storeError('list', this.url, dirKey + item.name, error);
+      }
+      yield { key: dirKey + item.name, sizeBytes };
+    }
+  }
+
+  // --- locking ---
+
+  /**
+   * Runs `fn` holding `key`'s lock: first this store's in-process queue, then
+   * the abstract socket, which excludes other processes and other FileStore
+   * instances on the same root.
+   */
+  private async withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.keyQueues.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.keyQueues.set(key, tail);
+    await previous;
+    try {
+      const server = await this.acquireSocket(key);
+      try {
+        return await fn();
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    } finally {
+      release();
+      if (this.keyQueues.get(key) === tail) this.keyQueues.delete(key);
+    }
+  }
+
+  private async acquireSocket(key: string): Promise<net.Server> {
+    const name = fileStoreLockName(this.root, key);
+    const deadline = Date.now() + this.lockWaitMs;
+    let delayMs = 1;
+    for (;;) {
+      const server = net.createServer((socket) => socket.destroy());
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          // exclusive: a cluster worker must bind itself, not share the primary's handle.
+          server.listen({ path: name, exclusive: true }, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+        server.unref();
+        return server;
+      } catch (error) {
+        if (systemErrorCode(error) !== 'EADDRINUSE') throw storeError('lock', this.url, key, error);
+      }
+      const remainingMs = deadline - Date.now();
+      if (remainingMs <= 0) {
+        throw new ElideError(
+          'ELIDE_STORE_UNAVAILABLE',
+          `object ${key} in ${this.url} stayed locked by another writer for ${this.lockWaitMs} ms`,
+          { key },
+        );
+      }
+      // Jittered exponential backoff so contending processes do not retry in lockstep.
+      await sleep(Math.min(remainingMs, delayMs * (0.5 + Math.random())));
+      delayMs = Math.min(delayMs * 2, lockRetryDelayMsMax);
+    }
+  }
+
+  // --- misc ---
+
+  private objectPath(key: string): string {
+    // Safe because validateStoreKey rejects '.', '..', empty segments and backslashes.
+    return path.join(this.objectsDir, ...key.split('/'));
+  }
+
+  private async sweepTmp(maxAgeMs: number): Promise<void> {
+    const cutoff = Date.now() - maxAgeMs;
+    const names = await storeIo('open', this.url, undefined, () => fsp.readdir(this.tmpDir));
+    for (const name of names) {
+      if (!isUlid(name)) continue; // only ever remove what this store wrote
+      const file = path.join(this.tmpDir, name);
+      try {
+        if ((await fsp.lstat(file)).mtimeMs < cutoff) await fsp.unlink(file);
+      } catch {
+        // Swept by another process, or renamed into place: either way not ours to report.
+      }
+    }
+  }
+
+  private checkOpen(): void {
+    assert(!this.closed, `object store ${this.url} is used after close`);
+  }
+
+  private notFound(key: string): ElideError {
+    return new ElideError('ELIDE_STORE_NOT_FOUND', `object ${key} not found in ${this.url}`, {
+      key,
+    });
+  }
+}
+
+interface Staged {
+  tmp: string;
+  info: ObjectInfo;
+}
+
+function checkSize(key: string, sizeBytes: number): void {
+  if (sizeBytes > storeValueBytesMax) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `object ${key} is larger than the ${storeValueBytesMax}-byte limit`,
+      { key },
+    );
+  }
+}
+
+function isKeySegment(name: string): boolean {
+  try {
+    validateStoreKey(name);
+    return !name.includes('/');
+  } catch {
+    return false;
+  }
+}
+
+/** Runs `fn`, turning system errors into ELIDE_STORE_UNAVAILABLE; ElideErrors pass through. */
+async function storeIo<T>(
+  op: string,
+  url: string,
+  key: string | undefined,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw storeError(op, url, key, error);
+  }
+}
+
+function storeError(op: string, url: string, key: string | undefined, error: unknown): unknown {
+  if (error instanceof ElideError || !(error instanceof Error)) return error;
+  if (systemErrorCode(error) === undefined) return error; // a bug, not an I/O failure
+  const what = key === undefined ? url : `${key} in ${url}`;
+  return new ElideError(
+    'ELIDE_STORE_UNAVAILABLE',
+    `object store ${op} of ${what} failed: ${error.message}`,
+    { key: key ?? null, errno: systemErrorCode(error) ?? null },
+    { cause: error },
+  );
+}
+
+async function readFully(handle: FileHandle, position: number, length: number): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(out, done, length - done, position + done);
+    if (bytesRead === 0) break; // objects are immutable once renamed in; only a foreign writer shrinks one
+    done += bytesRead;
+  }
+  return done === length ? out : out.subarray(0, done);
+}
+
+async function writeFully(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

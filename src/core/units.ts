@@ -1,0 +1,38 @@
+/** Human sizes: `4096`, `512K`, `512M`, `10G`, `2T` (powers of 1024; optional `iB`/`B`). */
+import { ElideError } from './errors.js';
+
+const multipliers: Record<string, number> = {
+  '': 1,
+  K: 1024,
+  M: 1024 ** 2,
+  G: 1024 ** 3,
+  T: 1024 ** 4,
+  P: 1024 ** 5,
+};
+
+export function parseSize(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text);
+  if (match === null) {
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid size "${text}" (use bytes or 512M, 10G, 2T)`);
+  }
+  const value = Number(match[1]) * (multipliers[(match[2] ?? '').toUpperCase()] ?? 1);
+  if (!Number.isSafeInteger(Math.ceil(value))) {
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `size "${text}" is too large`);
+  }
+  return Math.ceil(value);
+}
+
+export function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}

@@ -1,0 +1,280 @@
+/**
+ * DataDir: the engine facade the CLI calls. It owns the data directory's
+ * layout (docs/formats.md §1) and the object store, and hands out Volumes.
+ *
+ * Creating a volume: build `volumes/.creating-<ULID>/` completely (descriptor
+ * fsynced, subdirectories made, directory fsynced), then rename it to
+ * `volumes/<name>` and fsync `volumes/`. COMMIT POINT: the rename. A crash
+ * before it leaves a `.creating-*` directory that a later call sweeps.
+ * Deleting: rename `volumes/<name>` to `.deleting-<ULID>` (COMMIT POINT), then
+ * remove the tree and the volume's store objects.
+ */
+import path from 'node:path';
+import { freeSpaceReserveBytesDefault } from '../constants.js';
+import { ElideError, systemErrorCode } from '../errors.js';
+import type { Fs } from '../fs/types.js';
+import { nodeFs } from '../fs/node-fs.js';
+import { UlidMint, isUlid, ulidTime } from '../ids/ulid.js';
+import { nullLogger, type Logger } from '../log.js';
+import { defaultStoreUrl, openStore, type ObjectStore } from '../store/index.js';
+import {
+  encodeDescriptor,
+  readDescriptor,
+  descriptorFileName,
+  validateVolumeName,
+  validateVolumeSize,
+  type VolumeDescriptor,
+} from './descriptor.js';
+import { VolumeLock } from './lock.js';
+import { exportRaw, importRaw } from './raw-copy.js';
+import type { ProgressCallback, RawCopyResult, VolumeInfo, VolumeSummary } from './types.js';
+import { Volume } from './volume.js';
+
+export interface DataDirOptions {
+  dataDir: string;
+  /** Default `file://<dataDir>/store`. */
+  storeUrl?: string;
+  freeSpaceReserveBytes?: number;
+  log?: Logger;
+  /** Substituted in crash tests; defaults to the real filesystem. */
+  fs?: Fs;
+  /** Check in-memory state against a rebuild after structural changes (ELIDE_INVARIANTS=1). */
+  invariants?: boolean;
+  /** WAL size that triggers promotion (tests lower it). */
+  walBytesMax?: number;
+}
+
+const statfsMagic = {
+  nfs: 0x6969,
+  smb: 0x517b,
+  cifs: 0xff534d42,
+  smb2: 0xfe534d42,
+  tmpfs: 0x01021994,
+} as const;
+
+/** `.creating-*` directories older than this are debris from a crashed init. */
+const creatingDebrisAgeMs = 10 * 60 * 1000;
+
+export class DataDir {
+  private readonly mint = new UlidMint();
+  readonly volumesDir: string;
+
+  private constructor(
+    readonly root: string,
+    readonly store: ObjectStore,
+    private readonly fs: Fs,
+    private readonly log: Logger,
+    private readonly freeSpaceReserveBytes: number,
+    private readonly invariants: boolean,
+    private readonly walBytesMax: number | undefined,
+  ) {
+    this.volumesDir = path.join(root, 'volumes');
+  }
+
+  static async open(options: DataDirOptions): Promise<DataDir> {
+    const fs = options.fs ?? nodeFs;
+    const log = options.log ?? nullLogger;
+    const root = path.resolve(options.dataDir);
+    fs.mkdirp(path.join(root, 'volumes'));
+    checkFilesystem(fs, root, log);
+    const store = await openStore(options.storeUrl ?? defaultStoreUrl(root), root);
+    const reserve = options.freeSpaceReserveBytes ?? freeSpaceReserveBytesDefault;
+    const invariants = options.invariants ?? process.env.ELIDE_INVARIANTS === '1';
+    return new DataDir(root, store, fs, log, reserve, invariants, options.walBytesMax);
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+
+  async initVolume(name: string, sizeBytes: number): Promise<VolumeSummary> {
+    validateVolumeName(name);
+    const size = validateVolumeSize(sizeBytes);
+    const final = this.volumeDir(name);
+    if (this.fs.stat(final) !== undefined) throw volumeExists(name);
+    this.sweepCreating();
+    const id = this.mint.next();
+    const descriptor: VolumeDescriptor = {
+      version: 1,
+      id,
+      name,
+      sizeBytes: size,
+      createdAt: new Date().toISOString(),
+    };
+    const staging = path.join(this.volumesDir, `.creating-${id}`);
+    this.fs.mkdirp(path.join(staging, 'wal'));
+    this.fs.mkdirp(path.join(staging, 'pending'));
+    const fd = this.fs.open(path.join(staging, descriptorFileName), 'create');
+    try {
+      this.fs.write(fd, encodeDescriptor(descriptor), 0);
+      await this.fs.fdatasync(fd);
+    } finally {
+      this.fs.close(fd);
+    }
+    await this.fs.fsyncDir(staging);
+    await this.store.put(`volumes/${id}/volume.json`, encodeDescriptor(descriptor));
+    try {
+      if (this.fs.stat(final) !== undefined) throw volumeExists(name);
+      this.fs.rename(staging, final);
+    } catch (error) {
+      this.fs.removeTree(staging);
+      await this.store.delete(`volumes/${id}/volume.json`);
+      const code = systemErrorCode(error);
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw volumeExists(name);
+      throw error;
+    }
+    await this.fs.fsyncDir(this.volumesDir);
+    return summarize(descriptor);
+  }
+
+  async listVolumes(): Promise<VolumeSummary[]> {
+    const summaries: VolumeSummary[] = [];
+    for (const name of this.fs.readdir(this.volumesDir)) {
+      if (name.startsWith('.')) continue;
+      try {
+        summaries.push(summarize(readDescriptor(this.fs, this.volumeDir(name))));
+      } catch (error) {
+        // A volume deleted while listing is simply gone.
+        if (systemErrorCode(error) !== 'ENOENT') throw error;
+      }
+    }
+    return summaries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async volumeInfo(name: string): Promise<VolumeInfo> {
+    const dir = this.existingVolumeDir(name);
+    const descriptor = readDescriptor(this.fs, dir);
+    const inUseByPid = await VolumeLock.holder(this.fs, dir);
+    // A serving process may promote logs while this inspects them: retry on a vanished file.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const volume = await Volume.open(this.volumeOptions(dir, descriptor, null));
+        const stats = volume.stats();
+        await volume.close();
+        return {
+          ...summarize(descriptor),
+          ...stats,
+          storedBytes: stats.walBytes + stats.segmentBytes,
+          inUseByPid,
+        };
+      } catch (error) {
+        if (systemErrorCode(error) !== 'ENOENT' || attempt >= 5) throw error;
+      }
+    }
+  }
+
+  /** Opens a volume for reading and writing under its single-writer lock. */
+  async openVolume(name: string): Promise<Volume> {
+    const dir = this.existingVolumeDir(name);
+    const descriptor = readDescriptor(this.fs, dir);
+    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    try {
+      return await Volume.open(this.volumeOptions(dir, descriptor, lock));
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  async deleteVolume(name: string, options: { force: boolean }): Promise<void> {
+    const dir = this.existingVolumeDir(name);
+    const descriptor = readDescriptor(this.fs, dir);
+    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    const doomed = path.join(this.volumesDir, `.deleting-${this.mint.next()}`);
+    try {
+      if (!options.force) {
+        const volume = await Volume.open(this.volumeOptions(dir, descriptor, null));
+        const stats = volume.stats();
+        await volume.close();
+        if (stats.writtenBytes > 0) {
+          throw new ElideError(
+            'ELIDE_INVALID_ARGUMENT',
+            `volume ${name} holds ${stats.writtenBytes} bytes of data; pass --force to delete it`,
+          );
+        }
+      }
+      this.fs.rename(dir, doomed);
+      await this.fs.fsyncDir(this.volumesDir);
+    } finally {
+      await lock.release();
+    }
+    this.fs.removeTree(doomed);
+    for await (const object of this.store.list(`volumes/${descriptor.id}/`)) {
+      await this.store.delete(object.key);
+    }
+  }
+
+  async importRaw(file: string, name: string, onProgress?: ProgressCallback): Promise<RawCopyResult> {
+    return importRaw(this, file, name, onProgress);
+  }
+
+  async exportRaw(
+    name: string,
+    target: string | NodeJS.WritableStream,
+    onProgress?: ProgressCallback,
+  ): Promise<RawCopyResult> {
+    return exportRaw(this, name, target, onProgress);
+  }
+
+  private volumeOptions(dir: string, descriptor: VolumeDescriptor, lock: VolumeLock | null) {
+    return {
+      fs: this.fs,
+      volumeDir: dir,
+      descriptor,
+      log: this.log,
+      freeSpaceReserveBytes: this.freeSpaceReserveBytes,
+      lock,
+      invariants: this.invariants,
+      walBytesMax: this.walBytesMax,
+    };
+  }
+
+  private volumeDir(name: string): string {
+    return path.join(this.volumesDir, validateVolumeName(name));
+  }
+
+  private existingVolumeDir(name: string): string {
+    const dir = this.volumeDir(name);
+    if (this.fs.stat(path.join(dir, descriptorFileName)) === undefined) {
+      throw new ElideError('ELIDE_VOLUME_NOT_FOUND', `volume ${name} does not exist`, { volume: name });
+    }
+    return dir;
+  }
+
+  private sweepCreating(): void {
+    for (const entry of this.fs.readdir(this.volumesDir)) {
+      const match = /^\.(creating|deleting)-(.+)$/.exec(entry);
+      if (match === null || !isUlid(match[2] ?? '')) continue;
+      const id = match[2] as Parameters<typeof ulidTime>[0];
+      if (match[1] === 'creating' && Date.now() - ulidTime(id) < creatingDebrisAgeMs) continue;
+      this.fs.removeTree(path.join(this.volumesDir, entry));
+    }
+  }
+}
+
+function summarize(descriptor: VolumeDescriptor): VolumeSummary {
+  return {
+    name: descriptor.name,
+    id: descriptor.id,
+    size: descriptor.sizeBytes,
+    createdAt: descriptor.createdAt,
+  };
+}
+
+function volumeExists(name: string): ElideError {
+  return new ElideError('ELIDE_VOLUME_EXISTS', `volume ${name} already exists`, { volume: name });
+}
+
+function checkFilesystem(fs: Fs, root: string, log: Logger): void {
+  const { type } = fs.statfs(root);
+  if (type === statfsMagic.nfs || type === statfsMagic.smb || type === statfsMagic.cifs || type === statfsMagic.smb2) {
+    throw new ElideError(
+      'ELIDE_UNSUPPORTED_FILESYSTEM',
+      `data directory ${root} is on a network filesystem; its fsync and locking ` +
+        'guarantees are not enough for a write-ahead log, use a local disk',
+    );
+  }
+  if (type === statfsMagic.tmpfs) {
+    log.warn(`data directory ${root} is on tmpfs: nothing survives a reboot`);
+  }
+}

@@ -1,0 +1,85 @@
+/** `volume.json`: the immutable description of a volume (docs/formats.md §2). */
+import path from 'node:path';
+import { blockBytes, volumeBytesMax, volumeNamePattern } from '../constants.js';
+import { ElideError } from '../errors.js';
+import type { Fs } from '../fs/types.js';
+import { isUlid, type Ulid } from '../ids/ulid.js';
+
+export const descriptorFileName = 'volume.json';
+export const descriptorVersion = 1;
+
+export interface VolumeDescriptor {
+  version: typeof descriptorVersion;
+  id: Ulid;
+  name: string;
+  sizeBytes: number;
+  createdAt: string;
+}
+
+export function validateVolumeName(name: string): string {
+  if (!volumeNamePattern.test(name)) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `invalid volume name "${name}": use 1-63 characters of a-z 0-9 . _ -, starting with a letter or digit`,
+    );
+  }
+  return name;
+}
+
+export function validateVolumeSize(sizeBytes: number): number {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid volume size ${sizeBytes}: must be positive`);
+  }
+  const rounded = Math.ceil(sizeBytes / blockBytes) * blockBytes;
+  if (rounded > volumeBytesMax) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `volume size ${sizeBytes} exceeds the maximum of ${volumeBytesMax} bytes (256 TiB)`,
+    );
+  }
+  return rounded;
+}
+
+export function encodeDescriptor(descriptor: VolumeDescriptor): Buffer {
+  return Buffer.from(JSON.stringify(descriptor, null, 2) + '\n');
+}
+
+export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescriptor {
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: not valid JSON`);
+  }
+  if (typeof value !== 'object' || value === null) {
+    throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: not an object`);
+  }
+  const record = value as Record<string, unknown>;
+  if (record.version !== descriptorVersion) {
+    throw new ElideError(
+      'ELIDE_FORMAT_UNSUPPORTED',
+      `${source}: descriptor version ${String(record.version)} is not supported`,
+    );
+  }
+  const { id, name, sizeBytes, createdAt } = record;
+  if (
+    typeof id !== 'string' ||
+    !isUlid(id) ||
+    typeof name !== 'string' ||
+    !volumeNamePattern.test(name) ||
+    typeof sizeBytes !== 'number' ||
+    !Number.isSafeInteger(sizeBytes) ||
+    sizeBytes <= 0 ||
+    sizeBytes % blockBytes !== 0 ||
+    sizeBytes > volumeBytesMax ||
+    typeof createdAt !== 'string'
+  ) {
+    throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: missing or invalid fields`);
+  }
+  return { version: descriptorVersion, id, name, sizeBytes, createdAt };
+}
+
+export function readDescriptor(fs: Fs, volumeDir: string): VolumeDescriptor {
+  const file = path.join(volumeDir, descriptorFileName);
+  return decodeDescriptor(fs.readFile(file), file);
+}

@@ -1,0 +1,85 @@
+/**
+ * Promotion: a sealed WAL becomes one immutable segment.
+ *
+ * Protocol (each step completes before the next starts):
+ *   1. Build the segment from the WAL's records: every claim, in order, and a
+ *      body for every extent not already stored in a segment (dedup), LZ4
+ *      compressed where that pays. All claims are kept, dead ones included:
+ *      a claim may only be dropped once what shadows it is durable, which is
+ *      GC's business, not promotion's.
+ *   2. Write, fdatasync and rename the segment, fsync pending/. COMMIT POINT.
+ *   3. (caller) Point the extent index at the segment, then delete the WAL and
+ *      fsync wal/.
+ * A crash between 2 and 3 leaves both files; recovery recognises the WAL as
+ * promoted by the segment's `sourceWalId` and deletes it.
+ */
+import { blockBytes } from '../constants.js';
+import { ElideError } from '../errors.js';
+import { hashKey, type ExtentIndex } from '../extent-index/extent-index.js';
+import type { Fs } from '../fs/types.js';
+import { blake3 } from '../hash.js';
+import type { Ulid } from '../ids/ulid.js';
+import { encodeExtentBody } from '../segment/codec.js';
+import type { SegmentClaim, SegmentExtent } from '../segment/format.js';
+import { writeSegment, type SegmentFile } from '../segment/segment-file.js';
+import type { WalFile } from '../wal/wal-file.js';
+import type { VolumeDescriptor } from './descriptor.js';
+
+export interface PromoteInput {
+  fs: Fs;
+  pendingDir: string;
+  descriptor: VolumeDescriptor;
+  extents: ExtentIndex;
+  wal: WalFile;
+  segmentId: Ulid;
+  seqMax: number;
+}
+
+export async function promoteWal(input: PromoteInput): Promise<SegmentFile> {
+  const { fs, wal, extents } = input;
+  const segmentExtents: SegmentExtent[] = [];
+  const bodies: Buffer[] = [];
+  const included = new Set<string>();
+  let bodyBytes = 0;
+  for (const record of wal.records) {
+    if (record.kind !== 'data') continue;
+    const key = hashKey(record.hash);
+    if (included.has(key) || extents.get(record.hash)?.kind === 'segment') continue;
+    const plain = Buffer.allocUnsafe(record.lengthBlocks * blockBytes);
+    wal.read(fs, plain, record.payloadOffset);
+    if (!blake3(plain).equals(record.hash)) {
+      throw new ElideError(
+        'ELIDE_WAL_CORRUPT',
+        `${wal.path}: record at ${record.payloadOffset} no longer matches its hash`,
+      );
+    }
+    const { codec, stored } = await encodeExtentBody(plain);
+    segmentExtents.push({
+      hash: record.hash,
+      bodyOffset: bodyBytes,
+      storedBytes: stored.length,
+      plainBlocks: record.lengthBlocks,
+      codec,
+    });
+    bodies.push(stored);
+    bodyBytes += stored.length;
+    included.add(key);
+  }
+  const claims: SegmentClaim[] = wal.records.map((record) => ({
+    hash: record.hash,
+    startLba: record.startLba,
+    seq: record.seq,
+    lengthBlocks: record.lengthBlocks,
+    offsetBlocks: 0,
+  }));
+  return writeSegment(fs, input.pendingDir, {
+    segmentId: input.segmentId,
+    volumeId: input.descriptor.id,
+    sourceWalId: wal.id,
+    seqMax: input.seqMax,
+    extents: segmentExtents,
+    bodies,
+    claims,
+    inputs: [],
+  });
+}

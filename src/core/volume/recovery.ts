@@ -1,0 +1,222 @@
+/**
+ * Rebuilds a volume's in-memory state from its directory (docs/design.md,
+ * "Recovery"). The rules, in order:
+ *   1. `pending/*.tmp` are incomplete segments: deleted (their data is still in a WAL).
+ *   2. Every `pending/*.seg` must decode and verify; one that does not fails the open.
+ *   3. A WAL whose id is some segment's source WAL was promoted already: deleted.
+ *   4. Every other WAL is scanned: a torn tail is truncated, damage before the
+ *      durable point fails the open naming the file and offset.
+ *   5. The LBA map is every claim applied in `seq` order; the extent index
+ *      takes the first stored copy of each hash (segments, then WALs, in id order).
+ * In `inspect` mode nothing on disk is changed; damage is reported the same way.
+ */
+import path from 'node:path';
+import { blockBytes } from '../constants.js';
+import { ElideError, systemErrorCode } from '../errors.js';
+import { ExtentIndex } from '../extent-index/extent-index.js';
+import type { Fs } from '../fs/types.js';
+import { isZeroHash } from '../hash.js';
+import { isUlid, type Ulid } from '../ids/ulid.js';
+import { LbaMap } from '../lbamap/index.js';
+import { SegmentFile, segmentSuffix, tmpSuffix } from '../segment/segment-file.js';
+import { scanWal } from '../wal/scan.js';
+import { WalFile, type WalRecordRef } from '../wal/wal-file.js';
+import type { VolumeDescriptor } from './descriptor.js';
+import type { Logger } from '../log.js';
+
+export interface RecoveredState {
+  lbaMap: LbaMap;
+  extents: ExtentIndex;
+  segments: Map<Ulid, SegmentFile>;
+  wals: WalFile[];
+  seqMax: number;
+  idMax: Ulid | undefined;
+}
+
+interface Claim {
+  startLba: number;
+  lengthBlocks: number;
+  hash: Buffer;
+  offsetBlocks: number;
+  seq: number;
+}
+
+export async function recoverVolume(
+  fs: Fs,
+  volumeDir: string,
+  descriptor: VolumeDescriptor,
+  writable: boolean,
+  log: Logger,
+): Promise<RecoveredState> {
+  const walDir = path.join(volumeDir, 'wal');
+  const pendingDir = path.join(volumeDir, 'pending');
+  const volumeBlocks = descriptor.sizeBytes / blockBytes;
+  const segments = new Map<Ulid, SegmentFile>();
+  const wals: WalFile[] = [];
+  const extents = new ExtentIndex();
+  const claims: Claim[] = [];
+  let seqMax = 0;
+  let idMax: Ulid | undefined;
+  const observe = (id: Ulid): void => {
+    if (idMax === undefined || id > idMax) idMax = id;
+  };
+
+  try {
+    let changedPending = false;
+    for (const name of fs.readdir(pendingDir)) {
+      if (name.endsWith(tmpSuffix)) {
+        if (writable) {
+          fs.unlink(path.join(pendingDir, name));
+          changedPending = true;
+        }
+        continue;
+      }
+      const id = name.slice(0, -segmentSuffix.length);
+      if (!name.endsWith(segmentSuffix) || !isUlid(id)) {
+        log.warn(`${path.join(pendingDir, name)}: ignoring unexpected file`);
+        continue;
+      }
+      const segment = SegmentFile.open(fs, path.join(pendingDir, name), id, descriptor.id);
+      segments.set(id, segment);
+      observe(id);
+      seqMax = Math.max(seqMax, segment.index.header.seqMax);
+      for (const extent of segment.index.extents) {
+        extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
+      }
+      for (const claim of segment.index.claims) {
+        checkClaimRange(claim, volumeBlocks, segment.path);
+        claims.push(claim);
+      }
+    }
+    if (changedPending) await fs.fsyncDir(pendingDir);
+
+    const promoted = new Set<Ulid>();
+    for (const segment of segments.values()) {
+      const source = segment.index.header.sourceWalId;
+      if (source !== null) promoted.add(source);
+    }
+
+    let changedWal = false;
+    for (const name of fs.readdir(walDir)) {
+      const id = name.slice(0, -'.wal'.length);
+      const file = path.join(walDir, name);
+      if (!name.endsWith('.wal') || !isUlid(id)) {
+        log.warn(`${file}: ignoring unexpected file`);
+        continue;
+      }
+      observe(id);
+      if (promoted.has(id)) {
+        if (writable) {
+          fs.unlink(file);
+          changedWal = true;
+        }
+        continue;
+      }
+      const wal = await recoverWal(fs, file, id, descriptor, volumeBlocks, writable, log);
+      if (wal === undefined) {
+        changedWal = true;
+        continue;
+      }
+      wals.push(wal);
+      for (const record of wal.records) {
+        seqMax = Math.max(seqMax, record.seq);
+        claims.push({ ...record, offsetBlocks: 0 });
+        if (record.kind === 'data') {
+          extents.setIfAbsent(record.hash, {
+            kind: 'wal',
+            wal,
+            payloadOffset: record.payloadOffset,
+            plainBlocks: record.lengthBlocks,
+          });
+        }
+      }
+    }
+    if (changedWal && writable) await fs.fsyncDir(walDir);
+  } catch (error) {
+    for (const segment of segments.values()) segment.close(fs);
+    for (const wal of wals) fs.close(wal.fd);
+    throw error;
+  }
+
+  const lbaMap = buildLbaMap(claims);
+  for (const claim of claims) {
+    if (!isZeroHash(claim.hash) && !extents.has(claim.hash)) {
+      throw new ElideError(
+        'ELIDE_VOLUME_CORRUPT',
+        `volume ${descriptor.name}: LBA ${claim.startLba} refers to extent ` +
+          `${claim.hash.toString('hex')} that no segment or log holds`,
+      );
+    }
+  }
+  return { lbaMap, extents, segments, wals, seqMax, idMax };
+}
+
+/** The LBA map is the highest-`seq` claim for every block (docs/formats.md §4.5). */
+export function buildLbaMap(claims: Iterable<Claim>): LbaMap {
+  const ordered = [...claims].sort((a, b) => a.seq - b.seq);
+  const map = new LbaMap();
+  for (const claim of ordered) {
+    map.set(claim.startLba, claim.lengthBlocks, claim.hash, claim.offsetBlocks, claim.seq);
+  }
+  return map;
+}
+
+function checkClaimRange(claim: Claim, volumeBlocks: number, source: string): void {
+  if (claim.startLba + claim.lengthBlocks > volumeBlocks) {
+    throw new ElideError(
+      'ELIDE_SEGMENT_CORRUPT',
+      `${source}: claim at LBA ${claim.startLba} runs past the end of the volume`,
+    );
+  }
+}
+
+async function recoverWal(
+  fs: Fs,
+  file: string,
+  id: Ulid,
+  descriptor: VolumeDescriptor,
+  volumeBlocks: number,
+  writable: boolean,
+  log: Logger,
+): Promise<WalFile | undefined> {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFile(file);
+  } catch (error) {
+    if (systemErrorCode(error) === 'ENOENT' && !writable) return undefined;
+    throw error;
+  }
+  const scan = scanWal(bytes, { walId: id, volumeId: descriptor.id, volumeBlocks });
+  if (scan.outcome === 'corrupt') {
+    throw new ElideError(
+      'ELIDE_WAL_CORRUPT',
+      `${file}: corrupt record at offset ${scan.corruptOffset ?? 0} before data that was ` +
+        'acknowledged durable; refusing to open (the file is left untouched)',
+      { file, offset: scan.corruptOffset },
+    );
+  }
+  if (!scan.headerValid) {
+    // A torn creation: the header never became durable, so no record did either.
+    if (writable) fs.unlink(file);
+    return undefined;
+  }
+  if (scan.outcome === 'torn-tail' && writable) {
+    log.warn(`${file}: truncating ${bytes.length - scan.validBytes} bytes of unsynced tail`);
+    const fd = fs.open(file, 'readwrite');
+    try {
+      fs.truncate(fd, scan.validBytes);
+      await fs.fdatasync(fd);
+    } finally {
+      fs.close(fd);
+    }
+  }
+  const records: WalRecordRef[] = scan.records.map((record) => ({
+    kind: record.kind,
+    startLba: record.startLba,
+    lengthBlocks: record.lengthBlocks,
+    seq: record.seq,
+    hash: record.hash,
+    payloadOffset: record.kind === 'data' ? record.payloadOffset : 0,
+  }));
+  return WalFile.recovered(fs, file, id, records, scan.validBytes, writable);
+}

@@ -1,0 +1,39 @@
+/** Shapes returned by the engine facade; the CLI prints them as `--json`. */
+
+export interface VolumeSummary {
+  name: string;
+  id: string;
+  /** Logical size in bytes. */
+  size: number;
+  createdAt: string;
+}
+
+export interface VolumeInfo extends VolumeSummary {
+  /** Logical bytes currently mapped to data (not counting zeroed or trimmed ranges). */
+  writtenBytes: number;
+  /** Logical bytes mapped as zero by trim or write-zeroes. */
+  zeroBytes: number;
+  /** Bytes the volume's segments and logs occupy on disk (after dedup and compression). */
+  storedBytes: number;
+  /** Bytes in write-ahead logs. */
+  walBytes: number;
+  /** Number of segments. */
+  segments: number;
+  /** Bytes in segments. */
+  segmentBytes: number;
+  /** Number of distinct extents (content hashes) the volume stores. */
+  extents: number;
+  /** pid of the process serving the volume, when one holds its lock. */
+  inUseByPid: number | null;
+}
+
+/** Called as a copy advances; `totalBytes` is the volume or file size. */
+export type ProgressCallback = (doneBytes: number, totalBytes: number) => void;
+
+export interface RawCopyResult {
+  name: string;
+  size: number;
+  /** Bytes that were copied as data (all-zero blocks are skipped). */
+  dataBytes: number;
+  durationMs: number;
+}

@@ -1,0 +1,616 @@
+/**
+ * Volume: a block device stored as write-ahead logs plus immutable segments.
+ *
+ * Guest-visible contract:
+ * - A completed write is readable at once (read-your-writes) but durable only
+ *   after a later flush completes (or when written with `fua`).
+ * - `flush` fdatasyncs every WAL that holds unsynced records, sealed ones
+ *   included, and fsyncs wal/ for WALs created since the last flush.
+ * - Reads verify every extent against its BLAKE3 hash and fail with
+ *   ELIDE_EXTENT_CORRUPT (EIO) rather than return wrong bytes.
+ *
+ * Concurrency: writes and reads of local data run synchronously inside one
+ * event-loop turn, so a read-modify-write of a partial block cannot interleave
+ * with another request. Promotion awaits between its phases; it only ever
+ * moves extent bodies (ExtentIndex), never LBA mappings, so guest writes that
+ * land meanwhile always win.
+ */
+import path from 'node:path';
+import { assert } from '../assert.js';
+import {
+  blockBytes,
+  extentBlocksMax,
+  extentCacheBytesMax,
+  walBytesMax,
+  walRecordHeaderBytes,
+} from '../constants.js';
+import { ElideError, isElideError } from '../errors.js';
+import { ExtentIndex, hashKey, type ExtentLocation } from '../extent-index/extent-index.js';
+import type { Fs } from '../fs/types.js';
+import { blake3, isAllZero, isZeroHash, ZERO_HASH } from '../hash.js';
+import { UlidMint, type Ulid } from '../ids/ulid.js';
+import { LbaMap } from '../lbamap/index.js';
+import type { Logger } from '../log.js';
+import { decodeExtentBody } from '../segment/codec.js';
+import type { SegmentFile } from '../segment/segment-file.js';
+import { encodeWalRecordHeader } from '../wal/record.js';
+import { WalFile } from '../wal/wal-file.js';
+import type { VolumeDescriptor } from './descriptor.js';
+import { ExtentCache } from './extent-cache.js';
+import { FreeSpaceGuard } from './free-space.js';
+import type { VolumeLock } from './lock.js';
+import { promoteWal } from './promote.js';
+import { buildLbaMap, recoverVolume } from './recovery.js';
+
+export interface VolumeOpenOptions {
+  fs: Fs;
+  volumeDir: string;
+  descriptor: VolumeDescriptor;
+  log: Logger;
+  freeSpaceReserveBytes: number;
+  /** Held by the caller for 'write'; absent for 'inspect', which changes nothing on disk. */
+  lock: VolumeLock | null;
+  /** Compare in-memory state against a rebuild after every structural change. */
+  invariants: boolean;
+  /** WAL size that triggers sealing and promotion; tests lower it to exercise rotation. */
+  walBytesMax?: number;
+}
+
+export interface WriteOptions {
+  /** Force unit access: the write is durable when the call returns. */
+  fua?: boolean;
+}
+
+export type BlockStatusKind = 'data' | 'zero' | 'hole';
+export interface BlockStatusRun {
+  offsetBytes: number;
+  lengthBytes: number;
+  kind: BlockStatusKind;
+}
+
+export interface VolumeStats {
+  writtenBytes: number;
+  zeroBytes: number;
+  walBytes: number;
+  segments: number;
+  segmentBytes: number;
+  extents: number;
+}
+
+export class Volume {
+  readonly descriptor: VolumeDescriptor;
+  readonly writable: boolean;
+  private readonly fs: Fs;
+  private readonly log: Logger;
+  private readonly walDir: string;
+  private readonly pendingDir: string;
+  private readonly lock: VolumeLock | null;
+  private readonly invariants: boolean;
+  private readonly walBytesMax: number;
+  private readonly space: FreeSpaceGuard;
+  private readonly cache = new ExtentCache(extentCacheBytesMax);
+  private readonly mint: UlidMint;
+  private readonly lbaMap: LbaMap;
+  private readonly extents: ExtentIndex;
+  private readonly segments: Map<Ulid, SegmentFile>;
+  /** Oldest first; only the last one may be unsealed (the active WAL). */
+  private readonly wals: WalFile[];
+  private nextSeq: number;
+  private promotions: Promise<void> = Promise.resolve();
+  private runningFlush: Promise<void> | null = null;
+  private queuedFlush: Promise<void> | null = null;
+  /** Set when durability can no longer be promised (a failed fdatasync); the volume refuses I/O. */
+  private failure: ElideError | null = null;
+  private closed = false;
+
+  private constructor(options: VolumeOpenOptions, state: Awaited<ReturnType<typeof recoverVolume>>) {
+    this.descriptor = options.descriptor;
+    this.fs = options.fs;
+    this.log = options.log;
+    this.lock = options.lock;
+    this.writable = options.lock !== null;
+    this.invariants = options.invariants;
+    this.walBytesMax = options.walBytesMax ?? walBytesMax;
+    this.walDir = path.join(options.volumeDir, 'wal');
+    this.pendingDir = path.join(options.volumeDir, 'pending');
+    this.space = new FreeSpaceGuard(options.fs, options.volumeDir, options.freeSpaceReserveBytes);
+    this.lbaMap = state.lbaMap;
+    this.extents = state.extents;
+    this.segments = state.segments;
+    this.wals = state.wals;
+    this.nextSeq = state.seqMax + 1;
+    this.mint = new UlidMint(state.idMax);
+  }
+
+  static async open(options: VolumeOpenOptions): Promise<Volume> {
+    const writable = options.lock !== null;
+    const state = await recoverVolume(
+      options.fs,
+      options.volumeDir,
+      options.descriptor,
+      writable,
+      options.log,
+    );
+    const volume = new Volume(options, state);
+    if (volume.invariants) volume.checkInvariants('open');
+    if (writable) for (const wal of volume.wals) volume.schedulePromotion(wal);
+    return volume;
+  }
+
+  get name(): string {
+    return this.descriptor.name;
+  }
+
+  get sizeBytes(): number {
+    return this.descriptor.sizeBytes;
+  }
+
+  // ---- guest I/O -------------------------------------------------------------------------
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.checkOpen();
+    this.checkRange(offsetBytes, lengthBytes);
+    const target = Buffer.allocUnsafe(lengthBytes);
+    this.readInto(offsetBytes, target);
+    return target;
+  }
+
+  /** Reads `target.length` bytes at `offsetBytes` into `target` (any alignment). */
+  readInto(offsetBytes: number, target: Buffer): void {
+    this.checkOpen();
+    this.checkRange(offsetBytes, target.length);
+    if (target.length === 0) return;
+    const startLba = Math.floor(offsetBytes / blockBytes);
+    const endLba = Math.ceil((offsetBytes + target.length) / blockBytes);
+    const lead = offsetBytes - startLba * blockBytes;
+    if (lead === 0 && target.length % blockBytes === 0) {
+      this.readBlocksInto(startLba, endLba - startLba, target, 0);
+      return;
+    }
+    const blocks = Buffer.allocUnsafe((endLba - startLba) * blockBytes);
+    this.readBlocksInto(startLba, endLba - startLba, blocks, 0);
+    blocks.copy(target, 0, lead, lead + target.length);
+  }
+
+  async write(offsetBytes: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offsetBytes, data.length);
+    if (data.length > 0) this.writeBytes(offsetBytes, data);
+    if (options.fua === true) await this.flush();
+  }
+
+  /** Maps the range to zeros. Partial edge blocks are rewritten with zero bytes. */
+  async writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offsetBytes, lengthBytes);
+    this.zeroRange(offsetBytes, lengthBytes, true);
+    if (options.fua === true) await this.flush();
+  }
+
+  /** Discards whole blocks in the range (they read back as zeros); partial edge blocks are kept. */
+  async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offsetBytes, lengthBytes);
+    this.zeroRange(offsetBytes, lengthBytes, false);
+    if (options.fua === true) await this.flush();
+  }
+
+  /**
+   * Makes every completed write durable. Concurrent callers share syncs: a
+   * call made while a flush runs waits for one more flush, which all callers
+   * queued behind the running one share.
+   */
+  flush(): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (!this.writable) return Promise.resolve();
+    if (this.runningFlush === null) return this.startFlush();
+    if (this.queuedFlush === null) {
+      this.queuedFlush = this.runningFlush.then(
+        () => this.startFlush(),
+        () => this.startFlush(),
+      );
+    }
+    return this.queuedFlush;
+  }
+
+  /** Allocation status from the LBA map, merged into runs (any alignment in, block-aligned runs out). */
+  blockStatus(offsetBytes: number, lengthBytes: number): BlockStatusRun[] {
+    this.checkOpen();
+    this.checkRange(offsetBytes, lengthBytes);
+    const runs: BlockStatusRun[] = [];
+    if (lengthBytes === 0) return runs;
+    const startLba = Math.floor(offsetBytes / blockBytes);
+    const endLba = Math.ceil((offsetBytes + lengthBytes) / blockBytes);
+    for (const piece of this.lbaMap.lookup(startLba, endLba - startLba)) {
+      const kind: BlockStatusKind =
+        piece.mapping === undefined ? 'hole' : isZeroHash(piece.mapping.hash) ? 'zero' : 'data';
+      const last = runs[runs.length - 1];
+      if (last !== undefined && last.kind === kind) {
+        last.lengthBytes += piece.lengthBlocks * blockBytes;
+      } else {
+        runs.push({ offsetBytes: piece.startLba * blockBytes, lengthBytes: piece.lengthBlocks * blockBytes, kind });
+      }
+    }
+    return runs;
+  }
+
+  stats(): VolumeStats {
+    const mapped = this.lbaMap.mappedBlocks();
+    let segmentBytes = 0;
+    for (const segment of this.segments.values()) segmentBytes += segment.fileBytes;
+    let walBytes = 0;
+    for (const wal of this.wals) if (!wal.retired) walBytes += wal.sizeBytes;
+    return {
+      writtenBytes: mapped.dataBlocks * blockBytes,
+      zeroBytes: mapped.zeroBlocks * blockBytes,
+      walBytes,
+      segments: this.segments.size,
+      segmentBytes,
+      extents: this.extents.size,
+    };
+  }
+
+  /** Seals the active WAL and waits until every WAL is promoted into a segment. */
+  async promoteAll(): Promise<void> {
+    this.checkWritable();
+    this.sealActiveWal();
+    for (const wal of this.wals) if (!wal.retired) this.schedulePromotion(wal);
+    await this.promotions;
+    const left = this.wals.filter((wal) => !wal.retired).length;
+    if (left > 0) throw new ElideError('ELIDE_IO', `volume ${this.name}: ${left} logs could not be promoted`);
+  }
+
+  /** Flushes, promotes what it can, and releases the lock. Durable data is never at risk here. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.writable && this.failure === null) {
+        await this.flush();
+        try {
+          await this.promoteAll();
+        } catch (error) {
+          // The WALs stay and are promoted at the next open.
+          this.log.warn(`volume ${this.name}: promotion at close failed: ${errorText(error)}`);
+        }
+      }
+    } finally {
+      this.closed = true;
+      await this.promotions.catch(() => {});
+      for (const segment of this.segments.values()) segment.close(this.fs);
+      for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
+      await this.lock?.release();
+    }
+  }
+
+  /**
+   * Drops the volume the way a crashed process would: nothing is flushed,
+   * promoted or closed, and the lock is released. Crash tests use it after
+   * cutting power to their simulated filesystem.
+   */
+  async abandon(): Promise<void> {
+    this.closed = true;
+    await this.lock?.release();
+  }
+
+  // ---- write path ------------------------------------------------------------------------
+
+  private writeBytes(offsetBytes: number, data: Buffer): void {
+    const startLba = Math.floor(offsetBytes / blockBytes);
+    const endLba = Math.ceil((offsetBytes + data.length) / blockBytes);
+    const lead = offsetBytes - startLba * blockBytes;
+    if (lead === 0 && data.length % blockBytes === 0) {
+      this.writeBlocks(startLba, data);
+      return;
+    }
+    // Read-modify-write of the partial edge blocks, inside one synchronous turn.
+    const blocks = Buffer.allocUnsafe((endLba - startLba) * blockBytes);
+    if (lead !== 0) this.readBlocksInto(startLba, 1, blocks, 0);
+    if ((offsetBytes + data.length) % blockBytes !== 0) {
+      this.readBlocksInto(endLba - 1, 1, blocks, blocks.length - blockBytes);
+    }
+    data.copy(blocks, lead);
+    this.writeBlocks(startLba, blocks);
+  }
+
+  private writeBlocks(startLba: number, blocks: Buffer): void {
+    assert(blocks.length % blockBytes === 0, 'writeBlocks takes whole blocks');
+    const totalBlocks = blocks.length / blockBytes;
+    for (let done = 0; done < totalBlocks; done += extentBlocksMax) {
+      const count = Math.min(extentBlocksMax, totalBlocks - done);
+      const chunk = blocks.subarray(done * blockBytes, (done + count) * blockBytes);
+      if (isAllZero(chunk)) this.appendZero(startLba + done, count);
+      else this.appendData(startLba + done, chunk);
+    }
+  }
+
+  private zeroRange(offsetBytes: number, lengthBytes: number, zeroPartialBlocks: boolean): void {
+    if (lengthBytes === 0) return;
+    const endBytes = offsetBytes + lengthBytes;
+    const firstWhole = Math.ceil(offsetBytes / blockBytes);
+    const endWhole = Math.floor(endBytes / blockBytes);
+    if (firstWhole >= endWhole) {
+      if (zeroPartialBlocks) this.writeBytes(offsetBytes, Buffer.alloc(lengthBytes));
+      return;
+    }
+    if (zeroPartialBlocks && offsetBytes < firstWhole * blockBytes) {
+      this.writeBytes(offsetBytes, Buffer.alloc(firstWhole * blockBytes - offsetBytes));
+    }
+    // One ZERO record covers up to 2^32-1 blocks, so a whole-volume trim is a few records.
+    const recordBlocksMax = 0xffff_ffff;
+    for (let lba = firstWhole; lba < endWhole; lba += recordBlocksMax) {
+      this.appendZero(lba, Math.min(recordBlocksMax, endWhole - lba));
+    }
+    if (zeroPartialBlocks && endBytes > endWhole * blockBytes) {
+      this.writeBytes(endWhole * blockBytes, Buffer.alloc(endBytes - endWhole * blockBytes));
+    }
+  }
+
+  private appendData(startLba: number, chunk: Buffer): void {
+    const lengthBlocks = chunk.length / blockBytes;
+    const hash = blake3(chunk);
+    const seq = this.nextSeq++;
+    const wal = this.activeWal(walRecordHeaderBytes + chunk.length);
+    const header = encodeWalRecordHeader(
+      { kind: 'data', lengthBlocks, startLba, seq, durableBytes: wal.durableBytes, hash },
+      wal.id,
+    );
+    const payloadOffset = this.appendToWal(wal, header, chunk);
+    wal.records.push({ kind: 'data', startLba, lengthBlocks, seq, hash, payloadOffset });
+    this.lbaMap.set(startLba, lengthBlocks, hash, 0, seq);
+    this.extents.setIfAbsent(hash, { kind: 'wal', wal, payloadOffset, plainBlocks: lengthBlocks });
+  }
+
+  private appendZero(startLba: number, lengthBlocks: number): void {
+    const seq = this.nextSeq++;
+    const wal = this.activeWal(walRecordHeaderBytes);
+    const header = encodeWalRecordHeader(
+      { kind: 'zero', lengthBlocks, startLba, seq, durableBytes: wal.durableBytes, hash: ZERO_HASH },
+      wal.id,
+    );
+    this.appendToWal(wal, header, undefined);
+    wal.records.push({ kind: 'zero', startLba, lengthBlocks, seq, hash: ZERO_HASH, payloadOffset: 0 });
+    this.lbaMap.set(startLba, lengthBlocks, ZERO_HASH, 0, seq);
+  }
+
+  private appendToWal(wal: WalFile, header: Buffer, payload: Buffer | undefined): number {
+    try {
+      return wal.append(this.fs, header, payload);
+    } catch (error) {
+      if (isElideError(error, 'ELIDE_NO_SPACE')) throw error;
+      throw this.fail(error, `append to ${wal.path}`);
+    }
+  }
+
+  /** The WAL to append `bytes` to: rotates past walBytesMax and checks the free-space reserve. */
+  private activeWal(bytes: number): WalFile {
+    this.space.claim(bytes, `a ${bytes}-byte log record`);
+    let wal = this.wals[this.wals.length - 1];
+    if (wal !== undefined && !wal.sealed && wal.sizeBytes + bytes > this.walBytesMax) {
+      this.sealActiveWal();
+      wal = undefined;
+    }
+    if (wal === undefined || wal.sealed) {
+      const created = WalFile.create(this.fs, this.walDir, this.mint.next(), this.descriptor.id);
+      this.wals.push(created);
+      return created;
+    }
+    return wal;
+  }
+
+  private sealActiveWal(): void {
+    const wal = this.wals[this.wals.length - 1];
+    if (wal === undefined || wal.sealed) return;
+    wal.sealed = true;
+    if (wal.records.length > 0) this.schedulePromotion(wal);
+  }
+
+  // ---- flush -----------------------------------------------------------------------------
+
+  private startFlush(): Promise<void> {
+    this.queuedFlush = null;
+    const run = this.syncWals().finally(() => {
+      if (this.runningFlush === run) this.runningFlush = null;
+    });
+    this.runningFlush = run;
+    return run;
+  }
+
+  private async syncWals(): Promise<void> {
+    if (this.failure !== null) throw this.failure;
+    const targets = this.wals
+      .filter((wal) => !wal.retired && (wal.sizeBytes > wal.durableBytes || !wal.entryDurable))
+      .map((wal) => ({ wal, sizeBytes: wal.sizeBytes, newEntry: !wal.entryDurable }));
+    if (targets.length === 0) return;
+    try {
+      await Promise.all(targets.map((target) => this.fs.fdatasync(target.wal.fd)));
+      if (targets.some((target) => target.newEntry)) await this.fs.fsyncDir(this.walDir);
+    } catch (error) {
+      throw this.fail(error, 'flush');
+    }
+    for (const { wal, sizeBytes, newEntry } of targets) {
+      wal.durableBytes = Math.max(wal.durableBytes, sizeBytes);
+      if (newEntry) wal.entryDurable = true;
+    }
+  }
+
+  /**
+   * After a failed fdatasync the kernel may have dropped the dirty pages, so a
+   * later sync could report success for lost data. The volume stops accepting
+   * I/O; reopening it recovers what is really on disk.
+   */
+  private fail(error: unknown, what: string): ElideError {
+    if (this.failure === null) {
+      this.failure = new ElideError(
+        'ELIDE_IO',
+        `volume ${this.name} stopped after ${what} failed: ${errorText(error)}`,
+        {},
+        { cause: error },
+      );
+      this.log.error(this.failure.message);
+    }
+    return this.failure;
+  }
+
+  // ---- promotion -------------------------------------------------------------------------
+
+  private schedulePromotion(wal: WalFile): void {
+    this.promotions = this.promotions.then(async () => {
+      if (this.closed || wal.retired || this.failure !== null) return;
+      try {
+        this.space.claim(wal.sizeBytes, `promoting ${wal.path}`);
+        const segment = await promoteWal({
+          fs: this.fs,
+          pendingDir: this.pendingDir,
+          descriptor: this.descriptor,
+          extents: this.extents,
+          wal,
+          segmentId: this.mint.next(),
+          seqMax: this.nextSeq - 1,
+        });
+        this.applyPromotion(wal, segment);
+        // Flushes in flight may still be syncing the WAL's descriptor.
+        while (this.runningFlush !== null) await this.runningFlush.catch(() => {});
+        this.fs.close(wal.fd);
+        this.fs.unlink(wal.path);
+        await this.fs.fsyncDir(this.walDir);
+        this.wals.splice(this.wals.indexOf(wal), 1);
+        if (this.invariants) this.checkInvariants('promote');
+      } catch (error) {
+        // The WAL is still the durable copy; promotion is retried at the next seal or open.
+        this.log.warn(`volume ${this.name}: promoting ${wal.path} failed: ${errorText(error)}`);
+      }
+    });
+  }
+
+  /** Synchronous: the segment is committed, so point every extent the WAL held at it. */
+  private applyPromotion(wal: WalFile, segment: SegmentFile): void {
+    this.segments.set(segment.id, segment);
+    for (const extent of segment.index.extents) {
+      const location = this.extents.get(extent.hash);
+      if (location === undefined || location.kind === 'wal') {
+        this.extents.set(extent.hash, { kind: 'segment', segment, extent });
+      }
+    }
+    wal.retired = true;
+  }
+
+  // ---- read path -------------------------------------------------------------------------
+
+  private readBlocksInto(startLba: number, blocks: number, target: Buffer, targetOffset: number): void {
+    for (const piece of this.lbaMap.lookup(startLba, blocks)) {
+      const destination = targetOffset + (piece.startLba - startLba) * blockBytes;
+      const length = piece.lengthBlocks * blockBytes;
+      const mapping = piece.mapping;
+      if (mapping === undefined || isZeroHash(mapping.hash)) {
+        target.fill(0, destination, destination + length);
+        continue;
+      }
+      const plain = this.extentPlaintext(mapping.hash);
+      const source = mapping.offsetBlocks * blockBytes;
+      assert(source + length <= plain.length, 'a mapping stays inside its extent');
+      plain.copy(target, destination, source, source + length);
+    }
+  }
+
+  private extentPlaintext(hash: Buffer): Buffer {
+    const key = hashKey(hash);
+    const cached = this.cache.get(key);
+    if (cached !== undefined) return cached;
+    const location = this.extents.get(hash);
+    if (location === undefined) {
+      throw new ElideError('ELIDE_VOLUME_CORRUPT', `extent ${hash.toString('hex')} has no stored copy`);
+    }
+    const plain = this.loadExtent(location);
+    if (!blake3(plain).equals(hash)) {
+      throw new ElideError(
+        'ELIDE_EXTENT_CORRUPT',
+        `extent ${hash.toString('hex')} in ${locationPath(location)} does not match its hash`,
+      );
+    }
+    this.cache.set(key, plain);
+    return plain;
+  }
+
+  private loadExtent(location: ExtentLocation): Buffer {
+    if (location.kind === 'wal') {
+      const plain = Buffer.allocUnsafe(location.plainBlocks * blockBytes);
+      location.wal.read(this.fs, plain, location.payloadOffset);
+      return plain;
+    }
+    const stored = location.segment.readStored(this.fs, location.extent);
+    return decodeExtentBody(stored, location.extent.codec, location.extent.plainBlocks);
+  }
+
+  // ---- checks ----------------------------------------------------------------------------
+
+  private checkOpen(): void {
+    if (this.closed) throw new ElideError('ELIDE_IO', `volume ${this.name} is closed`);
+    if (this.failure !== null) throw this.failure;
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (!this.writable) throw new ElideError('ELIDE_VOLUME_READONLY', `volume ${this.name} is open read-only`);
+  }
+
+  private checkRange(offsetBytes: number, lengthBytes: number): void {
+    if (
+      !Number.isSafeInteger(offsetBytes) ||
+      !Number.isSafeInteger(lengthBytes) ||
+      offsetBytes < 0 ||
+      lengthBytes < 0 ||
+      offsetBytes + lengthBytes > this.sizeBytes
+    ) {
+      throw new ElideError(
+        'ELIDE_OUT_OF_RANGE',
+        `I/O of ${lengthBytes} bytes at ${offsetBytes} is outside volume ${this.name} (${this.sizeBytes} bytes)`,
+      );
+    }
+  }
+
+  /**
+   * The in-memory LBA map must equal one rebuilt from the claims in the
+   * segments and logs, and every mapped hash must resolve to a stored body in
+   * a live segment or log. Enabled by ELIDE_INVARIANTS=1 (always in tests).
+   */
+  checkInvariants(caller: string): void {
+    const claims: Array<{ startLba: number; lengthBlocks: number; hash: Buffer; offsetBlocks: number; seq: number }> = [];
+    for (const segment of this.segments.values()) claims.push(...segment.index.claims);
+    for (const wal of this.wals) {
+      if (wal.retired) continue;
+      for (const record of wal.records) claims.push({ ...record, offsetBlocks: 0 });
+    }
+    const rebuilt = buildLbaMap(claims);
+    const live = [...this.lbaMap.entries()];
+    const fresh = [...rebuilt.entries()];
+    const same =
+      live.length === fresh.length &&
+      live.every((entry, i) => {
+        const other = fresh[i];
+        return (
+          other !== undefined &&
+          entry.startLba === other.startLba &&
+          entry.lengthBlocks === other.lengthBlocks &&
+          entry.offsetBlocks === other.offsetBlocks &&
+          entry.seq === other.seq &&
+          entry.hash.equals(other.hash)
+        );
+      });
+    assert(same, `${caller}: live LBA map differs from a rebuild from disk`);
+    for (const entry of live) {
+      if (isZeroHash(entry.hash)) continue;
+      const location = this.extents.get(entry.hash);
+      assert(location !== undefined, `${caller}: mapped extent has a stored copy`);
+      if (location.kind === 'wal') assert(!location.wal.retired, `${caller}: extent not in a retired log`);
+      else assert(this.segments.has(location.segment.id), `${caller}: extent in a live segment`);
+    }
+  }
+}
+
+function locationPath(location: ExtentLocation): string {
+  return location.kind === 'wal' ? location.wal.path : location.segment.path;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,143 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { compress } from 'lz4-napi';
+import { AssertionError } from '../../../../src/core/assert.js';
+import { isElideError } from '../../../../src/core/errors.js';
+import {
+  decodeExtentBody,
+  encodeExtentBody,
+  sampledEntropyBits,
+} from '../../../../src/core/segment/codec.js';
+
+function compressible(blocks: number): Buffer {
+  const buf = Buffer.alloc(blocks * 4096);
+  for (let i = 0; i < buf.length; i += 64) buf.write(`line ${i % 1000} of a text file\n`, i);
+  return buf;
+}
+
+function expectCorrupt(fn: () => unknown): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (error) {
+    thrown = error;
+  }
+  expect(isElideError(thrown, 'ELIDE_EXTENT_CORRUPT'), String(thrown)).toBe(true);
+}
+
+describe('sampledEntropyBits', () => {
+  it('is 0 for constant data and near 8 for random data', () => {
+    expect(sampledEntropyBits(Buffer.alloc(4096))).toBe(0);
+    expect(sampledEntropyBits(randomBytes(1 << 20))).toBeGreaterThan(7.5);
+    expect(sampledEntropyBits(new Uint8Array(0))).toBe(0);
+  });
+
+  it('is exactly 1 bit for two evenly mixed symbols', () => {
+    const buf = Buffer.alloc(8192);
+    buf.fill(1, 4096);
+    expect(sampledEntropyBits(buf)).toBeCloseTo(1, 10);
+  });
+});
+
+describe('encodeExtentBody', () => {
+  it('compresses compressible data with LZ4 and a length prefix', async () => {
+    const plain = compressible(4);
+    const { codec, stored } = await encodeExtentBody(plain);
+    expect(codec).toBe('lz4');
+    expect(stored.readUInt32LE(0)).toBe(plain.length);
+    expect(stored.length * 1.5).toBeLessThanOrEqual(plain.length);
+    expect(decodeExtentBody(stored, codec, 4).equals(plain)).toBe(true);
+  });
+
+  it('stores high-entropy data raw without compressing', async () => {
+    const plain = randomBytes(256 * 4096);
+    const { codec, stored } = await encodeExtentBody(plain);
+    expect(codec).toBe('raw');
+    expect(stored).toBe(plain);
+    expect(decodeExtentBody(stored, 'raw', 256)).toBe(plain);
+  });
+
+  it('stores data raw when LZ4 saves less than 1.5x', async () => {
+    // 7 bits/byte of entropy passes the sampling gate, but LZ4 cannot code entropy.
+    const plain = randomBytes(8 * 4096).map((b) => b & 0x7f);
+    const asBuffer = Buffer.from(plain);
+    expect(sampledEntropyBits(asBuffer)).toBeLessThan(7.5);
+    expect((await compress(asBuffer)).length * 1.5).toBeGreaterThan(asBuffer.length);
+    expect((await encodeExtentBody(asBuffer)).codec).toBe('raw');
+  });
+
+  it('round-trips random block contents', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 8 }),
+        fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 4 }),
+        async (blocks, alphabet) => {
+          const plain = Buffer.alloc(blocks * 4096);
+          for (let i = 0; i < plain.length; i++) plain[i] = alphabet[(i * 7919) % alphabet.length]!;
+          const { codec, stored } = await encodeExtentBody(plain);
+          expect(decodeExtentBody(stored, codec, blocks).equals(plain)).toBe(true);
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+
+  it('asserts on a plaintext that is not 1..256 whole blocks', async () => {
+    for (const size of [0, 100, 4097, 257 * 4096]) {
+      await expect(encodeExtentBody(Buffer.alloc(size))).rejects.toThrow(AssertionError);
+    }
+  });
+});
+
+describe('decodeExtentBody: hostile input', () => {
+  it('rejects raw bodies of the wrong length', () => {
+    expectCorrupt(() => decodeExtentBody(Buffer.alloc(4095), 'raw', 1));
+    expectCorrupt(() => decodeExtentBody(Buffer.alloc(8192), 'raw', 1));
+  });
+
+  it('rejects plainBlocks out of range and unknown codecs', () => {
+    expectCorrupt(() => decodeExtentBody(Buffer.alloc(0), 'raw', 0));
+    expectCorrupt(() => decodeExtentBody(Buffer.alloc(257 * 4096), 'raw', 257));
+    expectCorrupt(() => decodeExtentBody(Buffer.alloc(4096), 'zstd' as 'raw', 1));
+  });
+
+  it('rejects a length prefix that disagrees with plainBlocks before decompressing', async () => {
+    const stored = (await encodeExtentBody(compressible(2))).stored;
+    expectCorrupt(() => decodeExtentBody(stored, 'lz4', 1));
+    expectCorrupt(() => decodeExtentBody(stored, 'lz4', 3));
+    const huge = Buffer.from(stored);
+    huge.writeUInt32LE(0xffffffff, 0);
+    expectCorrupt(() => decodeExtentBody(huge, 'lz4', 2));
+  });
+
+  it('rejects every truncation of an LZ4 body', async () => {
+    const plain = compressible(2);
+    const { stored } = await encodeExtentBody(plain);
+    for (let n = 0; n < stored.length; n++) {
+      expectCorrupt(() => decodeExtentBody(stored.subarray(0, n), 'lz4', 2));
+    }
+  });
+
+  it('a bit flip either throws ELIDE_EXTENT_CORRUPT or yields exactly plainBlocks of output', async () => {
+    // LZ4 has no checksum: flipped literals decode to wrong bytes of the right length,
+    // which the caller's BLAKE3 check catches. The codec must never crash or over-allocate.
+    const plain = compressible(2);
+    const { stored } = await encodeExtentBody(plain);
+    for (let bit = 0; bit < stored.length * 8; bit++) {
+      const bad = Buffer.from(stored);
+      bad[bit >> 3]! ^= 1 << (bit & 7);
+      try {
+        expect(decodeExtentBody(bad, 'lz4', 2).length).toBe(8192);
+      } catch (error) {
+        expect(isElideError(error, 'ELIDE_EXTENT_CORRUPT'), String(error)).toBe(true);
+      }
+    }
+  });
+
+  it('names the source in its message', () => {
+    expect(() => decodeExtentBody(Buffer.alloc(1), 'raw', 1, 'segment X extent 3')).toThrow(
+      /segment X extent 3/,
+    );
+  });
+});
