@@ -1,4 +1,5 @@
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -21,8 +22,14 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            { group: ['@oclif/*', 'ora', 'cli-table3'], message: 'core must not import CLI packages' },
-            { group: ['**/commands/**', '**/cli/**'], message: 'core must not import the CLI layer' },
+            {
+              group: ['@oclif/*', 'ora', 'cli-table3'],
+              message: 'core must not import CLI packages',
+            },
+            {
+              group: ['**/commands/**', '**/cli/**'],
+              message: 'core must not import the CLI layer',
+            },
           ],
         },
       ],
@@ -30,7 +37,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['bin/**/*.js', 'scripts/**/*.js'],
-    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+    files: ['**/*.js', '**/*.mjs'],
+    languageOptions: { globals: { ...globals.node } },
   },
 );

@@ -18,7 +18,7 @@ const check = process.argv.includes('--check');
 
 const config = await Config.load({ root });
 // Exit statuses come from the engine's error table, so the EXIT STATUS section cannot go stale.
-const { errorCodes } = await import(pathToFileURL(path.join(root, 'dist/core/errors.js')).href);
+const { errorCodes } = await import(pathToFileURL(path.join(root, 'dist/core/index.js')).href);
 
 /** Escapes text for roff: backslashes, minus signs and control characters at line starts. */
 function esc(text) {
@@ -173,7 +173,11 @@ function commandPage(command, commands) {
   if (args.length > 0) {
     sections.push('.SH ARGUMENTS');
     for (const arg of args) {
-      sections.push('.TP', italic(arg.name.toUpperCase()), paragraphs(arg.description ?? '', '.IP'));
+      sections.push(
+        '.TP',
+        italic(arg.name.toUpperCase()),
+        paragraphs(arg.description ?? '', '.IP'),
+      );
     }
   }
   const own = flags.filter((flag) => flag.helpGroup !== 'GLOBAL');
@@ -240,7 +244,8 @@ const commands = config.commands
 await Promise.all(commands.map((command) => command.load()));
 
 const pages = new Map([[`${config.bin}.1`, mainPage(commands)]]);
-for (const command of commands) pages.set(`${pageName(command.id)}.1`, commandPage(command, commands));
+for (const command of commands)
+  pages.set(`${pageName(command.id)}.1`, commandPage(command, commands));
 
 const existing = (await readdir(manDir).catch(() => [])).filter(
   (file) => file.startsWith(`${config.bin}`) && file.endsWith('.1'),
@@ -255,14 +260,16 @@ if (check) {
     else if (current !== text) problems.push(`${file}: out of date`);
   }
   if (problems.length > 0) {
-    for (const problem of problems) console.error(`man/${problem}`);
-    console.error('man pages differ from the commands; run `npm run build && npm run man`');
+    for (const problem of problems) process.stderr.write(`man/${problem}\n`);
+    process.stderr.write(
+      'man pages differ from the commands; run `npm run build && npm run man`\n',
+    );
     process.exit(1);
   }
-  console.log(`man pages up to date (${pages.size})`);
+  process.stdout.write(`man pages up to date (${pages.size})\n`);
 } else {
   await mkdir(manDir, { recursive: true });
   for (const [file, text] of pages) await writeFile(path.join(manDir, file), text);
   for (const file of stale) await unlink(path.join(manDir, file));
-  console.log(`wrote ${pages.size} man pages to man/`);
+  process.stdout.write(`wrote ${pages.size} man pages to man/\n`);
 }

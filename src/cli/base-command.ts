@@ -43,6 +43,9 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
     }),
     store: Flags.string({
       summary: 'Object store URL [default: file://<data-dir>/store].',
+      description:
+        'file:///ABSOLUTE/PATH or file://RELATIVE/PATH for a directory store; ' +
+        's3://BUCKET[/PREFIX] is recognised but not supported yet.',
       env: 'ELIDE_STORE',
       helpValue: 'URL',
       helpGroup: 'GLOBAL',
@@ -180,7 +183,8 @@ export function errorLine(error: unknown): string {
 /** Any error thrown while parsing argv is a usage error: exit status 2 unless it says otherwise. */
 function usageError(error: unknown, commandId: string | undefined): Error {
   if (isElideError(error)) return error;
-  const help = commandId === undefined ? '--help' : `elide ${commandId.replaceAll(':', ' ')} --help`;
+  const help =
+    commandId === undefined ? '--help' : `elide ${commandId.replaceAll(':', ' ')} --help`;
   return new UsageError(`${errorLine(error)} (see '${help}')`, { cause: error });
 }
 

@@ -28,4 +28,3 @@ export const sizeFlag = Flags.custom<number>({
   helpValue: 'SIZE',
   parse: async (input) => parseSizeInput(input),
 });
-

@@ -9,7 +9,12 @@ export { nullLogger } from './log.js';
 export { DataDir } from './volume/data-dir.js';
 export type { DataDirOptions } from './volume/data-dir.js';
 export { Volume } from './volume/volume.js';
-export type { BlockStatusRun, BlockStatusKind, VolumeStats, WriteOptions } from './volume/volume.js';
+export type {
+  BlockStatusRun,
+  BlockStatusKind,
+  VolumeStats,
+  WriteOptions,
+} from './volume/volume.js';
 export type { VolumeSummary, VolumeInfo, ProgressCallback, RawCopyResult } from './volume/types.js';
 
 const packageJson = createRequire(import.meta.url)('../../package.json') as { version: string };

@@ -13,7 +13,10 @@ const multipliers: Record<string, number> = {
 export function parseSize(text: string): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text);
   if (match === null) {
-    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid size "${text}" (use bytes or 512M, 10G, 2T)`);
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `invalid size "${text}" (use bytes or 512M, 10G, 2T)`,
+    );
   }
   const value = Number(match[1]) * (multipliers[(match[2] ?? '').toUpperCase()] ?? 1);
   if (!Number.isSafeInteger(Math.ceil(value))) {

@@ -11,12 +11,16 @@ export default class VolumeDelete extends ElideCommand<typeof VolumeDelete> {
   static override summary = 'Delete a volume and its data.';
 
   static override description =
-    'Removes the volume from the data directory and its objects from the store. ' +
-    'This cannot be undone.';
+    'Removes the volume from the data directory and its objects from the store; this cannot be ' +
+    'undone. A volume that holds written data is only deleted with --force. A volume in use by ' +
+    'another process (see "elide volume info") is never deleted.';
 
   static override examples = [
     { description: 'Delete a volume.', command: 'elide volume delete web-1' },
-    { description: 'Delete a volume the engine would refuse to delete.', command: 'elide volume delete web-1 --force' },
+    {
+      description: 'Delete a volume that holds data.',
+      command: 'elide volume delete web-1 --force',
+    },
   ];
 
   static override args = {
@@ -25,7 +29,7 @@ export default class VolumeDelete extends ElideCommand<typeof VolumeDelete> {
 
   static override flags = {
     force: Flags.boolean({
-      summary: 'Delete even when the engine would refuse (see DESCRIPTION).',
+      summary: 'Delete the volume even if it holds written data.',
       default: false,
     }),
   };

@@ -13,13 +13,22 @@ export default class VolumeExportRaw extends ElideCommand<typeof VolumeExportRaw
     'Shows progress on stderr when it is a terminal.';
 
   static override examples = [
-    { description: 'Export a volume to a file.', command: 'elide volume export-raw web-1 web-1.img' },
-    { description: 'Stream a volume through gzip.', command: 'elide volume export-raw web-1 - | gzip > web-1.img.gz' },
+    {
+      description: 'Export a volume to a file.',
+      command: 'elide volume export-raw web-1 web-1.img',
+    },
+    {
+      description: 'Stream a volume through gzip.',
+      command: 'elide volume export-raw web-1 - | gzip > web-1.img.gz',
+    },
   ];
 
   static override args = {
     name: Args.string({ description: 'Name of the volume.', required: true }),
-    file: Args.string({ description: 'Image file to write (replaced if it exists), or - for stdout.', required: true }),
+    file: Args.string({
+      description: 'Image file to write (replaced if it exists), or - for stdout.',
+      required: true,
+    }),
   };
 
   async run(): Promise<RawCopyResult> {
@@ -29,7 +38,9 @@ export default class VolumeExportRaw extends ElideCommand<typeof VolumeExportRaw
       throw new UsageError('--json cannot be used with FILE "-": stdout carries the image');
     }
     if (toStdout && process.stdout.isTTY) {
-      throw new UsageError('refusing to write a raw image to a terminal; redirect stdout or give a FILE');
+      throw new UsageError(
+        'refusing to write a raw image to a terminal; redirect stdout or give a FILE',
+      );
     }
     const result = await this.withDataDir((dataDir) =>
       this.withProgress(`exporting ${name}`, (onProgress) =>

@@ -20,14 +20,20 @@ export default class VolumeImportRaw extends ElideCommand<typeof VolumeImportRaw
   ];
 
   static override args = {
-    file: Args.file({ description: 'Raw image to read (must exist).', required: true, exists: true }),
+    file: Args.file({
+      description: 'Raw image to read (must exist).',
+      required: true,
+      exists: true,
+    }),
     name: Args.string({ description: 'Name of the volume to create.', required: true }),
   };
 
   async run(): Promise<RawCopyResult> {
     const { file, name } = this.args;
     const result = await this.withDataDir((dataDir) =>
-      this.withProgress(`importing ${name}`, (onProgress) => dataDir.importRaw(file, name, onProgress)),
+      this.withProgress(`importing ${name}`, (onProgress) =>
+        dataDir.importRaw(file, name, onProgress),
+      ),
     );
     this.log(
       `imported ${file} into ${result.name}: ${formatBytesExact(result.size)}, ` +

@@ -24,7 +24,10 @@ export const lbaMapChunkEntriesDefault = 512;
 export interface LbaMapping {
   readonly startLba: number;
   readonly lengthBlocks: number;
-  /** 32-byte extent hash, or 32 zero bytes for a zero claim. Shared, not copied: never mutate. */
+  /**
+   * 32-byte extent hash, or 32 zero bytes for a zero claim. The caller's buffer is kept, not
+   * copied (zero hashes become one shared buffer): never mutate it.
+   */
   readonly hash: Buffer;
   /** Block of the extent where this run begins; always 0 for zero claims. */
   readonly offsetBlocks: number;
@@ -57,9 +60,12 @@ class Entry implements LbaMapping {
     readonly hash: Buffer,
     readonly offsetBlocks: number,
     readonly seq: number,
-    /** Cached so counters need no 32-byte compare per trimmed entry. */
-    readonly zero: boolean,
   ) {}
+
+  /** Zero hashes are stored as the one `zeroHash` buffer, so this is an identity check. */
+  get zero(): boolean {
+    return this.hash === zeroHash;
+  }
 
   get endLba(): number {
     return this.startLba + this.lengthBlocks;
@@ -69,7 +75,7 @@ class Entry implements LbaMapping {
   slice(start: number, end: number): Entry {
     // Zero claims keep offset 0: the format requires it, and it means nothing for them.
     const offset = this.zero ? 0 : this.offsetBlocks + (start - this.startLba);
-    return new Entry(start, end - start, this.hash, offset, this.seq, this.zero);
+    return new Entry(start, end - start, this.hash, offset, this.seq);
   }
 }
 
@@ -113,14 +119,15 @@ function assertClaim(
   hash: Buffer,
   offsetBlocks: number,
   seq: number,
-): boolean {
+): Buffer {
   assertRange(startLba, lengthBlocks);
   assert(hash.length === hashBytes, 'hash is 32 bytes');
   assert(Number.isSafeInteger(offsetBlocks) && offsetBlocks >= 0, 'offsetBlocks is >= 0');
   assert(Number.isSafeInteger(seq) && seq >= 0, 'seq is a non-negative integer');
-  const zero = isZeroHash(hash);
-  assert(!zero || offsetBlocks === 0, 'zero claims have offsetBlocks 0');
-  return zero;
+  if (!isZeroHash(hash)) return hash;
+  assert(offsetBlocks === 0, 'zero claims have offsetBlocks 0');
+  // One shared buffer for every zero entry: cheap zero tests, no per-claim buffers kept alive.
+  return zeroHash;
 }
 
 export class LbaMap {
@@ -151,8 +158,8 @@ export class LbaMap {
 
   /** Maps [startLba, startLba + lengthBlocks), overwriting whatever was there. */
   set(startLba: number, lengthBlocks: number, hash: Buffer, offsetBlocks: number, seq: number): void {
-    const zero = assertClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
-    this.setEntry(new Entry(startLba, lengthBlocks, hash, offsetBlocks, seq, zero));
+    const stored = assertClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
+    this.setEntry(new Entry(startLba, lengthBlocks, stored, offsetBlocks, seq));
   }
 
   /**
@@ -166,7 +173,7 @@ export class LbaMap {
     offsetBlocks: number,
     seq: number,
   ): void {
-    const zero = assertClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
+    const stored = assertClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
     const end = startLba + lengthBlocks;
     // Collect maximal runs first: `setEntry` reshapes the chunks being walked.
     const runs: number[] = [];
@@ -186,8 +193,8 @@ export class LbaMap {
     for (let r = 0; r < runs.length; r += 2) {
       const from = runs[r]!;
       const to = runs[r + 1]!;
-      const offset = zero ? 0 : offsetBlocks + (from - startLba);
-      this.setEntry(new Entry(from, to - from, hash, offset, seq, zero));
+      const offset = stored === zeroHash ? 0 : offsetBlocks + (from - startLba);
+      this.setEntry(new Entry(from, to - from, stored, offset, seq));
     }
   }
 
@@ -232,6 +239,7 @@ export class LbaMap {
   checkInvariants(): void {
     const { chunks, chunkStarts } = this;
     assert(chunks.length === chunkStarts.length, 'one start key per chunk');
+    assert(zeroHash.every((byte) => byte === 0), 'nobody wrote into the shared zeroHash');
     let entries = 0;
     let data = 0;
     let zeros = 0;
@@ -247,7 +255,7 @@ export class LbaMap {
         assert(Number.isSafeInteger(e.lengthBlocks) && e.lengthBlocks >= 1, 'entry length >= 1');
         assert(e.startLba >= prevEnd, 'entries sorted and non-overlapping');
         assert(e.hash.length === hashBytes, 'entry hash is 32 bytes');
-        assert(e.zero === e.hash.equals(zeroHash), 'entry zero flag matches hash');
+        assert(e.zero || !isZeroHash(e.hash), 'zero hashes are stored as the shared zeroHash');
         assert(Number.isSafeInteger(e.offsetBlocks) && e.offsetBlocks >= 0, 'entry offset >= 0');
         assert(!e.zero || e.offsetBlocks === 0, 'zero entries have offset 0');
         assert(Number.isSafeInteger(e.seq) && e.seq >= 0, 'entry seq valid');

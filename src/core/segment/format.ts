@@ -207,7 +207,7 @@ export function encodeSegmentIndex(input: SegmentIndexInput): Buffer {
  * (equivalently, the file offset of the body). Validates the magic, counts,
  * bodyBytes and reserved fields, so a reader can size its second read safely.
  */
-export function segmentIndexBytes(header: Buffer, source = 'segment'): number {
+export function segmentIndexBytes(header: Buffer, source = 'header'): number {
   return readHeader(header, source).indexBytes;
 }
 

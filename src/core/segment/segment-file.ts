@@ -40,12 +40,18 @@ export class SegmentFile {
     try {
       const fileBytes = fs.sizeOf(fd);
       if (fileBytes < segmentHeaderBytes) {
-        throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${file}: ${fileBytes} bytes is shorter than a header`);
+        throw new ElideError(
+          'ELIDE_SEGMENT_CORRUPT',
+          `${file}: ${fileBytes} bytes is shorter than a header`,
+        );
       }
       const header = readExact(fs, fd, 0, segmentHeaderBytes, file);
       const indexBytes = segmentIndexBytes(header);
       if (indexBytes > fileBytes) {
-        throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${file}: index runs past the end of the file`);
+        throw new ElideError(
+          'ELIDE_SEGMENT_CORRUPT',
+          `${file}: index runs past the end of the file`,
+        );
       }
       const index = decodeSegmentIndex(readExact(fs, fd, 0, indexBytes, file), file);
       checkIdentity(index, file, id, volumeId, fileBytes);
@@ -57,7 +63,13 @@ export class SegmentFile {
   }
 
   readStored(fs: Fs, extent: SegmentExtent): Buffer {
-    return readExact(fs, this.fd, this.index.bodyOffset + extent.bodyOffset, extent.storedBytes, this.path);
+    return readExact(
+      fs,
+      this.fd,
+      this.index.bodyOffset + extent.bodyOffset,
+      extent.storedBytes,
+      this.path,
+    );
   }
 
   close(fs: Fs): void {
@@ -77,7 +89,11 @@ export interface SegmentContents {
 }
 
 /** Writes a segment into `dir` following the protocol above and opens it. */
-export async function writeSegment(fs: Fs, dir: string, contents: SegmentContents): Promise<SegmentFile> {
+export async function writeSegment(
+  fs: Fs,
+  dir: string,
+  contents: SegmentContents,
+): Promise<SegmentFile> {
   const bodyBytes = contents.bodies.reduce((sum, body) => sum + body.length, 0);
   const index = encodeSegmentIndex({ ...contents, bodyBytes });
   const final = path.join(dir, contents.segmentId + segmentSuffix);
@@ -103,12 +119,24 @@ export async function writeSegment(fs: Fs, dir: string, contents: SegmentContent
   return SegmentFile.open(fs, final, contents.segmentId, contents.volumeId);
 }
 
-function checkIdentity(index: SegmentIndex, file: string, id: Ulid, volumeId: Ulid, fileBytes: number): void {
+function checkIdentity(
+  index: SegmentIndex,
+  file: string,
+  id: Ulid,
+  volumeId: Ulid,
+  fileBytes: number,
+): void {
   if (index.header.segmentId !== id) {
-    throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${file}: header names segment ${index.header.segmentId}`);
+    throw new ElideError(
+      'ELIDE_SEGMENT_CORRUPT',
+      `${file}: header names segment ${index.header.segmentId}`,
+    );
   }
   if (index.header.volumeId !== volumeId) {
-    throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${file}: belongs to volume ${index.header.volumeId}`);
+    throw new ElideError(
+      'ELIDE_SEGMENT_CORRUPT',
+      `${file}: belongs to volume ${index.header.volumeId}`,
+    );
   }
   if (index.bodyOffset + index.header.bodyBytes !== fileBytes) {
     throw new ElideError(
@@ -123,7 +151,8 @@ function readExact(fs: Fs, fd: number, position: number, length: number, file: s
   let done = 0;
   while (done < length) {
     const got = fs.read(fd, buffer, done, length - done, position + done);
-    if (got === 0) throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${file}: short read at ${position + done}`);
+    if (got === 0)
+      throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${file}: short read at ${position + done}`);
     done += got;
   }
   return buffer;

@@ -204,7 +204,11 @@ export class DataDir {
     }
   }
 
-  async importRaw(file: string, name: string, onProgress?: ProgressCallback): Promise<RawCopyResult> {
+  async importRaw(
+    file: string,
+    name: string,
+    onProgress?: ProgressCallback,
+  ): Promise<RawCopyResult> {
     return importRaw(this, file, name, onProgress);
   }
 
@@ -236,7 +240,9 @@ export class DataDir {
   private existingVolumeDir(name: string): string {
     const dir = this.volumeDir(name);
     if (this.fs.stat(path.join(dir, descriptorFileName)) === undefined) {
-      throw new ElideError('ELIDE_VOLUME_NOT_FOUND', `volume ${name} does not exist`, { volume: name });
+      throw new ElideError('ELIDE_VOLUME_NOT_FOUND', `volume ${name} does not exist`, {
+        volume: name,
+      });
     }
     return dir;
   }
@@ -267,7 +273,12 @@ function volumeExists(name: string): ElideError {
 
 function checkFilesystem(fs: Fs, root: string, log: Logger): void {
   const { type } = fs.statfs(root);
-  if (type === statfsMagic.nfs || type === statfsMagic.smb || type === statfsMagic.cifs || type === statfsMagic.smb2) {
+  if (
+    type === statfsMagic.nfs ||
+    type === statfsMagic.smb ||
+    type === statfsMagic.cifs ||
+    type === statfsMagic.smb2
+  ) {
     throw new ElideError(
       'ELIDE_UNSUPPORTED_FILESYSTEM',
       `data directory ${root} is on a network filesystem; its fsync and locking ` +

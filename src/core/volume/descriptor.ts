@@ -28,7 +28,10 @@ export function validateVolumeName(name: string): string {
 
 export function validateVolumeSize(sizeBytes: number): number {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
-    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid volume size ${sizeBytes}: must be positive`);
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `invalid volume size ${sizeBytes}: must be positive`,
+    );
   }
   const rounded = Math.ceil(sizeBytes / blockBytes) * blockBytes;
   if (rounded > volumeBytesMax) {

@@ -1,9 +1,12 @@
 /**
  * Keeps a reserve of free space on the data-dir filesystem. Writes fail with
  * ELIDE_NO_SPACE (ENOSPC to NBD clients) before the disk is actually full, so
- * the log is never left with a half-written record by a full disk. statfs is
- * refreshed every few MiB written or every second, and the estimate is
- * decremented in between.
+ * the log is never left with a half-written record by a full disk. Far from
+ * the limit statfs is refreshed every few MiB written or every second, and the
+ * estimate is decremented in between; near the limit it is checked on every
+ * claim. Space taken by other processes is therefore noticed within one check
+ * interval; a real ENOSPC inside that window is still handled by the WAL
+ * (the half-written record is truncated away).
  */
 import { freeSpaceCheckBytes, freeSpaceCheckMs } from '../constants.js';
 import { ElideError } from '../errors.js';
@@ -23,22 +26,22 @@ export class FreeSpaceGuard {
   /** Throws ELIDE_NO_SPACE when writing `bytes` would eat into the reserve. */
   claim(bytes: number, what: string): void {
     const now = Date.now();
-    if (this.bytesSinceCheck >= freeSpaceCheckBytes || now - this.checkedAtMs >= freeSpaceCheckMs) {
+    const nearLimit = this.availableBytes - bytes < this.reserveBytes + freeSpaceCheckBytes;
+    if (
+      nearLimit ||
+      this.bytesSinceCheck >= freeSpaceCheckBytes ||
+      now - this.checkedAtMs >= freeSpaceCheckMs
+    ) {
       this.availableBytes = this.fs.statfs(this.dir).availableBytes;
       this.bytesSinceCheck = 0;
       this.checkedAtMs = now;
     }
     if (this.availableBytes - bytes < this.reserveBytes) {
-      // Re-check before refusing: space may have been freed since the last statfs.
-      this.availableBytes = this.fs.statfs(this.dir).availableBytes;
-      this.checkedAtMs = now;
-      if (this.availableBytes - bytes < this.reserveBytes) {
-        throw new ElideError(
-          'ELIDE_NO_SPACE',
-          `no space for ${what}: ${this.availableBytes} bytes free, ${this.reserveBytes} reserved`,
-          { availableBytes: this.availableBytes, reserveBytes: this.reserveBytes },
-        );
-      }
+      throw new ElideError(
+        'ELIDE_NO_SPACE',
+        `no space for ${what}: ${this.availableBytes} bytes free, ${this.reserveBytes} reserved`,
+        { availableBytes: this.availableBytes, reserveBytes: this.reserveBytes },
+      );
     }
     this.availableBytes -= bytes;
     this.bytesSinceCheck += bytes;

@@ -34,7 +34,8 @@ export async function importRaw(
         for (let offset = 0; offset < fileBytes; offset += rawCopyChunkBytes) {
           const length = Math.min(rawCopyChunkBytes, fileBytes - offset);
           const { bytesRead } = await handle.read(chunk, 0, length, offset);
-          if (bytesRead !== length) throw new ElideError('ELIDE_IO', `${file}: changed size while importing`);
+          if (bytesRead !== length)
+            throw new ElideError('ELIDE_IO', `${file}: changed size while importing`);
           // The tail of a file that is not a whole number of blocks is padded with zeros.
           const padded = roundUp(length, blockBytes);
           chunk.fill(0, length, padded);
@@ -92,7 +93,11 @@ export async function exportRaw(
         await output.truncate(size);
         for (const run of volume.blockStatus(0, size)) {
           if (run.kind !== 'data') continue;
-          for (let at = run.offsetBytes; at < run.offsetBytes + run.lengthBytes; at += rawCopyChunkBytes) {
+          for (
+            let at = run.offsetBytes;
+            at < run.offsetBytes + run.lengthBytes;
+            at += rawCopyChunkBytes
+          ) {
             const length = Math.min(rawCopyChunkBytes, run.offsetBytes + run.lengthBytes - at);
             await output.write(await volume.read(at, length), 0, length, at);
             dataBytes += length;

@@ -103,7 +103,10 @@ export class Volume {
   private failure: ElideError | null = null;
   private closed = false;
 
-  private constructor(options: VolumeOpenOptions, state: Awaited<ReturnType<typeof recoverVolume>>) {
+  private constructor(
+    options: VolumeOpenOptions,
+    state: Awaited<ReturnType<typeof recoverVolume>>,
+  ) {
     this.descriptor = options.descriptor;
     this.fs = options.fs;
     this.log = options.log;
@@ -180,7 +183,11 @@ export class Volume {
   }
 
   /** Maps the range to zeros. Partial edge blocks are rewritten with zero bytes. */
-  async writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
+  async writeZeroes(
+    offsetBytes: number,
+    lengthBytes: number,
+    options: WriteOptions = {},
+  ): Promise<void> {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     this.zeroRange(offsetBytes, lengthBytes, true);
@@ -228,7 +235,11 @@ export class Volume {
       if (last !== undefined && last.kind === kind) {
         last.lengthBytes += piece.lengthBlocks * blockBytes;
       } else {
-        runs.push({ offsetBytes: piece.startLba * blockBytes, lengthBytes: piece.lengthBlocks * blockBytes, kind });
+        runs.push({
+          offsetBytes: piece.startLba * blockBytes,
+          lengthBytes: piece.lengthBlocks * blockBytes,
+          kind,
+        });
       }
     }
     return runs;
@@ -257,7 +268,8 @@ export class Volume {
     for (const wal of this.wals) if (!wal.retired) this.schedulePromotion(wal);
     await this.promotions;
     const left = this.wals.filter((wal) => !wal.retired).length;
-    if (left > 0) throw new ElideError('ELIDE_IO', `volume ${this.name}: ${left} logs could not be promoted`);
+    if (left > 0)
+      throw new ElideError('ELIDE_IO', `volume ${this.name}: ${left} logs could not be promoted`);
   }
 
   /** Flushes, promotes what it can, and releases the lock. Durable data is never at risk here. */
@@ -364,11 +376,25 @@ export class Volume {
     const seq = this.nextSeq++;
     const wal = this.activeWal(walRecordHeaderBytes);
     const header = encodeWalRecordHeader(
-      { kind: 'zero', lengthBlocks, startLba, seq, durableBytes: wal.durableBytes, hash: ZERO_HASH },
+      {
+        kind: 'zero',
+        lengthBlocks,
+        startLba,
+        seq,
+        durableBytes: wal.durableBytes,
+        hash: ZERO_HASH,
+      },
       wal.id,
     );
     this.appendToWal(wal, header, undefined);
-    wal.records.push({ kind: 'zero', startLba, lengthBlocks, seq, hash: ZERO_HASH, payloadOffset: 0 });
+    wal.records.push({
+      kind: 'zero',
+      startLba,
+      lengthBlocks,
+      seq,
+      hash: ZERO_HASH,
+      payloadOffset: 0,
+    });
     this.lbaMap.set(startLba, lengthBlocks, ZERO_HASH, 0, seq);
   }
 
@@ -496,7 +522,12 @@ export class Volume {
 
   // ---- read path -------------------------------------------------------------------------
 
-  private readBlocksInto(startLba: number, blocks: number, target: Buffer, targetOffset: number): void {
+  private readBlocksInto(
+    startLba: number,
+    blocks: number,
+    target: Buffer,
+    targetOffset: number,
+  ): void {
     for (const piece of this.lbaMap.lookup(startLba, blocks)) {
       const destination = targetOffset + (piece.startLba - startLba) * blockBytes;
       const length = piece.lengthBlocks * blockBytes;
@@ -518,7 +549,10 @@ export class Volume {
     if (cached !== undefined) return cached;
     const location = this.extents.get(hash);
     if (location === undefined) {
-      throw new ElideError('ELIDE_VOLUME_CORRUPT', `extent ${hash.toString('hex')} has no stored copy`);
+      throw new ElideError(
+        'ELIDE_VOLUME_CORRUPT',
+        `extent ${hash.toString('hex')} has no stored copy`,
+      );
     }
     const plain = this.loadExtent(location);
     if (!blake3(plain).equals(hash)) {
@@ -550,7 +584,8 @@ export class Volume {
 
   private checkWritable(): void {
     this.checkOpen();
-    if (!this.writable) throw new ElideError('ELIDE_VOLUME_READONLY', `volume ${this.name} is open read-only`);
+    if (!this.writable)
+      throw new ElideError('ELIDE_VOLUME_READONLY', `volume ${this.name} is open read-only`);
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
@@ -574,7 +609,13 @@ export class Volume {
    * a live segment or log. Enabled by ELIDE_INVARIANTS=1 (always in tests).
    */
   checkInvariants(caller: string): void {
-    const claims: Array<{ startLba: number; lengthBlocks: number; hash: Buffer; offsetBlocks: number; seq: number }> = [];
+    const claims: Array<{
+      startLba: number;
+      lengthBlocks: number;
+      hash: Buffer;
+      offsetBlocks: number;
+      seq: number;
+    }> = [];
     for (const segment of this.segments.values()) claims.push(...segment.index.claims);
     for (const wal of this.wals) {
       if (wal.retired) continue;
@@ -601,7 +642,8 @@ export class Volume {
       if (isZeroHash(entry.hash)) continue;
       const location = this.extents.get(entry.hash);
       assert(location !== undefined, `${caller}: mapped extent has a stored copy`);
-      if (location.kind === 'wal') assert(!location.wal.retired, `${caller}: extent not in a retired log`);
+      if (location.kind === 'wal')
+        assert(!location.wal.retired, `${caller}: extent not in a retired log`);
       else assert(this.segments.has(location.segment.id), `${caller}: extent in a live segment`);
     }
   }

@@ -75,7 +75,8 @@ export function scanWal(bytes: Buffer, expected: WalScanExpected): WalScanResult
   }
 
   const damaged = offset;
-  for (let at = damaged + walRecordAlignBytes; at + walRecordHeaderBytes <= bytes.length;) {
+  const end = bytes.length - walRecordHeaderBytes;
+  for (let at = damaged + walRecordAlignBytes; at <= end; at += walRecordAlignBytes) {
     if (recordAt(bytes, at, expected, damaged) !== null) {
       return {
         records,
@@ -85,7 +86,6 @@ export function scanWal(bytes: Buffer, expected: WalScanExpected): WalScanResult
         headerValid: true,
       };
     }
-    at += walRecordAlignBytes;
   }
   return { records, validBytes: damaged, outcome: 'torn-tail', headerValid: true };
 }

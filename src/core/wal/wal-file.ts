@@ -94,9 +94,14 @@ export class WalFile {
         fs.truncate(this.fd, start);
       } catch {
         // The caller fails the volume: a WAL that cannot be truncated back is not trusted.
-        throw new ElideError('ELIDE_IO', `${this.path}: append failed and could not be undone`, {}, {
-          cause: error,
-        });
+        throw new ElideError(
+          'ELIDE_IO',
+          `${this.path}: append failed and could not be undone`,
+          {},
+          {
+            cause: error,
+          },
+        );
       }
       throw error;
     }
@@ -118,7 +123,12 @@ function writeAll(fs: Fs, fd: number, data: Buffer, position: number, file: stri
     if (written !== data.length) throw new ElideError('ELIDE_IO', `${file}: short write`);
   } catch (error) {
     if (systemErrorCode(error) === 'ENOSPC') {
-      throw new ElideError('ELIDE_NO_SPACE', `${file}: no space left on device`, {}, { cause: error });
+      throw new ElideError(
+        'ELIDE_NO_SPACE',
+        `${file}: no space left on device`,
+        {},
+        { cause: error },
+      );
     }
     throw error;
   }

@@ -8,6 +8,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Config, toConfiguredId } from '@oclif/core';
+import { format, resolveConfig } from 'prettier';
 import { expect, it } from 'vitest';
 import { repoRoot } from './run-cli.js';
 
@@ -56,7 +57,9 @@ async function currentContract(): Promise<Record<string, CommandContract>> {
 it('commands, flags, args and env vars match command-snapshot.json', async () => {
   const current = await currentContract();
   if (process.env.ELIDE_UPDATE_CONTRACT === '1') {
-    await writeFile(snapshotFile, `${JSON.stringify(current, null, 2)}\n`);
+    // Formatted as prettier would, so `prettier --write` never rewrites the snapshot.
+    const options = { ...(await resolveConfig(snapshotFile)), filepath: snapshotFile };
+    await writeFile(snapshotFile, await format(JSON.stringify(current), options));
   }
   const committed: unknown = JSON.parse(await readFile(snapshotFile, 'utf8'));
   expect(current).toEqual(committed);

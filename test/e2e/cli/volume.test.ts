@@ -95,7 +95,10 @@ describe('volume init', () => {
 
   it('refuses to create a volume that exists', async () => {
     await sandbox.cli(['volume', 'init', 'twice', '--size', '1M']);
-    const line = expectOneLineError(await sandbox.cli(['volume', 'init', 'twice', '--size', '1M']), 4);
+    const line = expectOneLineError(
+      await sandbox.cli(['volume', 'init', 'twice', '--size', '1M']),
+      4,
+    );
     expect(line).toContain('twice');
   });
 
@@ -153,7 +156,9 @@ describe('volume info', () => {
     >;
     expect(Object.keys(info).sort()).toEqual(infoKeys);
     expect(info).toMatchObject({ name: 'info-vol', size: 64 * 1024 ** 2, inUseByPid: null });
-    for (const key of infoKeys.filter((k) => !['name', 'id', 'createdAt', 'inUseByPid'].includes(k))) {
+    for (const key of infoKeys.filter(
+      (k) => !['name', 'id', 'createdAt', 'inUseByPid'].includes(k),
+    )) {
       expect(typeof info[key], key).toBe('number');
     }
     const human = await sandbox.cli(['volume', 'info', 'info-vol']);
@@ -180,6 +185,17 @@ describe('volume delete', () => {
       name: 'doomed',
       deleted: true,
     });
+  });
+
+  it('deletes a volume holding data only with --force', async () => {
+    const file = path.join(sandbox.dir, 'keep.img');
+    await writeFile(file, randomBytes(64 * 1024));
+    expect((await sandbox.cli(['volume', 'import-raw', file, 'keep'])).code).toBe(0);
+    const refused = expectOneLineError(await sandbox.cli(['volume', 'delete', 'keep']), 2);
+    expect(refused).toContain('--force');
+    expect((await sandbox.cli(['volume', 'info', 'keep'])).code).toBe(0);
+    expect((await sandbox.cli(['volume', 'delete', 'keep', '--force'])).code).toBe(0);
+    expect((await sandbox.cli(['volume', 'info', 'keep'])).code).toBe(3);
   });
 
   it('fails clearly for a missing volume', async () => {
@@ -245,7 +261,7 @@ describe('raw import and export', () => {
   });
 
   it('exports to stdout with FILE "-"', async () => {
-    const source = image(2 * mib + 8192);
+    const source = image(3 * mib + 8192);
     const file = path.join(sandbox.dir, 'stream.img');
     await writeFile(file, source);
     expect((await sandbox.cli(['volume', 'import-raw', file, 'stream'])).code).toBe(0);
@@ -262,9 +278,9 @@ describe('raw import and export', () => {
 
   it('requires FILE to exist for import-raw', async () => {
     const missing = path.join(sandbox.dir, 'no-such.img');
-    expect(expectOneLineError(await sandbox.cli(['volume', 'import-raw', missing, 'x']), 2)).toContain(
-      missing,
-    );
+    expect(
+      expectOneLineError(await sandbox.cli(['volume', 'import-raw', missing, 'x']), 2),
+    ).toContain(missing);
     const list = json(await sandbox.cli(['volume', 'list', '--json'])) as { name: string }[];
     expect(list.map((v) => v.name)).not.toContain('x');
   });
@@ -286,7 +302,15 @@ describe('global options and errors', () => {
 
   it('accepts --data-dir over ELIDE_DATA_DIR', async () => {
     const other = path.join(sandbox.dir, 'other-data');
-    const created = await sandbox.cli(['volume', 'init', 'elsewhere', '--size', '1M', '--data-dir', other]);
+    const created = await sandbox.cli([
+      'volume',
+      'init',
+      'elsewhere',
+      '--size',
+      '1M',
+      '--data-dir',
+      other,
+    ]);
     expect(created.code).toBe(0);
     const here = json(await sandbox.cli(['volume', 'list', '--json'])) as { name: string }[];
     expect(here.map((v) => v.name)).not.toContain('elsewhere');
@@ -321,13 +345,15 @@ describe('help and man pages', () => {
   it('--help works for every command and shows its summary', async () => {
     const config = await Config.load({ root: repoRoot });
     expect(config.commands.length).toBeGreaterThan(0);
-    for (const command of config.commands) {
-      const id = toConfiguredId(command.id, config).split(' ');
-      const result = await sandbox.cli([...id, '--help']);
-      expect(result.code, command.id).toBe(0);
-      expect(command.summary, command.id).toBeTruthy();
-      expect(result.text).toContain(command.summary);
-      expect(result.text).toContain(`elide ${id.join(' ')}`);
-    }
+    await Promise.all(
+      config.commands.map(async (command) => {
+        const id = toConfiguredId(command.id, config).split(' ');
+        const result = await sandbox.cli([...id, '--help']);
+        expect(result.code, command.id).toBe(0);
+        expect(command.summary, command.id).toBeTruthy();
+        expect(result.text).toContain(command.summary);
+        expect(result.text).toContain(`$ elide ${id.join(' ')}`);
+      }),
+    );
   });
 });

@@ -298,8 +298,8 @@ function firstMismatch(pieces: LbaPiece[], model: Cell[], start: number): string
   let b = start;
   for (const p of pieces) {
     const m = p.mapping;
-    // The map stores the caller's hash buffers, so identity finds the model index.
-    const hash = m ? modelHashes.indexOf(m.hash) : -1;
+    // The map keeps the caller's data hash buffers, so identity finds the model index.
+    const hash = !m ? -1 : m.hash.equals(ZERO) ? 0 : modelHashes.indexOf(m.hash);
     for (let i = 0; i < p.lengthBlocks; i++, b++) {
       const want = model[b];
       const ok = m
@@ -402,7 +402,7 @@ describe('LbaMap against a per-block model', () => {
     const map = new LbaMap();
     const model: Cell[] = new Array<Cell>(volumeBlocks).fill(undefined);
     let chunkSplitsSeen = 0;
-    for (let n = 0; n < 20_000; n++) {
+    for (let n = 0; n < 12_000; n++) {
       const big = randomInt(rng, 400) === 0;
       const start = randomInt(rng, volumeBlocks);
       const op: Op = {
@@ -415,7 +415,7 @@ describe('LbaMap against a per-block model', () => {
         lookStart: randomInt(rng, volumeBlocks),
         lookLength: 1,
       };
-      op.lookLength = 1 + randomInt(rng, volumeBlocks - op.lookStart);
+      op.lookLength = 1 + randomInt(rng, Math.min(200, volumeBlocks - op.lookStart));
       applyModel(model, op);
       applyMap(map, op);
       checkAgainstModel(map, model, op, n % 500 === 0);

@@ -35,7 +35,13 @@ const storeRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-crash-store-'));
 afterAll(() => fs.rmSync(storeRoot, { recursive: true, force: true }));
 
 type Op =
-  | { kind: 'write'; offset: number; length: number; content: 'random' | 'pattern' | 'zero'; seed: number }
+  | {
+      kind: 'write';
+      offset: number;
+      length: number;
+      content: 'random' | 'pattern' | 'zero';
+      seed: number;
+    }
   | { kind: 'trim' | 'zero'; offset: number; length: number }
   | { kind: 'flush' | 'promote' | 'reopen' }
   | { kind: 'crash'; mode: CrashMode; seed: number }
@@ -70,7 +76,11 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 2,
     arbitrary: fc
-      .record({ kind: fc.constantFrom('trim' as const, 'zero' as const), offset: offsetArb, length: lengthArb })
+      .record({
+        kind: fc.constantFrom('trim' as const, 'zero' as const),
+        offset: offsetArb,
+        length: lengthArb,
+      })
       .map((op) => ({ ...op, ...clip(op.offset, op.length) })),
   },
   { weight: 3, arbitrary: fc.constant({ kind: 'flush' as const }) },
@@ -84,7 +94,13 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       seed: fc.integer(),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('arm' as const), mutations: fc.integer({ min: 1, max: 40 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('arm' as const),
+      mutations: fc.integer({ min: 1, max: 40 }),
+    }),
+  },
 );
 
 function content(op: Extract<Op, { kind: 'write' }>): Buffer {
@@ -98,8 +114,8 @@ function content(op: Extract<Op, { kind: 'write' }>): Buffer {
 
 /** What the guest may see: exact state now, durable state and the values written since. */
 class Model {
-  current = Buffer.alloc(volumeBytes);
-  durable = Buffer.alloc(volumeBytes);
+  current: Buffer = Buffer.alloc(volumeBytes);
+  durable: Buffer = Buffer.alloc(volumeBytes);
   /** Per block, values written since the last acknowledged flush. */
   since = new Map<number, Buffer[]>();
 
@@ -170,12 +186,14 @@ async function runScenario(ops: Op[], walBytesMax: number): Promise<void> {
         case 'trim':
         case 'zero': {
           // Trim discards whole blocks only; edge bytes of a zero-write become zero.
-          const start = op.kind === 'trim' ? Math.ceil(op.offset / blockBytes) * blockBytes : op.offset;
+          const start =
+            op.kind === 'trim' ? Math.ceil(op.offset / blockBytes) * blockBytes : op.offset;
           const end =
             op.kind === 'trim'
               ? Math.floor((op.offset + op.length) / blockBytes) * blockBytes
               : op.offset + op.length;
-          const next = end > start ? model.prepare(start, Buffer.alloc(end - start)) : model.current;
+          const next =
+            end > start ? model.prepare(start, Buffer.alloc(end - start)) : model.current;
           if (op.kind === 'trim') await volume.trim(op.offset, op.length);
           else await volume.writeZeroes(op.offset, op.length);
           model.current = next;
@@ -207,7 +225,8 @@ async function runScenario(ops: Op[], walBytesMax: number): Promise<void> {
     }
     if (crashable.isPowered) {
       const actual = await volume.read(0, volumeBytes);
-      if (!actual.equals(model.current)) throw new Error(`read after ${op.kind} differs from the model`);
+      if (!actual.equals(model.current))
+        throw new Error(`read after ${op.kind} differs from the model`);
     } else {
       await recover(ops.indexOf(op), 'pages');
     }
@@ -219,14 +238,18 @@ async function runScenario(ops: Op[], walBytesMax: number): Promise<void> {
 describe('volume under crashes', () => {
   it('keeps every flushed byte and never invents bytes (small WALs: frequent promotion)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), (ops) => runScenario(ops, 64 * 1024)),
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), (ops) =>
+        runScenario(ops, 64 * 1024),
+      ),
       { numRuns: runs },
     );
   });
 
   it('keeps every flushed byte and never invents bytes (default WAL size)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), (ops) => runScenario(ops, 32 * 1024 * 1024)),
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), (ops) =>
+        runScenario(ops, 32 * 1024 * 1024),
+      ),
       { numRuns: Math.ceil(runs / 2) },
     );
   });
@@ -235,7 +258,12 @@ describe('volume under crashes', () => {
     const crashable = new CrashableFs(new SimFs());
     const root = `/elide-trim-${process.pid}`;
     const storeUrl = `file://${fs.mkdtempSync(path.join(storeRoot, 't-'))}`;
-    const dataDir = await DataDir.open({ dataDir: root, storeUrl, fs: crashable.view(), invariants: true });
+    const dataDir = await DataDir.open({
+      dataDir: root,
+      storeUrl,
+      fs: crashable.view(),
+      invariants: true,
+    });
     await dataDir.initVolume('big', 2 * 1024 ** 4);
     const volume = await dataDir.openVolume('big');
     await volume.write(0, Buffer.alloc(blockBytes, 7));

@@ -1,0 +1,273 @@
+/**
+ * Engine behaviour on bad input and failing hardware: every case must end in
+ * a clear, coded error and lose nothing that was flushed.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DataDir, type Logger } from '../../../../src/core/index.js';
+import { CrashableFs } from '../../../support/crashable-fs.js';
+import { mulberry32 } from '../../../support/rng.js';
+import { fsTypeNfs, fsTypeTmpfs, SimFs } from '../../../support/sim-fs.js';
+
+const blockBytes = 4096;
+const storeRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-volume-store-'));
+afterAll(() => fs.rmSync(storeRoot, { recursive: true, force: true }));
+
+let counter = 0;
+async function setup(
+  options: { sim?: SimFs; reserve?: number; log?: Logger; walBytesMax?: number } = {},
+) {
+  const sim = options.sim ?? new SimFs();
+  const crashable = new CrashableFs(sim);
+  const root = `/vt-${process.pid}-${counter++}`;
+  const storeUrl = `file://${fs.mkdtempSync(path.join(storeRoot, 's-'))}`;
+  const open = () =>
+    DataDir.open({
+      dataDir: root,
+      storeUrl,
+      fs: crashable.view(),
+      invariants: true,
+      freeSpaceReserveBytes: options.reserve ?? 0,
+      walBytesMax: options.walBytesMax,
+      ...(options.log ? { log: options.log } : {}),
+    });
+  const dataDir = await open();
+  await dataDir.initVolume('v', 16 * 1024 * 1024);
+  return { sim, crashable, root, dataDir, open };
+}
+
+function pattern(bytes: number, seed: number): Buffer {
+  const rng = mulberry32(seed);
+  const out = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i++) out[i] = Math.floor(rng() * 256);
+  return out;
+}
+
+function flipByte(sim: SimFs, file: string, offset: number): void {
+  const fd = sim.open(file, 'readwrite');
+  const byte = Buffer.alloc(1);
+  sim.read(fd, byte, 0, 1, offset);
+  byte[0] = (byte[0] ?? 0) ^ 0x40;
+  sim.write(fd, byte, offset);
+  sim.close(fd);
+}
+
+describe('single writer', () => {
+  it('refuses a second opener and names the holder pid', async () => {
+    const { dataDir } = await setup();
+    const volume = await dataDir.openVolume('v');
+    await expect(dataDir.openVolume('v')).rejects.toMatchObject({
+      code: 'ELIDE_VOLUME_LOCKED',
+      message: `volume v is in use by pid ${process.pid}`,
+    });
+    expect((await dataDir.volumeInfo('v')).inUseByPid).toBe(process.pid);
+    await volume.close();
+    expect((await dataDir.volumeInfo('v')).inUseByPid).toBeNull();
+    await (await dataDir.openVolume('v')).close();
+  });
+});
+
+describe('filesystem checks', () => {
+  it('refuses a data directory on NFS', async () => {
+    const sim = new SimFs();
+    sim.setFsType(fsTypeNfs);
+    await expect(
+      DataDir.open({ dataDir: '/nfs', fs: sim, storeUrl: `file://${storeRoot}/nfs` }),
+    ).rejects.toMatchObject({ code: 'ELIDE_UNSUPPORTED_FILESYSTEM' });
+  });
+
+  it('warns on tmpfs', async () => {
+    const sim = new SimFs();
+    sim.setFsType(fsTypeTmpfs);
+    const warnings: string[] = [];
+    const log: Logger = { debug() {}, info() {}, warn: (m) => warnings.push(m), error() {} };
+    await DataDir.open({ dataDir: '/tmpfs', fs: sim, storeUrl: `file://${storeRoot}/tmpfs`, log });
+    expect(warnings.join('\n')).toMatch(/tmpfs/);
+  });
+});
+
+describe('full disks', () => {
+  it('fails writes with ENOSPC before the reserve is used, and loses nothing flushed', async () => {
+    const sim = new SimFs();
+    const { dataDir } = await setup({ sim, reserve: 256 * 1024 });
+    const volume = await dataDir.openVolume('v');
+    const first = pattern(64 * 1024, 1);
+    await volume.write(0, first);
+    await volume.flush();
+    const capacity = sim.usedBytes() + 512 * 1024;
+    sim.setCapacity(capacity);
+    // Space taken by others is noticed within one check interval (free-space.ts).
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    let failure: unknown;
+    for (let i = 1; i < 200 && failure === undefined; i++) {
+      await volume.write(i * 64 * 1024, pattern(64 * 1024, i + 1)).catch((error: unknown) => {
+        failure = error;
+      });
+    }
+    expect(failure).toMatchObject({ code: 'ELIDE_NO_SPACE' });
+    // The reserve held: at most a WAL file header beyond capacity minus reserve is used.
+    expect(sim.usedBytes()).toBeLessThanOrEqual(capacity - 256 * 1024 + 64);
+    expect((await volume.read(0, first.length)).equals(first)).toBe(true);
+    sim.setCapacity(undefined);
+    await volume.write(0, pattern(4096, 99));
+    await volume.flush();
+    await volume.close();
+    const reopened = await dataDir.openVolume('v');
+    expect((await reopened.read(0, 4096)).equals(pattern(4096, 99))).toBe(true);
+    expect((await reopened.read(4096, 60 * 1024)).equals(first.subarray(4096))).toBe(true);
+    await reopened.close();
+  });
+
+  it('undoes a half-written record when the disk fills below the reserve check', async () => {
+    const sim = new SimFs();
+    const { dataDir } = await setup({ sim, reserve: 0 });
+    const volume = await dataDir.openVolume('v');
+    await volume.write(0, pattern(8192, 5));
+    await volume.flush();
+    sim.setCapacity(sim.usedBytes() + 5000);
+    await expect(volume.write(8192, pattern(8192, 6))).rejects.toMatchObject({
+      code: 'ELIDE_NO_SPACE',
+    });
+    sim.setCapacity(undefined);
+    await volume.write(8192, pattern(4096, 7));
+    await volume.flush();
+    await volume.close();
+    const reopened = await dataDir.openVolume('v');
+    expect((await reopened.read(0, 8192)).equals(pattern(8192, 5))).toBe(true);
+    expect((await reopened.read(8192, 4096)).equals(pattern(4096, 7))).toBe(true);
+    await reopened.close();
+  });
+});
+
+describe('damaged files', () => {
+  async function writeTwoFlushedRecords() {
+    const ctx = await setup();
+    const volume = await ctx.dataDir.openVolume('v');
+    await volume.write(0, pattern(blockBytes, 1));
+    await volume.flush();
+    await volume.write(blockBytes, pattern(blockBytes, 2));
+    await volume.flush();
+    await volume.abandon();
+    const walDir = `${ctx.root}/volumes/v/wal`;
+    const wal = `${walDir}/${ctx.sim.readdir(walDir)[0]}`;
+    return { ...ctx, wal };
+  }
+
+  it('refuses to open a WAL damaged before acknowledged data, naming file and offset', async () => {
+    const { sim, dataDir, wal } = await writeTwoFlushedRecords();
+    const sizeBefore = sim.readFile(wal).length;
+    flipByte(sim, wal, 64 + 96 + 100);
+    const error = await dataDir.openVolume('v').catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'ELIDE_WAL_CORRUPT' });
+    expect(String((error as Error).message)).toContain(wal);
+    expect(String((error as Error).message)).toContain('offset 64');
+    expect(sim.readFile(wal).length).toBe(sizeBefore);
+  });
+
+  it('truncates a damaged tail that was never acknowledged', async () => {
+    const { sim, dataDir, wal } = await writeTwoFlushedRecords();
+    // The last record is covered by no later durableBytes: damage to it is a torn tail.
+    flipByte(sim, wal, 64 + 2 * 96 + blockBytes + 10);
+    const volume = await dataDir.openVolume('v');
+    expect((await volume.read(0, blockBytes)).equals(pattern(blockBytes, 1))).toBe(true);
+    expect((await volume.read(blockBytes, blockBytes)).equals(Buffer.alloc(blockBytes))).toBe(true);
+    await volume.close();
+  });
+
+  it('refuses a segment with a damaged index, and fails reads of a damaged body with EIO', async () => {
+    const { sim, dataDir, root } = await setup();
+    const volume = await dataDir.openVolume('v');
+    await volume.write(0, pattern(64 * 1024, 3));
+    await volume.write(1024 * 1024, pattern(64 * 1024, 4));
+    await volume.close();
+    const pendingDir = `${root}/volumes/v/pending`;
+    const segment = `${pendingDir}/${sim.readdir(pendingDir)[0]}`;
+    const bytes = sim.readFile(segment);
+    // Damage the last byte of the body: it belongs to the second extent.
+    flipByte(sim, segment, bytes.length - 1);
+    const damaged = await dataDir.openVolume('v');
+    expect((await damaged.read(0, 64 * 1024)).equals(pattern(64 * 1024, 3))).toBe(true);
+    await expect(damaged.read(1024 * 1024, 4096)).rejects.toMatchObject({
+      code: 'ELIDE_EXTENT_CORRUPT',
+    });
+    await damaged.close();
+    flipByte(sim, segment, 130);
+    const error = await dataDir.openVolume('v').catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'ELIDE_SEGMENT_CORRUPT' });
+    expect(String((error as Error).message)).toContain(segment);
+  });
+});
+
+describe('failed syncs', () => {
+  it('stops the volume after a failed fdatasync, and reopening recovers what is durable', async () => {
+    const { sim, dataDir } = await setup();
+    const volume = await dataDir.openVolume('v');
+    await volume.write(0, pattern(blockBytes, 1));
+    await volume.flush();
+    await volume.write(blockBytes, pattern(blockBytes, 2));
+    sim.failNextSync('EIO');
+    await expect(volume.flush()).rejects.toMatchObject({ code: 'ELIDE_IO' });
+    await expect(volume.write(0, pattern(blockBytes, 3))).rejects.toMatchObject({
+      code: 'ELIDE_IO',
+    });
+    await volume.close();
+    const reopened = await dataDir.openVolume('v');
+    expect((await reopened.read(0, blockBytes)).equals(pattern(blockBytes, 1))).toBe(true);
+    await reopened.close();
+  });
+});
+
+describe('range and mode checks', () => {
+  it('rejects I/O outside the volume', async () => {
+    const { dataDir } = await setup();
+    const volume = await dataDir.openVolume('v');
+    const size = volume.sizeBytes;
+    await expect(volume.read(size - 10, 11)).rejects.toMatchObject({ code: 'ELIDE_OUT_OF_RANGE' });
+    await expect(volume.write(size, Buffer.alloc(1))).rejects.toMatchObject({
+      code: 'ELIDE_OUT_OF_RANGE',
+    });
+    await expect(volume.trim(-1, 10)).rejects.toMatchObject({ code: 'ELIDE_OUT_OF_RANGE' });
+    expect((await volume.read(size - 10, 10)).length).toBe(10);
+    await volume.close();
+  });
+});
+
+describe('storage efficiency', () => {
+  it('stores duplicate extents once and compresses compressible data', async () => {
+    const { dataDir } = await setup();
+    const volume = await dataDir.openVolume('v');
+    const random = pattern(64 * 1024, 42);
+    for (let i = 0; i < 10; i++) await volume.write(i * 128 * 1024, random);
+    const text = Buffer.from('elide stores text compactly. '.repeat(4000).slice(0, 96 * 1024));
+    await volume.write(4 * 1024 * 1024, text);
+    await volume.promoteAll();
+    const stats = volume.stats();
+    expect(stats.writtenBytes).toBe(10 * 64 * 1024 + 96 * 1024);
+    expect(stats.extents).toBe(2);
+    // One random copy (incompressible) plus the text at well under half its size.
+    expect(stats.segmentBytes).toBeLessThan(64 * 1024 + 48 * 1024);
+    expect(stats.segmentBytes).toBeGreaterThan(64 * 1024);
+    await volume.close();
+    const reopened = await dataDir.openVolume('v');
+    expect((await reopened.read(9 * 128 * 1024, 64 * 1024)).equals(random)).toBe(true);
+    expect((await reopened.read(4 * 1024 * 1024, text.length)).equals(text)).toBe(true);
+    await reopened.close();
+  });
+
+  it('opens a 2 TiB volume without allocating per block', async () => {
+    const { dataDir } = await setup();
+    await dataDir.initVolume('huge', 2 * 1024 ** 4);
+    const before = process.memoryUsage().heapUsed;
+    const volume = await dataDir.openVolume('huge');
+    await volume.write(2 * 1024 ** 4 - blockBytes, pattern(blockBytes, 8));
+    await volume.close();
+    const reopened = await dataDir.openVolume('huge');
+    expect(
+      (await reopened.read(2 * 1024 ** 4 - blockBytes, blockBytes)).equals(pattern(blockBytes, 8)),
+    ).toBe(true);
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(64 * 1024 * 1024);
+    await reopened.close();
+  });
+});
