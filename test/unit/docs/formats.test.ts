@@ -1,0 +1,57 @@
+/**
+ * docs/formats.md and the code must agree: every magic number and fixed size
+ * the document states is checked against the constant the codecs use.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import * as constants from '../../../src/core/constants.js';
+import { walFileMagic, walRecordMagic } from '../../../src/core/wal/record.js';
+import { segmentMagic } from '../../../src/core/segment/format.js';
+
+const doc = fs.readFileSync(path.resolve(import.meta.dirname, '../../../docs/formats.md'), 'utf8');
+
+function docMagic(text: string): string {
+  // The document writes the version byte as \x01.
+  return text.replace(/\\x([0-9a-f]{2})/gi, (_, hex: string) =>
+    String.fromCharCode(Number.parseInt(hex, 16)),
+  );
+}
+
+describe('docs/formats.md matches the code', () => {
+  it('states the magic numbers the codecs write', () => {
+    const magics = [...doc.matchAll(/magic `([^`]+)`/g)].map((match) => docMagic(match[1] ?? ''));
+    expect(magics).toContain(walFileMagic);
+    expect(magics).toContain(segmentMagic);
+    expect(doc).toContain(`magic \`${walRecordMagic}\``);
+  });
+
+  it('states the header and entry sizes the codecs use', () => {
+    expect(doc).toContain(`### 3.1 File header (${constants.walFileHeaderBytes} bytes)`);
+    expect(doc).toContain(
+      `### 3.2 Record (${constants.walRecordHeaderBytes}-byte header, then payload)`,
+    );
+    expect(doc).toContain(`### 4.1 Header (${constants.segmentHeaderBytes} bytes)`);
+    expect(doc).toContain(`### 4.2 Extent entry (${constants.segmentExtentEntryBytes} bytes)`);
+    expect(doc).toContain(`### 4.3 Claim entry (${constants.segmentClaimEntryBytes} bytes)`);
+    expect(doc).toContain(`### 4.4 Input entry (${constants.segmentInputEntryBytes} bytes)`);
+    expect(doc).toContain(`Records start on ${constants.walRecordAlignBytes}-byte boundaries`);
+  });
+
+  it('states the limits the decoders enforce', () => {
+    expect(constants.segmentExtentsMax).toBe(2 ** 20);
+    expect(doc).toContain('`extentCount` (≤ 2^20)');
+    expect(constants.segmentClaimsMax).toBe(2 ** 20);
+    expect(doc).toContain('`claimCount` (≤ 2^20)');
+    expect(constants.segmentInputsMax).toBe(4096);
+    expect(doc).toContain('`inputCount` (≤ 4096)');
+    expect(constants.segmentBodyBytesMax).toBe(1024 ** 3);
+    expect(doc).toContain('`bodyBytes` (≤ 1 GiB)');
+    expect(constants.extentBlocksMax).toBe(256);
+    expect(doc).toContain('`plainBlocks` (1..256)');
+    expect(constants.volumeBytesMax).toBe(2 ** 48);
+    expect(doc).toContain('at most 2^48');
+    expect(constants.compressionRatioMin).toBe(1.5);
+    expect(doc).toContain('at least 1.5× smaller');
+  });
+});
