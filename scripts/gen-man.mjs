@@ -82,7 +82,9 @@ function flagSynopsis(flag) {
 function synopsis(command) {
   const parts = [bold(`${config.bin} ${displayId(command.id)}`)];
   for (const arg of visibleArgs(command)) {
-    const name = arg.name.toUpperCase() + (arg.multiple ? '...' : '');
+    // Same rule as --help: variadic args, or any arg of a non-strict command, take "...".
+    const variadic = arg.multiple || command.strict === false;
+    const name = arg.name.toUpperCase() + (variadic ? '...' : '');
     parts.push(arg.required ? italic(name) : `[${italic(name)}]`);
   }
   const flags = visibleFlags(command);

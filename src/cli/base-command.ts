@@ -118,7 +118,9 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
     task: (onProgress: ProgressCallback | undefined) => Promise<R>,
   ): Promise<R> {
     const progress = startProgress(label, {
-      enabled: process.stderr.isTTY === true && !this.jsonEnabled(),
+      // A pty with no size (columns 0) makes ora's line counting divide by zero and flood the
+      // terminal with clear-line sequences, so a sizeless terminal gets no spinner.
+      enabled: process.stderr.isTTY === true && process.stderr.columns > 0 && !this.jsonEnabled(),
     });
     try {
       return await task(progress.onProgress);

@@ -19,3 +19,5 @@ export type { VolumeSummary, VolumeInfo, ProgressCallback, RawCopyResult } from 
 
 const packageJson = createRequire(import.meta.url)('../../package.json') as { version: string };
 export const elideVersion: string = packageJson.version;
+export { serveVolumes, nbdDefaultHost, nbdDefaultPort } from './nbd/index.js';
+export type { NbdService, ServeOptions } from './nbd/index.js';

@@ -86,6 +86,10 @@ class BootView implements Fs {
     this.enter(true);
     return this.sim.write(fd, data, position);
   }
+  writev(fd: number, data: readonly Uint8Array[], position: number): number {
+    this.enter(true);
+    return this.sim.writev(fd, data, position);
+  }
   read(fd: number, target: Uint8Array, offset: number, length: number, position: number): number {
     this.enter(false);
     return this.sim.read(fd, target, offset, length, position);

@@ -281,6 +281,13 @@ export class SimFs implements Fs {
     return count;
   }
 
+  writev(fd: number, data: readonly Uint8Array[], position: number): number {
+    // One call, but like writev(2) it may stop part-way on ENOSPC.
+    let done = 0;
+    for (const part of data) done += this.write(fd, part, position + done);
+    return done;
+  }
+
   read(fd: number, target: Uint8Array, offset: number, length: number, position: number): number {
     const file = this.openFile(fd, 'read').node;
     checkOffset(position, 'read');

@@ -48,6 +48,23 @@ export class NodeFs implements Fs {
     return done;
   }
 
+  writev(fd: number, data: readonly Uint8Array[], position: number): number {
+    const total = data.reduce((sum, part) => sum + part.length, 0);
+    const written = fs.writevSync(fd, data as Uint8Array[], position);
+    if (written === total) return written;
+    // A short writev: finish the rest part by part, so the next call reports the real error.
+    let skipped = 0;
+    for (const part of data) {
+      const end = skipped + part.length;
+      if (end > written) {
+        const from = Math.max(0, written - skipped);
+        this.write(fd, part.subarray(from), position + skipped + from);
+      }
+      skipped = end;
+    }
+    return total;
+  }
+
   read(fd: number, target: Uint8Array, offset: number, length: number, position: number): number {
     // Loop so a short read means end of file, never an interrupted read.
     let done = 0;

@@ -36,6 +36,8 @@ export interface Fs {
   close(fd: number): void;
   /** Writes all of `data` at `position`; returns bytes written. */
   write(fd: number, data: Uint8Array, position: number): number;
+  /** Writes the buffers back to back at `position` in one call; returns bytes written. */
+  writev(fd: number, data: readonly Uint8Array[], position: number): number;
   /** Reads up to `length` bytes at `position` into `target` at `offset`. */
   read(fd: number, target: Uint8Array, offset: number, length: number, position: number): number;
   sizeOf(fd: number): number;

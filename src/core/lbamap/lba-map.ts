@@ -107,27 +107,57 @@ function lastEntryAtOrBelow(chunk: readonly Entry[], lba: number): number {
   return lo - 1;
 }
 
-function assertRange(startLba: number, lengthBlocks: number): void {
-  assert(Number.isSafeInteger(startLba) && startLba >= 0, 'startLba is a non-negative integer');
-  assert(Number.isSafeInteger(lengthBlocks) && lengthBlocks >= 1, 'lengthBlocks is >= 1');
-  assert(Number.isSafeInteger(startLba + lengthBlocks), 'range end is a safe integer');
+/** The first invariant `e` breaks, or undefined; one call per entry keeps checks cheap. */
+function entryProblem(e: Entry, prevEnd: number): string | undefined {
+  if (!(e instanceof Entry)) return 'entries are Entry objects';
+  if (!Number.isSafeInteger(e.startLba) || e.startLba < 0) return 'entry startLba valid';
+  if (!Number.isSafeInteger(e.lengthBlocks) || e.lengthBlocks < 1) return 'entry length >= 1';
+  if (e.startLba < prevEnd) return 'entries sorted and non-overlapping';
+  if (e.hash.length !== hashBytes) return 'entry hash is 32 bytes';
+  if (!e.zero && isZeroHash(e.hash)) return 'zero hashes are stored as the shared zeroHash';
+  if (!Number.isSafeInteger(e.offsetBlocks) || e.offsetBlocks < 0) return 'entry offset >= 0';
+  if (e.zero && e.offsetBlocks !== 0) return 'zero entries have offset 0';
+  if (!Number.isSafeInteger(e.seq) || e.seq < 0) return 'entry seq valid';
+  return undefined;
 }
 
-function assertClaim(
+// Validation computes one problem string and calls assert once, on failure only: these run
+// on every write, and one branch is cheaper than a chain of assert calls.
+function rangeProblem(startLba: number, lengthBlocks: number): string | undefined {
+  if (!Number.isSafeInteger(startLba) || startLba < 0) return 'startLba is a non-negative integer';
+  if (!Number.isSafeInteger(lengthBlocks) || lengthBlocks < 1) return 'lengthBlocks is >= 1';
+  if (!Number.isSafeInteger(startLba + lengthBlocks)) return 'range end is a safe integer';
+  return undefined;
+}
+
+function assertRange(startLba: number, lengthBlocks: number): void {
+  const problem = rangeProblem(startLba, lengthBlocks);
+  if (problem !== undefined) assert(false, problem);
+}
+
+/** Validates a claim and returns the hash buffer to store for it. */
+function claimHash(
   startLba: number,
   lengthBlocks: number,
   hash: Buffer,
   offsetBlocks: number,
   seq: number,
 ): Buffer {
-  assertRange(startLba, lengthBlocks);
-  assert(hash.length === hashBytes, 'hash is 32 bytes');
-  assert(Number.isSafeInteger(offsetBlocks) && offsetBlocks >= 0, 'offsetBlocks is >= 0');
-  assert(Number.isSafeInteger(seq) && seq >= 0, 'seq is a non-negative integer');
-  if (!isZeroHash(hash)) return hash;
-  assert(offsetBlocks === 0, 'zero claims have offsetBlocks 0');
+  const zero = hash.length === hashBytes && isZeroHash(hash);
+  const problem =
+    rangeProblem(startLba, lengthBlocks) ??
+    (hash.length !== hashBytes
+      ? 'hash is 32 bytes'
+      : !Number.isSafeInteger(offsetBlocks) || offsetBlocks < 0
+        ? 'offsetBlocks is >= 0'
+        : !Number.isSafeInteger(seq) || seq < 0
+          ? 'seq is a non-negative integer'
+          : zero && offsetBlocks !== 0
+            ? 'zero claims have offsetBlocks 0'
+            : undefined);
+  if (problem !== undefined) assert(false, problem);
   // One shared buffer for every zero entry: cheap zero tests, no per-claim buffers kept alive.
-  return zeroHash;
+  return zero ? zeroHash : hash;
 }
 
 export class LbaMap {
@@ -157,8 +187,14 @@ export class LbaMap {
   }
 
   /** Maps [startLba, startLba + lengthBlocks), overwriting whatever was there. */
-  set(startLba: number, lengthBlocks: number, hash: Buffer, offsetBlocks: number, seq: number): void {
-    const stored = assertClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
+  set(
+    startLba: number,
+    lengthBlocks: number,
+    hash: Buffer,
+    offsetBlocks: number,
+    seq: number,
+  ): void {
+    const stored = claimHash(startLba, lengthBlocks, hash, offsetBlocks, seq);
     this.setEntry(new Entry(startLba, lengthBlocks, stored, offsetBlocks, seq));
   }
 
@@ -173,7 +209,7 @@ export class LbaMap {
     offsetBlocks: number,
     seq: number,
   ): void {
-    const stored = assertClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
+    const stored = claimHash(startLba, lengthBlocks, hash, offsetBlocks, seq);
     const end = startLba + lengthBlocks;
     // Collect maximal runs first: `setEntry` reshapes the chunks being walked.
     const runs: number[] = [];
@@ -239,7 +275,10 @@ export class LbaMap {
   checkInvariants(): void {
     const { chunks, chunkStarts } = this;
     assert(chunks.length === chunkStarts.length, 'one start key per chunk');
-    assert(zeroHash.every((byte) => byte === 0), 'nobody wrote into the shared zeroHash');
+    assert(
+      zeroHash.every((byte) => byte === 0),
+      'nobody wrote into the shared zeroHash',
+    );
     let entries = 0;
     let data = 0;
     let zeros = 0;
@@ -250,15 +289,8 @@ export class LbaMap {
       assert(chunk.length <= this.chunkEntriesMax, 'chunks are at most chunkEntriesMax');
       assert(chunkStarts[ci] === chunk[0]!.startLba, 'chunk start key equals first entry');
       for (const e of chunk) {
-        assert(e instanceof Entry, 'entries are Entry objects');
-        assert(Number.isSafeInteger(e.startLba) && e.startLba >= 0, 'entry startLba valid');
-        assert(Number.isSafeInteger(e.lengthBlocks) && e.lengthBlocks >= 1, 'entry length >= 1');
-        assert(e.startLba >= prevEnd, 'entries sorted and non-overlapping');
-        assert(e.hash.length === hashBytes, 'entry hash is 32 bytes');
-        assert(e.zero || !isZeroHash(e.hash), 'zero hashes are stored as the shared zeroHash');
-        assert(Number.isSafeInteger(e.offsetBlocks) && e.offsetBlocks >= 0, 'entry offset >= 0');
-        assert(!e.zero || e.offsetBlocks === 0, 'zero entries have offset 0');
-        assert(Number.isSafeInteger(e.seq) && e.seq >= 0, 'entry seq valid');
+        const problem = entryProblem(e, prevEnd);
+        if (problem !== undefined) assert(false, `${problem} at LBA ${e.startLba}`);
         prevEnd = e.endLba;
         entries++;
         if (e.zero) zeros += e.lengthBlocks;

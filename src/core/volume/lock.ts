@@ -44,7 +44,13 @@ export class VolumeLock {
       );
     }
     server.unref();
-    writePid(fs, volumeDir);
+    try {
+      writePid(fs, volumeDir);
+    } catch (error) {
+      // Never keep the lock for a volume nobody will use.
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      throw error;
+    }
     return new VolumeLock(server, volumeDir);
   }
 

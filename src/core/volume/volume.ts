@@ -288,9 +288,13 @@ export class Volume {
     } finally {
       this.closed = true;
       await this.promotions.catch(() => {});
-      for (const segment of this.segments.values()) segment.close(this.fs);
-      for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
-      await this.lock?.release();
+      try {
+        for (const segment of this.segments.values()) segment.close(this.fs);
+        for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
+      } finally {
+        // The lock goes whatever else failed: a dead handle must not keep the volume locked.
+        await this.lock?.release();
+      }
     }
   }
 

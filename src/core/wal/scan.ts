@@ -51,11 +51,23 @@ export interface WalScanResult {
 export function scanWal(bytes: Buffer, expected: WalScanExpected): WalScanResult {
   const header = decodeWalFileHeader(bytes);
   if (header === null) {
-    // A header that never made it to disk whole is a torn creation; with
-    // bytes after it, records may have been acknowledged, so it is corrupt.
-    return bytes.length <= walFileHeaderBytes
-      ? { records: [], validBytes: 0, outcome: 'torn-tail', headerValid: false }
-      : { records: [], validBytes: 0, outcome: 'corrupt', corruptOffset: 0, headerValid: false };
+    // The header is written without a sync, so page-cache writeback can lose
+    // it while later pages survive. The records can still be checked (the WAL
+    // id is known from the file name): the header was acknowledged durable
+    // only if some valid record says bytes past it were.
+    const end = bytes.length - walRecordHeaderBytes;
+    for (let at = walFileHeaderBytes; at <= end; at += walRecordAlignBytes) {
+      if (recordAt(bytes, at, expected, 0) !== null) {
+        return {
+          records: [],
+          validBytes: 0,
+          outcome: 'corrupt',
+          corruptOffset: 0,
+          headerValid: false,
+        };
+      }
+    }
+    return { records: [], validBytes: 0, outcome: 'torn-tail', headerValid: false };
   }
   if (header.walId !== expected.walId || header.volumeId !== expected.volumeId) {
     // An intact header for another WAL or volume is a misplaced file, never a torn one.

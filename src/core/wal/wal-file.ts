@@ -59,7 +59,7 @@ export class WalFile {
     const file = path.join(dir, walFileName(id));
     const fd = fs.open(file, 'create');
     try {
-      writeAll(fs, fd, encodeWalFileHeader({ walId: id, volumeId }), 0, file);
+      writeAll(fs, fd, [encodeWalFileHeader({ walId: id, volumeId })], 0, file);
     } catch (error) {
       fs.close(fd);
       fs.unlink(file);
@@ -87,8 +87,7 @@ export class WalFile {
   append(fs: Fs, header: Buffer, payload: Buffer | undefined): number {
     const start = this.sizeBytes;
     try {
-      writeAll(fs, this.fd, header, start, this.path);
-      if (payload !== undefined) writeAll(fs, this.fd, payload, start + header.length, this.path);
+      writeAll(fs, this.fd, payload === undefined ? [header] : [header, payload], start, this.path);
     } catch (error) {
       try {
         fs.truncate(this.fd, start);
@@ -117,10 +116,11 @@ export class WalFile {
   }
 }
 
-function writeAll(fs: Fs, fd: number, data: Buffer, position: number, file: string): void {
+function writeAll(fs: Fs, fd: number, data: Buffer[], position: number, file: string): void {
   try {
-    const written = fs.write(fd, data, position);
-    if (written !== data.length) throw new ElideError('ELIDE_IO', `${file}: short write`);
+    const expected = data.reduce((sum, part) => sum + part.length, 0);
+    const written = fs.writev(fd, data, position);
+    if (written !== expected) throw new ElideError('ELIDE_IO', `${file}: short write`);
   } catch (error) {
     if (systemErrorCode(error) === 'ENOSPC') {
       throw new ElideError(

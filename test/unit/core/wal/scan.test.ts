@@ -106,7 +106,7 @@ describe('scanWal: file header', () => {
     });
   });
 
-  it('reports a damaged header with bytes after it as corrupt at 0', () => {
+  it('reports a damaged header as corrupt at 0 when a record says it was durable', () => {
     const { bytes } = buildWal(three);
     for (let bit = 0; bit < walFileHeaderBytes * 8; bit += 7) {
       expect(scanWal(flip(bytes, bit), expected)).toEqual({
@@ -117,8 +117,21 @@ describe('scanWal: file header', () => {
         headerValid: false,
       });
     }
+  });
+
+  it('treats a lost header as a torn creation when no record says it was durable', () => {
+    // Writeback can persist later pages of a never-synced WAL without its first page.
+    const unsynced = three.map((spec) => ({ ...spec, durableBytes: 0 }));
+    const { bytes } = buildWal(unsynced);
+    bytes.fill(0, 0, walFileHeaderBytes);
+    expect(scanWal(bytes, expected)).toEqual({
+      records: [],
+      validBytes: 0,
+      outcome: 'torn-tail',
+      headerValid: false,
+    });
     const oneMore = Buffer.concat([Buffer.alloc(64), Buffer.alloc(1)]);
-    expect(scanWal(oneMore, expected)).toMatchObject({ outcome: 'corrupt', corruptOffset: 0 });
+    expect(scanWal(oneMore, expected)).toMatchObject({ outcome: 'torn-tail', headerValid: false });
   });
 
   it('reports a header for another WAL or volume as corrupt at 0, even when header-only', () => {

@@ -1,0 +1,100 @@
+import { Args, Flags } from '@oclif/core';
+import { ElideCommand, stderrLogger } from '../../cli/base-command.js';
+import { ElideError, nbdDefaultHost, nbdDefaultPort, serveVolumes } from '../../core/index.js';
+
+export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
+  static override summary = 'Serve volumes over NBD until interrupted.';
+
+  static override description =
+    'Each volume is an export named after it. Runs in the foreground and logs to stderr; once ' +
+    'it accepts connections it prints one line containing nbd://HOST:PORT/NAME for every ' +
+    'export. SIGINT or SIGTERM stops accepting, lets requests in flight finish, flushes and ' +
+    'exits 0; a second signal exits at once (the write-ahead log recovers on the next start). ' +
+    'Volumes are exported with multi-connection support: a flush on one connection covers ' +
+    'writes completed on all.';
+
+  static override examples = [
+    { description: 'Serve one volume on the default address.', command: 'elide serve nbd vm1' },
+    {
+      description: 'Serve two volumes on all interfaces, port 10900.',
+      command: 'elide serve nbd vm1 vm2 --listen 0.0.0.0:10900',
+    },
+    {
+      description: 'Serve read-only on a Unix socket only.',
+      command: 'elide serve nbd base --socket /run/elide/base.sock --readonly',
+    },
+  ];
+
+  static override enableJsonFlag = false;
+  static override strict = false;
+
+  static override args = {
+    name: Args.string({ description: 'Volumes to export (one or more).', required: true }),
+  };
+
+  static override flags = {
+    listen: Flags.string({
+      summary: `TCP address to listen on [default: ${nbdDefaultHost}:${nbdDefaultPort} unless --socket is given].`,
+      description: 'HOST:PORT, [IPV6]:PORT or PORT. Port 0 picks a free port (see the ready line).',
+      helpValue: 'HOST:PORT',
+    }),
+    socket: Flags.string({
+      summary: 'Unix socket path to listen on (clients use nbd+unix:///NAME?socket=PATH).',
+      helpValue: 'PATH',
+    }),
+    readonly: Flags.boolean({
+      summary: 'Export read-only: writes, trims and zero-writes fail with EPERM.',
+      default: false,
+    }),
+  };
+
+  async run(): Promise<void> {
+    const names = this.argv.filter((arg) => !arg.startsWith('-') && !this.isFlagValue(arg));
+    const log = stderrLogger(this.flags['log-level']);
+    const listen =
+      this.flags.listen !== undefined || this.flags.socket === undefined
+        ? parseListen(this.flags.listen ?? `${nbdDefaultHost}:${nbdDefaultPort}`)
+        : undefined;
+    await this.withDataDir(async (dataDir) => {
+      const service = await serveVolumes(dataDir, {
+        names,
+        ...(listen === undefined ? {} : { listen }),
+        ...(this.flags.socket === undefined ? {} : { socketPath: this.flags.socket }),
+        readOnly: this.flags.readonly,
+        log,
+      });
+      process.stderr.write(`elide: serving ${service.uris.join(' ')}\n`);
+      await new Promise<void>((resolve, reject) => {
+        let stopping = false;
+        const onSignal = (signal: NodeJS.Signals): void => {
+          if (stopping) {
+            process.stderr.write(`elide: ${signal} again: exiting without waiting\n`);
+            process.exit(1);
+          }
+          stopping = true;
+          log.info(`${signal}: finishing requests in flight and flushing`);
+          service.stop().then(resolve, reject);
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+      });
+    });
+  }
+
+  /** Values of flags that take one (so `--listen 1.2.3.4:5` is not read as a volume name). */
+  private isFlagValue(arg: string): boolean {
+    const index = this.argv.indexOf(arg);
+    const previous = index > 0 ? this.argv[index - 1] : undefined;
+    return previous !== undefined && /^--(listen|socket|data-dir|store|free-space-reserve|log-level)$/.test(previous);
+  }
+}
+
+function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
+  const port = Number(match?.[3]);
+  if (match === null || !Number.isInteger(port) || port > 65535) {
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid --listen "${text}": use HOST:PORT, [IPV6]:PORT or PORT`);
+  }
+  const host = match[1] ?? match[2] ?? '';
+  return { host: host === '' ? nbdDefaultHost : host, port };
+}

@@ -1,0 +1,589 @@
+/**
+ * One NBD client connection: fixed-newstyle option haggling, then the
+ * transmission phase with pipelined requests and out-of-order replies.
+ *
+ * Input is kept as a list of received chunks; a field is a view when one chunk
+ * holds it and a copy only when it spans chunks. Every length the client sends
+ * is checked against its limit before anything is buffered for it: an
+ * oversized option or write payload is discarded as it arrives and answered
+ * with an error, never allocated. A request with a bad magic cannot be
+ * resynchronised, so it ends the connection.
+ */
+import type net from 'node:net';
+import { isElideError } from '../errors.js';
+import type { Logger } from '../log.js';
+import {
+  baseAllocation,
+  clientFlags,
+  command,
+  commandFlags,
+  commandFlagsKnown,
+  decodeRequestHeader,
+  encodeOptionReply,
+  encodeStructuredError,
+  handshakeFlags,
+  info,
+  nbdErrno,
+  nbdMagic,
+  option,
+  optionHeaderBytes,
+  optionMagic,
+  OptionReader,
+  optionReply,
+  replyFlags,
+  replyType,
+  requestHeaderBytes,
+  simpleReplyHeaderBytes,
+  stateFlags,
+  structuredReplyHeaderBytes,
+  transmissionFlags,
+  writeSimpleReply,
+  writeStructuredHeader,
+  type NbdErrno,
+  type RequestHeader,
+} from './wire.js';
+import type { NbdExport } from './export.js';
+import {
+  nbdBlockSizeMin,
+  nbdBlockSizePreferred,
+  nbdInflightRequestsMax,
+  nbdOptionBytesMax,
+  nbdPayloadBytesMax,
+  nbdHandshakeTimeoutMs,
+} from './limits.js';
+
+const metaContextId = 1;
+
+type Phase = 'clientFlags' | 'options' | 'transmission' | 'closed';
+
+export interface ConnectionHost {
+  /** Looks up an export by name; '' is the default export. */
+  findExport(name: string): NbdExport | undefined;
+  listExports(): NbdExport[];
+  readonly log: Logger;
+  readonly shuttingDown: boolean;
+}
+
+export class NbdConnection {
+  private readonly chunks: Buffer[] = [];
+  private available = 0;
+  private phase: Phase = 'clientFlags';
+  private noZeroes = false;
+  private structuredReplies = false;
+  private metaContextSelected = false;
+  private exported: NbdExport | null = null;
+  /** Bytes of an oversized option or payload still to be thrown away. */
+  private discardBytes = 0;
+  /** A request whose payload is still arriving. */
+  private awaitingPayload: RequestHeader | null = null;
+  /** Reply for a request whose payload is being discarded. */
+  private afterDiscard: (() => void) | null = null;
+  private inflight = 0;
+  private disconnectRequested = false;
+  private readonly settledWaiters: Array<() => void> = [];
+  readonly closed: Promise<void>;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly host: ConnectionHost,
+    readonly id: number,
+  ) {
+    socket.setNoDelay(true);
+    socket.setTimeout(nbdHandshakeTimeoutMs, () => {
+      if (this.phase !== 'transmission') this.abort('handshake timed out');
+    });
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', (error) => this.host.log.debug(`nbd connection ${id}: ${error.message}`));
+    socket.once('close', () => {
+      this.phase = 'closed';
+      this.resolveSettled();
+    });
+    const greeting = Buffer.alloc(18);
+    greeting.writeBigUInt64BE(nbdMagic, 0);
+    greeting.writeBigUInt64BE(optionMagic, 8);
+    greeting.writeUInt16BE(handshakeFlags.fixedNewstyle | handshakeFlags.noZeroes, 16);
+    socket.write(greeting);
+  }
+
+  get exportName(): string | undefined {
+    return this.exported?.name;
+  }
+
+  /** Resolves once no request is in flight. */
+  settled(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settledWaiters.push(resolve));
+  }
+
+  /** Ends the connection once its in-flight requests have replied. */
+  async shutdown(): Promise<void> {
+    await this.settled();
+    this.socket.end();
+    await this.closed;
+  }
+
+  abort(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.host.log.debug(`nbd connection ${this.id}: closing: ${reason}`);
+    this.phase = 'closed';
+    this.socket.destroy();
+  }
+
+  // ---- input -----------------------------------------------------------------------------
+
+  private receive(chunk: Buffer): void {
+    if (this.phase === 'closed') return;
+    this.chunks.push(chunk);
+    this.available += chunk.length;
+    this.socket.cork();
+    try {
+      this.pump();
+    } catch (error) {
+      this.host.log.error(`nbd connection ${this.id}: ${error instanceof Error ? error.stack : error}`);
+      this.abort('internal error');
+    } finally {
+      process.nextTick(() => this.socket.uncork());
+    }
+  }
+
+  private pump(): void {
+    for (;;) {
+      if (this.phase === 'closed') return;
+      if (this.discardBytes > 0) {
+        const dropped = Math.min(this.discardBytes, this.available);
+        this.skip(dropped);
+        this.discardBytes -= dropped;
+        if (this.discardBytes > 0) return;
+        const reply = this.afterDiscard;
+        this.afterDiscard = null;
+        reply?.();
+        continue;
+      }
+      if (this.phase === 'clientFlags') {
+        if (this.available < 4) return;
+        this.handleClientFlags(this.take(4).readUInt32BE(0));
+      } else if (this.phase === 'options') {
+        if (this.available < optionHeaderBytes) return;
+        const header = this.peek(optionHeaderBytes);
+        const length = header.readUInt32BE(12);
+        if (header.readBigUInt64BE(0) !== optionMagic) return this.abort('bad option magic');
+        const code = header.readUInt32BE(8);
+        if (length > nbdOptionBytesMax) {
+          this.skip(optionHeaderBytes);
+          this.discardBytes = length;
+          this.afterDiscard = () => this.sendOption(code, optionReply.errTooBig, text('option too large'));
+          continue;
+        }
+        if (this.available < optionHeaderBytes + length) return;
+        this.skip(optionHeaderBytes);
+        this.handleOption(code, this.take(length));
+      } else if (this.awaitingPayload !== null) {
+        const request = this.awaitingPayload;
+        if (this.available < request.length) return;
+        this.awaitingPayload = null;
+        this.dispatch(request, this.take(request.length));
+      } else {
+        if (this.inflight >= nbdInflightRequestsMax) {
+          // Backpressure: stop reading until replies drain the queue.
+          this.socket.pause();
+          return;
+        }
+        if (this.available < requestHeaderBytes) return;
+        const request = decodeRequestHeader(this.peek(requestHeaderBytes), 0);
+        if (request === null) return this.abort('bad request magic');
+        this.skip(requestHeaderBytes);
+        if (request.type === command.write) {
+          if (request.length > nbdPayloadBytesMax) {
+            this.inflight++;
+            this.discardBytes = request.length;
+            this.afterDiscard = () => this.replyError(request, 'EINVAL', 'write exceeds the maximum payload');
+            continue;
+          }
+          this.awaitingPayload = request;
+          continue;
+        }
+        this.dispatch(request, undefined);
+      }
+    }
+  }
+
+  private peek(length: number): Buffer {
+    const first = this.chunks[0];
+    if (first !== undefined && first.length >= length) return first.subarray(0, length);
+    const out = Buffer.allocUnsafe(length);
+    let copied = 0;
+    for (const chunk of this.chunks) {
+      const n = Math.min(chunk.length, length - copied);
+      chunk.copy(out, copied, 0, n);
+      copied += n;
+      if (copied === length) break;
+    }
+    return out;
+  }
+
+  private take(length: number): Buffer {
+    const out = this.peek(length);
+    this.skip(length);
+    return out;
+  }
+
+  private skip(length: number): void {
+    let left = length;
+    this.available -= length;
+    while (left > 0) {
+      const first = this.chunks[0];
+      if (first === undefined) break;
+      if (first.length <= left) {
+        left -= first.length;
+        this.chunks.shift();
+      } else {
+        this.chunks[0] = first.subarray(left);
+        left = 0;
+      }
+    }
+  }
+
+  // ---- handshake -------------------------------------------------------------------------
+
+  private handleClientFlags(flags: number): void {
+    const known = clientFlags.fixedNewstyle | clientFlags.noZeroes;
+    if ((flags & ~known) !== 0) return this.abort(`unknown client flags ${flags}`);
+    this.noZeroes = (flags & clientFlags.noZeroes) !== 0;
+    this.phase = 'options';
+  }
+
+  private handleOption(code: number, data: Buffer): void {
+    if (this.host.shuttingDown && code !== option.abort) {
+      return this.sendOption(code, optionReply.errShutdown, text('server is shutting down'));
+    }
+    switch (code) {
+      case option.exportName:
+        return this.optionExportName(data);
+      case option.abort:
+        this.sendOption(code, optionReply.ack);
+        this.socket.end();
+        this.phase = 'closed';
+        return;
+      case option.list:
+        if (data.length !== 0) return this.sendOption(code, optionReply.errInvalid, text('LIST takes no data'));
+        for (const entry of this.host.listExports()) {
+          const name = Buffer.from(entry.name);
+          const payload = Buffer.alloc(4 + name.length);
+          payload.writeUInt32BE(name.length, 0);
+          name.copy(payload, 4);
+          this.sendOption(code, optionReply.server, payload);
+        }
+        return this.sendOption(code, optionReply.ack);
+      case option.info:
+      case option.go:
+        return this.optionInfo(code, data);
+      case option.structuredReply:
+        if (data.length !== 0) {
+          return this.sendOption(code, optionReply.errInvalid, text('STRUCTURED_REPLY takes no data'));
+        }
+        this.structuredReplies = true;
+        return this.sendOption(code, optionReply.ack);
+      case option.listMetaContext:
+      case option.setMetaContext:
+        return this.optionMetaContext(code, data);
+      default:
+        return this.sendOption(code, optionReply.errUnsupported, text(`option ${code} is not supported`));
+    }
+  }
+
+  private optionExportName(data: Buffer): void {
+    const name = data.toString('utf8');
+    const found = this.host.findExport(name);
+    // EXPORT_NAME cannot report an error: an unknown name ends the session.
+    if (found === undefined) return this.abort(`unknown export "${name}"`);
+    this.exported = found;
+    const reply = Buffer.alloc(this.noZeroes ? 10 : 134);
+    reply.writeBigUInt64BE(BigInt(found.backend.sizeBytes), 0);
+    reply.writeUInt16BE(this.transmissionFlags(found), 8);
+    this.socket.write(reply);
+    this.enterTransmission();
+  }
+
+  private optionInfo(code: number, data: Buffer): void {
+    const reader = new OptionReader(data);
+    const name = reader.string();
+    const count = reader.u16();
+    const requested: number[] = [];
+    for (let i = 0; count !== null && i < count; i++) {
+      const item = reader.u16();
+      if (item === null) break;
+      requested.push(item);
+    }
+    if (name === null || count === null || requested.length !== count || reader.remaining !== 0) {
+      return this.sendOption(code, optionReply.errInvalid, text('malformed INFO/GO request'));
+    }
+    const found = this.host.findExport(name);
+    if (found === undefined) {
+      return this.sendOption(code, optionReply.errUnknown, text(`no export named "${name}"`));
+    }
+    const exportInfo = Buffer.alloc(12);
+    exportInfo.writeUInt16BE(info.export, 0);
+    exportInfo.writeBigUInt64BE(BigInt(found.backend.sizeBytes), 2);
+    exportInfo.writeUInt16BE(this.transmissionFlags(found), 10);
+    this.sendOption(code, optionReply.info, exportInfo);
+    if (requested.includes(info.name)) {
+      this.sendOption(code, optionReply.info, Buffer.concat([u16(info.name), Buffer.from(found.name)]));
+    }
+    if (requested.includes(info.description)) {
+      this.sendOption(code, optionReply.info, Buffer.concat([u16(info.description), Buffer.from(found.description)]));
+    }
+    const blockSize = Buffer.alloc(14);
+    blockSize.writeUInt16BE(info.blockSize, 0);
+    blockSize.writeUInt32BE(nbdBlockSizeMin, 2);
+    blockSize.writeUInt32BE(nbdBlockSizePreferred, 6);
+    blockSize.writeUInt32BE(nbdPayloadBytesMax, 10);
+    this.sendOption(code, optionReply.info, blockSize);
+    this.sendOption(code, optionReply.ack);
+    if (code === option.go) {
+      this.exported = found;
+      this.enterTransmission();
+    }
+  }
+
+  private optionMetaContext(code: number, data: Buffer): void {
+    if (!this.structuredReplies) {
+      return this.sendOption(code, optionReply.errInvalid, text('negotiate structured replies first'));
+    }
+    const reader = new OptionReader(data);
+    const name = reader.string();
+    const count = reader.u32();
+    const queries: string[] = [];
+    for (let i = 0; count !== null && i < count && i < 1024; i++) {
+      const query = reader.string();
+      if (query === null) break;
+      queries.push(query);
+    }
+    if (name === null || count === null || queries.length !== count || reader.remaining !== 0) {
+      return this.sendOption(code, optionReply.errInvalid, text('malformed meta context request'));
+    }
+    if (this.host.findExport(name) === undefined) {
+      return this.sendOption(code, optionReply.errUnknown, text(`no export named "${name}"`));
+    }
+    const listAll = code === option.listMetaContext && queries.length === 0;
+    const matches = listAll || queries.some((query) => query === 'base:' || query === baseAllocation);
+    if (code === option.setMetaContext) this.metaContextSelected = matches;
+    if (matches) {
+      const context = Buffer.alloc(4 + baseAllocation.length);
+      context.writeUInt32BE(code === option.setMetaContext ? metaContextId : 0, 0);
+      context.write(baseAllocation, 4);
+      this.sendOption(code, optionReply.metaContext, context);
+    }
+    this.sendOption(code, optionReply.ack);
+  }
+
+  private transmissionFlags(found: NbdExport): number {
+    let flags =
+      transmissionFlags.hasFlags |
+      transmissionFlags.sendFlush |
+      transmissionFlags.sendFua |
+      transmissionFlags.sendTrim |
+      transmissionFlags.sendWriteZeroes |
+      transmissionFlags.sendFastZero |
+      transmissionFlags.sendCache |
+      transmissionFlags.canMultiConn;
+    if (this.structuredReplies) flags |= transmissionFlags.sendDf;
+    if (found.readOnly) flags |= transmissionFlags.readOnly;
+    return flags;
+  }
+
+  private enterTransmission(): void {
+    this.phase = 'transmission';
+    this.socket.setTimeout(0);
+    this.host.log.debug(`nbd connection ${this.id}: exporting ${this.exported?.name ?? '?'}`);
+  }
+
+  private sendOption(code: number, type: number, data?: Buffer): void {
+    this.socket.write(encodeOptionReply(code, type, data));
+  }
+
+  // ---- transmission ----------------------------------------------------------------------
+
+  private dispatch(request: RequestHeader, payload: Buffer | undefined): void {
+    const found = this.exported;
+    if (found === null) return this.abort('request before an export was chosen');
+    if (request.type === command.disconnect) {
+      this.disconnectRequested = true;
+      void this.shutdown();
+      return;
+    }
+    this.inflight++;
+    const problem = this.validate(request, found);
+    if (problem !== null) return this.replyError(request, problem[0], problem[1]);
+    if (this.host.shuttingDown) return this.replyError(request, 'ESHUTDOWN', 'server is shutting down');
+    const backend = found.backend;
+    const fua = (request.flags & commandFlags.fua) !== 0;
+    try {
+      switch (request.type) {
+        case command.read:
+          return this.replyRead(request, found);
+        case command.write:
+          return this.complete(request, backend.write(request.offset, payload ?? Buffer.alloc(0), { fua }));
+        case command.flush:
+          return this.complete(request, backend.flush());
+        case command.trim:
+          return this.complete(request, backend.trim(request.offset, request.length, { fua }));
+        case command.writeZeroes:
+          return this.complete(request, backend.writeZeroes(request.offset, request.length, { fua }));
+        case command.cache:
+          return this.replyOk(request);
+        case command.blockStatus:
+          return this.replyBlockStatus(request, found);
+      }
+    } catch (error) {
+      return this.replyFailure(request, error);
+    }
+  }
+
+  /** Checks a request against the protocol and the export; returns the errno to reply with. */
+  private validate(request: RequestHeader, found: NbdExport): [NbdErrno, string] | null {
+    const { type, flags, offset, length } = request;
+    if (type > command.blockStatus) return ['EINVAL', `unknown command ${type}`];
+    if ((flags & ~commandFlagsKnown) !== 0) return ['EINVAL', `unknown command flags ${flags}`];
+    const writes = type === command.write || type === command.trim || type === command.writeZeroes;
+    if (writes && found.readOnly) return ['EPERM', 'export is read-only'];
+    if (type === command.flush) return offset === 0 && length === 0 ? null : ['EINVAL', 'flush takes no range'];
+    if (type === command.read && length > nbdPayloadBytesMax) {
+      return [this.structuredReplies ? 'EOVERFLOW' : 'EINVAL', 'read exceeds the maximum payload'];
+    }
+    if (request.offsetTooLarge || offset + length > found.backend.sizeBytes) {
+      return [writes ? 'ENOSPC' : 'EINVAL', 'request is beyond the end of the export'];
+    }
+    if (type === command.blockStatus && (!this.structuredReplies || !this.metaContextSelected)) {
+      return ['EINVAL', 'block status needs structured replies and base:allocation'];
+    }
+    return null;
+  }
+
+  private replyRead(request: RequestHeader, found: NbdExport): void {
+    const headerBytes = this.structuredReplies ? structuredReplyHeaderBytes + 8 : simpleReplyHeaderBytes;
+    const reply = Buffer.allocUnsafe(headerBytes + request.length);
+    try {
+      found.backend.readInto(request.offset, reply.subarray(headerBytes));
+    } catch (error) {
+      return this.replyFailure(request, error);
+    }
+    if (this.structuredReplies) {
+      writeStructuredHeader(reply, 0, {
+        flags: replyFlags.done,
+        type: replyType.offsetData,
+        cookie: request.cookie,
+        length: 8 + request.length,
+      });
+      reply.writeBigUInt64BE(BigInt(request.offset), structuredReplyHeaderBytes);
+    } else {
+      writeSimpleReply(reply, 0, request.cookie, 0);
+    }
+    this.send(reply);
+  }
+
+  private replyBlockStatus(request: RequestHeader, found: NbdExport): void {
+    const end = request.offset + request.length;
+    const runs = found.backend.blockStatus(request.offset, request.length);
+    const descriptors: Array<[number, number]> = [];
+    for (const run of runs) {
+      const start = Math.max(run.offsetBytes, request.offset);
+      const stop = Math.min(run.offsetBytes + run.lengthBytes, end);
+      if (stop <= start) continue;
+      const flags =
+        run.kind === 'hole' ? stateFlags.hole | stateFlags.zero : run.kind === 'zero' ? stateFlags.zero : 0;
+      // Descriptor lengths are 32-bit: split longer runs.
+      for (let at = start; at < stop; at += 0x8000_0000) {
+        descriptors.push([Math.min(0x8000_0000, stop - at), flags]);
+      }
+      if ((request.flags & commandFlags.reqOne) !== 0) break;
+    }
+    if ((request.flags & commandFlags.reqOne) !== 0) descriptors.length = Math.min(descriptors.length, 1);
+    const payloadBytes = 4 + 8 * descriptors.length;
+    const reply = Buffer.alloc(structuredReplyHeaderBytes + payloadBytes);
+    writeStructuredHeader(reply, 0, {
+      flags: replyFlags.done,
+      type: replyType.blockStatus,
+      cookie: request.cookie,
+      length: payloadBytes,
+    });
+    reply.writeUInt32BE(metaContextId, structuredReplyHeaderBytes);
+    descriptors.forEach(([length, flags], i) => {
+      reply.writeUInt32BE(length, structuredReplyHeaderBytes + 4 + 8 * i);
+      reply.writeUInt32BE(flags, structuredReplyHeaderBytes + 8 + 8 * i);
+    });
+    this.send(reply);
+  }
+
+  private complete(request: RequestHeader, operation: Promise<void>): void {
+    operation.then(
+      () => this.replyOk(request),
+      (error: unknown) => this.replyFailure(request, error),
+    );
+  }
+
+  private replyOk(request: RequestHeader): void {
+    const reply = Buffer.allocUnsafe(simpleReplyHeaderBytes);
+    writeSimpleReply(reply, 0, request.cookie, 0);
+    this.send(reply);
+  }
+
+  private replyFailure(request: RequestHeader, error: unknown): void {
+    const errno: NbdErrno = isElideError(error) ? error.errno : 'EIO';
+    const message = error instanceof Error ? error.message : String(error);
+    if (errno === 'EIO') this.host.log.warn(`nbd ${this.exported?.name ?? ''}: ${message}`);
+    this.replyError(request, errno, message);
+  }
+
+  private replyError(request: RequestHeader, errno: NbdErrno, message: string): void {
+    if (this.structuredReplies) {
+      this.send(encodeStructuredError(request.cookie, nbdErrno[errno], message));
+      return;
+    }
+    const reply = Buffer.allocUnsafe(simpleReplyHeaderBytes);
+    writeSimpleReply(reply, 0, request.cookie, nbdErrno[errno]);
+    this.send(reply);
+  }
+
+  /** Sends one reply and retires its request. */
+  private send(reply: Buffer): void {
+    this.inflight--;
+    if (this.phase !== 'closed') {
+      const flushed = this.socket.write(reply);
+      if (!flushed && !this.socket.isPaused()) {
+        this.socket.pause();
+        this.socket.once('drain', () => this.resume());
+      } else if (this.socket.isPaused() && flushed) {
+        this.resume();
+      }
+    }
+    if (this.inflight === 0) this.resolveSettled();
+  }
+
+  private resume(): void {
+    if (this.phase === 'closed' || this.disconnectRequested) return;
+    if (this.inflight < nbdInflightRequestsMax && this.socket.writableNeedDrain === false) {
+      this.socket.resume();
+      this.socket.cork();
+      try {
+        this.pump();
+      } finally {
+        process.nextTick(() => this.socket.uncork());
+      }
+    }
+  }
+
+  private resolveSettled(): void {
+    for (const resolve of this.settledWaiters.splice(0)) resolve();
+  }
+}
+
+function text(message: string): Buffer {
+  return Buffer.from(message);
+}
+
+function u16(value: number): Buffer {
+  const out = Buffer.alloc(2);
+  out.writeUInt16BE(value, 0);
+  return out;
+}

@@ -1,0 +1,20 @@
+/** Limits of the NBD server, in one place. */
+import { assert } from '../assert.js';
+import { blockBytes } from '../constants.js';
+
+/** Largest READ/WRITE payload accepted, advertised as the maximum block size (32 MiB). */
+export const nbdPayloadBytesMax = 32 * 1024 * 1024;
+/** Advertised minimum and preferred block sizes: any alignment works; 4 KiB avoids read-modify-write. */
+export const nbdBlockSizeMin = 1;
+export const nbdBlockSizePreferred = blockBytes;
+/** Option data beyond this is discarded and answered with NBD_REP_ERR_TOO_BIG. */
+export const nbdOptionBytesMax = 64 * 1024;
+/** Requests in flight per connection before the server stops reading from it. */
+export const nbdInflightRequestsMax = 256;
+/** A client must finish option haggling within this time. */
+export const nbdHandshakeTimeoutMs = 30_000;
+/** Default listen address. */
+export const nbdDefaultPort = 10809;
+export const nbdDefaultHost = '127.0.0.1';
+
+assert(nbdPayloadBytesMax % nbdBlockSizePreferred === 0, 'max block size is a multiple of preferred');

@@ -1,0 +1,29 @@
+/**
+ * Shrunk counterexamples from the crash property test, kept as fixed cases.
+ * Each names the bug it found.
+ */
+import { describe, it } from 'vitest';
+import { runScenario, type Op } from '../support/crash-scenario.js';
+
+const smallWal = 64 * 1024;
+
+describe('crash reproducers', () => {
+  it('a failed pid-file write must not leak the volume lock (power cut while reopening)', async () => {
+    const ops: Op[] = [
+      { kind: 'arm', mutations: 13 },
+      { kind: 'write', offset: 0, length: 4096, content: 'zero', seed: 0 },
+      { kind: 'reopen' },
+    ];
+    await runScenario(ops, smallWal);
+  });
+
+  it('a WAL header lost to writeback is a torn creation, not corruption', async () => {
+    // A promotion's fsync of wal/ made the next WAL's entry durable before its header.
+    const ops: Op[] = [
+      { kind: 'write', offset: 0, length: 1052672, content: 'random', seed: 0 },
+      { kind: 'crash', mode: 'pages', seed: 0 },
+      { kind: 'flush' },
+    ];
+    await runScenario(ops, smallWal);
+  });
+});
