@@ -26,10 +26,13 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
   ];
 
   static override enableJsonFlag = false;
-  static override strict = false;
 
   static override args = {
-    name: Args.string({ description: 'Volumes to export (one or more).', required: true }),
+    name: Args.string({
+      description: 'Volumes to export (one or more).',
+      required: true,
+      multiple: true,
+    }),
   };
 
   static override flags = {
@@ -49,7 +52,7 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
   };
 
   async run(): Promise<void> {
-    const names = this.argv.filter((arg) => !arg.startsWith('-') && !this.isFlagValue(arg));
+    const names = this.args.name;
     const log = stderrLogger(this.flags['log-level']);
     const listen =
       this.flags.listen !== undefined || this.flags.socket === undefined
@@ -80,20 +83,16 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
       });
     });
   }
-
-  /** Values of flags that take one (so `--listen 1.2.3.4:5` is not read as a volume name). */
-  private isFlagValue(arg: string): boolean {
-    const index = this.argv.indexOf(arg);
-    const previous = index > 0 ? this.argv[index - 1] : undefined;
-    return previous !== undefined && /^--(listen|socket|data-dir|store|free-space-reserve|log-level)$/.test(previous);
-  }
 }
 
 function parseListen(text: string): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
   const port = Number(match?.[3]);
   if (match === null || !Number.isInteger(port) || port > 65535) {
-    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid --listen "${text}": use HOST:PORT, [IPV6]:PORT or PORT`);
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `invalid --listen "${text}": use HOST:PORT, [IPV6]:PORT or PORT`,
+    );
   }
   const host = match[1] ?? match[2] ?? '';
   return { host: host === '' ? nbdDefaultHost : host, port };

@@ -140,7 +140,9 @@ export class NbdConnection {
     try {
       this.pump();
     } catch (error) {
-      this.host.log.error(`nbd connection ${this.id}: ${error instanceof Error ? error.stack : error}`);
+      this.host.log.error(
+        `nbd connection ${this.id}: ${error instanceof Error ? error.stack : error}`,
+      );
       this.abort('internal error');
     } finally {
       process.nextTick(() => this.socket.uncork());
@@ -172,7 +174,8 @@ export class NbdConnection {
         if (length > nbdOptionBytesMax) {
           this.skip(optionHeaderBytes);
           this.discardBytes = length;
-          this.afterDiscard = () => this.sendOption(code, optionReply.errTooBig, text('option too large'));
+          this.afterDiscard = () =>
+            this.sendOption(code, optionReply.errTooBig, text('option too large'));
           continue;
         }
         if (this.available < optionHeaderBytes + length) return;
@@ -197,7 +200,8 @@ export class NbdConnection {
           if (request.length > nbdPayloadBytesMax) {
             this.inflight++;
             this.discardBytes = request.length;
-            this.afterDiscard = () => this.replyError(request, 'EINVAL', 'write exceeds the maximum payload');
+            this.afterDiscard = () =>
+              this.replyError(request, 'EINVAL', 'write exceeds the maximum payload');
             continue;
           }
           this.awaitingPayload = request;
@@ -266,7 +270,8 @@ export class NbdConnection {
         this.phase = 'closed';
         return;
       case option.list:
-        if (data.length !== 0) return this.sendOption(code, optionReply.errInvalid, text('LIST takes no data'));
+        if (data.length !== 0)
+          return this.sendOption(code, optionReply.errInvalid, text('LIST takes no data'));
         for (const entry of this.host.listExports()) {
           const name = Buffer.from(entry.name);
           const payload = Buffer.alloc(4 + name.length);
@@ -280,7 +285,11 @@ export class NbdConnection {
         return this.optionInfo(code, data);
       case option.structuredReply:
         if (data.length !== 0) {
-          return this.sendOption(code, optionReply.errInvalid, text('STRUCTURED_REPLY takes no data'));
+          return this.sendOption(
+            code,
+            optionReply.errInvalid,
+            text('STRUCTURED_REPLY takes no data'),
+          );
         }
         this.structuredReplies = true;
         return this.sendOption(code, optionReply.ack);
@@ -288,7 +297,11 @@ export class NbdConnection {
       case option.setMetaContext:
         return this.optionMetaContext(code, data);
       default:
-        return this.sendOption(code, optionReply.errUnsupported, text(`option ${code} is not supported`));
+        return this.sendOption(
+          code,
+          optionReply.errUnsupported,
+          text(`option ${code} is not supported`),
+        );
     }
   }
 
@@ -328,10 +341,18 @@ export class NbdConnection {
     exportInfo.writeUInt16BE(this.transmissionFlags(found), 10);
     this.sendOption(code, optionReply.info, exportInfo);
     if (requested.includes(info.name)) {
-      this.sendOption(code, optionReply.info, Buffer.concat([u16(info.name), Buffer.from(found.name)]));
+      this.sendOption(
+        code,
+        optionReply.info,
+        Buffer.concat([u16(info.name), Buffer.from(found.name)]),
+      );
     }
     if (requested.includes(info.description)) {
-      this.sendOption(code, optionReply.info, Buffer.concat([u16(info.description), Buffer.from(found.description)]));
+      this.sendOption(
+        code,
+        optionReply.info,
+        Buffer.concat([u16(info.description), Buffer.from(found.description)]),
+      );
     }
     const blockSize = Buffer.alloc(14);
     blockSize.writeUInt16BE(info.blockSize, 0);
@@ -348,7 +369,11 @@ export class NbdConnection {
 
   private optionMetaContext(code: number, data: Buffer): void {
     if (!this.structuredReplies) {
-      return this.sendOption(code, optionReply.errInvalid, text('negotiate structured replies first'));
+      return this.sendOption(
+        code,
+        optionReply.errInvalid,
+        text('negotiate structured replies first'),
+      );
     }
     const reader = new OptionReader(data);
     const name = reader.string();
@@ -366,7 +391,8 @@ export class NbdConnection {
       return this.sendOption(code, optionReply.errUnknown, text(`no export named "${name}"`));
     }
     const listAll = code === option.listMetaContext && queries.length === 0;
-    const matches = listAll || queries.some((query) => query === 'base:' || query === baseAllocation);
+    const matches =
+      listAll || queries.some((query) => query === 'base:' || query === baseAllocation);
     if (code === option.setMetaContext) this.metaContextSelected = matches;
     if (matches) {
       const context = Buffer.alloc(4 + baseAllocation.length);
@@ -415,7 +441,8 @@ export class NbdConnection {
     this.inflight++;
     const problem = this.validate(request, found);
     if (problem !== null) return this.replyError(request, problem[0], problem[1]);
-    if (this.host.shuttingDown) return this.replyError(request, 'ESHUTDOWN', 'server is shutting down');
+    if (this.host.shuttingDown)
+      return this.replyError(request, 'ESHUTDOWN', 'server is shutting down');
     const backend = found.backend;
     const fua = (request.flags & commandFlags.fua) !== 0;
     try {
@@ -423,13 +450,19 @@ export class NbdConnection {
         case command.read:
           return this.replyRead(request, found);
         case command.write:
-          return this.complete(request, backend.write(request.offset, payload ?? Buffer.alloc(0), { fua }));
+          return this.complete(
+            request,
+            backend.write(request.offset, payload ?? Buffer.alloc(0), { fua }),
+          );
         case command.flush:
           return this.complete(request, backend.flush());
         case command.trim:
           return this.complete(request, backend.trim(request.offset, request.length, { fua }));
         case command.writeZeroes:
-          return this.complete(request, backend.writeZeroes(request.offset, request.length, { fua }));
+          return this.complete(
+            request,
+            backend.writeZeroes(request.offset, request.length, { fua }),
+          );
         case command.cache:
           return this.replyOk(request);
         case command.blockStatus:
@@ -447,7 +480,8 @@ export class NbdConnection {
     if ((flags & ~commandFlagsKnown) !== 0) return ['EINVAL', `unknown command flags ${flags}`];
     const writes = type === command.write || type === command.trim || type === command.writeZeroes;
     if (writes && found.readOnly) return ['EPERM', 'export is read-only'];
-    if (type === command.flush) return offset === 0 && length === 0 ? null : ['EINVAL', 'flush takes no range'];
+    if (type === command.flush)
+      return offset === 0 && length === 0 ? null : ['EINVAL', 'flush takes no range'];
     if (type === command.read && length > nbdPayloadBytesMax) {
       return [this.structuredReplies ? 'EOVERFLOW' : 'EINVAL', 'read exceeds the maximum payload'];
     }
@@ -461,7 +495,9 @@ export class NbdConnection {
   }
 
   private replyRead(request: RequestHeader, found: NbdExport): void {
-    const headerBytes = this.structuredReplies ? structuredReplyHeaderBytes + 8 : simpleReplyHeaderBytes;
+    const headerBytes = this.structuredReplies
+      ? structuredReplyHeaderBytes + 8
+      : simpleReplyHeaderBytes;
     const reply = Buffer.allocUnsafe(headerBytes + request.length);
     try {
       found.backend.readInto(request.offset, reply.subarray(headerBytes));
@@ -491,14 +527,19 @@ export class NbdConnection {
       const stop = Math.min(run.offsetBytes + run.lengthBytes, end);
       if (stop <= start) continue;
       const flags =
-        run.kind === 'hole' ? stateFlags.hole | stateFlags.zero : run.kind === 'zero' ? stateFlags.zero : 0;
+        run.kind === 'hole'
+          ? stateFlags.hole | stateFlags.zero
+          : run.kind === 'zero'
+            ? stateFlags.zero
+            : 0;
       // Descriptor lengths are 32-bit: split longer runs.
       for (let at = start; at < stop; at += 0x8000_0000) {
         descriptors.push([Math.min(0x8000_0000, stop - at), flags]);
       }
       if ((request.flags & commandFlags.reqOne) !== 0) break;
     }
-    if ((request.flags & commandFlags.reqOne) !== 0) descriptors.length = Math.min(descriptors.length, 1);
+    if ((request.flags & commandFlags.reqOne) !== 0)
+      descriptors.length = Math.min(descriptors.length, 1);
     const payloadBytes = 4 + 8 * descriptors.length;
     const reply = Buffer.alloc(structuredReplyHeaderBytes + payloadBytes);
     writeStructuredHeader(reply, 0, {

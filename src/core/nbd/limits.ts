@@ -17,4 +17,7 @@ export const nbdHandshakeTimeoutMs = 30_000;
 export const nbdDefaultPort = 10809;
 export const nbdDefaultHost = '127.0.0.1';
 
-assert(nbdPayloadBytesMax % nbdBlockSizePreferred === 0, 'max block size is a multiple of preferred');
+assert(
+  nbdPayloadBytesMax % nbdBlockSizePreferred === 0,
+  'max block size is a multiple of preferred',
+);

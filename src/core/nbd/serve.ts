@@ -40,7 +40,8 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
     const uris: string[] = [];
     const addresses: ListenAddress[] = [];
     if (options.listen !== undefined) addresses.push(await server.listen(options.listen));
-    if (options.socketPath !== undefined) addresses.push(await server.listen({ path: options.socketPath }));
+    if (options.socketPath !== undefined)
+      addresses.push(await server.listen({ path: options.socketPath }));
     for (const address of addresses) {
       for (const volume of volumes) uris.push(exportUri(address, volume.name));
     }
@@ -70,7 +71,9 @@ async function closeAll(volumes: Volume[], log: Logger): Promise<void> {
     try {
       await volume.close();
     } catch (error) {
-      log.error(`closing volume ${volume.name}: ${error instanceof Error ? error.message : String(error)}`);
+      log.error(
+        `closing volume ${volume.name}: ${error instanceof Error ? error.message : String(error)}`,
+      );
     }
   }
 }

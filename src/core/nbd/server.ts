@@ -37,7 +37,8 @@ export class NbdServer implements ConnectionHost {
 
   findExport(name: string): NbdExport | undefined {
     // The empty name is the default export when there is exactly one.
-    if (name === '' && this.exportsByName.size === 1) return this.exportsByName.values().next().value;
+    if (name === '' && this.exportsByName.size === 1)
+      return this.exportsByName.values().next().value;
     return this.exportsByName.get(name);
   }
 
@@ -60,7 +61,9 @@ export class NbdServer implements ConnectionHost {
         reject(
           new ElideError(
             'ELIDE_INVALID_ARGUMENT',
-            code === 'EADDRINUSE' ? `${where} is already in use` : `cannot listen on ${where}: ${error.message}`,
+            code === 'EADDRINUSE'
+              ? `${where} is already in use`
+              : `cannot listen on ${where}: ${error.message}`,
           ),
         );
       });
@@ -69,13 +72,16 @@ export class NbdServer implements ConnectionHost {
     });
     this.servers.push(server);
     const bound = server.address();
-    if (bound !== null && typeof bound === 'object') return { host: bound.address, port: bound.port };
+    if (bound !== null && typeof bound === 'object')
+      return { host: bound.address, port: bound.port };
     return address;
   }
 
   async close(): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    await Promise.all(
+      this.servers.map((server) => new Promise((resolve) => server.close(resolve))),
+    );
     await Promise.all([...this.connections].map((connection) => connection.shutdown()));
   }
 
@@ -103,7 +109,8 @@ async function removeStaleSocket(path: string): Promise<void> {
     if (systemErrorCode(error) === 'ENOENT') return;
     throw error;
   }
-  if (!stats.isSocket()) throw new ElideError('ELIDE_INVALID_ARGUMENT', `${path} exists and is not a socket`);
+  if (!stats.isSocket())
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `${path} exists and is not a socket`);
   const live = await new Promise<boolean>((resolve) => {
     const probe = net.connect({ path });
     probe.once('connect', () => {

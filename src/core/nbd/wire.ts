@@ -97,7 +97,11 @@ export const commandFlags = {
   fastZero: 1 << 4,
 } as const;
 export const commandFlagsKnown =
-  commandFlags.fua | commandFlags.noHole | commandFlags.df | commandFlags.reqOne | commandFlags.fastZero;
+  commandFlags.fua |
+  commandFlags.noHole |
+  commandFlags.df |
+  commandFlags.reqOne |
+  commandFlags.fastZero;
 
 export const replyFlags = { done: 1 << 0 } as const;
 export const replyType = {
@@ -198,7 +202,11 @@ export function encodeStructuredError(cookie: Buffer, errno: number, message: st
   return out;
 }
 
-export function encodeOptionReply(optionCode: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer {
+export function encodeOptionReply(
+  optionCode: number,
+  type: number,
+  data: Buffer = Buffer.alloc(0),
+): Buffer {
   const out = Buffer.alloc(optionReplyHeaderBytes + data.length);
   out.writeBigUInt64BE(optionReplyMagic, 0);
   out.writeUInt32BE(optionCode, 8);

@@ -208,8 +208,9 @@ export class DataDir {
     file: string,
     name: string,
     onProgress?: ProgressCallback,
+    signal?: AbortSignal,
   ): Promise<RawCopyResult> {
-    return importRaw(this, file, name, onProgress);
+    return importRaw(this, file, name, onProgress, signal);
   }
 
   async exportRaw(

@@ -3,7 +3,8 @@
  * whatever the image size. Import skips all-zero blocks (a new volume reads
  * zeros anyway) and removes the volume again if anything fails, so a failed
  * import leaves nothing behind. Export to a file writes only data runs and
- * leaves holes sparse.
+ * leaves holes sparse. An import can be interrupted through an AbortSignal;
+ * it then removes the volume like any other failure.
  */
 import { once } from 'node:events';
 import { promises as fsp } from 'node:fs';
@@ -19,6 +20,7 @@ export async function importRaw(
   file: string,
   name: string,
   onProgress?: ProgressCallback,
+  signal?: AbortSignal,
 ): Promise<RawCopyResult> {
   const started = Date.now();
   const handle = await openInput(file);
@@ -32,6 +34,9 @@ export async function importRaw(
       try {
         const chunk = Buffer.alloc(rawCopyChunkBytes);
         for (let offset = 0; offset < fileBytes; offset += rawCopyChunkBytes) {
+          if (signal?.aborted === true) {
+            throw new ElideError('ELIDE_IO', `import of ${file} into ${name} was interrupted`);
+          }
           const length = Math.min(rawCopyChunkBytes, fileBytes - offset);
           const { bytesRead } = await handle.read(chunk, 0, length, offset);
           if (bytesRead !== length)
