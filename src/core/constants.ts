@@ -29,10 +29,12 @@ export const segmentHeaderBytes = 128;
 export const segmentExtentEntryBytes = 64;
 export const segmentClaimEntryBytes = 64;
 export const segmentInputEntryBytes = 16;
+export const segmentBlockCrcBytes = 4;
 /** Upper bounds checked before any index is allocated. */
 export const segmentExtentsMax = 1 << 20;
 export const segmentClaimsMax = 1 << 20;
 export const segmentInputsMax = 4096;
+export const segmentBlockCrcsMax = 1 << 20;
 export const segmentBodyBytesMax = 1024 * 1024 * 1024;
 
 /** LZ4 output is kept only when it is at least this many times smaller. */

@@ -153,8 +153,17 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
     }
     if (crashable.isPowered) {
       const actual = await volume.read(0, volumeBytes);
-      if (!actual.equals(model.current))
+      if (!actual.equals(model.current)) {
         throw new Error(`read after ${op.kind} differs from the model`);
+      }
+      // Single blocks take the partial-extent read paths (per-block checksums).
+      for (let probe = 0; probe < 4; probe++) {
+        const block = (ops.indexOf(op) * 131 + probe * 197) % volumeBlocks;
+        const one = await volume.read(block * blockBytes, blockBytes);
+        const expected = model.current.subarray(block * blockBytes, (block + 1) * blockBytes);
+        if (!one.equals(expected))
+          throw new Error(`block ${block} read alone differs from the model`);
+      }
     } else {
       await recover(ops.indexOf(op), 'pages');
     }

@@ -10,7 +10,14 @@ import type { SegmentFile } from '../segment/segment-file.js';
 import type { WalFile } from '../wal/wal-file.js';
 
 export type ExtentLocation =
-  | { kind: 'wal'; wal: WalFile; payloadOffset: number; plainBlocks: number }
+  | {
+      kind: 'wal';
+      wal: WalFile;
+      payloadOffset: number;
+      plainBlocks: number;
+      /** Per-block CRCs, computed when the whole record is first read and its hash checked. */
+      blockCrcs?: Uint32Array;
+    }
   | { kind: 'segment'; segment: SegmentFile; extent: SegmentExtent };
 
 /** Map key for a 32-byte hash: one latin1 character per byte, half the size of hex. */

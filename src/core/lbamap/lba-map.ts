@@ -1,7 +1,7 @@
 /**
  * The LBA map: for every block of a volume, which extent (and which block of it)
  * holds its current contents, and the `seq` of the write that put it there
- * (docs/formats.md §4.5). Unmapped blocks are holes and read as zeros.
+ * (docs/formats.md §4.6). Unmapped blocks are holes and read as zeros.
  *
  * Storage is a chunked sorted array: `chunks` is a sorted list of small sorted
  * arrays of entries, `chunkStarts[i]` is the first `startLba` of `chunks[i]`.

@@ -10,6 +10,7 @@
  * prefix before the decompressor sees it, since the decompressor sizes its
  * output allocation from that prefix.
  */
+import { crc32 } from 'node:zlib';
 import { compress, uncompressSync } from 'lz4-napi';
 import { assert } from '../assert.js';
 import {
@@ -122,4 +123,36 @@ function corrupt(source: string, problem: string, cause?: unknown): never {
     { source, problem },
     cause === undefined ? undefined : { cause },
   );
+}
+
+/** CRC-32 of each 4 KiB block of an extent's plaintext (the segment's block CRC table). */
+export function blockCrcs(plain: Uint8Array): Uint32Array {
+  const blocks = plain.length / blockBytes;
+  const crcs = new Uint32Array(blocks);
+  for (let b = 0; b < blocks; b++)
+    crcs[b] = crc32(plain.subarray(b * blockBytes, (b + 1) * blockBytes));
+  return crcs;
+}
+
+/**
+ * Checks `count` blocks held in `data` (from `at`) against the CRCs of an
+ * extent's blocks `firstBlock..`; throws ELIDE_EXTENT_CORRUPT naming the first bad one.
+ */
+export function verifyBlocks(
+  data: Uint8Array,
+  at: number,
+  crcs: Uint32Array,
+  firstBlock: number,
+  count: number,
+  source: string,
+): void {
+  for (let b = 0; b < count; b++) {
+    const block = data.subarray(at + b * blockBytes, at + (b + 1) * blockBytes);
+    if (crc32(block) !== crcs[firstBlock + b]) {
+      throw new ElideError(
+        'ELIDE_EXTENT_CORRUPT',
+        `${source}: block ${firstBlock + b} of an extent does not match its checksum`,
+      );
+    }
+  }
 }

@@ -2,7 +2,7 @@
  * Segment header and index codec (docs/formats.md §4). A segment is
  *
  *   [header 128 B][extent table: extentCount × 64 B][claim table: claimCount × 64 B]
- *   [input table: inputCount × 16 B][body: bodyBytes]
+ *   [input table: inputCount × 16 B][block CRC table: blockCrcCount × 4 B][body: bodyBytes]
  *
  * Header (128 bytes):
  *   0  8  magic `ELIDSEG\x01`
@@ -15,14 +15,18 @@
  *   68 4  flags, zero (reserved)
  *   72 8  bodyBytes (<= 1 GiB)
  *   80 8  seqMax
- *   88 8  reserved, zero
- *   96 32 BLAKE3 of header bytes 0..96 followed by all three tables
+ *   88 4  blockCrcCount: the sum of the extents' plainBlocks (<= 2^20)
+ *   92 4  reserved, zero
+ *   96 32 BLAKE3 of header bytes 0..96 followed by all four tables
  *
  * Extent entry (64 bytes): 0 hash(32) | 32 bodyOffset u64 | 40 storedBytes u32 |
  *   44 plainBlocks u32 (1..256) | 48 codec u8 (0 raw, 1 LZ4) | 49 reserved(15)
  * Claim entry (64 bytes): 0 hash(32) or ZERO_HASH | 32 startLba u64 | 40 seq u64 |
  *   48 lengthBlocks u32 | 52 offsetBlocks u32 | 56 reserved(8)
  * Input entry (16 bytes): a segment ULID this one supersedes.
+ * Block CRC table: for each extent in extent-table order, the CRC-32 (zlib) of
+ *   each 4 KiB block of its plaintext, u32 LE. A read of part of an extent
+ *   checks only the blocks it returns.
  *
  * The encoder asserts (programmer errors); the decoder treats its input as
  * hostile and throws ELIDE_SEGMENT_CORRUPT. Both run the same checks, so
@@ -32,6 +36,8 @@ import { assert } from '../assert.js';
 import {
   blockBytes,
   extentBlocksMax,
+  segmentBlockCrcBytes,
+  segmentBlockCrcsMax,
   segmentBodyBytesMax,
   segmentClaimEntryBytes,
   segmentClaimsMax,
@@ -68,6 +74,8 @@ export interface SegmentExtent {
   storedBytes: number;
   plainBlocks: number;
   codec: ExtentCodec;
+  /** CRC-32 of each 4 KiB block of the plaintext (plainBlocks entries). */
+  blockCrcs: Uint32Array;
 }
 
 export interface SegmentClaim {
@@ -87,6 +95,7 @@ export interface SegmentHeader {
   extentCount: number;
   claimCount: number;
   inputCount: number;
+  blockCrcCount: number;
   bodyBytes: number;
   seqMax: number;
 }
@@ -116,12 +125,14 @@ export function segmentIndexLength(
   extentCount: number,
   claimCount: number,
   inputCount: number,
+  blockCrcCount: number,
 ): number {
   return (
     segmentHeaderBytes +
     extentCount * segmentExtentEntryBytes +
     claimCount * segmentClaimEntryBytes +
-    inputCount * segmentInputEntryBytes
+    inputCount * segmentInputEntryBytes +
+    blockCrcCount * segmentBlockCrcBytes
   );
 }
 
@@ -151,7 +162,10 @@ export function encodeSegmentIndex(input: SegmentIndexInput): Buffer {
     assert(extent.storedBytes >= 0 && extent.storedBytes <= u32Max, 'storedBytes fits u32');
     assert(Number.isInteger(extent.plainBlocks), 'extent plainBlocks is an integer');
     assert(extent.codec === 'raw' || extent.codec === 'lz4', 'extent codec is raw or lz4');
+    assert(extent.blockCrcs.length === extent.plainBlocks, 'one CRC per plaintext block');
   }
+  const blockCrcCount = extents.reduce((sum, extent) => sum + extent.plainBlocks, 0);
+  assert(blockCrcCount <= segmentBlockCrcsMax, 'block CRC count within maximum');
   for (const claim of claims) {
     assert(claim.hash.length === hashBytes, 'claim hash is 32 bytes');
     assert(Number.isSafeInteger(claim.startLba) && claim.startLba >= 0, 'claim startLba');
@@ -166,7 +180,9 @@ export function encodeSegmentIndex(input: SegmentIndexInput): Buffer {
   const claimProblem = checkClaims(claims, byHash, seqMax);
   assert(claimProblem === undefined, `segment claims are valid: ${claimProblem}`);
 
-  const out = Buffer.alloc(segmentIndexLength(extents.length, claims.length, inputs.length));
+  const out = Buffer.alloc(
+    segmentIndexLength(extents.length, claims.length, inputs.length, blockCrcCount),
+  );
   magicBytes.copy(out, 0);
   writeUlid(segmentId, out, 8);
   writeUlid(volumeId, out, 24);
@@ -174,6 +190,7 @@ export function encodeSegmentIndex(input: SegmentIndexInput): Buffer {
   out.writeUInt32LE(extents.length, 56);
   out.writeUInt32LE(claims.length, 60);
   out.writeUInt32LE(inputs.length, 64);
+  out.writeUInt32LE(blockCrcCount, 88);
   out.writeBigUInt64LE(BigInt(bodyBytes), 72);
   out.writeBigUInt64LE(BigInt(seqMax), 80);
 
@@ -197,6 +214,12 @@ export function encodeSegmentIndex(input: SegmentIndexInput): Buffer {
   for (const id of inputs) {
     writeUlid(id, out, at);
     at += segmentInputEntryBytes;
+  }
+  for (const extent of extents) {
+    for (const crc of extent.blockCrcs) {
+      out.writeUInt32LE(crc, at);
+      at += segmentBlockCrcBytes;
+    }
   }
   indexChecksum(out).copy(out, checksummedHeaderBytes);
   return out;
@@ -242,6 +265,7 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
       storedBytes: index.readUInt32LE(at + 40),
       plainBlocks: index.readUInt32LE(at + 44),
       codec,
+      blockCrcs: new Uint32Array(0),
     });
   }
   const claims: SegmentClaim[] = [];
@@ -262,6 +286,19 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   const inputs: Ulid[] = [];
   for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
     inputs.push(readUlid(index, at));
+  }
+  const plainBlocksTotal = extents.reduce((sum, extent) => sum + extent.plainBlocks, 0);
+  if (plainBlocksTotal !== header.blockCrcCount) {
+    corrupt(
+      source,
+      `blockCrcCount ${header.blockCrcCount} is not the ${plainBlocksTotal} extent blocks`,
+    );
+  }
+  for (const extent of extents) {
+    const crcs = new Uint32Array(extent.plainBlocks);
+    for (let b = 0; b < crcs.length; b++, at += segmentBlockCrcBytes)
+      crcs[b] = index.readUInt32LE(at);
+    extent.blockCrcs = crcs;
   }
 
   const byHash = new Map<string, SegmentExtent>();
@@ -295,7 +332,10 @@ function readHeader(buf: Buffer, source: string): { header: SegmentHeader; index
   if (claimCount > segmentClaimsMax) corrupt(source, `claim count ${claimCount} too large`);
   if (inputCount > segmentInputsMax) corrupt(source, `input count ${inputCount} too large`);
   if (buf.readUInt32LE(68) !== 0) corrupt(source, 'header flags set');
-  if (!isZeroRange(buf, 88, 96)) corrupt(source, 'header reserved bytes set');
+  const blockCrcCount = buf.readUInt32LE(88);
+  if (blockCrcCount > segmentBlockCrcsMax)
+    corrupt(source, `block CRC count ${blockCrcCount} too large`);
+  if (!isZeroRange(buf, 92, 96)) corrupt(source, 'header reserved bytes set');
   const bodyBytes = readSafeU64(buf, 72);
   if (bodyBytes === null || bodyBytes > segmentBodyBytesMax) {
     corrupt(source, `bodyBytes ${buf.readBigUInt64LE(72)} too large`);
@@ -311,10 +351,11 @@ function readHeader(buf: Buffer, source: string): { header: SegmentHeader; index
       extentCount,
       claimCount,
       inputCount,
+      blockCrcCount,
       bodyBytes,
       seqMax,
     },
-    indexBytes: segmentIndexLength(extentCount, claimCount, inputCount),
+    indexBytes: segmentIndexLength(extentCount, claimCount, inputCount, blockCrcCount),
   };
 }
 

@@ -72,6 +72,14 @@ export class SegmentFile {
     );
   }
 
+  /** Reads `target.length` bytes of a raw extent's body, from `offsetInExtent`, into `target`. */
+  readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void {
+    const position = this.index.bodyOffset + extent.bodyOffset + offsetInExtent;
+    if (fs.read(this.fd, target, 0, target.length, position) !== target.length) {
+      throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${this.path}: short read at ${position}`);
+    }
+  }
+
   close(fs: Fs): void {
     fs.close(this.fd);
   }

@@ -19,7 +19,7 @@ import { hashKey, type ExtentIndex } from '../extent-index/extent-index.js';
 import type { Fs } from '../fs/types.js';
 import { blake3 } from '../hash.js';
 import type { Ulid } from '../ids/ulid.js';
-import { encodeExtentBody } from '../segment/codec.js';
+import { blockCrcs, encodeExtentBody } from '../segment/codec.js';
 import type { SegmentClaim, SegmentExtent } from '../segment/format.js';
 import { writeSegment, type SegmentFile } from '../segment/segment-file.js';
 import type { WalFile } from '../wal/wal-file.js';
@@ -60,6 +60,7 @@ export async function promoteWal(input: PromoteInput): Promise<SegmentFile> {
       storedBytes: stored.length,
       plainBlocks: record.lengthBlocks,
       codec,
+      blockCrcs: blockCrcs(plain),
     });
     bodies.push(stored);
     bodyBytes += stored.length;

@@ -151,7 +151,7 @@ export async function recoverVolume(
   return { lbaMap, extents, segments, wals, seqMax, idMax };
 }
 
-/** The LBA map is the highest-`seq` claim for every block (docs/formats.md §4.5). */
+/** The LBA map is the highest-`seq` claim for every block (docs/formats.md §4.6). */
 export function buildLbaMap(claims: Iterable<Claim>): LbaMap {
   const ordered = [...claims].sort((a, b) => a.seq - b.seq);
   const map = new LbaMap();

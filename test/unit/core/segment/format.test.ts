@@ -29,10 +29,36 @@ const hashB = blake3(Buffer.from('b'));
 const hashC = blake3(Buffer.from('c'));
 const hashElsewhere = blake3(Buffer.from('in an older segment'));
 
+/** Distinct per-block CRC values, so a table read from the wrong place is noticed. */
+function crcsFor(blocks: number, seed: number): Uint32Array {
+  return Uint32Array.from({ length: blocks }, (_, b) => (seed * 7919 + b * 104729) >>> 0);
+}
+
 const extents: SegmentExtent[] = [
-  { hash: hashA, bodyOffset: 0, storedBytes: 8192, plainBlocks: 2, codec: 'raw' },
-  { hash: hashB, bodyOffset: 9000, storedBytes: 100, plainBlocks: 256, codec: 'lz4' },
-  { hash: hashC, bodyOffset: 8192, storedBytes: 500, plainBlocks: 1, codec: 'lz4' },
+  {
+    hash: hashA,
+    bodyOffset: 0,
+    storedBytes: 8192,
+    plainBlocks: 2,
+    codec: 'raw',
+    blockCrcs: crcsFor(2, 1),
+  },
+  {
+    hash: hashB,
+    bodyOffset: 9000,
+    storedBytes: 100,
+    plainBlocks: 256,
+    codec: 'lz4',
+    blockCrcs: crcsFor(256, 2),
+  },
+  {
+    hash: hashC,
+    bodyOffset: 8192,
+    storedBytes: 500,
+    plainBlocks: 1,
+    codec: 'lz4',
+    blockCrcs: crcsFor(1, 3),
+  },
 ];
 const claims: SegmentClaim[] = [
   { hash: hashA, startLba: 0, seq: 5, lengthBlocks: 2, offsetBlocks: 0 },
@@ -77,7 +103,7 @@ function reseal(buf: Buffer): Buffer {
 describe('segment index round trip', () => {
   it('decodes what it encodes', () => {
     const buf = encodeSegmentIndex(input);
-    expect(buf.length).toBe(128 + 3 * 64 + 4 * 64 + 2 * 16);
+    expect(buf.length).toBe(128 + 3 * 64 + 4 * 64 + 2 * 16 + 259 * 4);
     expect(buf.subarray(0, 8).toString('latin1')).toBe(segmentMagic);
     const index = decodeSegmentIndex(buf, 'seg-1');
     expect(index).toEqual({
@@ -88,6 +114,7 @@ describe('segment index round trip', () => {
         extentCount: 3,
         claimCount: 4,
         inputCount: 2,
+        blockCrcCount: 259,
         bodyBytes: 9100,
         seqMax: 10,
       },
@@ -101,7 +128,7 @@ describe('segment index round trip', () => {
   it('reports the index size from the header alone', () => {
     const buf = encodeSegmentIndex(input);
     expect(segmentIndexBytes(buf.subarray(0, segmentHeaderBytes))).toBe(buf.length);
-    expect(segmentIndexLength(3, 4, 2)).toBe(buf.length);
+    expect(segmentIndexLength(3, 4, 2, 259)).toBe(buf.length);
   });
 
   it('stores a null source WAL as zero and an empty segment', () => {
@@ -162,6 +189,7 @@ describe('segment index round trip', () => {
             storedBytes,
             plainBlocks: item.plainBlocks,
             codec: item.lz4 ? 'lz4' : 'raw',
+            blockCrcs: crcsFor(item.plainBlocks, i),
           });
           offset += storedBytes;
           const off = item.claim % item.plainBlocks;
@@ -252,12 +280,18 @@ describe('segment index: hostile input', () => {
     }
   });
 
+  it('rejects a block CRC count over its maximum from the header alone', () => {
+    const header = Buffer.from(good.subarray(0, 128));
+    header.writeUInt32LE(2 ** 20 + 1, 88);
+    expectCode(() => segmentIndexBytes(header), 'ELIDE_SEGMENT_CORRUPT');
+  });
+
   it('rejects maximal counts when the tables are not present', () => {
     const header = Buffer.from(good.subarray(0, 128));
     header.writeUInt32LE(2 ** 20, 56);
     header.writeUInt32LE(2 ** 20, 60);
     header.writeUInt32LE(4096, 64);
-    expect(segmentIndexBytes(header)).toBe(128 + 2 ** 20 * 128 + 4096 * 16);
+    expect(segmentIndexBytes(header)).toBe(128 + 2 ** 20 * 128 + 4096 * 16 + 259 * 4);
     const err = expectCode(() => decodeSegmentIndex(header, 'short'), 'ELIDE_SEGMENT_CORRUPT');
     expect(err.message).toContain('only 128');
   });
@@ -294,6 +328,7 @@ describe('segment index: hostile input', () => {
     ['claim seq u64', (b) => b.writeBigUInt64LE(2n ** 64n - 1n, 320 + 40)],
     ['seqMax below a claim', (b) => b.writeBigUInt64LE(6n, 80)],
     ['bodyBytes too small', (b) => b.writeBigUInt64LE(9099n, 72)],
+    ['block CRC count below the extent blocks', (b) => b.writeUInt32LE(258, 88)],
   ];
   it.each(edits)('rejects %s even with a matching checksum', (name, edit) => {
     const bad = Buffer.from(good);
@@ -327,6 +362,7 @@ describe('encodeSegmentIndex asserts on programmer errors', () => {
     ['bodyBytes too large', { bodyBytes: 2 ** 30 + 1 }],
     ['too many inputs', { inputs: new Array<Ulid>(4097).fill(inputA) }],
     ['input not a ULID', { inputs: ['nope' as Ulid] }],
+    ['CRC table of the wrong length', { extents: [{ ...extents[0]!, blockCrcs: crcsFor(1, 1) }] }],
   ];
   it.each(cases)('%s', (_name, patch) => {
     expect(() => encodeSegmentIndex({ ...input, ...patch })).toThrow(AssertionError);

@@ -189,9 +189,15 @@ describe('damaged files', () => {
     flipByte(sim, segment, bytes.length - 1);
     const damaged = await dataDir.openVolume('v');
     expect((await damaged.read(0, 64 * 1024)).equals(pattern(64 * 1024, 3))).toBe(true);
-    await expect(damaged.read(1024 * 1024, 4096)).rejects.toMatchObject({
+    // Whole-extent reads check the BLAKE3; partial reads check only their blocks' CRCs.
+    await expect(damaged.read(1024 * 1024, 64 * 1024)).rejects.toMatchObject({
       code: 'ELIDE_EXTENT_CORRUPT',
     });
+    await expect(damaged.read(1024 * 1024 + 60 * 1024, 4096)).rejects.toMatchObject({
+      code: 'ELIDE_EXTENT_CORRUPT',
+    });
+    const intact = await damaged.read(1024 * 1024, 4096);
+    expect(intact.equals(pattern(64 * 1024, 4).subarray(0, 4096))).toBe(true);
     await damaged.close();
     flipByte(sim, segment, 130);
     const error = await dataDir.openVolume('v').catch((e: unknown) => e);
