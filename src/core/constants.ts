@@ -23,6 +23,8 @@ export const walRecordHeaderBytes = 96;
 export const walRecordAlignBytes = 32;
 /** A WAL is sealed and handed to promotion once it grows past this size. */
 export const walBytesMax = 32 * 1024 * 1024;
+/** Sealed WALs awaiting promotion before new writes wait for promotion to catch up. */
+export const walBacklogCountMax = 4;
 
 /** Segment header and index entry sizes (see docs/formats.md). */
 export const segmentHeaderBytes = 128;

@@ -20,6 +20,8 @@ export class CrashableFs {
   private generation = 0;
   private powered = true;
   private mutationsUntilCut = Infinity;
+  /** Extra latency of every fdatasync and directory fsync, as on a slow disk. */
+  syncDelayMs = 0;
 
   constructor(readonly sim: SimFs) {}
 
@@ -105,6 +107,12 @@ class BootView implements Fs {
   async fdatasync(fd: number): Promise<void> {
     this.enter(true);
     await this.sim.fdatasync(fd);
+    await this.slowDisk();
+  }
+
+  private async slowDisk(): Promise<void> {
+    const delay = this.owner.syncDelayMs;
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
   }
   async fsyncDir(path: string): Promise<void> {
     this.enter(true);

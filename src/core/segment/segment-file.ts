@@ -3,7 +3,7 @@
  * on demand.
  *
  * Write protocol (SegmentWriter below):
- *   1. write `<id>.seg.tmp` (index, then body) and fdatasync it;
+ *   1. write `<id>.seg.tmp` (body, then the index in front of it) and fdatasync it;
  *   2. rename it to `<id>.seg` and fsync the directory. COMMIT POINT.
  * A crash before step 2 leaves only a `.tmp` file, swept at the next open; the
  * data it held is still in its source WAL, which is deleted only after the
@@ -11,6 +11,7 @@
  */
 import path from 'node:path';
 import { segmentHeaderBytes } from '../constants.js';
+import { assert } from '../assert.js';
 import { ElideError } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import type { Ulid } from '../ids/ulid.js';
@@ -85,46 +86,78 @@ export class SegmentFile {
   }
 }
 
-export interface SegmentContents {
+export interface SegmentIndexFields {
   segmentId: Ulid;
   volumeId: Ulid;
   sourceWalId: Ulid | null;
   seqMax: number;
   extents: SegmentExtent[];
-  bodies: Buffer[];
   claims: SegmentClaim[];
   inputs: Ulid[];
 }
 
-/** Writes a segment into `dir` following the protocol above and opens it. */
-export async function writeSegment(
-  fs: Fs,
-  dir: string,
-  contents: SegmentContents,
-): Promise<SegmentFile> {
-  const bodyBytes = contents.bodies.reduce((sum, body) => sum + body.length, 0);
-  const index = encodeSegmentIndex({ ...contents, bodyBytes });
-  const final = path.join(dir, contents.segmentId + segmentSuffix);
-  const tmp = final + tmpSuffix;
-  const fd = fs.open(tmp, 'create');
-  try {
-    let position = 0;
-    for (const chunk of [index, ...contents.bodies]) {
-      if (fs.write(fd, chunk, position) !== chunk.length) {
-        throw new ElideError('ELIDE_IO', `${tmp}: short write`);
-      }
-      position += chunk.length;
-    }
-    await fs.fdatasync(fd);
-  } catch (error) {
-    fs.close(fd);
-    fs.unlink(tmp);
-    throw error;
+/**
+ * Streams a segment into `dir`: bodies are written as they are produced (the
+ * index size is known up front from the counts), so memory stays at one
+ * extent whatever the segment size. `commit` writes the index, syncs and
+ * renames: the protocol at the top of this file.
+ */
+export class SegmentWriter {
+  private bodyBytes = 0;
+
+  private constructor(
+    private readonly fs: Fs,
+    private readonly dir: string,
+    private readonly segmentId: Ulid,
+    private readonly indexBytes: number,
+    private readonly tmp: string,
+    private readonly fd: number,
+  ) {}
+
+  static create(fs: Fs, dir: string, segmentId: Ulid, indexBytes: number): SegmentWriter {
+    const tmp = path.join(dir, segmentId + segmentSuffix + tmpSuffix);
+    return new SegmentWriter(fs, dir, segmentId, indexBytes, tmp, fs.open(tmp, 'create'));
   }
-  fs.close(fd);
-  fs.rename(tmp, final);
-  await fs.fsyncDir(dir);
-  return SegmentFile.open(fs, final, contents.segmentId, contents.volumeId);
+
+  /** Appends one stored extent body; returns its offset from the start of the body. */
+  appendBody(stored: Buffer): number {
+    const bodyOffset = this.bodyBytes;
+    if (this.fs.write(this.fd, stored, this.indexBytes + bodyOffset) !== stored.length) {
+      throw new ElideError('ELIDE_IO', `${this.tmp}: short write`);
+    }
+    this.bodyBytes += stored.length;
+    return bodyOffset;
+  }
+
+  async commit(fields: SegmentIndexFields): Promise<SegmentFile> {
+    assert(fields.segmentId === this.segmentId, 'the index names the segment being written');
+    const index = encodeSegmentIndex({ ...fields, bodyBytes: this.bodyBytes });
+    assert(index.length === this.indexBytes, 'the index has the size reserved for it');
+    try {
+      if (this.fs.write(this.fd, index, 0) !== index.length) {
+        throw new ElideError('ELIDE_IO', `${this.tmp}: short write`);
+      }
+      await this.fs.fdatasync(this.fd);
+    } catch (error) {
+      this.abort();
+      throw error;
+    }
+    this.fs.close(this.fd);
+    const final = path.join(this.dir, this.segmentId + segmentSuffix);
+    this.fs.rename(this.tmp, final);
+    await this.fs.fsyncDir(this.dir);
+    return SegmentFile.open(this.fs, final, this.segmentId, fields.volumeId);
+  }
+
+  /** Removes the partial file (best effort: a leftover `.tmp` is swept at the next open). */
+  abort(): void {
+    try {
+      this.fs.close(this.fd);
+      this.fs.unlink(this.tmp);
+    } catch {
+      // Swept at open.
+    }
+  }
 }
 
 function checkIdentity(

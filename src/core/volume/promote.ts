@@ -7,22 +7,23 @@
  *      compressed where that pays. All claims are kept, dead ones included:
  *      a claim may only be dropped once what shadows it is durable, which is
  *      GC's business, not promotion's.
- *   2. Write, fdatasync and rename the segment, fsync pending/. COMMIT POINT.
+ *   2. Stream the bodies into `<id>.seg.tmp` through one reused buffer, then
+ *      the index; fdatasync, rename, fsync pending/. COMMIT POINT.
  *   3. (caller) Point the extent index at the segment, then delete the WAL and
  *      fsync wal/.
  * A crash between 2 and 3 leaves both files; recovery recognises the WAL as
  * promoted by the segment's `sourceWalId` and deletes it.
  */
-import { blockBytes } from '../constants.js';
+import { blockBytes, extentBytesMax } from '../constants.js';
 import { ElideError } from '../errors.js';
 import { hashKey, type ExtentIndex } from '../extent-index/extent-index.js';
 import type { Fs } from '../fs/types.js';
 import { blake3 } from '../hash.js';
 import type { Ulid } from '../ids/ulid.js';
 import { blockCrcs, encodeExtentBody } from '../segment/codec.js';
-import type { SegmentClaim, SegmentExtent } from '../segment/format.js';
-import { writeSegment, type SegmentFile } from '../segment/segment-file.js';
-import type { WalFile } from '../wal/wal-file.js';
+import { segmentIndexLength, type SegmentClaim, type SegmentExtent } from '../segment/format.js';
+import { SegmentWriter, type SegmentFile } from '../segment/segment-file.js';
+import type { WalFile, WalRecordRef } from '../wal/wal-file.js';
 import type { VolumeDescriptor } from './descriptor.js';
 
 export interface PromoteInput {
@@ -37,34 +38,16 @@ export interface PromoteInput {
 
 export async function promoteWal(input: PromoteInput): Promise<SegmentFile> {
   const { fs, wal, extents } = input;
-  const segmentExtents: SegmentExtent[] = [];
-  const bodies: Buffer[] = [];
+  // Which records carry a body is decided from hashes alone, so the index size
+  // is known before any body is written and bodies can stream to the file.
+  const bodyRecords: WalRecordRef[] = [];
   const included = new Set<string>();
-  let bodyBytes = 0;
   for (const record of wal.records) {
     if (record.kind !== 'data') continue;
     const key = hashKey(record.hash);
     if (included.has(key) || extents.get(record.hash)?.kind === 'segment') continue;
-    const plain = Buffer.allocUnsafe(record.lengthBlocks * blockBytes);
-    wal.read(fs, plain, record.payloadOffset);
-    if (!blake3(plain).equals(record.hash)) {
-      throw new ElideError(
-        'ELIDE_WAL_CORRUPT',
-        `${wal.path}: record at ${record.payloadOffset} no longer matches its hash`,
-      );
-    }
-    const { codec, stored } = await encodeExtentBody(plain);
-    segmentExtents.push({
-      hash: record.hash,
-      bodyOffset: bodyBytes,
-      storedBytes: stored.length,
-      plainBlocks: record.lengthBlocks,
-      codec,
-      blockCrcs: blockCrcs(plain),
-    });
-    bodies.push(stored);
-    bodyBytes += stored.length;
     included.add(key);
+    bodyRecords.push(record);
   }
   const claims: SegmentClaim[] = wal.records.map((record) => ({
     hash: record.hash,
@@ -73,14 +56,42 @@ export async function promoteWal(input: PromoteInput): Promise<SegmentFile> {
     lengthBlocks: record.lengthBlocks,
     offsetBlocks: 0,
   }));
-  return writeSegment(fs, input.pendingDir, {
-    segmentId: input.segmentId,
-    volumeId: input.descriptor.id,
-    sourceWalId: wal.id,
-    seqMax: input.seqMax,
-    extents: segmentExtents,
-    bodies,
-    claims,
-    inputs: [],
-  });
+  const crcCount = bodyRecords.reduce((sum, record) => sum + record.lengthBlocks, 0);
+  const indexBytes = segmentIndexLength(bodyRecords.length, claims.length, 0, crcCount);
+  const writer = SegmentWriter.create(fs, input.pendingDir, input.segmentId, indexBytes);
+  try {
+    const scratch = Buffer.allocUnsafe(extentBytesMax);
+    const segmentExtents: SegmentExtent[] = [];
+    for (const record of bodyRecords) {
+      const plain = scratch.subarray(0, record.lengthBlocks * blockBytes);
+      wal.read(fs, plain, record.payloadOffset);
+      if (!blake3(plain).equals(record.hash)) {
+        throw new ElideError(
+          'ELIDE_WAL_CORRUPT',
+          `${wal.path}: record at ${record.payloadOffset} no longer matches its hash`,
+        );
+      }
+      const { codec, stored } = await encodeExtentBody(plain);
+      segmentExtents.push({
+        hash: record.hash,
+        bodyOffset: writer.appendBody(stored),
+        storedBytes: stored.length,
+        plainBlocks: record.lengthBlocks,
+        codec,
+        blockCrcs: blockCrcs(plain),
+      });
+    }
+    return await writer.commit({
+      segmentId: input.segmentId,
+      volumeId: input.descriptor.id,
+      sourceWalId: wal.id,
+      seqMax: input.seqMax,
+      extents: segmentExtents,
+      claims,
+      inputs: [],
+    });
+  } catch (error) {
+    writer.abort();
+    throw error;
+  }
 }

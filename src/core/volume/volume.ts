@@ -20,6 +20,7 @@ import { assert } from '../assert.js';
 import {
   blockBytes,
   extentBlocksMax,
+  walBacklogCountMax,
   extentCacheBytesMax,
   walBytesMax,
   walRecordHeaderBytes,
@@ -99,6 +100,7 @@ export class Volume {
   private promotions: Promise<void> = Promise.resolve();
   private runningFlush: Promise<void> | null = null;
   private queuedFlush: Promise<void> | null = null;
+  private lastPromotionError: unknown;
   /** Set when durability can no longer be promised (a failed fdatasync); the volume refuses I/O. */
   private failure: ElideError | null = null;
   private closed = false;
@@ -178,6 +180,7 @@ export class Volume {
   async write(offsetBytes: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
     this.checkWritable();
     this.checkRange(offsetBytes, data.length);
+    await this.admit();
     if (data.length > 0) this.writeBytes(offsetBytes, data);
     if (options.fua === true) await this.flush();
   }
@@ -190,6 +193,7 @@ export class Volume {
   ): Promise<void> {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
+    await this.admit();
     this.zeroRange(offsetBytes, lengthBytes, true);
     if (options.fua === true) await this.flush();
   }
@@ -198,6 +202,7 @@ export class Volume {
   async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
+    await this.admit();
     this.zeroRange(offsetBytes, lengthBytes, false);
     if (options.fua === true) await this.flush();
   }
@@ -306,6 +311,38 @@ export class Volume {
   async abandon(): Promise<void> {
     this.closed = true;
     await this.lock?.release();
+  }
+
+  /**
+   * Backpressure: when sealed logs waiting for promotion exceed
+   * walBacklogCountMax full WALs, a write waits for the oldest promotion instead of
+   * letting logs grow until the disk is full. If promotion keeps failing,
+   * writes fail with its error.
+   */
+  private async admit(): Promise<void> {
+    for (;;) {
+      let backlog = 0;
+      let oldest: WalFile | undefined;
+      for (const wal of this.wals) {
+        if (!wal.sealed || wal.retired) continue;
+        backlog += wal.sizeBytes;
+        oldest ??= wal;
+      }
+      if (backlog <= walBacklogCountMax * this.walBytesMax || oldest === undefined) return;
+      const pending = oldest.promotion;
+      await (pending === undefined || oldest.promotionFailed
+        ? this.schedulePromotion(oldest)
+        : pending);
+      this.checkWritable();
+      if (!oldest.retired) {
+        throw new ElideError(
+          'ELIDE_IO',
+          `volume ${this.name}: ${backlog} bytes of logs cannot be promoted: ${errorText(this.lastPromotionError)}`,
+          {},
+          { cause: this.lastPromotionError },
+        );
+      }
+    }
   }
 
   // ---- write path ------------------------------------------------------------------------
@@ -483,8 +520,8 @@ export class Volume {
 
   // ---- promotion -------------------------------------------------------------------------
 
-  private schedulePromotion(wal: WalFile): void {
-    this.promotions = this.promotions.then(async () => {
+  private schedulePromotion(wal: WalFile): Promise<void> {
+    const attempt = this.promotions.then(async () => {
       if (this.closed || wal.retired || this.failure !== null) return;
       try {
         this.space.claim(wal.sizeBytes, `promoting ${wal.path}`);
@@ -506,10 +543,17 @@ export class Volume {
         this.wals.splice(this.wals.indexOf(wal), 1);
         if (this.invariants) this.checkInvariants('promote');
       } catch (error) {
-        // The WAL is still the durable copy; promotion is retried at the next seal or open.
+        // The WAL is still the durable copy; promotion is retried at the next seal,
+        // by backpressure, or at the next open.
+        this.lastPromotionError = error;
+        wal.promotionFailed = true;
         this.log.warn(`volume ${this.name}: promoting ${wal.path} failed: ${errorText(error)}`);
       }
     });
+    this.promotions = attempt;
+    wal.promotion = attempt;
+    wal.promotionFailed = false;
+    return attempt;
   }
 
   /** Synchronous: the segment is committed, so point every extent the WAL held at it. */

@@ -40,6 +40,10 @@ export class WalFile {
   sealed = false;
   /** Promoted into a segment; kept only until in-flight flushes finish. */
   retired = false;
+  /** Settles when the latest promotion attempt for this WAL ends (successfully or not). */
+  promotion: Promise<void> | undefined;
+  /** The latest promotion attempt failed; the WAL stays the durable copy until one succeeds. */
+  promotionFailed = false;
 
   private constructor(
     readonly id: Ulid,

@@ -225,6 +225,24 @@ describe('failed syncs', () => {
   });
 });
 
+describe('promotion backpressure', () => {
+  it('makes writes wait when promotion falls behind, so logs stay bounded', async () => {
+    const walBytesMax = 64 * 1024;
+    const { crashable, dataDir } = await setup({ walBytesMax });
+    crashable.syncDelayMs = 15;
+    const volume = await dataDir.openVolume('v');
+    let peak = 0;
+    for (let i = 0; i < 512; i++) {
+      await volume.write((i % 2048) * blockBytes, pattern(blockBytes, i));
+      peak = Math.max(peak, volume.stats().walBytes);
+    }
+    // Four sealed WALs, the active one, and one record of slack.
+    expect(peak).toBeLessThanOrEqual(5 * walBytesMax + blockBytes + 96);
+    expect(volume.stats().segments).toBeGreaterThan(0);
+    await volume.close();
+  });
+});
+
 describe('range and mode checks', () => {
   it('rejects I/O outside the volume', async () => {
     const { dataDir } = await setup();
