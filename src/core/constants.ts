@@ -44,6 +44,10 @@ export const compressionRatioMin = 1.5;
 /** Extents whose sampled byte entropy exceeds this (bits/byte) are not compressed. */
 export const compressionEntropyBitsMax = 7.5;
 export const compressionSampleBytes = 2048;
+/** Extents up to this size are compressed on the event loop (cheaper than a threadpool hop). */
+export const compressionInlineBytesMax = 64 * 1024;
+/** Segment bodies are written in batches of about this size. */
+export const segmentWriteBatchBytes = 1024 * 1024;
 
 /** Decompressed-and-verified extents kept in memory for repeated partial reads. */
 export const extentCacheBytesMax = 64 * 1024 * 1024;

@@ -116,7 +116,9 @@ export function run(
       const stderr = Buffer.concat(err).toString('utf8');
       if (timedOut) {
         reject(
-          new Error(`${program} ${args.join(' ')} ran past ${timeoutMs} ms and was killed\n${stderr}`),
+          new Error(
+            `${program} ${args.join(' ')} ran past ${timeoutMs} ms and was killed\n${stderr}`,
+          ),
         );
         return;
       }
@@ -176,15 +178,13 @@ export async function spawnBackground(
   };
   child.stdout.on('data', append);
   child.stderr.on('data', append);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
-    (resolve) => {
-      child.once('close', (code, signal) => {
-        running = false;
-        for (const listener of listeners) listener();
-        resolve({ code, signal });
-      });
-    },
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => {
+      running = false;
+      for (const listener of listeners) listener();
+      resolve({ code, signal });
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', () => resolve());
     child.once('error', (error: NodeJS.ErrnoException) =>
@@ -211,7 +211,9 @@ export async function spawnBackground(
         };
         const timer = setTimeout(() => {
           done();
-          reject(new Error(`${program} did not print "${text}" within ${timeoutMs} ms:\n${output}`));
+          reject(
+            new Error(`${program} did not print "${text}" within ${timeoutMs} ms:\n${output}`),
+          );
         }, timeoutMs);
         const done = (): void => {
           clearTimeout(timer);
@@ -302,7 +304,15 @@ export async function startServe(
   names: readonly string[],
   options: { dataDir: string; args?: readonly string[]; env?: Record<string, string | undefined> },
 ): Promise<ServeHandle> {
-  const args = [binPath, 'serve', 'nbd', ...names, '--listen', '127.0.0.1:0', ...(options.args ?? [])];
+  const args = [
+    binPath,
+    'serve',
+    'nbd',
+    ...names,
+    '--listen',
+    '127.0.0.1:0',
+    ...(options.args ?? []),
+  ];
   const child = spawn(process.execPath, args, {
     env: childEnv({ ELIDE_DATA_DIR: options.dataDir, ...options.env }),
     cwd: repoRoot,
@@ -329,7 +339,9 @@ export async function startServe(
   const uris = await new Promise<string[]>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`serve nbd printed no ready line within ${serveReadyTimeoutMs} ms:\n${stderr}`));
+      reject(
+        new Error(`serve nbd printed no ready line within ${serveReadyTimeoutMs} ms:\n${stderr}`),
+      );
     }, serveReadyTimeoutMs);
     const check = (): void => {
       const match = readyPattern.exec(stderr);
@@ -342,9 +354,7 @@ export async function startServe(
     void exited.then((exit) => {
       clearTimeout(timer);
       reject(
-        new Error(
-          `serve nbd exited (${exit.code ?? exit.signal}) before it was ready:\n${stderr}`,
-        ),
+        new Error(`serve nbd exited (${exit.code ?? exit.signal}) before it was ready:\n${stderr}`),
       );
     });
     check();

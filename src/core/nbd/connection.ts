@@ -50,6 +50,7 @@ import {
   nbdOptionBytesMax,
   nbdPayloadBytesMax,
   nbdHandshakeTimeoutMs,
+  nbdCloseGraceMs,
 } from './limits.js';
 
 const metaContextId = 1;
@@ -80,6 +81,7 @@ export class NbdConnection {
   private afterDiscard: (() => void) | null = null;
   private inflight = 0;
   private disconnectRequested = false;
+  private waitingForDrain = false;
   private readonly settledWaiters: Array<() => void> = [];
   readonly closed: Promise<void>;
 
@@ -116,11 +118,16 @@ export class NbdConnection {
     return new Promise((resolve) => this.settledWaiters.push(resolve));
   }
 
-  /** Ends the connection once its in-flight requests have replied. */
+  /**
+   * Ends the connection once its in-flight requests have replied. A client
+   * that does not close its side in time is disconnected.
+   */
   async shutdown(): Promise<void> {
     await this.settled();
     this.socket.end();
+    const force = setTimeout(() => this.socket.destroy(), nbdCloseGraceMs);
     await this.closed;
+    clearTimeout(force);
   }
 
   abort(reason: string): void {
@@ -187,6 +194,11 @@ export class NbdConnection {
         this.awaitingPayload = null;
         this.dispatch(request, this.take(request.length));
       } else {
+        if (this.socket.writableNeedDrain) {
+          // Backpressure: a client that does not read its replies gets no more served.
+          this.waitForDrain();
+          return;
+        }
         if (this.inflight >= nbdInflightRequestsMax) {
           // Backpressure: stop reading until replies drain the queue.
           this.socket.pause();
@@ -591,14 +603,20 @@ export class NbdConnection {
     this.inflight--;
     if (this.phase !== 'closed') {
       const flushed = this.socket.write(reply);
-      if (!flushed && !this.socket.isPaused()) {
-        this.socket.pause();
-        this.socket.once('drain', () => this.resume());
-      } else if (this.socket.isPaused() && flushed) {
-        this.resume();
-      }
+      if (!flushed) this.waitForDrain();
+      else if (this.socket.isPaused() && !this.waitingForDrain) this.resume();
     }
     if (this.inflight === 0) this.resolveSettled();
+  }
+
+  private waitForDrain(): void {
+    if (this.waitingForDrain) return;
+    this.waitingForDrain = true;
+    this.socket.pause();
+    this.socket.once('drain', () => {
+      this.waitingForDrain = false;
+      this.resume();
+    });
   }
 
   private resume(): void {

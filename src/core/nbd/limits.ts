@@ -11,6 +11,8 @@ export const nbdBlockSizePreferred = blockBytes;
 export const nbdOptionBytesMax = 64 * 1024;
 /** Requests in flight per connection before the server stops reading from it. */
 export const nbdInflightRequestsMax = 256;
+/** At shutdown, a client gets this long to close its side before it is disconnected. */
+export const nbdCloseGraceMs = 1000;
 /** A client must finish option haggling within this time. */
 export const nbdHandshakeTimeoutMs = 30_000;
 /** Default listen address. */

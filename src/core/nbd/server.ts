@@ -79,10 +79,13 @@ export class NbdServer implements ConnectionHost {
 
   async close(): Promise<void> {
     this.stopping = true;
-    await Promise.all(
-      this.servers.map((server) => new Promise((resolve) => server.close(resolve))),
+    // A listener's close callback waits for every connection to end, so the
+    // connections are shut down first, not after.
+    const listenersClosed = this.servers.map(
+      (server) => new Promise((resolve) => server.close(resolve)),
     );
     await Promise.all([...this.connections].map((connection) => connection.shutdown()));
+    await Promise.all(listenersClosed);
   }
 
   private accept(socket: net.Socket): void {

@@ -11,12 +11,13 @@
  * output allocation from that prefix.
  */
 import { crc32 } from 'node:zlib';
-import { compress, uncompressSync } from 'lz4-napi';
+import { compress, compressSync, uncompressSync } from 'lz4-napi';
 import { assert } from '../assert.js';
 import {
   blockBytes,
   compressionEntropyBitsMax,
   compressionRatioMin,
+  compressionInlineBytesMax,
   compressionSampleBytes,
   extentBlocksMax,
 } from '../constants.js';
@@ -33,8 +34,9 @@ export interface EncodedExtentBody {
 
 /**
  * Chooses the codec for a plaintext of 1..256 whole blocks and encodes it.
- * Compression runs on the libuv threadpool so the event loop stays free.
- * A raw result is `plain` itself, not a copy.
+ * Large extents compress on the libuv threadpool so the event loop stays
+ * free; small ones compress inline, where a threadpool round trip would cost
+ * more than the compression. A raw result is `plain` itself, not a copy.
  */
 export async function encodeExtentBody(plain: Buffer): Promise<EncodedExtentBody> {
   assert(
@@ -44,7 +46,8 @@ export async function encodeExtentBody(plain: Buffer): Promise<EncodedExtentBody
     'extent plaintext is 1..256 whole blocks',
   );
   if (sampledEntropyBits(plain) > compressionEntropyBitsMax) return { codec: 'raw', stored: plain };
-  const stored = await compress(plain);
+  const stored =
+    plain.length <= compressionInlineBytesMax ? compressSync(plain) : await compress(plain);
   // lz4-napi's block format prepends the plaintext length, which is the on-disk prefix.
   assert(
     stored.length >= lz4PrefixBytes && stored.readUInt32LE(0) === plain.length,

@@ -10,7 +10,7 @@
  * commit point.
  */
 import path from 'node:path';
-import { segmentHeaderBytes } from '../constants.js';
+import { segmentHeaderBytes, segmentWriteBatchBytes } from '../constants.js';
 import { assert } from '../assert.js';
 import { ElideError } from '../errors.js';
 import type { Fs } from '../fs/types.js';
@@ -104,6 +104,9 @@ export interface SegmentIndexFields {
  */
 export class SegmentWriter {
   private bodyBytes = 0;
+  /** Bodies not yet written, batched into writes of about segmentWriteBatchBytes. */
+  private readonly batch = Buffer.allocUnsafe(segmentWriteBatchBytes);
+  private batchBytes = 0;
 
   private constructor(
     private readonly fs: Fs,
@@ -119,14 +122,31 @@ export class SegmentWriter {
     return new SegmentWriter(fs, dir, segmentId, indexBytes, tmp, fs.open(tmp, 'create'));
   }
 
-  /** Appends one stored extent body; returns its offset from the start of the body. */
+  /** Appends one stored extent body (copied; the caller may reuse it); returns its body offset. */
   appendBody(stored: Buffer): number {
     const bodyOffset = this.bodyBytes;
-    if (this.fs.write(this.fd, stored, this.indexBytes + bodyOffset) !== stored.length) {
-      throw new ElideError('ELIDE_IO', `${this.tmp}: short write`);
+    if (this.batchBytes + stored.length > this.batch.length) this.writeBatch();
+    if (stored.length > this.batch.length) {
+      this.writeAt(stored, this.indexBytes + bodyOffset);
+    } else {
+      stored.copy(this.batch, this.batchBytes);
+      this.batchBytes += stored.length;
     }
     this.bodyBytes += stored.length;
     return bodyOffset;
+  }
+
+  private writeBatch(): void {
+    if (this.batchBytes === 0) return;
+    const start = this.bodyBytes - this.batchBytes;
+    this.writeAt(this.batch.subarray(0, this.batchBytes), this.indexBytes + start);
+    this.batchBytes = 0;
+  }
+
+  private writeAt(data: Buffer, position: number): void {
+    if (this.fs.write(this.fd, data, position) !== data.length) {
+      throw new ElideError('ELIDE_IO', `${this.tmp}: short write`);
+    }
   }
 
   async commit(fields: SegmentIndexFields): Promise<SegmentFile> {
@@ -134,9 +154,8 @@ export class SegmentWriter {
     const index = encodeSegmentIndex({ ...fields, bodyBytes: this.bodyBytes });
     assert(index.length === this.indexBytes, 'the index has the size reserved for it');
     try {
-      if (this.fs.write(this.fd, index, 0) !== index.length) {
-        throw new ElideError('ELIDE_IO', `${this.tmp}: short write`);
-      }
+      this.writeBatch();
+      this.writeAt(index, 0);
       await this.fs.fdatasync(this.fd);
     } catch (error) {
       this.abort();

@@ -38,7 +38,7 @@ async function randomFile(file: string, bytes: number): Promise<string> {
   return hash.digest('hex');
 }
 
-describe('nbdcopy', () => {
+describe('nbdcopy', { timeout: 180_000 }, () => {
   it('copies 256 MiB of random data in and back out byte-identical, also after a restart', async () => {
     const size = 256 * MiB;
     await sandbox.initVolume('copy', String(size));
@@ -61,13 +61,11 @@ describe('nbdcopy', () => {
     await runOk('nbdcopy', [server.uri('copy'), out], { timeoutMs: 120_000 });
     expect(await sha256File(out)).toBe(digest);
     await server.stop('SIGTERM', 60_000);
-    console.log(
-      `nbdcopy 256 MiB: in ${copiedIn - started} ms, out ${copiedOut - copiedIn} ms`,
-    );
+    console.log(`nbdcopy 256 MiB: in ${copiedIn - started} ms, out ${copiedOut - copiedIn} ms`);
   });
 });
 
-describe('fio nbd engine', () => {
+describe('fio nbd engine', { timeout: 180_000 }, () => {
   let server: ServeHandle;
   const jobs = 4;
   const perJob = 16 * MiB;
@@ -148,13 +146,19 @@ describe('fio nbd engine', () => {
   });
 
   it('verification notices one damaged block (the check is live)', async () => {
-    await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 1 ${perJob + 8192} 4096`, server.uri('fio')]);
+    await runOk('qemu-io', [
+      '-f',
+      'raw',
+      '-c',
+      `write -P 1 ${perJob + 8192} 4096`,
+      server.uri('fio'),
+    ]);
     const result = await fio(['--verify_only']);
     expect(result.code).not.toBe(0);
   });
 });
 
-describe('multi-conn', () => {
+describe('multi-conn', { timeout: 180_000 }, () => {
   it('a flush on connection B makes a write completed on connection A durable (kill -9)', async () => {
     await sandbox.initVolume('multi', '16M');
     let server = await sandbox.serve(['multi']);

@@ -249,6 +249,24 @@ h.shutdown()
       [readOnly.uri('ro')],
       { timeoutMs: 20_000 },
     );
-    expect(result.text.trim().split('\n')).toEqual(['pwrite:EPERM trim:EPERM zero:EPERM', '00000000']);
+    expect(result.text.trim().split('\n')).toEqual([
+      'pwrite:EPERM trim:EPERM zero:EPERM',
+      '00000000',
+    ]);
+  });
+});
+
+describe('serve nbd --socket', () => {
+  it('serves the same exports on a Unix socket and prints its nbd+unix URI', async () => {
+    await sandbox.initVolume('unix', '4M');
+    const socket = `${sandbox.dir}/nbd.sock`;
+    const both = await sandbox.serve(['unix'], ['--socket', socket]);
+    const unixUri = both.uris.find((uri) => uri.startsWith('nbd+unix://'));
+    expect(unixUri).toBe(`nbd+unix:///unix?socket=${socket}`);
+    const size = await runOk('nbdinfo', ['--size', unixUri ?? '']);
+    expect(size.text.trim()).toBe(String(4 * MiB));
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 0 4k', unixUri ?? '']);
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x61 0 4k', both.uri('unix')]);
+    expect(await both.stop('SIGTERM')).toEqual({ code: 0, signal: null });
   });
 });

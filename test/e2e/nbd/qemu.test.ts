@@ -139,10 +139,7 @@ describe('qemu-io', () => {
 
   it('FUA writes are served', async () => {
     const base = 18 * MiB;
-    await qemuIo(uri, [
-      `write -f -P 0xe1 ${base} ${64 * KiB}`,
-      `read -P 0xe1 ${base} ${64 * KiB}`,
-    ]);
+    await qemuIo(uri, [`write -f -P 0xe1 ${base} ${64 * KiB}`, `read -P 0xe1 ${base} ${64 * KiB}`]);
   });
 
   it('everything reads back the same after a restart', async () => {
