@@ -22,6 +22,13 @@ const work = fs.mkdtempSync(path.join(base, 'engine-'));
 // A pool of random buffers: generating random bytes must not be what we measure.
 const pool1M = Array.from({ length: 16 }, () => randomBytes(1 << 20));
 const pool4K = Array.from({ length: 4096 }, () => randomBytes(4096));
+// Every write stamps a counter into its buffer first, so no two writes carry the
+// same content and nothing deduplicates.
+let stamp = 0;
+function unique(buffer) {
+  buffer.writeUInt32LE(++stamp, 0);
+  return buffer;
+}
 const offsets = Array.from(
   { length: randomOps },
   () => Math.floor(Math.random() * (volumeBytes / 4096)) * 4096,
@@ -38,7 +45,7 @@ async function benchElide() {
   const results = {};
 
   let t = performance.now();
-  for (let i = 0; i < seqMiB; i++) await volume.write(i << 20, pool1M[i % pool1M.length]);
+  for (let i = 0; i < seqMiB; i++) await volume.write(i << 20, unique(pool1M[i % pool1M.length]));
   await volume.flush();
   results.seqWrite = rate(seqMiB << 20, performance.now() - t, seqMiB);
 
@@ -49,7 +56,8 @@ async function benchElide() {
   results.seqRead = rate(seqMiB << 20, performance.now() - t, seqMiB);
 
   t = performance.now();
-  for (let i = 0; i < randomOps; i++) await volume.write(offsets[i], pool4K[i % pool4K.length]);
+  for (let i = 0; i < randomOps; i++)
+    await volume.write(offsets[i], unique(pool4K[i % pool4K.length]));
   await volume.flush();
   results.randWrite = rate(randomOps * 4096, performance.now() - t, randomOps);
 
@@ -68,7 +76,8 @@ async function benchRawFile() {
   fs.ftruncateSync(fd, volumeBytes);
   const results = {};
   let t = performance.now();
-  for (let i = 0; i < seqMiB; i++) fs.writeSync(fd, pool1M[i % pool1M.length], 0, 1 << 20, i << 20);
+  for (let i = 0; i < seqMiB; i++)
+    fs.writeSync(fd, unique(pool1M[i % pool1M.length]), 0, 1 << 20, i << 20);
   fs.fdatasyncSync(fd);
   results.seqWrite = rate(seqMiB << 20, performance.now() - t, seqMiB);
   const buffer = Buffer.alloc(1 << 20);
@@ -77,7 +86,7 @@ async function benchRawFile() {
   results.seqRead = rate(seqMiB << 20, performance.now() - t, seqMiB);
   t = performance.now();
   for (let i = 0; i < randomOps; i++)
-    fs.writeSync(fd, pool4K[i % pool4K.length], 0, 4096, offsets[i]);
+    fs.writeSync(fd, unique(pool4K[i % pool4K.length]), 0, 4096, offsets[i]);
   fs.fdatasyncSync(fd);
   results.randWrite = rate(randomOps * 4096, performance.now() - t, randomOps);
   const small = Buffer.alloc(4096);
@@ -114,7 +123,7 @@ const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const section = [
   '<!-- engine-bench:start -->',
   `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench\` on ${os.cpus().length}× ${cpu}, ` +
-    `Node ${process.version}, data dir on ${base}. Sequential: ${seqMiB} MiB of random (incompressible) ` +
+    `Node ${process.version}, data dir on ${base}. Sequential: ${seqMiB} MiB of unique random (incompressible, never duplicate) ` +
     `data in 1 MiB writes, then read back after a close/reopen (so from segments). Random: ` +
     `${randomOps.toLocaleString('en-US')} 4 KiB writes at random aligned offsets of a ` +
     `${volumeBytes / 1073741824} GiB volume, then as many 4 KiB reads. One request at a time, ` +
@@ -133,6 +142,6 @@ let doc = fs.existsSync(docPath) ? fs.readFileSync(docPath, 'utf8') : '# elide b
 const pattern = /<!-- engine-bench:start -->[\s\S]*<!-- engine-bench:end -->/;
 doc = pattern.test(doc)
   ? doc.replace(pattern, section)
-  : `${doc.trimEnd()}\n\n## Engine throughput\n\n${section}\n`;
+  : `${doc.trimEnd()}\n\n## Engine throughput (in process)\n\n${section}\n`;
 fs.writeFileSync(docPath, doc);
 console.log(table);
