@@ -17,13 +17,13 @@ export const hashBytes = 32;
 export const ZERO_HASH: Buffer = Buffer.alloc(hashBytes);
 
 export function blake3(data: Uint8Array): Buffer {
-  return napiBlake3(data);
+  return napiBlake3(asBuffer(data));
 }
 
 /** BLAKE3 of the concatenation of `parts`, without building the concatenation. */
 export function blake3Concat(parts: readonly Uint8Array[]): Buffer {
   const hasher = new Blake3Hasher();
-  for (const part of parts) hasher.update(part);
+  for (const part of parts) hasher.update(asBuffer(part));
   return hasher.digestBuffer();
 }
 

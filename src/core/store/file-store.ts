@@ -99,22 +99,18 @@ export class FileStore implements ObjectStore {
   }
 
   put(key: string, body: Buffer): Promise<ObjectInfo> {
-    return this.track(async () => {
-      validateStoreKey(key);
-      const staged = await this.stageBuffer(key, body);
-      return this.withTmp(staged.tmp, () =>
-        this.withKeyLock(key, async () => {
-          await this.install(staged.tmp, key);
-          return staged.info;
-        }),
-      );
-    });
+    return this.putStaged(key, () => this.stageBuffer(key, body));
   }
 
   putFile(key: string, sourcePath: string): Promise<ObjectInfo> {
+    return this.putStaged(key, () => this.stageFile(key, sourcePath));
+  }
+
+  /** Stages the content in tmp/, then replaces the object under its key lock. */
+  private putStaged(key: string, stage: () => Promise<Staged>): Promise<ObjectInfo> {
     return this.track(async () => {
       validateStoreKey(key);
-      const staged = await this.stageFile(key, sourcePath);
+      const staged = await stage();
       return this.withTmp(staged.tmp, () =>
         this.withKeyLock(key, async () => {
           await this.install(staged.tmp, key);
