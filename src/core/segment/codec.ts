@@ -36,9 +36,10 @@ export interface EncodedExtentBody {
  * Chooses the codec for a plaintext of 1..256 whole blocks and encodes it.
  * Large extents compress on the libuv threadpool so the event loop stays
  * free; small ones compress inline, where a threadpool round trip would cost
- * more than the compression. A raw result is `plain` itself, not a copy.
+ * more than the compression, and the result is returned without a promise.
+ * A raw result is `plain` itself, not a copy.
  */
-export async function encodeExtentBody(plain: Buffer): Promise<EncodedExtentBody> {
+export function encodeExtentBody(plain: Buffer): EncodedExtentBody | Promise<EncodedExtentBody> {
   assert(
     plain.length > 0 &&
       plain.length % blockBytes === 0 &&
@@ -46,8 +47,11 @@ export async function encodeExtentBody(plain: Buffer): Promise<EncodedExtentBody
     'extent plaintext is 1..256 whole blocks',
   );
   if (sampledEntropyBits(plain) > compressionEntropyBitsMax) return { codec: 'raw', stored: plain };
-  const stored =
-    plain.length <= compressionInlineBytesMax ? compressSync(plain) : await compress(plain);
+  if (plain.length <= compressionInlineBytesMax) return chooseCodec(plain, compressSync(plain));
+  return compress(plain).then((stored) => chooseCodec(plain, stored));
+}
+
+function chooseCodec(plain: Buffer, stored: Buffer): EncodedExtentBody {
   // lz4-napi's block format prepends the plaintext length, which is the on-disk prefix.
   assert(
     stored.length >= lz4PrefixBytes && stored.readUInt32LE(0) === plain.length,
@@ -107,17 +111,20 @@ export function decodeExtentBody(
 export function sampledEntropyBits(data: Uint8Array): number {
   const samples = Math.min(compressionSampleBytes, data.length);
   if (samples === 0) return 0;
-  const counts = new Uint32Array(256);
+  // Runs once per extent at promotion: reuse the histogram and look up c·log2(c).
+  entropyCounts.fill(0);
   const stride = data.length / samples;
-  for (let i = 0; i < samples; i++) counts[data[Math.floor(i * stride)]!]!++;
-  let bits = 0;
-  for (const count of counts) {
-    if (count === 0) continue;
-    const p = count / samples;
-    bits -= p * Math.log2(p);
-  }
-  return bits;
+  for (let i = 0; i < samples; i++) entropyCounts[data[Math.floor(i * stride)]!]!++;
+  let sum = 0;
+  for (let symbol = 0; symbol < 256; symbol++) sum += countLog2Count[entropyCounts[symbol]!]!;
+  // H = -Σ p·log2(p) = log2(n) - Σ c·log2(c) / n
+  return Math.log2(samples) - sum / samples;
 }
+
+const entropyCounts = new Uint32Array(256);
+const countLog2Count = Float64Array.from({ length: compressionSampleBytes + 1 }, (_, c) =>
+  c === 0 ? 0 : c * Math.log2(c),
+);
 
 function corrupt(source: string, problem: string, cause?: unknown): never {
   throw new ElideError(

@@ -63,6 +63,18 @@ export class SegmentFile {
     }
   }
 
+  /** A segment this process has just written and committed, with the index it wrote. */
+  static written(fs: Fs, file: string, index: SegmentIndex): SegmentFile {
+    const fd = fs.open(file, 'read');
+    return new SegmentFile(
+      index.header.segmentId,
+      file,
+      fd,
+      index,
+      index.bodyOffset + index.header.bodyBytes,
+    );
+  }
+
   readStored(fs: Fs, extent: SegmentExtent): Buffer {
     return readExact(
       fs,
@@ -151,11 +163,11 @@ export class SegmentWriter {
 
   async commit(fields: SegmentIndexFields): Promise<SegmentFile> {
     assert(fields.segmentId === this.segmentId, 'the index names the segment being written');
-    const index = encodeSegmentIndex({ ...fields, bodyBytes: this.bodyBytes });
-    assert(index.length === this.indexBytes, 'the index has the size reserved for it');
+    const encoded = encodeSegmentIndex({ ...fields, bodyBytes: this.bodyBytes });
+    assert(encoded.length === this.indexBytes, 'the index has the size reserved for it');
     try {
       this.writeBatch();
-      this.writeAt(index, 0);
+      this.writeAt(encoded, 0);
       await this.fs.fdatasync(this.fd);
     } catch (error) {
       this.abort();
@@ -165,7 +177,26 @@ export class SegmentWriter {
     const final = path.join(this.dir, this.segmentId + segmentSuffix);
     this.fs.rename(this.tmp, final);
     await this.fs.fsyncDir(this.dir);
-    return SegmentFile.open(this.fs, final, this.segmentId, fields.volumeId);
+    // The index was just encoded from these fields (the encoder checks every
+    // rule the decoder does), so it is not decoded again.
+    const index: SegmentIndex = {
+      header: {
+        segmentId: fields.segmentId,
+        volumeId: fields.volumeId,
+        sourceWalId: fields.sourceWalId,
+        extentCount: fields.extents.length,
+        claimCount: fields.claims.length,
+        inputCount: fields.inputs.length,
+        blockCrcCount: fields.extents.reduce((sum, extent) => sum + extent.plainBlocks, 0),
+        bodyBytes: this.bodyBytes,
+        seqMax: fields.seqMax,
+      },
+      extents: fields.extents,
+      claims: fields.claims,
+      inputs: fields.inputs,
+      bodyOffset: this.indexBytes,
+    };
+    return SegmentFile.written(this.fs, final, index);
   }
 
   /** Removes the partial file (best effort: a leftover `.tmp` is swept at the next open). */

@@ -71,7 +71,9 @@ export async function promoteWal(input: PromoteInput): Promise<SegmentFile> {
           `${wal.path}: record at ${record.payloadOffset} no longer matches its hash`,
         );
       }
-      const { codec, stored } = await encodeExtentBody(plain);
+      // Small extents encode synchronously; only a threadpool compression is awaited.
+      const encoded = encodeExtentBody(plain);
+      const { codec, stored } = encoded instanceof Promise ? await encoded : encoded;
       segmentExtents.push({
         hash: record.hash,
         bodyOffset: writer.appendBody(stored),

@@ -83,10 +83,19 @@ describe('encodeExtentBody', () => {
     );
   });
 
-  it('asserts on a plaintext that is not 1..256 whole blocks', async () => {
+  it('asserts on a plaintext that is not 1..256 whole blocks', () => {
     for (const size of [0, 100, 4097, 257 * 4096]) {
-      await expect(encodeExtentBody(Buffer.alloc(size))).rejects.toThrow(AssertionError);
+      expect(() => encodeExtentBody(Buffer.alloc(size))).toThrow(AssertionError);
     }
+  });
+
+  it('encodes small extents without a promise and large ones on the threadpool', async () => {
+    const text = Buffer.from('compressible text '.repeat(8192).slice(0, 64 * 1024));
+    expect(encodeExtentBody(text)).not.toBeInstanceOf(Promise);
+    const large = Buffer.concat([text, text]);
+    const pending = encodeExtentBody(large);
+    expect(pending).toBeInstanceOf(Promise);
+    expect((await pending).codec).toBe('lz4');
   });
 });
 
