@@ -25,6 +25,8 @@ export const walRecordAlignBytes = 32;
 export const walBytesMax = 32 * 1024 * 1024;
 /** Sealed WALs awaiting promotion before new writes wait for promotion to catch up. */
 export const walBacklogCountMax = 4;
+/** Sealed WALs of one volume promoted at the same time. */
+export const promotionConcurrencyMax = 2;
 
 /** Segment header and index entry sizes (see docs/formats.md). */
 export const segmentHeaderBytes = 128;

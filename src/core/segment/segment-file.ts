@@ -161,7 +161,8 @@ export class SegmentWriter {
     }
   }
 
-  async commit(fields: SegmentIndexFields): Promise<SegmentFile> {
+  /** Writes the index, syncs and renames into place; returns the index written. */
+  async commit(fields: SegmentIndexFields): Promise<SegmentIndex> {
     assert(fields.segmentId === this.segmentId, 'the index names the segment being written');
     const encoded = encodeSegmentIndex({ ...fields, bodyBytes: this.bodyBytes });
     assert(encoded.length === this.indexBytes, 'the index has the size reserved for it');
@@ -174,11 +175,10 @@ export class SegmentWriter {
       throw error;
     }
     this.fs.close(this.fd);
-    const final = path.join(this.dir, this.segmentId + segmentSuffix);
-    this.fs.rename(this.tmp, final);
+    this.fs.rename(this.tmp, path.join(this.dir, this.segmentId + segmentSuffix));
     await this.fs.fsyncDir(this.dir);
     // The index was just encoded from these fields (the encoder checks every
-    // rule the decoder does), so it is not decoded again.
+    // rule the decoder does), so the caller need not decode it again.
     const index: SegmentIndex = {
       header: {
         segmentId: fields.segmentId,
@@ -196,7 +196,7 @@ export class SegmentWriter {
       inputs: fields.inputs,
       bodyOffset: this.indexBytes,
     };
-    return SegmentFile.written(this.fs, final, index);
+    return index;
   }
 
   /** Removes the partial file (best effort: a leftover `.tmp` is swept at the next open). */

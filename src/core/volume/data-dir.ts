@@ -26,6 +26,11 @@ import {
   type VolumeDescriptor,
 } from './descriptor.js';
 import { VolumeLock } from './lock.js';
+import {
+  inlinePromotionRunner,
+  realFsPromotionRunner,
+  type PromotionRunner,
+} from './promotion-runner.js';
 import { exportRaw, importRaw } from './raw-copy.js';
 import type { ProgressCallback, RawCopyResult, VolumeInfo, VolumeSummary } from './types.js';
 import { Volume } from './volume.js';
@@ -67,6 +72,7 @@ export class DataDir {
     private readonly freeSpaceReserveBytes: number,
     private readonly invariants: boolean,
     private readonly walBytesMax: number | undefined,
+    private readonly promotionRunner: PromotionRunner,
   ) {
     this.volumesDir = path.join(root, 'volumes');
   }
@@ -80,7 +86,8 @@ export class DataDir {
     const store = await openStore(options.storeUrl ?? defaultStoreUrl(root), root);
     const reserve = options.freeSpaceReserveBytes ?? freeSpaceReserveBytesDefault;
     const invariants = options.invariants ?? process.env.ELIDE_INVARIANTS === '1';
-    return new DataDir(root, store, fs, log, reserve, invariants, options.walBytesMax);
+    const runner = options.fs === undefined ? realFsPromotionRunner() : inlinePromotionRunner(fs);
+    return new DataDir(root, store, fs, log, reserve, invariants, options.walBytesMax, runner);
   }
 
   async close(): Promise<void> {
@@ -231,6 +238,7 @@ export class DataDir {
       lock,
       invariants: this.invariants,
       walBytesMax: this.walBytesMax,
+      promotionRunner: this.promotionRunner,
     };
   }
 

@@ -20,6 +20,7 @@ import { assert } from '../assert.js';
 import {
   blockBytes,
   extentBlocksMax,
+  promotionConcurrencyMax,
   walBacklogCountMax,
   extentCacheBytesMax,
   walBytesMax,
@@ -40,7 +41,8 @@ import type { VolumeDescriptor } from './descriptor.js';
 import { ExtentCache } from './extent-cache.js';
 import { FreeSpaceGuard } from './free-space.js';
 import type { VolumeLock } from './lock.js';
-import { promoteWal } from './promote.js';
+import { planPromotion } from './promote.js';
+import type { PromotionRunner } from './promotion-runner.js';
 import { buildLbaMap, recoverVolume } from './recovery.js';
 
 export interface VolumeOpenOptions {
@@ -55,6 +57,8 @@ export interface VolumeOpenOptions {
   invariants: boolean;
   /** WAL size that triggers sealing and promotion; tests lower it to exercise rotation. */
   walBytesMax?: number;
+  /** Where segments are built (a worker thread on the real filesystem). */
+  promotionRunner: PromotionRunner;
 }
 
 export interface WriteOptions {
@@ -88,6 +92,7 @@ export class Volume {
   private readonly lock: VolumeLock | null;
   private readonly invariants: boolean;
   private readonly walBytesMax: number;
+  private readonly promotionRunner: PromotionRunner;
   private readonly space: FreeSpaceGuard;
   private readonly cache = new ExtentCache(extentCacheBytesMax);
   private readonly mint: UlidMint;
@@ -97,7 +102,10 @@ export class Volume {
   /** Oldest first; only the last one may be unsealed (the active WAL). */
   private readonly wals: WalFile[];
   private nextSeq: number;
-  private promotions: Promise<void> = Promise.resolve();
+  /** Promotion attempts not yet settled; at most promotionConcurrencyMax build at once. */
+  private readonly promotionsInFlight = new Set<Promise<void>>();
+  private promotionSlots = promotionConcurrencyMax;
+  private readonly promotionSlotWaiters: Array<() => void> = [];
   private runningFlush: Promise<void> | null = null;
   private queuedFlush: Promise<void> | null = null;
   private lastPromotionError: unknown;
@@ -116,6 +124,7 @@ export class Volume {
     this.writable = options.lock !== null;
     this.invariants = options.invariants;
     this.walBytesMax = options.walBytesMax ?? walBytesMax;
+    this.promotionRunner = options.promotionRunner;
     this.walDir = path.join(options.volumeDir, 'wal');
     this.pendingDir = path.join(options.volumeDir, 'pending');
     this.space = new FreeSpaceGuard(options.fs, options.volumeDir, options.freeSpaceReserveBytes);
@@ -271,7 +280,7 @@ export class Volume {
     this.checkWritable();
     this.sealActiveWal();
     for (const wal of this.wals) if (!wal.retired) this.schedulePromotion(wal);
-    await this.promotions;
+    await this.settlePromotions();
     const left = this.wals.filter((wal) => !wal.retired).length;
     if (left > 0)
       throw new ElideError('ELIDE_IO', `volume ${this.name}: ${left} logs could not be promoted`);
@@ -292,7 +301,7 @@ export class Volume {
       }
     } finally {
       this.closed = true;
-      await this.promotions.catch(() => {});
+      await this.settlePromotions();
       try {
         for (const segment of this.segments.values()) segment.close(this.fs);
         for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
@@ -329,10 +338,8 @@ export class Volume {
         oldest ??= wal;
       }
       if (backlog <= walBacklogCountMax * this.walBytesMax || oldest === undefined) return;
-      const pending = oldest.promotion;
-      await (pending === undefined || oldest.promotionFailed
-        ? this.schedulePromotion(oldest)
-        : pending);
+      // The attempt in flight, or a new one if the last attempt failed.
+      await this.schedulePromotion(oldest);
       this.checkWritable();
       if (!oldest.retired) {
         throw new ElideError(
@@ -520,40 +527,73 @@ export class Volume {
 
   // ---- promotion -------------------------------------------------------------------------
 
+  /**
+   * Promotes a sealed WAL in the background. WALs are independent (claims are
+   * ordered by seq, and a dedup miss between two promotions in flight only
+   * stores a body twice), so two may build at once; one WAL never has two
+   * attempts at the same time.
+   */
   private schedulePromotion(wal: WalFile): Promise<void> {
-    const attempt = this.promotions.then(async () => {
-      if (this.closed || wal.retired || this.failure !== null) return;
-      try {
-        this.space.claim(wal.sizeBytes, `promoting ${wal.path}`);
-        const segment = await promoteWal({
-          fs: this.fs,
-          pendingDir: this.pendingDir,
-          descriptor: this.descriptor,
-          extents: this.extents,
-          wal,
-          segmentId: this.mint.next(),
-          seqMax: this.nextSeq - 1,
-        });
-        this.applyPromotion(wal, segment);
-        // Flushes in flight may still be syncing the WAL's descriptor.
-        while (this.runningFlush !== null) await this.runningFlush.catch(() => {});
-        this.fs.close(wal.fd);
-        this.fs.unlink(wal.path);
-        await this.fs.fsyncDir(this.walDir);
-        this.wals.splice(this.wals.indexOf(wal), 1);
-        if (this.invariants) this.checkInvariants('promote');
-      } catch (error) {
-        // The WAL is still the durable copy; promotion is retried at the next seal,
-        // by backpressure, or at the next open.
-        this.lastPromotionError = error;
-        wal.promotionFailed = true;
-        this.log.warn(`volume ${this.name}: promoting ${wal.path} failed: ${errorText(error)}`);
-      }
+    if (wal.promotion !== undefined && !wal.promotionSettled) return wal.promotion;
+    const attempt = this.promote(wal).finally(() => {
+      wal.promotionSettled = true;
+      this.promotionsInFlight.delete(attempt);
     });
-    this.promotions = attempt;
+    this.promotionsInFlight.add(attempt);
     wal.promotion = attempt;
-    wal.promotionFailed = false;
+    wal.promotionSettled = false;
     return attempt;
+  }
+
+  private async promote(wal: WalFile): Promise<void> {
+    await this.acquirePromotionSlot();
+    try {
+      if (this.closed || wal.retired || this.failure !== null) return;
+      this.space.claim(wal.sizeBytes, `promoting ${wal.path}`);
+      const plan = planPromotion({
+        wal,
+        extents: this.extents,
+        volumeId: this.descriptor.id,
+        segmentId: this.mint.next(),
+        seqMax: this.nextSeq - 1,
+        pendingDir: this.pendingDir,
+      });
+      const segment = await this.promotionRunner.run(plan);
+      this.applyPromotion(wal, segment);
+      // Flushes in flight may still be syncing the WAL's descriptor.
+      while (this.runningFlush !== null) await this.runningFlush.catch(() => {});
+      this.fs.close(wal.fd);
+      this.fs.unlink(wal.path);
+      await this.fs.fsyncDir(this.walDir);
+      this.wals.splice(this.wals.indexOf(wal), 1);
+      if (this.invariants) this.checkInvariants('promote');
+    } catch (error) {
+      // The WAL is still the durable copy; promotion is retried at the next seal,
+      // by backpressure, or at the next open.
+      this.lastPromotionError = error;
+      this.log.warn(`volume ${this.name}: promoting ${wal.path} failed: ${errorText(error)}`);
+    } finally {
+      this.releasePromotionSlot();
+    }
+  }
+
+  private async acquirePromotionSlot(): Promise<void> {
+    if (this.promotionSlots > 0) {
+      this.promotionSlots--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.promotionSlotWaiters.push(resolve));
+  }
+
+  private releasePromotionSlot(): void {
+    const next = this.promotionSlotWaiters.shift();
+    if (next === undefined) this.promotionSlots++;
+    else next();
+  }
+
+  /** Waits until no promotion is in flight, including ones scheduled meanwhile. */
+  private async settlePromotions(): Promise<void> {
+    while (this.promotionsInFlight.size > 0) await Promise.all([...this.promotionsInFlight]);
   }
 
   /** Synchronous: the segment is committed, so point every extent the WAL held at it. */

@@ -40,10 +40,9 @@ export class WalFile {
   sealed = false;
   /** Promoted into a segment; kept only until in-flight flushes finish. */
   retired = false;
-  /** Settles when the latest promotion attempt for this WAL ends (successfully or not). */
+  /** The latest promotion attempt for this WAL, and whether it has ended (either way). */
   promotion: Promise<void> | undefined;
-  /** The latest promotion attempt failed; the WAL stays the durable copy until one succeeds. */
-  promotionFailed = false;
+  promotionSettled = true;
 
   private constructor(
     readonly id: Ulid,

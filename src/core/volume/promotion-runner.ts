@@ -1,0 +1,104 @@
+/**
+ * Where promotion's heavy work runs. On the real filesystem it runs in a
+ * worker thread, so reading, hashing, checksumming, compressing and writing a
+ * 32 MiB segment never holds up guest requests on the event loop; with a
+ * substituted filesystem (crash tests) it runs inline, through that
+ * filesystem. Both run the same `buildSegment`.
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { ElideError, errorCodes, type ErrorCode } from '../errors.js';
+import type { Fs } from '../fs/types.js';
+import { nodeFs } from '../fs/node-fs.js';
+import { SegmentFile } from '../segment/segment-file.js';
+import { buildSegment, segmentPath, type PromotionPlan } from './promote.js';
+
+export interface PromotionRunner {
+  /** Builds and commits the planned segment, then opens it. */
+  run(plan: PromotionPlan): Promise<SegmentFile>;
+}
+
+export function inlinePromotionRunner(fs: Fs): PromotionRunner {
+  return {
+    run: async (plan) => SegmentFile.written(fs, segmentPath(plan), await buildSegment(fs, plan)),
+  };
+}
+
+/** Reply from the worker for one plan. */
+export interface PromotionReply {
+  id: number;
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+const workerUrl = new URL('./promotion-worker.js', import.meta.url);
+
+/**
+ * The worker runner for the real filesystem, or the inline one when the
+ * worker script is not there (running from TypeScript sources in tests).
+ */
+export function realFsPromotionRunner(): PromotionRunner {
+  if (!fs.existsSync(fileURLToPath(workerUrl))) return inlinePromotionRunner(nodeFs);
+  return {
+    run: async (plan) => {
+      await promotionWorker.run(plan);
+      // Decoding what the worker wrote also checks it before it is trusted.
+      return SegmentFile.open(nodeFs, segmentPath(plan), plan.segmentId, plan.volumeId);
+    },
+  };
+}
+
+/** One worker per process, shared by every volume; referenced only while it has work. */
+class PromotionWorker {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly waiting = new Map<
+    number,
+    { resolve: () => void; reject: (error: Error) => void }
+  >();
+
+  run(plan: PromotionPlan): Promise<void> {
+    const worker = this.start();
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      worker.ref();
+      worker.postMessage({ id, plan });
+    });
+  }
+
+  private start(): Worker {
+    if (this.worker !== undefined) return this.worker;
+    const worker = new Worker(workerUrl);
+    worker.on('message', (reply: PromotionReply) => this.settle(reply));
+    worker.on('error', (error) => this.fail(error));
+    worker.on('exit', (code) => this.fail(new Error(`promotion worker exited with code ${code}`)));
+    worker.unref();
+    this.worker = worker;
+    return worker;
+  }
+
+  private settle(reply: PromotionReply): void {
+    const waiter = this.waiting.get(reply.id);
+    this.waiting.delete(reply.id);
+    if (this.waiting.size === 0) this.worker?.unref();
+    if (waiter === undefined) return;
+    if (reply.ok) {
+      waiter.resolve();
+      return;
+    }
+    const code: ErrorCode =
+      reply.code !== undefined && reply.code in errorCodes ? (reply.code as ErrorCode) : 'ELIDE_IO';
+    waiter.reject(new ElideError(code, reply.message ?? 'promotion failed'));
+  }
+
+  private fail(error: Error): void {
+    this.worker = undefined;
+    for (const waiter of this.waiting.values()) waiter.reject(error);
+    this.waiting.clear();
+  }
+}
+
+const promotionWorker = new PromotionWorker();

@@ -1,0 +1,38 @@
+/** Worker-thread entry for promotion (see promotion-runner.ts): builds one segment per message. */
+import { parentPort } from 'node:worker_threads';
+import { isElideError } from '../errors.js';
+import { nodeFs } from '../fs/node-fs.js';
+import { buildSegment, type PromotionPlan } from './promote.js';
+import type { PromotionReply } from './promotion-runner.js';
+
+const port = parentPort;
+if (port === null) throw new Error('promotion-worker runs only as a worker thread');
+
+port.on('message', (message: { id: number; plan: PromotionPlan }) => {
+  void handle(message.id, revive(message.plan)).then((reply) => port.postMessage(reply));
+});
+
+async function handle(id: number, plan: PromotionPlan): Promise<PromotionReply> {
+  try {
+    await buildSegment(nodeFs, plan);
+    return { id, ok: true };
+  } catch (error) {
+    return {
+      id,
+      ok: false,
+      ...(isElideError(error) ? { code: error.code } : {}),
+      message: error instanceof Error ? error.message : String(error),
+    };
+  }
+}
+
+/** Buffers arrive as plain Uint8Arrays after structured cloning. */
+function revive(plan: PromotionPlan): PromotionPlan {
+  const buffer = (bytes: Uint8Array): Buffer =>
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    ...plan,
+    bodies: plan.bodies.map((body) => ({ ...body, hash: buffer(body.hash) })),
+    claims: plan.claims.map((claim) => ({ ...claim, hash: buffer(claim.hash) })),
+  };
+}
