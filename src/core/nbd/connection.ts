@@ -51,6 +51,7 @@ import {
   nbdPayloadBytesMax,
   nbdHandshakeTimeoutMs,
   nbdCloseGraceMs,
+  nbdOutboxBytesMax,
 } from './limits.js';
 
 const metaContextId = 1;
@@ -82,6 +83,10 @@ export class NbdConnection {
   private inflight = 0;
   private disconnectRequested = false;
   private waitingForDrain = false;
+  /** Replies waiting to leave together in one write (see send). */
+  private readonly outbox: Buffer[] = [];
+  private outboxBytes = 0;
+  private outboxScheduled = false;
   private readonly settledWaiters: Array<() => void> = [];
   readonly closed: Promise<void>;
 
@@ -143,7 +148,10 @@ export class NbdConnection {
     if (this.phase === 'closed') return;
     this.chunks.push(chunk);
     this.available += chunk.length;
-    this.socket.cork();
+    this.process();
+  }
+
+  private process(): void {
     try {
       this.pump();
     } catch (error) {
@@ -151,8 +159,6 @@ export class NbdConnection {
         `nbd connection ${this.id}: ${error instanceof Error ? error.stack : error}`,
       );
       this.abort('internal error');
-    } finally {
-      process.nextTick(() => this.socket.uncork());
     }
   }
 
@@ -194,6 +200,8 @@ export class NbdConnection {
         this.awaitingPayload = null;
         this.dispatch(request, this.take(request.length));
       } else {
+        // Replies queued in this turn count too: flush them once they reach a bound.
+        if (this.outboxBytes >= nbdOutboxBytesMax) this.flushOutbox();
         if (this.socket.writableNeedDrain) {
           // Backpressure: a client that does not read its replies gets no more served.
           this.waitForDrain();
@@ -598,15 +606,34 @@ export class NbdConnection {
     this.send(reply);
   }
 
-  /** Sends one reply and retires its request. */
+  /**
+   * Retires a request and queues its reply. Replies queued in the same turn,
+   * synchronous ones from pump and those from promise callbacks alike, leave
+   * in one corked batch (one syscall) at the next microtask checkpoint.
+   */
   private send(reply: Buffer): void {
     this.inflight--;
     if (this.phase !== 'closed') {
-      const flushed = this.socket.write(reply);
-      if (!flushed) this.waitForDrain();
-      else if (this.socket.isPaused() && !this.waitingForDrain) this.resume();
+      this.outbox.push(reply);
+      this.outboxBytes += reply.length;
+      if (!this.outboxScheduled) {
+        this.outboxScheduled = true;
+        queueMicrotask(() => this.flushOutbox());
+      }
     }
     if (this.inflight === 0) this.resolveSettled();
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    const batch = this.outbox.splice(0);
+    this.outboxBytes = 0;
+    if (this.phase === 'closed' || batch.length === 0) return;
+    this.socket.cork();
+    for (const reply of batch) this.socket.write(reply);
+    this.socket.uncork();
+    if (this.socket.writableNeedDrain) this.waitForDrain();
+    else if (this.socket.isPaused() && !this.waitingForDrain) this.resume();
   }
 
   private waitForDrain(): void {
@@ -623,12 +650,7 @@ export class NbdConnection {
     if (this.phase === 'closed' || this.disconnectRequested) return;
     if (this.inflight < nbdInflightRequestsMax && this.socket.writableNeedDrain === false) {
       this.socket.resume();
-      this.socket.cork();
-      try {
-        this.pump();
-      } finally {
-        process.nextTick(() => this.socket.uncork());
-      }
+      this.process();
     }
   }
 
