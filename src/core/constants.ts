@@ -23,6 +23,8 @@ export const walRecordHeaderBytes = 96;
 export const walRecordAlignBytes = 32;
 /** A WAL is sealed and handed to promotion once it grows past this size. */
 export const walBytesMax = 32 * 1024 * 1024;
+/** WAL records up to this size may be group-appended (deferred within one event-loop turn). */
+export const walDeferredRecordBytesMax = 64 * 1024 + 96;
 /** Sealed WALs awaiting promotion before new writes wait for promotion to catch up. */
 export const walBacklogCountMax = 4;
 /** Sealed WALs of one volume promoted at the same time. */

@@ -23,6 +23,14 @@ export class FreeSpaceGuard {
     readonly reserveBytes: number,
   ) {}
 
+  /**
+   * Whether `bytes` can be written with room to spare (a whole check interval
+   * above the reserve), by the current estimate and without calling statfs.
+   */
+  comfortable(bytes: number): boolean {
+    return this.availableBytes - bytes >= this.reserveBytes + 2 * freeSpaceCheckBytes;
+  }
+
   /** Throws ELIDE_NO_SPACE when writing `bytes` would eat into the reserve. */
   claim(bytes: number, what: string): void {
     const now = Date.now();

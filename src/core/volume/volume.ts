@@ -22,6 +22,7 @@ import {
   extentBlocksMax,
   promotionConcurrencyMax,
   walBacklogCountMax,
+  walDeferredRecordBytesMax,
   extentCacheBytesMax,
   walBytesMax,
   walRecordHeaderBytes,
@@ -92,6 +93,7 @@ export class Volume {
   private readonly lock: VolumeLock | null;
   private readonly invariants: boolean;
   private readonly walBytesMax: number;
+  private deferredWriteScheduled = false;
   private readonly promotionRunner: PromotionRunner;
   private readonly space: FreeSpaceGuard;
   private readonly cache = new ExtentCache(extentCacheBytesMax);
@@ -446,12 +448,53 @@ export class Volume {
     this.lbaMap.set(startLba, lengthBlocks, ZERO_HASH, 0, seq);
   }
 
+  /**
+   * Small records are group-appended: kept in memory and written with the
+   * others of this turn in one writev when the microtask queue drains. Their
+   * writes have already been answered, so a failure writing them stops the
+   * volume; that is why deferral is used only far from the free-space
+   * reserve, where ENOSPC is not expected, and near it records are written
+   * at once, failing cleanly with ELIDE_NO_SPACE.
+   */
   private appendToWal(wal: WalFile, header: Buffer, payload: Buffer | undefined): number {
+    const bytes = header.length + (payload?.length ?? 0);
+    if (bytes <= walDeferredRecordBytesMax && this.space.comfortable(bytes)) {
+      const payloadOffset = wal.appendDeferred(header, payload);
+      if (!this.deferredWriteScheduled) {
+        this.deferredWriteScheduled = true;
+        queueMicrotask(() => {
+          this.deferredWriteScheduled = false;
+          try {
+            this.writeDeferred();
+          } catch {
+            // The volume has failed (fail() logged why); the next request reports it.
+          }
+        });
+      }
+      return payloadOffset;
+    }
     try {
       return wal.append(this.fs, header, payload);
     } catch (error) {
       if (isElideError(error, 'ELIDE_NO_SPACE')) throw error;
       throw this.fail(error, `append to ${wal.path}`);
+    }
+  }
+
+  private readWal(wal: WalFile, target: Buffer, position: number): void {
+    if (wal.hasDeferred) this.writeDeferred();
+    wal.read(this.fs, target, position);
+  }
+
+  /** Hands every deferred record to the kernel (see appendToWal). */
+  private writeDeferred(): void {
+    for (const wal of this.wals) {
+      if (!wal.hasDeferred || wal.retired) continue;
+      try {
+        wal.writeDeferred(this.fs);
+      } catch (error) {
+        throw this.fail(error, `write to ${wal.path}`);
+      }
     }
   }
 
@@ -474,6 +517,8 @@ export class Volume {
   private sealActiveWal(): void {
     const wal = this.wals[this.wals.length - 1];
     if (wal === undefined || wal.sealed) return;
+    // Promotion reads the file by path, possibly from another thread.
+    wal.writeDeferred(this.fs);
     wal.sealed = true;
     if (wal.records.length > 0) this.schedulePromotion(wal);
   }
@@ -491,6 +536,7 @@ export class Volume {
 
   private async syncWals(): Promise<void> {
     if (this.failure !== null) throw this.failure;
+    this.writeDeferred();
     const targets = this.wals
       .filter((wal) => !wal.retired && (wal.sizeBytes > wal.durableBytes || !wal.entryDurable))
       .map((wal) => ({ wal, sizeBytes: wal.sizeBytes, newEntry: !wal.entryDurable }));
@@ -665,7 +711,7 @@ export class Volume {
       return;
     }
     if (location.kind === 'wal' && location.blockCrcs !== undefined) {
-      location.wal.read(this.fs, target, location.payloadOffset + firstBlock * blockBytes);
+      this.readWal(location.wal, target, location.payloadOffset + firstBlock * blockBytes);
       verifyBlocks(target, 0, location.blockCrcs, firstBlock, count, source);
       return;
     }
@@ -679,7 +725,7 @@ export class Volume {
   private loadWholeExtent(location: ExtentLocation): Buffer {
     if (location.kind === 'wal') {
       const plain = Buffer.allocUnsafe(location.plainBlocks * blockBytes);
-      location.wal.read(this.fs, plain, location.payloadOffset);
+      this.readWal(location.wal, plain, location.payloadOffset);
       return plain;
     }
     const stored = location.segment.readStored(this.fs, location.extent);

@@ -6,10 +6,13 @@
  * with plain writes (page cache). They become durable only when the volume's
  * flush fdatasyncs the file, and, for a new file, fsyncs the wal/ directory.
  * If an append fails part-way (ENOSPC, EIO), the file is truncated back to
- * the previous end so no partial record stays behind.
+ * the previous end so no partial record stays behind. Small records may be
+ * deferred in memory and written together (group append); deferred records
+ * are written before any read of them and before any sync.
  */
 import path from 'node:path';
 import { walFileHeaderBytes, walRecordHeaderBytes } from '../constants.js';
+import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import type { Ulid } from '../ids/ulid.js';
@@ -30,8 +33,11 @@ export function walFileName(id: Ulid): string {
 }
 
 export class WalFile {
-  /** Bytes appended so far: the offset of the next record. */
+  /** Bytes appended so far, deferred ones included: the offset of the next record. */
   sizeBytes: number;
+  /** Bytes handed to the kernel; the rest are deferred records in memory. */
+  private writtenBytes: number;
+  private readonly deferred: Buffer[] = [];
   /** Bytes known to be on stable storage (fdatasync completed). */
   durableBytes: number;
   /** Whether the directory entry is durable (the wal/ directory was fsynced after creation). */
@@ -54,6 +60,7 @@ export class WalFile {
     entryDurable: boolean,
   ) {
     this.sizeBytes = sizeBytes;
+    this.writtenBytes = sizeBytes;
     this.durableBytes = durableBytes;
     this.entryDurable = entryDurable;
   }
@@ -86,11 +93,47 @@ export class WalFile {
     return wal;
   }
 
-  /** Appends one record; returns the payload's file offset. */
+  /**
+   * Appends one record now; returns the payload's file offset. Records
+   * deferred earlier are written first, so the file stays in order.
+   */
   append(fs: Fs, header: Buffer, payload: Buffer | undefined): number {
+    this.writeDeferred(fs);
     const start = this.sizeBytes;
+    this.writeOrUndo(fs, payload === undefined ? [header] : [header, payload], start);
+    this.sizeBytes = start + header.length + (payload?.length ?? 0);
+    this.writtenBytes = this.sizeBytes;
+    return start + walRecordHeaderBytes;
+  }
+
+  /**
+   * Appends one record in memory (the payload is copied); it reaches the
+   * kernel with the next writeDeferred, in one writev with the records
+   * deferred alongside it. Returns the payload's file offset.
+   */
+  appendDeferred(header: Buffer, payload: Buffer | undefined): number {
+    const start = this.sizeBytes;
+    this.deferred.push(header);
+    if (payload !== undefined) this.deferred.push(Buffer.from(payload));
+    this.sizeBytes = start + header.length + (payload?.length ?? 0);
+    return start + walRecordHeaderBytes;
+  }
+
+  get hasDeferred(): boolean {
+    return this.deferred.length > 0;
+  }
+
+  /** Writes every deferred record; on failure nothing of them stays in the file. */
+  writeDeferred(fs: Fs): void {
+    if (this.deferred.length === 0) return;
+    const parts = this.deferred.splice(0);
+    this.writeOrUndo(fs, parts, this.writtenBytes);
+    this.writtenBytes = this.sizeBytes;
+  }
+
+  private writeOrUndo(fs: Fs, parts: Buffer[], start: number): void {
     try {
-      writeAll(fs, this.fd, payload === undefined ? [header] : [header, payload], start, this.path);
+      writeAll(fs, this.fd, parts, start, this.path);
     } catch (error) {
       try {
         fs.truncate(this.fd, start);
@@ -107,11 +150,11 @@ export class WalFile {
       }
       throw error;
     }
-    this.sizeBytes = start + header.length + (payload?.length ?? 0);
-    return start + walRecordHeaderBytes;
   }
 
+  /** Reads written bytes; the volume writes deferred records before reading them. */
   read(fs: Fs, target: Buffer, position: number): void {
+    assert(position + target.length <= this.writtenBytes, 'reads cover only written bytes');
     const got = fs.read(this.fd, target, 0, target.length, position);
     if (got !== target.length) {
       throw new ElideError('ELIDE_WAL_CORRUPT', `${this.path}: short read at offset ${position}`);
