@@ -8,6 +8,15 @@ import { runScenario, type Op } from '../support/crash-scenario.js';
 const smallWal = 64 * 1024;
 
 describe('crash reproducers', () => {
+  it('a cut set off by background work during the checking reads is handled as a crash', async () => {
+    const ops: Op[] = [
+      { kind: 'write', offset: 0, length: 1052672, content: 'random', seed: 0 },
+      { kind: 'arm', mutations: 1 },
+      { kind: 'write', offset: 0, length: 4096, content: 'random', seed: 0 },
+    ];
+    await runScenario(ops, smallWal);
+  });
+
   it('a failed pid-file write must not leak the volume lock (power cut while reopening)', async () => {
     const ops: Op[] = [
       { kind: 'arm', mutations: 13 },

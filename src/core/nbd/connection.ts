@@ -46,6 +46,7 @@ import type { NbdExport } from './export.js';
 import {
   nbdBlockSizeMin,
   nbdBlockSizePreferred,
+  nbdInflightPayloadBytesMax,
   nbdInflightRequestsMax,
   nbdOptionBytesMax,
   nbdPayloadBytesMax,
@@ -81,6 +82,8 @@ export class NbdConnection {
   /** Reply for a request whose payload is being discarded. */
   private afterDiscard: (() => void) | null = null;
   private inflight = 0;
+  /** Write payload bytes held by requests in flight. */
+  private inflightPayloadBytes = 0;
   private disconnectRequested = false;
   private waitingForDrain = false;
   /** Replies waiting to leave together in one write (see send). */
@@ -207,7 +210,12 @@ export class NbdConnection {
           this.waitForDrain();
           return;
         }
-        if (this.inflight >= nbdInflightRequestsMax) {
+        // After NBD_CMD_DISC the client may send nothing more; what it did is not served.
+        if (this.disconnectRequested) return;
+        if (
+          this.inflight >= nbdInflightRequestsMax ||
+          this.inflightPayloadBytes >= nbdInflightPayloadBytesMax
+        ) {
           // Backpressure: stop reading until replies drain the queue.
           this.socket.pause();
           return;
@@ -469,11 +477,14 @@ export class NbdConnection {
       switch (request.type) {
         case command.read:
           return this.replyRead(request, found);
-        case command.write:
-          return this.complete(
-            request,
-            backend.write(request.offset, payload ?? Buffer.alloc(0), { fua }),
-          );
+        case command.write: {
+          const data = payload ?? Buffer.alloc(0);
+          this.inflightPayloadBytes += data.length;
+          const written = backend.write(request.offset, data, { fua }).finally(() => {
+            this.inflightPayloadBytes -= data.length;
+          });
+          return this.complete(request, written);
+        }
         case command.flush:
           return this.complete(request, backend.flush());
         case command.trim:
@@ -648,7 +659,11 @@ export class NbdConnection {
 
   private resume(): void {
     if (this.phase === 'closed' || this.disconnectRequested) return;
-    if (this.inflight < nbdInflightRequestsMax && this.socket.writableNeedDrain === false) {
+    if (
+      this.inflight < nbdInflightRequestsMax &&
+      this.inflightPayloadBytes < nbdInflightPayloadBytesMax &&
+      this.socket.writableNeedDrain === false
+    ) {
       this.socket.resume();
       this.process();
     }

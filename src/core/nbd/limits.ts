@@ -11,6 +11,8 @@ export const nbdBlockSizePreferred = blockBytes;
 export const nbdOptionBytesMax = 64 * 1024;
 /** Requests in flight per connection before the server stops reading from it. */
 export const nbdInflightRequestsMax = 256;
+/** Write payload bytes held for requests in flight per connection before it stops reading. */
+export const nbdInflightPayloadBytesMax = 64 * 1024 * 1024;
 /** Queued replies are written out once they reach this size, even mid-batch. */
 export const nbdOutboxBytesMax = 1024 * 1024;
 /** At shutdown, a client gets this long to close its side before it is disconnected. */

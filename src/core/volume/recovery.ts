@@ -88,7 +88,9 @@ export async function recoverVolume(
         claims.push(claim);
       }
     }
-    if (changedPending) await fs.fsyncDir(pendingDir);
+    // The segments trusted below (a WAL they name is deleted) must have
+    // durable directory entries: their rename may not have been fsynced yet.
+    if (writable && (changedPending || segments.size > 0)) await fs.fsyncDir(pendingDir);
 
     const promoted = new Set<Ulid>();
     for (const segment of segments.values()) {
@@ -131,7 +133,8 @@ export async function recoverVolume(
         }
       }
     }
-    if (changedWal && writable) await fs.fsyncDir(walDir);
+    // Recovered WALs keep their entries (they may never have been fsynced).
+    if (writable && (changedWal || wals.length > 0)) await fs.fsyncDir(walDir);
   } catch (error) {
     for (const segment of segments.values()) segment.close(fs);
     for (const wal of wals) fs.close(wal.fd);
@@ -200,11 +203,15 @@ async function recoverWal(
     if (writable) fs.unlink(file);
     return undefined;
   }
-  if (scan.outcome === 'torn-tail' && writable) {
-    log.warn(`${file}: truncating ${bytes.length - scan.validBytes} bytes of unsynced tail`);
+  if (writable) {
+    // After a process crash the records may still be only in the page cache:
+    // they become durable now, before anything is served or built on them.
     const fd = fs.open(file, 'readwrite');
     try {
-      fs.truncate(fd, scan.validBytes);
+      if (scan.outcome === 'torn-tail') {
+        log.warn(`${file}: truncating ${bytes.length - scan.validBytes} bytes of unsynced tail`);
+        fs.truncate(fd, scan.validBytes);
+      }
       await fs.fdatasync(fd);
     } finally {
       fs.close(fd);

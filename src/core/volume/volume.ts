@@ -192,6 +192,7 @@ export class Volume {
     this.checkWritable();
     this.checkRange(offsetBytes, data.length);
     await this.admit();
+    this.checkWritable();
     if (data.length > 0) this.writeBytes(offsetBytes, data);
     if (options.fua === true) await this.flush();
   }
@@ -205,6 +206,7 @@ export class Volume {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     await this.admit();
+    this.checkWritable();
     this.zeroRange(offsetBytes, lengthBytes, true);
     if (options.fua === true) await this.flush();
   }
@@ -214,6 +216,7 @@ export class Volume {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     await this.admit();
+    this.checkWritable();
     this.zeroRange(offsetBytes, lengthBytes, false);
     if (options.fua === true) await this.flush();
   }
@@ -225,14 +228,16 @@ export class Volume {
    */
   flush(): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(closedError(this.name));
     if (!this.writable) return Promise.resolve();
+    // At most one sync runs and one waits: a queued one is shared by every
+    // caller until it starts, even after the running one has finished.
+    if (this.queuedFlush !== null) return this.queuedFlush;
     if (this.runningFlush === null) return this.startFlush();
-    if (this.queuedFlush === null) {
-      this.queuedFlush = this.runningFlush.then(
-        () => this.startFlush(),
-        () => this.startFlush(),
-      );
-    }
+    this.queuedFlush = this.runningFlush.then(
+      () => this.startFlush(),
+      () => this.startFlush(),
+    );
     return this.queuedFlush;
   }
 
@@ -346,7 +351,10 @@ export class Volume {
       if (!oldest.retired) {
         throw new ElideError(
           'ELIDE_IO',
-          `volume ${this.name}: ${backlog} bytes of logs cannot be promoted: ${errorText(this.lastPromotionError)}`,
+          `volume ${this.name}: ${backlog} bytes of logs cannot be promoted: ` +
+            (this.lastPromotionError === undefined
+              ? 'promotion did not run'
+              : errorText(this.lastPromotionError)),
           {},
           { cause: this.lastPromotionError },
         );
@@ -473,6 +481,9 @@ export class Volume {
       }
       return payloadOffset;
     }
+    // Records deferred earlier go first, and their failure stops the volume;
+    // only this record's own ENOSPC can be refused cleanly.
+    this.writeDeferred();
     try {
       return wal.append(this.fs, header, payload);
     } catch (error) {
@@ -518,7 +529,7 @@ export class Volume {
     const wal = this.wals[this.wals.length - 1];
     if (wal === undefined || wal.sealed) return;
     // Promotion reads the file by path, possibly from another thread.
-    wal.writeDeferred(this.fs);
+    this.writeDeferred();
     wal.sealed = true;
     if (wal.records.length > 0) this.schedulePromotion(wal);
   }
@@ -735,7 +746,7 @@ export class Volume {
   // ---- checks ----------------------------------------------------------------------------
 
   private checkOpen(): void {
-    if (this.closed) throw new ElideError('ELIDE_IO', `volume ${this.name} is closed`);
+    if (this.closed) throw closedError(this.name);
     if (this.failure !== null) throw this.failure;
   }
 
@@ -804,6 +815,10 @@ export class Volume {
       else assert(this.segments.has(location.segment.id), `${caller}: extent in a live segment`);
     }
   }
+}
+
+function closedError(name: string): ElideError {
+  return new ElideError('ELIDE_IO', `volume ${name} is closed`);
 }
 
 function verifyHash(plain: Buffer, hash: Buffer, source: string): void {
