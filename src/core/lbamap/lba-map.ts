@@ -323,6 +323,28 @@ export class LbaMap {
     }
   }
 
+  /**
+   * Removes (by counting them out) or front-trims the entries of `chunk` from
+   * index `from` that start before `end`. Returns the index of the first entry
+   * that survives whole; entries before it are the caller's to splice out.
+   */
+  private trimBefore(chunk: Entry[], from: number, end: number): number {
+    let k = from;
+    while (k < chunk.length) {
+      const e = chunk[k]!;
+      if (e.startLba >= end) break;
+      const eEnd = e.endLba;
+      if (eEnd > end) {
+        chunk[k] = e.slice(end, eEnd);
+        this.count(e, e.startLba - end);
+        break;
+      }
+      this.count(e, -e.lengthBlocks);
+      k++;
+    }
+    return k;
+  }
+
   private count(e: Entry, blocks: number): void {
     if (e.zero) this.zeroBlocks += blocks;
     else this.dataBlocks += blocks;
@@ -373,20 +395,7 @@ export class LbaMap {
 
     // Remove or front-trim the entries starting before `end`, first in chunk ci ...
     const chunk = chunks[ci]!;
-    let k = i;
-    while (k < chunk.length) {
-      const e = chunk[k]!;
-      if (e.startLba >= end) break;
-      const eEnd = e.endLba;
-      if (eEnd <= end) {
-        this.count(e, -e.lengthBlocks);
-        k++;
-      } else {
-        chunk[k] = e.slice(end, eEnd);
-        this.count(e, e.startLba - end);
-        break;
-      }
-    }
+    const k = this.trimBefore(chunk, i, end);
     const removedHere = k - i;
     this.entries_ -= removedHere;
 
@@ -396,20 +405,7 @@ export class LbaMap {
       let cj = ci + 1;
       while (cj < chunks.length && chunkStarts[cj]! < end) {
         const c = chunks[cj]!;
-        let m = 0;
-        while (m < c.length) {
-          const e = c[m]!;
-          if (e.startLba >= end) break;
-          const eEnd = e.endLba;
-          if (eEnd <= end) {
-            this.count(e, -e.lengthBlocks);
-            m++;
-          } else {
-            c[m] = e.slice(end, eEnd);
-            this.count(e, e.startLba - end);
-            break;
-          }
-        }
+        const m = this.trimBefore(c, 0, end);
         this.entries_ -= m;
         if (m === c.length) {
           cj++;

@@ -311,32 +311,44 @@ export class FileStore implements ObjectStore {
 
   /** Renames `tmp` over `key`'s file, creating parent directories, and fsyncs the directory. */
   private async install(tmp: string, key: string): Promise<void> {
-    const file = this.objectPath(key);
-    await storeIo('put', this.url, key, async () => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await fsp.rename(tmp, file);
-          break;
-        } catch (error) {
-          const code = systemErrorCode(error);
-          if (code === 'ENOENT' && attempt < installAttemptsMax) {
-            await this.makeParents(key);
-            continue;
-          }
-          throw this.mapConflict(key, error);
-        }
-      }
-      await fsyncDir(path.dirname(file));
-    });
+    await this.placeObject(key, (file) => fsp.rename(tmp, file));
   }
 
   /** Hard-links `tmp` as `key`'s file: EEXIST is the atomic "already exists". */
   private async linkIntoPlace(tmp: string, key: string): Promise<void> {
+    await this.placeObject(
+      key,
+      (file) => fsp.link(tmp, file),
+      async (file, code) => {
+        if (code === 'EEXIST') {
+          const stat = await fsp.lstat(file).catch(() => undefined);
+          if (stat?.isDirectory() !== true) {
+            throw new ElideError(
+              'ELIDE_STORE_PRECONDITION_FAILED',
+              `object ${key} already exists in ${this.url}`,
+              { key },
+            );
+          }
+        }
+      },
+    );
+  }
+
+  /**
+   * Puts an object file in place with `place` (a rename or a link), creating
+   * missing parent directories when it fails with ENOENT, then fsyncs the
+   * directory. `onFailure` may turn a failure into a more precise error.
+   */
+  private async placeObject(
+    key: string,
+    place: (file: string) => Promise<void>,
+    onFailure?: (file: string, code: string | undefined) => Promise<void>,
+  ): Promise<void> {
     const file = this.objectPath(key);
     await storeIo('put', this.url, key, async () => {
       for (let attempt = 1; ; attempt++) {
         try {
-          await fsp.link(tmp, file);
+          await place(file);
           break;
         } catch (error) {
           const code = systemErrorCode(error);
@@ -344,16 +356,7 @@ export class FileStore implements ObjectStore {
             await this.makeParents(key);
             continue;
           }
-          if (code === 'EEXIST') {
-            const stat = await fsp.lstat(file).catch(() => undefined);
-            if (stat?.isDirectory() !== true) {
-              throw new ElideError(
-                'ELIDE_STORE_PRECONDITION_FAILED',
-                `object ${key} already exists in ${this.url}`,
-                { key },
-              );
-            }
-          }
+          await onFailure?.(file, code);
           throw this.mapConflict(key, error);
         }
       }
