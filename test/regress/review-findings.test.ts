@@ -25,7 +25,9 @@ function hooked(base: Fs, hooks: Partial<Fs>): Fs {
       const hook = (hooks as Record<string | symbol, unknown>)[prop];
       if (hook !== undefined) return hook;
       const value = (target as unknown as Record<string | symbol, unknown>)[prop];
-      return typeof value === 'function' ? (value as Function).bind(target) : value;
+      return typeof value === 'function'
+        ? (value as (...args: unknown[]) => unknown).bind(target)
+        : value;
     },
   });
 }
