@@ -326,6 +326,11 @@ describe('global options and errors', () => {
     expect(line).toContain('--free-space-reserve');
   });
 
+  it('reports an unknown command in one line with the usage status', async () => {
+    const line = expectOneLineError(await sandbox.cli(['volume', 'nope']), 2);
+    expect(line).toBe(`elide: unknown command "volume nope" (see 'elide --help')`);
+  });
+
   it('prints a stack trace only with ELIDE_DEBUG=1', async () => {
     const result = await sandbox.cli(['volume', 'info', 'ghost'], { ELIDE_DEBUG: '1' });
     expect(result.code).toBe(3);
