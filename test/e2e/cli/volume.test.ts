@@ -3,12 +3,16 @@
  * They pin the contract scripts rely on: exit statuses, one-line errors on stderr, bare JSON.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { Config, toConfiguredId } from '@oclif/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSandbox, repoRoot, runNode, stderrLines } from './run-cli.js';
 import type { CliResult, Sandbox } from './run-cli.js';
+
+const run = promisify(execFile);
 
 const summaryKeys = ['createdAt', 'id', 'name', 'size'];
 const infoKeys = [
@@ -345,6 +349,21 @@ describe('help and man pages', () => {
     const result = await runNode(path.join(repoRoot, 'scripts/gen-man.mjs'), ['--check']);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
+  });
+
+  it('every man page renders with man -l, without groff warnings', async () => {
+    const pages = (await readdir(path.join(repoRoot, 'man'))).filter((f) => f.endsWith('.1'));
+    expect(pages).toContain('elide-volume-init.1');
+    for (const page of pages) {
+      const file = path.join(repoRoot, 'man', page);
+      const env = { ...process.env, MANPAGER: 'cat', MANWIDTH: '80', LC_ALL: 'C.UTF-8' };
+      const rendered = await run('man', ['-l', file], { env, maxBuffer: 1 << 20 });
+      const title = page.replace(/\.1$/, '').toUpperCase();
+      expect(rendered.stdout, page).toContain(`${title}(1)`);
+      expect(rendered.stdout, page).toContain('NAME');
+      const linted = await run('groff', ['-man', '-ww', '-z', file], { env });
+      expect(linted.stderr, page).toBe('');
+    }
   });
 
   it('--help works for every command and shows its summary', async () => {
