@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DataDir } from '../dist/core/index.js';
+import { writeDocSection } from './doc-section.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const seqMiB = Number(process.env.ELIDE_BENCH_SEQ_MIB ?? 1024);
@@ -121,7 +122,6 @@ const table = [
 ].join('\n');
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const section = [
-  '<!-- engine-bench:start -->',
   `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench\` on ${os.cpus().length}× ${cpu}, ` +
     `Node ${process.version}, data dir on ${base}. Sequential: ${seqMiB} MiB of unique random (incompressible, never duplicate) ` +
     `data in 1 MiB writes, then read back after a close/reopen (so from segments). Random: ` +
@@ -134,14 +134,7 @@ const section = [
   `After the run the volume held ${(elide.info.writtenBytes / 1048576).toFixed(0)} MiB written in ` +
     `${elide.info.segments} segments (${(elide.info.segmentBytes / 1048576).toFixed(0)} MiB) and ` +
     `${(elide.info.walBytes / 1048576).toFixed(0)} MiB of logs.`,
-  '<!-- engine-bench:end -->',
 ].join('\n');
 
-const docPath = path.join(repo, 'docs', 'benchmarks.md');
-let doc = fs.existsSync(docPath) ? fs.readFileSync(docPath, 'utf8') : '# elide benchmarks\n';
-const pattern = /<!-- engine-bench:start -->[\s\S]*<!-- engine-bench:end -->/;
-doc = pattern.test(doc)
-  ? doc.replace(pattern, section)
-  : `${doc.trimEnd()}\n\n## Engine throughput (in process)\n\n${section}\n`;
-fs.writeFileSync(docPath, doc);
+writeDocSection('engine-bench', 'Engine throughput (in process)', section);
 console.log(table);

@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeDocSection } from './doc-section.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
@@ -343,7 +344,6 @@ async function main() {
       .filter((arg) => !/^--(name|ioengine|uri|output)/.test(arg))
       .join(' ');
   const section = [
-    '<!-- nbd-bench:start -->',
     `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench:nbd\` on ` +
       `${cpus.length}× ${cpus[0]?.model ?? 'unknown CPU'}, ` +
       `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}; ` +
@@ -382,16 +382,9 @@ async function main() {
       `${(info.storedBytes / 2 ** 20).toFixed(0)} MiB stored (superseded data included) in ` +
       `${info.segments} segments and ` +
       `${(info.walBytes / 2 ** 20).toFixed(0)} MiB of logs.`,
-    '<!-- nbd-bench:end -->',
   ].join('\n');
 
-  const docPath = path.join(repo, 'docs', 'benchmarks.md');
-  let doc = fs.existsSync(docPath) ? fs.readFileSync(docPath, 'utf8') : '# elide benchmarks\n';
-  const pattern = /<!-- nbd-bench:start -->[\s\S]*<!-- nbd-bench:end -->/;
-  doc = pattern.test(doc)
-    ? doc.replace(pattern, () => section)
-    : `${doc.trimEnd()}\n\n## NBD server vs nbdkit (fio)\n\n${section}\n`;
-  fs.writeFileSync(docPath, doc);
+  writeDocSection('nbd-bench', 'NBD server vs nbdkit (fio)', section);
   console.log(`\n${table}\n\n${perRun}`);
 }
 
