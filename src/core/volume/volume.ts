@@ -189,12 +189,9 @@ export class Volume {
   }
 
   async write(offsetBytes: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offsetBytes, data.length);
-    await this.admit();
-    this.checkWritable();
-    if (data.length > 0) this.writeBytes(offsetBytes, data);
-    if (options.fua === true) await this.flush();
+    await this.mutate(offsetBytes, data.length, options, () => {
+      if (data.length > 0) this.writeBytes(offsetBytes, data);
+    });
   }
 
   /** Maps the range to zeros. Partial edge blocks are rewritten with zero bytes. */
@@ -203,21 +200,34 @@ export class Volume {
     lengthBytes: number,
     options: WriteOptions = {},
   ): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offsetBytes, lengthBytes);
-    await this.admit();
-    this.checkWritable();
-    this.zeroRange(offsetBytes, lengthBytes, true);
-    if (options.fua === true) await this.flush();
+    await this.mutate(offsetBytes, lengthBytes, options, () =>
+      this.zeroRange(offsetBytes, lengthBytes, true),
+    );
   }
 
   /** Discards whole blocks in the range (they read back as zeros); partial edge blocks are kept. */
   async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
+    await this.mutate(offsetBytes, lengthBytes, options, () =>
+      this.zeroRange(offsetBytes, lengthBytes, false),
+    );
+  }
+
+  /**
+   * The shape of every guest mutation: check, wait out promotion backpressure,
+   * check again (the volume may have closed or failed meanwhile), apply in one
+   * synchronous step, and flush for FUA.
+   */
+  private async mutate(
+    offsetBytes: number,
+    lengthBytes: number,
+    options: WriteOptions,
+    apply: () => void,
+  ): Promise<void> {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     await this.admit();
     this.checkWritable();
-    this.zeroRange(offsetBytes, lengthBytes, false);
+    apply();
     if (options.fua === true) await this.flush();
   }
 
