@@ -43,6 +43,7 @@ import {
   type RequestHeader,
 } from './wire.js';
 import type { NbdExport } from './export.js';
+import type { BufferPool } from './buffer-pool.js';
 import {
   nbdBlockSizeMin,
   nbdBlockSizePreferred,
@@ -65,6 +66,8 @@ export interface ConnectionHost {
   listExports(): NbdExport[];
   readonly log: Logger;
   readonly shuttingDown: boolean;
+  /** Large read-reply and write-payload buffers, shared by the server's connections. */
+  readonly buffers: BufferPool;
 }
 
 export class NbdConnection {
@@ -87,7 +90,8 @@ export class NbdConnection {
   private disconnectRequested = false;
   private waitingForDrain = false;
   /** Replies waiting to leave together in one write (see send). */
-  private readonly outbox: Buffer[] = [];
+  /** Replies waiting for the batch write; `pooled` ones go back to the pool once written. */
+  private readonly outbox: Array<{ reply: Buffer; pooled: boolean }> = [];
   private outboxBytes = 0;
   private outboxScheduled = false;
   private readonly settledWaiters: Array<() => void> = [];
@@ -201,7 +205,7 @@ export class NbdConnection {
         const request = this.awaitingPayload;
         if (this.available < request.length) return;
         this.awaitingPayload = null;
-        this.dispatch(request, this.take(request.length));
+        this.dispatch(request, this.takePayload(request.length));
       } else {
         // Replies queued in this turn count too: flush them once they reach a bound.
         if (this.outboxBytes >= nbdOutboxBytesMax) this.flushOutbox();
@@ -243,19 +247,31 @@ export class NbdConnection {
   private peek(length: number): Buffer {
     const first = this.chunks[0];
     if (first !== undefined && first.length >= length) return first.subarray(0, length);
-    const out = Buffer.allocUnsafe(length);
+    return this.copyOut(Buffer.allocUnsafe(length));
+  }
+
+  /** Copies the first `target.length` buffered bytes into `target` (they must be there). */
+  private copyOut(target: Buffer): Buffer {
     let copied = 0;
     for (const chunk of this.chunks) {
-      const n = Math.min(chunk.length, length - copied);
-      chunk.copy(out, copied, 0, n);
+      const n = Math.min(chunk.length, target.length - copied);
+      chunk.copy(target, copied, 0, n);
       copied += n;
-      if (copied === length) break;
+      if (copied === target.length) break;
     }
-    return out;
+    return target;
   }
 
   private take(length: number): Buffer {
     const out = this.peek(length);
+    this.skip(length);
+    return out;
+  }
+
+  /** A write payload, in a pooled buffer when large (given back when the write settles). */
+  private takePayload(length: number): Buffer {
+    if (!this.host.buffers.pools(length)) return this.take(length);
+    const out = this.copyOut(this.host.buffers.take(length));
     this.skip(length);
     return out;
   }
@@ -482,6 +498,7 @@ export class NbdConnection {
           this.inflightPayloadBytes += data.length;
           const written = backend.write(request.offset, data, { fua }).finally(() => {
             this.inflightPayloadBytes -= data.length;
+            this.host.buffers.give(data);
           });
           return this.complete(request, written);
         }
@@ -529,10 +546,11 @@ export class NbdConnection {
     const headerBytes = this.structuredReplies
       ? structuredReplyHeaderBytes + 8
       : simpleReplyHeaderBytes;
-    const reply = Buffer.allocUnsafe(headerBytes + request.length);
+    const reply = this.host.buffers.take(headerBytes + request.length);
     try {
       found.backend.readInto(request.offset, reply.subarray(headerBytes));
     } catch (error) {
+      this.host.buffers.give(reply);
       return this.replyFailure(request, error);
     }
     if (this.structuredReplies) {
@@ -546,7 +564,7 @@ export class NbdConnection {
     } else {
       writeSimpleReply(reply, 0, request.cookie, 0);
     }
-    this.send(reply);
+    this.send(reply, true);
   }
 
   private replyBlockStatus(request: RequestHeader, found: NbdExport): void {
@@ -622,10 +640,10 @@ export class NbdConnection {
    * synchronous ones from pump and those from promise callbacks alike, leave
    * in one corked batch (one syscall) at the next microtask checkpoint.
    */
-  private send(reply: Buffer): void {
+  private send(reply: Buffer, pooled = false): void {
     this.inflight--;
     if (this.phase !== 'closed') {
-      this.outbox.push(reply);
+      this.outbox.push({ reply, pooled });
       this.outboxBytes += reply.length;
       if (!this.outboxScheduled) {
         this.outboxScheduled = true;
@@ -641,7 +659,12 @@ export class NbdConnection {
     this.outboxBytes = 0;
     if (this.phase === 'closed' || batch.length === 0) return;
     this.socket.cork();
-    for (const reply of batch) this.socket.write(reply);
+    const pool = this.host.buffers;
+    for (const { reply, pooled } of batch) {
+      // The callback runs once the kernel has the bytes (or the write failed), so reuse is safe.
+      if (pooled) this.socket.write(reply, () => pool.give(reply));
+      else this.socket.write(reply);
+    }
     this.socket.uncork();
     if (this.socket.writableNeedDrain) this.waitForDrain();
     else if (this.socket.isPaused() && !this.waitingForDrain) this.resume();

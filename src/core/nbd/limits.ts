@@ -15,6 +15,10 @@ export const nbdInflightRequestsMax = 256;
 export const nbdInflightPayloadBytesMax = 64 * 1024 * 1024;
 /** Queued replies are written out once they reach this size, even mid-batch. */
 export const nbdOutboxBytesMax = 1024 * 1024;
+/** Read replies and write payloads at least this large use pooled buffers (buffer-pool.ts). */
+export const nbdPooledBufferMinBytes = 128 * 1024;
+/** Idle pooled buffers kept per server. */
+export const nbdBufferPoolIdleBytesMax = 64 * 1024 * 1024;
 /** At shutdown, a client gets this long to close its side before it is disconnected. */
 export const nbdCloseGraceMs = 1000;
 /** A client must finish option haggling within this time. */

@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { NbdConnection, type ConnectionHost } from './connection.js';
 import type { NbdExport } from './export.js';
+import { BufferPool } from './buffer-pool.js';
 
 export type ListenAddress = { host: string; port: number } | { path: string };
 
@@ -23,6 +24,7 @@ export class NbdServer implements ConnectionHost {
   private readonly connections = new Set<NbdConnection>();
   private nextConnectionId = 1;
   private stopping = false;
+  readonly buffers = new BufferPool();
 
   constructor(
     exports: NbdExport[],

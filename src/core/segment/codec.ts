@@ -19,6 +19,7 @@ import {
   compressionRatioMin,
   compressionInlineBytesMax,
   compressionSampleBytes,
+  compressionSampleRunBytes,
   extentBlocksMax,
 } from '../constants.js';
 import { ElideError } from '../errors.js';
@@ -104,17 +105,29 @@ export function decodeExtentBody(
 }
 
 /**
- * Shannon entropy in bits per byte of `compressionSampleBytes` bytes spread
- * evenly over `data` (all of it when shorter): a cheap predictor of whether
- * LZ4 can help.
+ * Shannon entropy in bits per byte of `compressionSampleBytes` bytes taken as
+ * short contiguous runs spread over `data` (all of it when shorter): a cheap
+ * predictor of whether LZ4 can help. Runs, not single bytes at a fixed
+ * stride: a power-of-two stride lands on the same field of every sector in
+ * aligned data (fio stamps each 512-byte sector), which looks like zero
+ * entropy when the rest is random.
  */
 export function sampledEntropyBits(data: Uint8Array): number {
   const samples = Math.min(compressionSampleBytes, data.length);
   if (samples === 0) return 0;
   // Runs once per extent at promotion: reuse the histogram and look up c·log2(c).
   entropyCounts.fill(0);
-  const stride = data.length / samples;
-  for (let i = 0; i < samples; i++) entropyCounts[data[Math.floor(i * stride)]!]!++;
+  if (samples === data.length) {
+    for (const byte of data) entropyCounts[byte]!++;
+  } else {
+    // data is longer than the sample, so the runs are disjoint and in order.
+    const runs = samples / compressionSampleRunBytes;
+    const spacing = (data.length - compressionSampleRunBytes) / (runs - 1);
+    for (let run = 0; run < runs; run++) {
+      const start = Math.floor(run * spacing);
+      for (let i = start; i < start + compressionSampleRunBytes; i++) entropyCounts[data[i]!]!++;
+    }
+  }
   let sum = 0;
   for (let symbol = 0; symbol < 256; symbol++) sum += countLog2Count[entropyCounts[symbol]!]!;
   // H = -Σ p·log2(p) = log2(n) - Σ c·log2(c) / n

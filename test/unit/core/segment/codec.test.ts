@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { compress } from 'lz4-napi';
 import { AssertionError } from '../../../../src/core/assert.js';
+import { compressionEntropyBitsMax } from '../../../../src/core/constants.js';
 import { isElideError } from '../../../../src/core/errors.js';
 import {
   decodeExtentBody,
@@ -33,6 +34,13 @@ describe('sampledEntropyBits', () => {
     expect(sampledEntropyBits(new Uint8Array(0))).toBe(0);
   });
 
+  it('sees random data whose 512-byte sectors all start with the same stamp', () => {
+    // fio's default buffers: random bytes with a per-sector header at every 512 bytes.
+    const data = randomBytes(1 << 20);
+    for (let sector = 0; sector < data.length; sector += 512) data.fill(0xab, sector, sector + 8);
+    expect(sampledEntropyBits(data)).toBeGreaterThan(7.5);
+  });
+
   it('is exactly 1 bit for two evenly mixed symbols', () => {
     const buf = Buffer.alloc(8192);
     buf.fill(1, 4096);
@@ -58,11 +66,23 @@ describe('encodeExtentBody', () => {
     expect(decodeExtentBody(stored, 'raw', 256)).toBe(plain);
   });
 
+  it('does not try to compress random sectors stamped with a small header', async () => {
+    const plain = randomBytes(256 * 4096);
+    for (let sector = 0; sector < plain.length; sector += 512) {
+      plain.writeUInt32LE(sector, sector);
+      plain.fill(0, sector + 4, sector + 8);
+    }
+    expect(sampledEntropyBits(plain)).toBeGreaterThan(compressionEntropyBitsMax);
+    const encoded = encodeExtentBody(plain);
+    expect(encoded).not.toBeInstanceOf(Promise);
+    expect(await encoded).toEqual({ codec: 'raw', stored: plain });
+  });
+
   it('stores data raw when LZ4 saves less than 1.5x', async () => {
     // 7 bits/byte of entropy passes the sampling gate, but LZ4 cannot code entropy.
     const plain = randomBytes(8 * 4096).map((b) => b & 0x7f);
     const asBuffer = Buffer.from(plain);
-    expect(sampledEntropyBits(asBuffer)).toBeLessThan(7.5);
+    expect(sampledEntropyBits(asBuffer)).toBeLessThan(compressionEntropyBitsMax);
     expect((await compress(asBuffer)).length * 1.5).toBeGreaterThan(asBuffer.length);
     expect((await encodeExtentBody(asBuffer)).codec).toBe('raw');
   });
