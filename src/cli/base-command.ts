@@ -7,7 +7,7 @@ import { inspect } from 'node:util';
 import { Command, Errors, Flags } from '@oclif/core';
 import type { Interfaces } from '@oclif/core';
 import { DataDir, isElideError } from '../core/index.js';
-import type { Logger, ProgressCallback } from '../core/index.js';
+import type { DataDirOptions, Logger, ProgressCallback } from '../core/index.js';
 import { SIZE_FORMS, sizeFlag } from './flags.js';
 import { startProgress } from './render.js';
 
@@ -44,8 +44,11 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
     store: Flags.string({
       summary: 'Object store URL [default: file://<data-dir>/store].',
       description:
-        'file:///ABSOLUTE/PATH or file://RELATIVE/PATH for a directory store; ' +
-        's3://BUCKET[/PREFIX] is recognised but not supported yet.',
+        'file:///ABSOLUTE/PATH or file://RELATIVE/PATH for a directory store, or ' +
+        's3://BUCKET[/PREFIX] for S3 and compatible stores (Ceph RGW, MinIO, R2, Tigris), ' +
+        'configured the standard AWS way: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ' +
+        'AWS_SECRET_ACCESS_KEY or AWS_PROFILE. Path-style addressing is used when an endpoint ' +
+        'is set; ELIDE_S3_FORCE_PATH_STYLE=0|1 overrides.',
       env: 'ELIDE_STORE',
       helpValue: 'URL',
       helpGroup: 'GLOBAL',
@@ -86,10 +89,16 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
     }
   }
 
+  /** Options a command adds to the data directory's (for example a cache bound). */
+  protected dataDirOptions(): Partial<DataDirOptions> {
+    return {};
+  }
+
   /** Opens the data directory described by the global flags; the caller must close it. */
   protected async openDataDir(): Promise<DataDir> {
     const reserve = this.flags['free-space-reserve'];
     return DataDir.open({
+      ...this.dataDirOptions(),
       dataDir: resolve(this.flags['data-dir']),
       ...(this.flags.store === undefined ? {} : { storeUrl: this.flags.store }),
       ...(reserve === undefined ? {} : { freeSpaceReserveBytes: reserve }),

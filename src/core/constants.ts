@@ -65,6 +65,27 @@ export const segmentWriteBatchBytes = 1024 * 1024;
 /** Decompressed-and-verified extents kept in memory for repeated partial reads. */
 export const extentCacheBytesMax = 64 * 1024 * 1024;
 
+/** Segments uploaded to the store at once, per volume. */
+export const uploadConcurrencyMax = 4;
+/** A failed upload is retried after a delay that doubles from the first to the last. */
+export const uploadRetryDelayMsFirst = 500;
+export const uploadRetryDelayMsMax = 30_000;
+/** Failed attempts in a row after which `volume sync` gives up (the server keeps retrying). */
+export const syncAttemptsMax = 4;
+/** A demand fetch smaller than this reads ahead into the following uncached extents. */
+export const fetchBytesMin = 256 * 1024;
+/** Sequential demand fetches double their read-ahead up to this. */
+export const fetchReadAheadBytesMax = 8 * 1024 * 1024;
+/** A read that must fetch fails with ELIDE_STORE_UNAVAILABLE after this long. */
+export const fetchTimeoutMsDefault = 30_000;
+/** Presence maps of freshly fetched extents are made durable at most this often. */
+export const presenceSaveDelayMs = 1000;
+
+/** Control socket requests and replies are short JSON lines. */
+export const controlRequestBytesMax = 64 * 1024;
+/** Ownership epoch of a volume created on this host (portable volumes will raise it). */
+export const initialEpoch = 1;
+
 /** Default bytes kept free on the data-dir filesystem; writes fail with ENOSPC before it. */
 export const freeSpaceReserveBytesDefault = 128 * 1024 * 1024;
 /** statfs is refreshed after this many bytes written or this much time. */

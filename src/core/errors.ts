@@ -65,3 +65,8 @@ export function systemErrorCode(error: unknown): string | undefined {
   }
   return undefined;
 }
+
+/** The message of an Error, or the value as text. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -7,7 +7,7 @@ export { parseSize, formatBytes, roundUp } from './units.js';
 export type { Logger } from './log.js';
 export { nullLogger } from './log.js';
 export { DataDir } from './volume/data-dir.js';
-export type { DataDirOptions } from './volume/data-dir.js';
+export type { DataDirOptions, EvictResult, SyncResult } from './volume/data-dir.js';
 export { Volume } from './volume/volume.js';
 export type {
   BlockStatusRun,

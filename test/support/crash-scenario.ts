@@ -27,7 +27,7 @@ export type Op =
       seed: number;
     }
   | { kind: 'trim' | 'zero'; offset: number; length: number }
-  | { kind: 'flush' | 'promote' | 'reopen' }
+  | { kind: 'flush' | 'promote' | 'reopen' | 'sync' | 'evict' }
   | { kind: 'crash'; mode: CrashMode; seed: number }
   | { kind: 'arm'; mutations: number };
 
@@ -147,6 +147,14 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
           break;
         case 'promote':
           await volume.promoteAll();
+          break;
+        case 'sync':
+          // Upload everything; the store is another durability domain that a power cut spares.
+          await volume.sync();
+          break;
+        case 'evict':
+          // Later reads fetch from the store into cache files on the simulated disk.
+          await volume.evict();
           break;
         case 'reopen':
           await volume.close();

@@ -1,6 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { ElideCommand, stderrLogger } from '../../cli/base-command.js';
+import { SIZE_FORMS, sizeFlag } from '../../cli/flags.js';
 import { ElideError, nbdDefaultHost, nbdDefaultPort, serveVolumes } from '../../core/index.js';
+import type { DataDirOptions } from '../../core/index.js';
 
 export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
   static override summary = 'Serve volumes over NBD until interrupted.';
@@ -49,7 +51,20 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
       summary: 'Export read-only: writes, trims and zero-writes fail with EPERM.',
       default: false,
     }),
+    'cache-size': sizeFlag({
+      summary: 'Bound on the segment bodies each volume caches locally [default: no bound].',
+      description:
+        'When the cache grows past SIZE, the least recently read segments are evicted (their ' +
+        'bodies are in the object store and are fetched again when read). Logs and segments ' +
+        `not yet uploaded never count and are never evicted. SIZE is ${SIZE_FORMS}.`,
+      env: 'ELIDE_CACHE_SIZE',
+    }),
   };
+
+  protected override dataDirOptions(): Partial<DataDirOptions> {
+    const size = this.flags['cache-size'];
+    return size === undefined ? {} : { cacheBytesMax: size };
+  }
 
   async run(): Promise<void> {
     const names = this.args.name;

@@ -8,7 +8,9 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
 
   static override description =
     'Written bytes count logical data; stored bytes are what the volume occupies on disk after ' +
-    'deduplication and compression. With --json all byte counts are plain numbers.';
+    'deduplication and compression. Upload pending counts bytes in logs and segments not yet ' +
+    'in the object store; cache counts segment bodies held locally as copies of the store. ' +
+    'With --json all byte counts are plain numbers.';
 
   static override examples = [
     { description: 'Show a volume.', command: 'elide volume info web-1' },
@@ -37,6 +39,8 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
         ['wal', formatBytesExact(info.walBytes)],
         ['segments', `${info.segments} (${formatBytesExact(info.segmentBytes)})`],
         ['extents', String(info.extents)],
+        ['upload pending', formatBytesExact(info.uploadPendingBytes)],
+        ['cache', formatBytesExact(info.cacheBytes)],
         ['in use by', info.inUseByPid === null ? '-' : `pid ${info.inUseByPid}`],
       ]),
     );

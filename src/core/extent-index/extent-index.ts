@@ -6,7 +6,7 @@
  */
 import { assert } from '../assert.js';
 import type { SegmentExtent } from '../segment/format.js';
-import type { SegmentFile } from '../segment/segment-file.js';
+import type { SegmentReader } from '../segment/segment-file.js';
 import type { WalFile } from '../wal/wal-file.js';
 
 export type ExtentLocation =
@@ -18,7 +18,7 @@ export type ExtentLocation =
       /** Per-block CRCs, computed when the whole record is first read and its hash checked. */
       blockCrcs?: Uint32Array;
     }
-  | { kind: 'segment'; segment: SegmentFile; extent: SegmentExtent };
+  | { kind: 'segment'; segment: SegmentReader; extent: SegmentExtent };
 
 /** Map key for a 32-byte hash: one latin1 character per byte, half the size of hex. */
 export function hashKey(hash: Buffer): string {

@@ -542,17 +542,30 @@ export class NbdConnection {
     return null;
   }
 
+  /** Local data replies in the same turn; data only in the store replies once fetched. */
   private replyRead(request: RequestHeader, found: NbdExport): void {
     const headerBytes = this.structuredReplies
       ? structuredReplyHeaderBytes + 8
       : simpleReplyHeaderBytes;
     const reply = this.host.buffers.take(headerBytes + request.length);
+    let pending: void | Promise<void>;
     try {
-      found.backend.readInto(request.offset, reply.subarray(headerBytes));
+      pending = found.backend.readInto(request.offset, reply.subarray(headerBytes));
     } catch (error) {
       this.host.buffers.give(reply);
       return this.replyFailure(request, error);
     }
+    if (pending === undefined) return this.sendRead(request, reply);
+    pending.then(
+      () => this.sendRead(request, reply),
+      (error: unknown) => {
+        this.host.buffers.give(reply);
+        this.replyFailure(request, error);
+      },
+    );
+  }
+
+  private sendRead(request: RequestHeader, reply: Buffer): void {
     if (this.structuredReplies) {
       writeStructuredHeader(reply, 0, {
         flags: replyFlags.done,

@@ -3,8 +3,11 @@ import type { BlockStatusRun, WriteOptions } from '../volume/volume.js';
 
 export interface NbdBackend {
   readonly sizeBytes: number;
-  /** Fills `target` with the bytes at `offsetBytes`; throws an ElideError on failure. */
-  readInto(offsetBytes: number, target: Buffer): void;
+  /**
+   * Fills `target` with the bytes at `offsetBytes`, at once or (when data
+   * must be fetched) by the returned promise; fails with an ElideError.
+   */
+  readInto(offsetBytes: number, target: Buffer): void | Promise<void>;
   write(offsetBytes: number, data: Buffer, options?: WriteOptions): Promise<void>;
   trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void>;
   writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void>;

@@ -3,8 +3,10 @@
  * on stop drains the connections, flushes and closes the volumes. The
  * caller (the CLI) owns signals and printing.
  */
+import fs from 'node:fs';
+import { listenControl, type ControlServer } from '../control/control-socket.js';
 import type { Logger } from '../log.js';
-import type { DataDir } from '../volume/data-dir.js';
+import { performControlOp, type DataDir } from '../volume/data-dir.js';
 import type { Volume } from '../volume/volume.js';
 import { NbdServer, type ListenAddress } from './server.js';
 
@@ -25,9 +27,24 @@ export interface NbdService {
 
 export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Promise<NbdService> {
   const volumes: Volume[] = [];
+  const controls: ControlServer[] = [];
   let server: NbdServer | undefined;
+  const stopControls = async (): Promise<void> => {
+    for (const control of controls.splice(0)) await control.close();
+  };
   try {
-    for (const name of new Set(options.names)) volumes.push(await dataDir.openVolume(name));
+    for (const name of new Set(options.names)) {
+      const volume = await dataDir.openVolume(name);
+      volumes.push(volume);
+      // `elide volume sync` and `evict` reach this process through the control socket.
+      controls.push(
+        await listenControl(
+          fs.realpathSync(volume.directory),
+          (op) => performControlOp(volume, op),
+          options.log,
+        ),
+      );
+    }
     server = new NbdServer(
       volumes.map((volume) => ({
         name: volume.name,
@@ -50,11 +67,13 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
       uris,
       stop: async () => {
         await running.close();
+        await stopControls();
         await closeAll(volumes, options.log);
       },
     };
   } catch (error) {
     await server?.close();
+    await stopControls();
     await closeAll(volumes, options.log);
     throw error;
   }

@@ -27,7 +27,25 @@ import {
 export const segmentSuffix = '.seg';
 export const tmpSuffix = '.tmp';
 
-export class SegmentFile {
+/**
+ * A segment whose index is in memory and whose bodies are read from a local
+ * file: a complete segment in `pending/` (SegmentFile), or a stored segment
+ * whose bodies are cached in part (StoredSegment, src/core/cache/).
+ */
+export interface SegmentReader {
+  readonly id: Ulid;
+  /** The local file bodies are read from, for messages. */
+  readonly path: string;
+  readonly index: SegmentIndex;
+  /** Whether the extent's stored bytes are on local disk (reads of others must fetch first). */
+  isPresent(extent: SegmentExtent): boolean;
+  readStored(fs: Fs, extent: SegmentExtent): Buffer;
+  /** Reads `target.length` bytes of a raw extent's body, from `offsetInExtent`, into `target`. */
+  readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void;
+  close(fs: Fs): void;
+}
+
+export class SegmentFile implements SegmentReader {
   private constructor(
     readonly id: Ulid,
     readonly path: string,
@@ -55,7 +73,8 @@ export class SegmentFile {
         );
       }
       const index = decodeSegmentIndex(readExact(fs, fd, 0, indexBytes, file), file);
-      checkIdentity(index, file, id, volumeId, fileBytes);
+      checkSegmentIdentity(index, file, id, volumeId);
+      checkSegmentSize(index, file, fileBytes);
       return new SegmentFile(id, file, fd, index, fileBytes);
     } catch (error) {
       fs.close(fd);
@@ -75,6 +94,10 @@ export class SegmentFile {
     );
   }
 
+  isPresent(): boolean {
+    return true;
+  }
+
   readStored(fs: Fs, extent: SegmentExtent): Buffer {
     return readExact(
       fs,
@@ -85,7 +108,6 @@ export class SegmentFile {
     );
   }
 
-  /** Reads `target.length` bytes of a raw extent's body, from `offsetInExtent`, into `target`. */
   readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void {
     const position = this.index.bodyOffset + extent.bodyOffset + offsetInExtent;
     if (fs.read(this.fd, target, 0, target.length, position) !== target.length) {
@@ -210,12 +232,12 @@ export class SegmentWriter {
   }
 }
 
-function checkIdentity(
+/** ELIDE_SEGMENT_CORRUPT unless the index is segment `id` of volume `volumeId`. */
+export function checkSegmentIdentity(
   index: SegmentIndex,
   file: string,
   id: Ulid,
   volumeId: Ulid,
-  fileBytes: number,
 ): void {
   if (index.header.segmentId !== id) {
     throw new ElideError(
@@ -229,6 +251,9 @@ function checkIdentity(
       `${file}: belongs to volume ${index.header.volumeId}`,
     );
   }
+}
+
+function checkSegmentSize(index: SegmentIndex, file: string, fileBytes: number): void {
   if (index.bodyOffset + index.header.bodyBytes !== fileBytes) {
     throw new ElideError(
       'ELIDE_SEGMENT_CORRUPT',
@@ -237,7 +262,13 @@ function checkIdentity(
   }
 }
 
-function readExact(fs: Fs, fd: number, position: number, length: number, file: string): Buffer {
+export function readExact(
+  fs: Fs,
+  fd: number,
+  position: number,
+  length: number,
+  file: string,
+): Buffer {
   const buffer = Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {

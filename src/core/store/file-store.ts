@@ -30,7 +30,7 @@ import { rawCopyChunkBytes, storeValueBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { blake3 } from '../hash.js';
 import { isUlid, UlidMint } from '../ids/ulid.js';
-import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore } from './types.js';
+import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 import { validateByteRange, validateStoreKey, validateStorePrefix } from './types.js';
 
 export interface FileStoreOptions {
@@ -67,6 +67,12 @@ export class FileStore implements ObjectStore {
   /** Per-key tails of the in-process lock queue, so local callers queue rather than spin on the socket. */
   private readonly keyQueues = new Map<string, Promise<void>>();
   private readonly inflight = new Set<Promise<unknown>>();
+  private readonly counters: StoreStats = {
+    getRequests: 0,
+    getBytes: 0,
+    putRequests: 0,
+    putBytes: 0,
+  };
   private closed = false;
 
   private constructor(
@@ -111,32 +117,36 @@ export class FileStore implements ObjectStore {
     return this.track(async () => {
       validateStoreKey(key);
       const staged = await stage();
-      return this.withTmp(staged.tmp, () =>
+      this.counters.putRequests++;
+      const info = await this.withTmp(staged.tmp, () =>
         this.withKeyLock(key, async () => {
           await this.install(staged.tmp, key);
           return staged.info;
         }),
       );
+      this.counters.putBytes += info.sizeBytes;
+      return info;
     });
   }
 
   putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
     return this.track(async () => {
       validateStoreKey(key);
+      this.counters.putRequests++;
       const staged = await this.stageBuffer(key, body);
-      return this.withTmp(staged.tmp, async () => {
-        await this.linkIntoPlace(staged.tmp, key);
-        return staged.info;
-      });
+      await this.withTmp(staged.tmp, () => this.linkIntoPlace(staged.tmp, key));
+      this.counters.putBytes += body.length;
+      return staged.info;
     });
   }
 
   putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
     return this.track(async () => {
       validateStoreKey(key);
+      this.counters.putRequests++;
       // Stage before locking so the lock is held only for compare-and-rename.
       const staged = await this.stageBuffer(key, body);
-      return this.withTmp(staged.tmp, () =>
+      const info = await this.withTmp(staged.tmp, () =>
         this.withKeyLock(key, async () => {
           const current = await this.readInfo(key);
           if (current?.version !== version) {
@@ -152,6 +162,8 @@ export class FileStore implements ObjectStore {
           return staged.info;
         }),
       );
+      this.counters.putBytes += body.length;
+      return info;
     });
   }
 
@@ -159,7 +171,8 @@ export class FileStore implements ObjectStore {
     return this.track(async () => {
       validateStoreKey(key);
       if (range !== undefined) validateByteRange(range);
-      return storeIo('get', this.url, key, async () => {
+      this.counters.getRequests++;
+      const data = await storeIo('get', this.url, key, async () => {
         const handle = await this.openObject(key);
         if (handle === undefined) throw this.notFound(key);
         try {
@@ -171,6 +184,8 @@ export class FileStore implements ObjectStore {
           await handle.close();
         }
       });
+      this.counters.getBytes += data.length;
+      return data;
     });
   }
 
@@ -208,6 +223,10 @@ export class FileStore implements ObjectStore {
         }),
       );
     });
+  }
+
+  stats(): StoreStats {
+    return { ...this.counters };
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
-/** Object stores: the interface, the embedded file:// store and store URLs (docs/formats.md §5). */
-export type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore } from './types.js';
+/** Object stores: the interface, the file:// and s3:// backends and store URLs (docs/formats.md §5). */
+export type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 export {
   storeKeySegmentBytesMax,
   validateByteRange,
@@ -13,5 +13,7 @@ export {
   fileStoreVersion,
 } from './file-store.js';
 export type { FileStoreOptions } from './file-store.js';
+export { S3Store, storeTimeoutMsDefault } from './s3-store.js';
+export type { S3Location, S3StoreOptions } from './s3-store.js';
 export { defaultStoreUrl, openStore, parseStoreUrl } from './url.js';
-export type { StoreUrl } from './url.js';
+export type { StoreOptions, StoreUrl } from './url.js';

@@ -1,7 +1,7 @@
 /**
  * The object store interface (docs/formats.md §5) and the key rules every
- * backend enforces. Backends: the embedded `file://` store (file-store.ts);
- * S3 later, behind the same interface.
+ * backend enforces. Backends: the embedded `file://` store (file-store.ts)
+ * and S3 (s3-store.ts).
  */
 import { storeKeyBytesMax } from '../constants.js';
 import { ElideError } from '../errors.js';
@@ -15,6 +15,14 @@ export interface ObjectEntry {
 export interface ObjectInfo extends ObjectEntry {
   /** Opaque, compared only for equality: hex BLAKE3 prefix (file://), ETag (S3). */
   version: string;
+}
+
+/** Traffic counters since the store was opened (for tests and `volume info`). */
+export interface StoreStats {
+  getRequests: number;
+  getBytes: number;
+  putRequests: number;
+  putBytes: number;
 }
 
 export interface ByteRange {
@@ -52,6 +60,12 @@ export interface ObjectStore {
   list(prefix: string): AsyncIterable<ObjectEntry>;
   /** Removes `key`; a missing key is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Traffic since open: get and put calls with valid arguments (conditional
+   * puts and putFile included; failed ones too), and the body bytes of those
+   * that succeeded. head, list and delete are not counted.
+   */
+  stats(): StoreStats;
   /** Waits for operations in flight; the store must not be used afterwards. */
   close(): Promise<void>;
 }

@@ -3,15 +3,21 @@
  * - `file:///abs/path`, or `file://relative/path` (relative to the current
  *   directory). The path is taken literally: no percent-decoding, and no host
  *   part (`file://localhost/x` is the relative path `localhost/x`).
- * - `s3://BUCKET[/PREFIX]`: recognised, not yet openable.
+ * - `s3://BUCKET[/PREFIX]`: the S3 store (s3-store.ts); the AWS settings
+ *   (region, endpoint, credentials) come from the environment.
  * The default store is `<data-dir>/store` (docs/formats.md §1).
  */
 import path from 'node:path';
 import { ElideError } from '../errors.js';
 import { FileStore } from './file-store.js';
 import type { FileStoreOptions } from './file-store.js';
+import { S3Store } from './s3-store.js';
+import type { S3StoreOptions } from './s3-store.js';
 import type { ObjectStore } from './types.js';
 import { validateStorePrefix } from './types.js';
+
+/** Options for whichever backend the URL names; each ignores the others'. */
+export interface StoreOptions extends FileStoreOptions, S3StoreOptions {}
 
 export type StoreUrl =
   | { kind: 'file'; root: string; url: string }
@@ -47,18 +53,14 @@ export function parseStoreUrl(url: string | undefined, dataDir: string): StoreUr
 export async function openStore(
   url: string | undefined,
   dataDir: string,
-  options: FileStoreOptions = {},
+  options: StoreOptions = {},
 ): Promise<ObjectStore> {
   const parsed = parseStoreUrl(url, dataDir);
   switch (parsed.kind) {
     case 'file':
       return FileStore.open(parsed.root, options);
     case 's3':
-      throw new ElideError(
-        'ELIDE_STORE_URL_INVALID',
-        `cannot open ${parsed.url}: s3:// stores are not supported yet`,
-        { url: parsed.url },
-      );
+      return S3Store.open(parsed, options);
   }
 }
 

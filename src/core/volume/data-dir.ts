@@ -10,13 +10,21 @@
  * remove the tree and the volume's store objects.
  */
 import path from 'node:path';
-import { freeSpaceReserveBytesDefault } from '../constants.js';
-import { ElideError, systemErrorCode } from '../errors.js';
+import { fetchTimeoutMsDefault, freeSpaceReserveBytesDefault, initialEpoch } from '../constants.js';
+import { sendControl, type ControlOp } from '../control/control-socket.js';
+import { ElideError, isElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import { nodeFs } from '../fs/node-fs.js';
 import { UlidMint, isUlid, ulidTime } from '../ids/ulid.js';
 import { nullLogger, type Logger } from '../log.js';
 import { defaultStoreUrl, openStore, type ObjectStore } from '../store/index.js';
+import {
+  decodeNameRecord,
+  encodeRecord,
+  nameKey,
+  volumePrefix,
+  type NameRecord,
+} from '../upload/records.js';
 import {
   encodeDescriptor,
   readDescriptor,
@@ -43,10 +51,32 @@ export interface DataDirOptions {
   log?: Logger;
   /** Substituted in crash tests; defaults to the real filesystem. */
   fs?: Fs;
+  /** An already open store (tests wrap one to inject faults); overrides storeUrl. */
+  store?: ObjectStore;
   /** Check in-memory state against a rebuild after structural changes (ELIDE_INVARIANTS=1). */
   invariants?: boolean;
   /** WAL size that triggers promotion (tests lower it). */
   walBytesMax?: number;
+  /** Cached segment body bytes a served volume keeps at most (LRU eviction). */
+  cacheBytesMax?: number;
+  /** A read that must fetch from the store fails after this long. */
+  fetchTimeoutMs?: number;
+}
+
+/** What `volume sync` reports. */
+export interface SyncResult {
+  name: string;
+  uploadPendingBytes: number;
+  /** Whether a running server did the work (through its control socket). */
+  viaServer: boolean;
+}
+
+/** What `volume evict` reports. */
+export interface EvictResult {
+  name: string;
+  evictedBytes: number;
+  cacheBytes: number;
+  viaServer: boolean;
 }
 
 const statfsMagic = {
@@ -73,6 +103,9 @@ export class DataDir {
     private readonly invariants: boolean,
     private readonly walBytesMax: number | undefined,
     private readonly promotionRunner: PromotionRunner,
+    private readonly cacheBytesMax: number | undefined,
+    private readonly fetchTimeoutMs: number,
+    private readonly ownsStore: boolean,
   ) {
     this.volumesDir = path.join(root, 'volumes');
   }
@@ -83,15 +116,29 @@ export class DataDir {
     const root = path.resolve(options.dataDir);
     fs.mkdirp(path.join(root, 'volumes'));
     checkFilesystem(fs, root, log);
-    const store = await openStore(options.storeUrl ?? defaultStoreUrl(root), root);
+    const store =
+      options.store ?? (await openStore(options.storeUrl ?? defaultStoreUrl(root), root));
     const reserve = options.freeSpaceReserveBytes ?? freeSpaceReserveBytesDefault;
     const invariants = options.invariants ?? process.env.ELIDE_INVARIANTS === '1';
     const runner = options.fs === undefined ? realFsPromotionRunner() : inlinePromotionRunner(fs);
-    return new DataDir(root, store, fs, log, reserve, invariants, options.walBytesMax, runner);
+    return new DataDir(
+      root,
+      store,
+      fs,
+      log,
+      reserve,
+      invariants,
+      options.walBytesMax,
+      runner,
+      options.cacheBytesMax,
+      options.fetchTimeoutMs ?? fetchTimeoutMsDefault,
+      options.store === undefined,
+    );
   }
 
   async close(): Promise<void> {
-    await this.store.close();
+    // An injected store belongs to whoever injected it.
+    if (this.ownsStore) await this.store.close();
   }
 
   async initVolume(name: string, sizeBytes: number): Promise<VolumeSummary> {
@@ -119,13 +166,21 @@ export class DataDir {
       this.fs.close(fd);
     }
     await this.fs.fsyncDir(staging);
-    await this.store.put(`volumes/${id}/volume.json`, encodeDescriptor(descriptor));
+    await this.store.put(`${volumePrefix(id)}volume.json`, encodeDescriptor(descriptor));
+    try {
+      await this.claimName(name, id);
+    } catch (error) {
+      this.fs.removeTree(staging);
+      await this.store.delete(`${volumePrefix(id)}volume.json`);
+      throw error;
+    }
     try {
       if (this.fs.stat(final) !== undefined) throw volumeExists(name);
       this.fs.rename(staging, final);
     } catch (error) {
       this.fs.removeTree(staging);
-      await this.store.delete(`volumes/${id}/volume.json`);
+      await this.store.delete(nameKey(name));
+      await this.store.delete(`${volumePrefix(id)}volume.json`);
       const code = systemErrorCode(error);
       if (code === 'ENOTEMPTY' || code === 'EEXIST') throw volumeExists(name);
       throw error;
@@ -206,8 +261,82 @@ export class DataDir {
       await lock.release();
     }
     this.fs.removeTree(doomed);
-    for await (const object of this.store.list(`volumes/${descriptor.id}/`)) {
+    for await (const object of this.store.list(volumePrefix(descriptor.id))) {
       await this.store.delete(object.key);
+    }
+    const record = await this.readNameRecord(name);
+    if (record?.volumeId === descriptor.id) await this.store.delete(nameKey(name));
+  }
+
+  /**
+   * Uploads everything of the volume not yet in the store; resolves when
+   * nothing is pending. A running server does it through its control socket.
+   */
+  async syncVolume(name: string): Promise<SyncResult> {
+    const { value, viaServer } = await this.withVolume(name, 'sync');
+    const { uploadPendingBytes } = value as { uploadPendingBytes: number };
+    return { name, uploadPendingBytes, viaServer };
+  }
+
+  /** Drops every cached segment body that is safely in the store. */
+  async evictVolume(name: string): Promise<EvictResult> {
+    const { value, viaServer } = await this.withVolume(name, 'evict');
+    const { evictedBytes, cacheBytes } = value as { evictedBytes: number; cacheBytes: number };
+    return { name, evictedBytes, cacheBytes, viaServer };
+  }
+
+  /**
+   * Runs `op` on the volume: opened here under its lock, or, when a server
+   * holds the lock, by that server through the control socket.
+   */
+  private async withVolume(
+    name: string,
+    op: ControlOp,
+  ): Promise<{ value: unknown; viaServer: boolean }> {
+    const dir = this.existingVolumeDir(name);
+    let volume: Volume;
+    try {
+      volume = await this.openVolume(name);
+    } catch (error) {
+      if (!isElideError(error, 'ELIDE_VOLUME_LOCKED')) throw error;
+      const reply = await sendControl(this.fs.realpath(dir), op);
+      if (reply === undefined) throw error;
+      return { value: reply.result, viaServer: true };
+    }
+    try {
+      return { value: await performControlOp(volume, op), viaServer: false };
+    } finally {
+      await volume.close();
+    }
+  }
+
+  /** Records in the store that `name` is volume `id` (docs/formats.md §5.3). */
+  private async claimName(name: string, id: string): Promise<void> {
+    const record: NameRecord = {
+      version: 1,
+      volumeId: id as NameRecord['volumeId'],
+      epoch: initialEpoch,
+    };
+    try {
+      await this.store.putIfAbsent(nameKey(name), encodeRecord(record));
+    } catch (error) {
+      if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) throw error;
+      const existing = await this.readNameRecord(name);
+      throw new ElideError(
+        'ELIDE_VOLUME_EXISTS',
+        `volume name ${name} is taken in ${this.store.url}` +
+          (existing === undefined ? '' : ` by volume ${existing.volumeId}`),
+        { volume: name },
+      );
+    }
+  }
+
+  private async readNameRecord(name: string): Promise<NameRecord | undefined> {
+    try {
+      return decodeNameRecord(await this.store.get(nameKey(name)), nameKey(name));
+    } catch (error) {
+      if (isElideError(error, 'ELIDE_STORE_NOT_FOUND')) return undefined;
+      throw error;
     }
   }
 
@@ -239,6 +368,10 @@ export class DataDir {
       invariants: this.invariants,
       walBytesMax: this.walBytesMax,
       promotionRunner: this.promotionRunner,
+      store: this.store,
+      epoch: initialEpoch,
+      cacheBytesMax: this.cacheBytesMax,
+      fetchTimeoutMs: this.fetchTimeoutMs,
     };
   }
 
@@ -265,6 +398,16 @@ export class DataDir {
       this.fs.removeTree(path.join(this.volumesDir, entry));
     }
   }
+}
+
+/** What a control request does, whether this process or a server runs it. */
+export async function performControlOp(volume: Volume, op: ControlOp): Promise<object> {
+  if (op === 'sync') {
+    await volume.sync();
+    return { uploadPendingBytes: volume.stats().uploadPendingBytes };
+  }
+  const evictedBytes = await volume.evict();
+  return { evictedBytes, cacheBytes: volume.stats().cacheBytes };
 }
 
 function summarize(descriptor: VolumeDescriptor): VolumeSummary {

@@ -3,11 +3,16 @@
  * "Recovery"). The rules, in order:
  *   1. `pending/*.tmp` are incomplete segments: deleted (their data is still in a WAL).
  *   2. Every `pending/*.seg` must decode and verify; one that does not fails the open.
- *   3. A WAL whose id is some segment's source WAL was promoted already: deleted.
- *   4. Every other WAL is scanned: a torn tail is truncated, damage before the
+ *   3. Every `index/*.idx` is a segment the store holds (it must decode and
+ *      verify too), unless the same id is still in `pending/`: then the
+ *      adoption did not finish, the pending file wins and the index goes.
+ *      `cache/` files without an index, and `.tmp` files, are swept.
+ *   4. A WAL whose id is some segment's source WAL was promoted already: deleted.
+ *   5. Every other WAL is scanned: a torn tail is truncated, damage before the
  *      durable point fails the open naming the file and offset.
- *   5. The LBA map is every claim applied in `seq` order; the extent index
- *      takes the first stored copy of each hash (segments, then WALs, in id order).
+ *   6. The LBA map is every claim applied in `seq` order; the extent index
+ *      takes the first stored copy of each hash (pending segments, stored
+ *      segments, then WALs, in id order).
  * In `inspect` mode nothing on disk is changed; damage is reported the same way.
  */
 import path from 'node:path';
@@ -19,6 +24,12 @@ import { isZeroHash } from '../hash.js';
 import { isUlid, type Ulid } from '../ids/ulid.js';
 import { LbaMap } from '../lbamap/index.js';
 import { SegmentFile, segmentSuffix, tmpSuffix } from '../segment/segment-file.js';
+import {
+  StoredSegment,
+  indexSuffix,
+  presentSuffix,
+  type CacheDirs,
+} from '../cache/stored-segment.js';
 import { scanWal } from '../wal/scan.js';
 import { WalFile, type WalRecordRef } from '../wal/wal-file.js';
 import type { VolumeDescriptor } from './descriptor.js';
@@ -28,6 +39,8 @@ export interface RecoveredState {
   lbaMap: LbaMap;
   extents: ExtentIndex;
   segments: Map<Ulid, SegmentFile>;
+  stored: StoredSegment[];
+  cacheDirs: CacheDirs;
   wals: WalFile[];
   seqMax: number;
   idMax: Ulid | undefined;
@@ -52,6 +65,11 @@ export async function recoverVolume(
   const pendingDir = path.join(volumeDir, 'pending');
   const volumeBlocks = descriptor.sizeBytes / blockBytes;
   const segments = new Map<Ulid, SegmentFile>();
+  const stored: StoredSegment[] = [];
+  const cacheDirs: CacheDirs = {
+    indexDir: path.join(volumeDir, 'index'),
+    cacheDir: path.join(volumeDir, 'cache'),
+  };
   const wals: WalFile[] = [];
   const extents = new ExtentIndex();
   const claims: Claim[] = [];
@@ -92,8 +110,27 @@ export async function recoverVolume(
     // durable directory entries: their rename may not have been fsynced yet.
     if (writable && (changedPending || segments.size > 0)) await fs.fsyncDir(pendingDir);
 
+    if (writable) {
+      fs.mkdirp(cacheDirs.indexDir);
+      fs.mkdirp(cacheDirs.cacheDir);
+    }
+    for (const id of await recoverIndexDir(fs, cacheDirs, segments, writable, log)) {
+      const segment = StoredSegment.open(fs, cacheDirs, id, descriptor.id);
+      stored.push(segment);
+      observe(id);
+      seqMax = Math.max(seqMax, segment.index.header.seqMax);
+      for (const extent of segment.index.extents) {
+        extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
+      }
+      for (const claim of segment.index.claims) {
+        checkClaimRange(claim, volumeBlocks, segment.path);
+        claims.push(claim);
+      }
+    }
+    if (writable) await sweepCacheDir(fs, cacheDirs, new Set(stored.map((s) => s.id)), log);
+
     const promoted = new Set<Ulid>();
-    for (const segment of segments.values()) {
+    for (const segment of [...segments.values(), ...stored]) {
       const source = segment.index.header.sourceWalId;
       if (source !== null) promoted.add(source);
     }
@@ -137,6 +174,7 @@ export async function recoverVolume(
     if (writable && (changedWal || wals.length > 0)) await fs.fsyncDir(walDir);
   } catch (error) {
     for (const segment of segments.values()) segment.close(fs);
+    for (const segment of stored) segment.close(fs);
     for (const wal of wals) fs.close(wal.fd);
     throw error;
   }
@@ -151,7 +189,72 @@ export async function recoverVolume(
       );
     }
   }
-  return { lbaMap, extents, segments, wals, seqMax, idMax };
+  return { lbaMap, extents, segments, stored, cacheDirs, wals, seqMax, idMax };
+}
+
+/**
+ * The ids of stored segments in `index/` (rule 3). An index whose segment is
+ * still in `pending/` is from an adoption a crash cut short: removed, so the
+ * segment is simply uploaded and adopted again.
+ */
+async function recoverIndexDir(
+  fs: Fs,
+  dirs: CacheDirs,
+  pending: Map<Ulid, SegmentFile>,
+  writable: boolean,
+  log: Logger,
+): Promise<Ulid[]> {
+  const ids: Ulid[] = [];
+  let changed = false;
+  for (const name of readdirIfPresent(fs, dirs.indexDir)) {
+    const file = path.join(dirs.indexDir, name);
+    const id = name.slice(0, -indexSuffix.length);
+    if (name.endsWith(tmpSuffix) || (name.endsWith(indexSuffix) && pending.has(id as Ulid))) {
+      if (writable) {
+        fs.unlink(file);
+        changed = true;
+      }
+      continue;
+    }
+    if (!name.endsWith(indexSuffix) || !isUlid(id)) {
+      log.warn(`${file}: ignoring unexpected file`);
+      continue;
+    }
+    ids.push(id);
+  }
+  if (changed) await fs.fsyncDir(dirs.indexDir);
+  return ids.sort();
+}
+
+/** Removes cache files of segments with no index, and `.tmp` debris (cache/ holds only copies). */
+async function sweepCacheDir(
+  fs: Fs,
+  dirs: CacheDirs,
+  stored: Set<Ulid>,
+  log: Logger,
+): Promise<void> {
+  let changed = false;
+  for (const name of readdirIfPresent(fs, dirs.cacheDir)) {
+    const suffix = name.endsWith(segmentSuffix)
+      ? segmentSuffix
+      : name.endsWith(presentSuffix)
+        ? presentSuffix
+        : null;
+    const id = suffix === null ? '' : name.slice(0, -suffix.length);
+    if (suffix !== null && isUlid(id) && stored.has(id)) continue;
+    if (suffix === null && !name.endsWith(tmpSuffix)) {
+      log.warn(`${path.join(dirs.cacheDir, name)}: ignoring unexpected file`);
+      continue;
+    }
+    fs.unlink(path.join(dirs.cacheDir, name));
+    changed = true;
+  }
+  if (changed) await fs.fsyncDir(dirs.cacheDir);
+}
+
+/** Volumes created before the object store existed have no `index/` or `cache/`. */
+function readdirIfPresent(fs: Fs, dir: string): string[] {
+  return fs.stat(dir) === undefined ? [] : fs.readdir(dir);
 }
 
 /** The LBA map is the highest-`seq` claim for every block (docs/formats.md §4.6). */

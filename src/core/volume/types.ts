@@ -23,6 +23,10 @@ export interface VolumeInfo extends VolumeSummary {
   segmentBytes: number;
   /** Number of distinct extents (content hashes) the volume stores. */
   extents: number;
+  /** Bytes in local segments or logs not yet in the object store. */
+  uploadPendingBytes: number;
+  /** Segment body bytes held in the local cache (copies of what the store holds). */
+  cacheBytes: number;
   /** pid of the process serving the volume, when one holds its lock. */
   inUseByPid: number | null;
 }

@@ -8,6 +8,9 @@
  *   included, and fsyncs wal/ for WALs created since the last flush.
  * - Reads verify every extent against its BLAKE3 hash and fail with
  *   ELIDE_EXTENT_CORRUPT (EIO) rather than return wrong bytes.
+ * - Sealed segments go to the object store in the background (Uploader);
+ *   a read of an extent that is only in the store fetches it first
+ *   (SegmentCache), so such a read completes asynchronously.
  *
  * Concurrency: writes and reads of local data run synchronously inside one
  * event-loop turn, so a read-modify-write of a partial block cannot interleave
@@ -27,7 +30,16 @@ import {
   walBytesMax,
   walRecordHeaderBytes,
 } from '../constants.js';
-import { ElideError, isElideError } from '../errors.js';
+import { SegmentCache, type FetchRequest } from '../cache/segment-cache.js';
+import {
+  StoredSegment,
+  indexSuffix,
+  presentSuffix,
+  type CacheDirs,
+} from '../cache/stored-segment.js';
+import { ElideError, errorText, isElideError } from '../errors.js';
+import { writeFileAtomic } from '../fs/atomic.js';
+import { nodeFs } from '../fs/node-fs.js';
 import { ExtentIndex, hashKey, type ExtentLocation } from '../extent-index/extent-index.js';
 import type { Fs } from '../fs/types.js';
 import { blake3, isAllZero, isZeroHash, ZERO_HASH } from '../hash.js';
@@ -35,7 +47,10 @@ import { UlidMint, type Ulid } from '../ids/ulid.js';
 import { LbaMap } from '../lbamap/index.js';
 import type { Logger } from '../log.js';
 import { blockCrcs, decodeExtentBody, verifyBlocks } from '../segment/codec.js';
-import type { SegmentFile } from '../segment/segment-file.js';
+import { readExact, segmentSuffix, type SegmentFile } from '../segment/segment-file.js';
+import type { ObjectStore } from '../store/index.js';
+import { segmentKey } from '../upload/records.js';
+import { Uploader, type UploadHost } from '../upload/uploader.js';
 import { encodeWalRecordHeader } from '../wal/record.js';
 import { WalFile } from '../wal/wal-file.js';
 import type { VolumeDescriptor } from './descriptor.js';
@@ -60,6 +75,14 @@ export interface VolumeOpenOptions {
   walBytesMax?: number;
   /** Where segments are built (a worker thread on the real filesystem). */
   promotionRunner: PromotionRunner;
+  /** The volume's durable home; uploads run only for writable opens. */
+  store: ObjectStore;
+  /** Ownership epoch: names the head this volume writes. */
+  epoch: number;
+  /** Cached body bytes to keep at most (LRU eviction); undefined for no bound. */
+  cacheBytesMax?: number;
+  /** A read that must fetch from the store fails after this long. */
+  fetchTimeoutMs: number;
 }
 
 export interface WriteOptions {
@@ -81,9 +104,13 @@ export interface VolumeStats {
   segments: number;
   segmentBytes: number;
   extents: number;
+  /** Bytes in local segments or logs not yet in the store. */
+  uploadPendingBytes: number;
+  /** Segment body bytes held in the local cache. */
+  cacheBytes: number;
 }
 
-export class Volume {
+export class Volume implements UploadHost {
   readonly descriptor: VolumeDescriptor;
   readonly writable: boolean;
   private readonly fs: Fs;
@@ -100,7 +127,16 @@ export class Volume {
   private readonly mint: UlidMint;
   private readonly lbaMap: LbaMap;
   private readonly extents: ExtentIndex;
+  /** Sealed segments in `pending/`, not yet confirmed by the store. */
   private readonly segments: Map<Ulid, SegmentFile>;
+  /** Segments the store holds, with their locally cached bodies. */
+  private readonly stored: SegmentCache;
+  private readonly uploader: Uploader | null;
+  private readonly store: ObjectStore;
+  private readonly cacheDirs: CacheDirs;
+  readonly epoch: number;
+  /** The volume's local directory. */
+  readonly directory: string;
   /** Oldest first; only the last one may be unsealed (the active WAL). */
   private readonly wals: WalFile[];
   private nextSeq: number;
@@ -133,6 +169,20 @@ export class Volume {
     this.lbaMap = state.lbaMap;
     this.extents = state.extents;
     this.segments = state.segments;
+    this.cacheDirs = state.cacheDirs;
+    this.stored = new SegmentCache({
+      fs: options.fs,
+      store: options.store,
+      log: options.log,
+      segmentKey: (id) => segmentKey(options.descriptor.id, id),
+      cacheBytesMax: options.cacheBytesMax,
+      fetchTimeoutMs: options.fetchTimeoutMs,
+    });
+    for (const segment of state.stored) this.stored.add(segment);
+    this.epoch = options.epoch;
+    this.directory = options.volumeDir;
+    this.store = options.store;
+    this.uploader = this.writable ? new Uploader(options.store, this, options.log) : null;
     this.wals = state.wals;
     this.nextSeq = state.seqMax + 1;
     this.mint = new UlidMint(state.idMax);
@@ -149,12 +199,20 @@ export class Volume {
     );
     const volume = new Volume(options, state);
     if (volume.invariants) volume.checkInvariants('open');
-    if (writable) for (const wal of volume.wals) volume.schedulePromotion(wal);
+    if (writable) {
+      for (const wal of volume.wals) volume.schedulePromotion(wal);
+      await volume.stored.enforceBudget();
+      volume.uploader?.notify();
+    }
     return volume;
   }
 
   get name(): string {
     return this.descriptor.name;
+  }
+
+  get volumeId(): Ulid {
+    return this.descriptor.id;
   }
 
   get sizeBytes(): number {
@@ -167,25 +225,69 @@ export class Volume {
     this.checkOpen();
     this.checkRange(offsetBytes, lengthBytes);
     const target = Buffer.allocUnsafe(lengthBytes);
-    this.readInto(offsetBytes, target);
+    await this.readInto(offsetBytes, target);
     return target;
   }
 
-  /** Reads `target.length` bytes at `offsetBytes` into `target` (any alignment). */
-  readInto(offsetBytes: number, target: Buffer): void {
+  /**
+   * Reads `target.length` bytes at `offsetBytes` into `target` (any
+   * alignment). Synchronous when every extent is local; otherwise returns a
+   * promise that fetches the missing extents and then reads.
+   */
+  readInto(offsetBytes: number, target: Buffer): void | Promise<void> {
     this.checkOpen();
     this.checkRange(offsetBytes, target.length);
-    if (target.length === 0) return;
+    const missing = this.tryReadInto(offsetBytes, target);
+    if (missing.length === 0) return;
+    return this.fetchAndRead(offsetBytes, target, missing);
+  }
+
+  /** Reads what is local; returns the extents to fetch first (and `target` is then incomplete). */
+  private tryReadInto(offsetBytes: number, target: Buffer): FetchRequest[] {
+    const missing: FetchRequest[] = [];
+    if (target.length === 0) return missing;
     const startLba = Math.floor(offsetBytes / blockBytes);
     const endLba = Math.ceil((offsetBytes + target.length) / blockBytes);
     const lead = offsetBytes - startLba * blockBytes;
     if (lead === 0 && target.length % blockBytes === 0) {
-      this.readBlocksInto(startLba, endLba - startLba, target, 0);
-      return;
+      this.readBlocksInto(startLba, endLba - startLba, target, 0, missing);
+      return missing;
     }
     const blocks = Buffer.allocUnsafe((endLba - startLba) * blockBytes);
-    this.readBlocksInto(startLba, endLba - startLba, blocks, 0);
-    blocks.copy(target, 0, lead, lead + target.length);
+    this.readBlocksInto(startLba, endLba - startLba, blocks, 0, missing);
+    if (missing.length === 0) blocks.copy(target, 0, lead, lead + target.length);
+    return missing;
+  }
+
+  private async fetchAndRead(
+    offsetBytes: number,
+    target: Buffer,
+    missing: FetchRequest[],
+  ): Promise<void> {
+    // What this read fetched stays pinned (not evicted) until it has been read.
+    const pinned = new Set<StoredSegment>();
+    try {
+      for (let round = 1; ; round++) {
+        for (const { segment } of missing) {
+          if (!pinned.has(segment)) segment.pins++;
+          pinned.add(segment);
+        }
+        await this.stored.fetch(missing);
+        this.checkOpen();
+        missing = this.tryReadInto(offsetBytes, target);
+        if (missing.length === 0) return;
+        // Only a concurrent `evict` drops a pinned segment; fetch again, a few times.
+        if (round >= 4) {
+          throw new ElideError(
+            'ELIDE_IO',
+            `volume ${this.name}: read at ${offsetBytes} lost its fetched extents ${round} times`,
+          );
+        }
+      }
+    } finally {
+      for (const segment of pinned) segment.pins--;
+      await this.stored.enforceBudget();
+    }
   }
 
   async write(offsetBytes: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
@@ -214,8 +316,9 @@ export class Volume {
 
   /**
    * The shape of every guest mutation: check, wait out promotion backpressure,
-   * check again (the volume may have closed or failed meanwhile), apply in one
-   * synchronous step, and flush for FUA.
+   * fetch partial edge blocks that are only in the store, check again (the
+   * volume may have closed or failed meanwhile), apply in one synchronous
+   * step, and flush for FUA.
    */
   private async mutate(
     offsetBytes: number,
@@ -226,9 +329,26 @@ export class Volume {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     await this.admit();
+    await this.fetchEdgeBlocks(offsetBytes, lengthBytes);
     this.checkWritable();
     apply();
     if (options.fua === true) await this.flush();
+  }
+
+  /**
+   * A write that covers part of a block rewrites the whole block: when that
+   * block is only in the store, it is fetched before the synchronous step.
+   */
+  private async fetchEdgeBlocks(offsetBytes: number, lengthBytes: number): Promise<void> {
+    const endBytes = offsetBytes + lengthBytes;
+    const edges = new Set<number>();
+    if (offsetBytes % blockBytes !== 0) edges.add(Math.floor(offsetBytes / blockBytes));
+    if (endBytes % blockBytes !== 0) edges.add(Math.floor(endBytes / blockBytes));
+    for (const lba of edges) {
+      const missing: FetchRequest[] = [];
+      this.readBlocksInto(lba, 1, Buffer.allocUnsafe(blockBytes), 0, missing);
+      if (missing.length > 0) await this.stored.fetch(missing);
+    }
   }
 
   /**
@@ -278,18 +398,95 @@ export class Volume {
 
   stats(): VolumeStats {
     const mapped = this.lbaMap.mappedBlocks();
-    let segmentBytes = 0;
-    for (const segment of this.segments.values()) segmentBytes += segment.fileBytes;
+    let pendingBytes = 0;
+    for (const segment of this.segments.values()) pendingBytes += segment.fileBytes;
+    let storedBytes = 0;
+    for (const segment of this.stored.values()) storedBytes += segment.objectBytes;
     let walBytes = 0;
     for (const wal of this.wals) if (!wal.retired) walBytes += wal.sizeBytes;
     return {
       writtenBytes: mapped.dataBlocks * blockBytes,
       zeroBytes: mapped.zeroBlocks * blockBytes,
       walBytes,
-      segments: this.segments.size,
-      segmentBytes,
+      segments: this.segments.size + this.stored.size,
+      segmentBytes: pendingBytes + storedBytes,
       extents: this.extents.size,
+      uploadPendingBytes: walBytes + pendingBytes,
+      cacheBytes: this.stored.cachedBytes,
     };
+  }
+
+  /**
+   * Uploads everything not yet in the store: seals and promotes the logs,
+   * then waits for the uploader. Resolves when uploadPendingBytes is 0.
+   */
+  async sync(): Promise<void> {
+    this.checkWritable();
+    await this.promoteAll();
+    assert(this.uploader !== null, 'writable volumes upload');
+    await this.uploader.drain();
+  }
+
+  /** Drops every cached body that is in the store; returns the bytes freed. */
+  async evict(): Promise<number> {
+    this.checkOpen();
+    return this.stored.evictAll();
+  }
+
+  // ---- upload (UploadHost) ---------------------------------------------------------------
+
+  pendingSegments(): SegmentFile[] {
+    const order = (segment: SegmentFile): string => segment.index.header.sourceWalId ?? segment.id;
+    return [...this.segments.values()].sort((a, b) =>
+      order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0,
+    );
+  }
+
+  async putSegment(key: string, segment: SegmentFile): Promise<void> {
+    // Streamed from disk on the real filesystem; a substituted one (crash
+    // tests) is read through, since the store cannot open its files.
+    if (this.fs === nodeFs) await this.store.putFile(key, segment.path);
+    else await this.store.put(key, this.fs.readFile(segment.path));
+  }
+
+  storedSegmentIds(): Ulid[] {
+    return [...this.stored.values()].map((segment) => segment.id).sort();
+  }
+
+  /**
+   * Moves a segment the store has confirmed out of `pending/` (docs/design.md,
+   * "Upload"): write `index/<id>.idx` and a full presence map, then rename
+   * the file to `cache/<id>.seg` (COMMIT POINT), fsync both directories, and
+   * point its extents at the stored copy.
+   */
+  async adopt(segment: SegmentFile): Promise<void> {
+    if (this.closed || this.segments.get(segment.id) !== segment) return;
+    const { indexDir, cacheDir } = this.cacheDirs;
+    const id = segment.id;
+    const indexBytes = readExact(this.fs, segment.fd, 0, segment.index.bodyOffset, segment.path);
+    await writeFileAtomic(this.fs, indexDir, id + indexSuffix, indexBytes);
+    await writeFileAtomic(
+      this.fs,
+      cacheDir,
+      id + presentSuffix,
+      StoredSegment.fullPresentMap(segment.index),
+    );
+    if (this.closed || this.segments.get(id) !== segment) return;
+    this.fs.rename(segment.path, path.join(cacheDir, id + segmentSuffix));
+    await this.fs.fsyncDir(cacheDir);
+    await this.fs.fsyncDir(this.pendingDir);
+    const stored = StoredSegment.adopted(this.fs, this.cacheDirs, segment.index);
+    this.stored.add(stored);
+    this.segments.delete(id);
+    for (const extent of stored.index.extents) {
+      const location = this.extents.get(extent.hash);
+      if (location?.kind === 'segment' && location.segment === segment) {
+        this.extents.set(extent.hash, { kind: 'segment', segment: stored, extent });
+      }
+    }
+    segment.close(this.fs);
+    if (this.invariants) this.checkInvariants('adopt');
+    await this.stored.enforceBudget();
   }
 
   /** Seals the active WAL and waits until every WAL is promoted into a segment. */
@@ -303,7 +500,10 @@ export class Volume {
       throw new ElideError('ELIDE_IO', `volume ${this.name}: ${left} logs could not be promoted`);
   }
 
-  /** Flushes, promotes what it can, and releases the lock. Durable data is never at risk here. */
+  /**
+   * Flushes, promotes what it can, stops uploading (what is pending stays
+   * for the next open) and releases the lock. Durable data is never at risk here.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     try {
@@ -317,9 +517,11 @@ export class Volume {
         }
       }
     } finally {
+      await this.uploader?.close();
       this.closed = true;
       await this.settlePromotions();
       try {
+        await this.stored.close();
         for (const segment of this.segments.values()) segment.close(this.fs);
         for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
       } finally {
@@ -335,6 +537,7 @@ export class Volume {
    * cutting power to their simulated filesystem.
    */
   async abandon(): Promise<void> {
+    await this.uploader?.close();
     this.closed = true;
     await this.lock?.release();
   }
@@ -673,15 +876,22 @@ export class Volume {
       }
     }
     wal.retired = true;
+    this.uploader?.notify();
   }
 
   // ---- read path -------------------------------------------------------------------------
 
+  /**
+   * Fills `target` from the LBA map. Extents only in the store are added to
+   * `missing` when given (their blocks are left unfilled); without it,
+   * meeting one is a bug in the caller.
+   */
   private readBlocksInto(
     startLba: number,
     blocks: number,
     target: Buffer,
     targetOffset: number,
+    missing?: FetchRequest[],
   ): void {
     for (const piece of this.lbaMap.lookup(startLba, blocks)) {
       const destination = targetOffset + (piece.startLba - startLba) * blockBytes;
@@ -696,6 +906,7 @@ export class Volume {
         mapping.offsetBlocks,
         piece.lengthBlocks,
         target.subarray(destination, destination + length),
+        missing,
       );
     }
   }
@@ -707,7 +918,13 @@ export class Volume {
    * read never reads or hashes the rest of a 1 MiB extent. LZ4 extents are
    * decompressed whole, checked and kept in the cache.
    */
-  private readExtentBlocks(hash: Buffer, firstBlock: number, count: number, target: Buffer): void {
+  private readExtentBlocks(
+    hash: Buffer,
+    firstBlock: number,
+    count: number,
+    target: Buffer,
+    missing?: FetchRequest[],
+  ): void {
     const key = hashKey(hash);
     const cached = this.cache.get(key);
     if (cached !== undefined) {
@@ -724,6 +941,41 @@ export class Volume {
     const plainBlocks =
       location.kind === 'wal' ? location.plainBlocks : location.extent.plainBlocks;
     assert(firstBlock + count <= plainBlocks, 'a mapping stays inside its extent');
+    if (location.kind === 'segment' && !location.segment.isPresent(location.extent)) {
+      assert(missing !== undefined, 'a read that cannot fetch meets only local extents');
+      assert(location.segment instanceof StoredSegment, 'only stored segments lack extents');
+      missing.push({ segment: location.segment, extent: location.extent });
+      return;
+    }
+    if (location.kind === 'segment' && location.segment instanceof StoredSegment && missing) {
+      try {
+        this.readLocatedBlocks(location, key, hash, firstBlock, count, target);
+      } catch (error) {
+        const damaged =
+          isElideError(error, 'ELIDE_EXTENT_CORRUPT') ||
+          isElideError(error, 'ELIDE_SEGMENT_CORRUPT');
+        if (!damaged) throw error;
+        // A damaged cache copy is only a copy: drop it and fetch the extent again.
+        this.log.warn(`${errorText(error)}; fetching it again from ${this.store.url}`);
+        location.segment.forget(location.extent);
+        missing.push({ segment: location.segment, extent: location.extent });
+      }
+      return;
+    }
+    this.readLocatedBlocks(location, key, hash, firstBlock, count, target);
+  }
+
+  /** Reads and verifies blocks of an extent from where its body is local. */
+  private readLocatedBlocks(
+    location: ExtentLocation,
+    key: string,
+    hash: Buffer,
+    firstBlock: number,
+    count: number,
+    target: Buffer,
+  ): void {
+    const plainBlocks =
+      location.kind === 'wal' ? location.plainBlocks : location.extent.plainBlocks;
     const source = locationPath(location);
     if (location.kind === 'segment' && location.extent.codec === 'raw') {
       location.segment.readRawInto(this.fs, location.extent, firstBlock * blockBytes, target);
@@ -795,6 +1047,7 @@ export class Volume {
       seq: number;
     }> = [];
     for (const segment of this.segments.values()) claims.push(...segment.index.claims);
+    for (const segment of this.stored.values()) claims.push(...segment.index.claims);
     for (const wal of this.wals) {
       if (wal.retired) continue;
       for (const record of wal.records) claims.push({ ...record, offsetBlocks: 0 });
@@ -822,7 +1075,10 @@ export class Volume {
       assert(location !== undefined, `${caller}: mapped extent has a stored copy`);
       if (location.kind === 'wal')
         assert(!location.wal.retired, `${caller}: extent not in a retired log`);
-      else assert(this.segments.has(location.segment.id), `${caller}: extent in a live segment`);
+      else {
+        const live = this.segments.get(location.segment.id) ?? this.stored.get(location.segment.id);
+        assert(live === location.segment, `${caller}: extent in a live segment`);
+      }
     }
   }
 }
@@ -842,8 +1098,4 @@ function verifyHash(plain: Buffer, hash: Buffer, source: string): void {
 
 function locationPath(location: ExtentLocation): string {
   return location.kind === 'wal' ? location.wal.path : location.segment.path;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -17,11 +17,13 @@ const run = promisify(execFile);
 const summaryKeys = ['createdAt', 'id', 'name', 'size'];
 const infoKeys = [
   ...summaryKeys,
+  'cacheBytes',
   'extents',
   'inUseByPid',
   'segmentBytes',
   'segments',
   'storedBytes',
+  'uploadPendingBytes',
   'walBytes',
   'writtenBytes',
   'zeroBytes',
@@ -293,6 +295,48 @@ describe('raw import and export', () => {
     const out = path.join(sandbox.dir, 'never.out');
     expectOneLineError(await sandbox.cli(['volume', 'export-raw', 'ghost', out]), 3);
     await expect(stat(out)).rejects.toThrow();
+  });
+});
+
+describe('volume sync and evict', () => {
+  const mib = 1024 * 1024;
+
+  it('uploads everything, drops the cache, and still reads every byte', async () => {
+    const source = randomBytes(6 * mib);
+    const file = path.join(sandbox.dir, 'synced.img');
+    await writeFile(file, source);
+    expect((await sandbox.cli(['volume', 'import-raw', file, 'synced'])).code).toBe(0);
+
+    const synced = json(await sandbox.cli(['volume', 'sync', 'synced', '--json']));
+    expect(synced).toEqual({ name: 'synced', uploadPendingBytes: 0, viaServer: false });
+    const info = json(await sandbox.cli(['volume', 'info', 'synced', '--json']));
+    expect(info).toMatchObject({ uploadPendingBytes: 0, cacheBytes: source.length });
+
+    const evicted = json(await sandbox.cli(['volume', 'evict', 'synced', '--json']));
+    expect(evicted).toEqual({
+      name: 'synced',
+      evictedBytes: source.length,
+      cacheBytes: 0,
+      viaServer: false,
+    });
+    expect(json(await sandbox.cli(['volume', 'info', 'synced', '--json']))).toMatchObject({
+      cacheBytes: 0,
+    });
+
+    const out = path.join(sandbox.dir, 'synced.out');
+    expect((await sandbox.cli(['volume', 'export-raw', 'synced', out])).code).toBe(0);
+    expect((await readFile(out)).equals(source)).toBe(true);
+  });
+
+  it('prints one line without --json', async () => {
+    await sandbox.cli(['volume', 'init', 'sync-human', '--size', '1M']);
+    const result = await sandbox.cli(['volume', 'sync', 'sync-human']);
+    expect(result.code).toBe(0);
+    expect(result.text).toMatch(/^synced volume sync-human: 0 B pending\n$/);
+  });
+
+  it.each([['sync'], ['evict']])('%s fails with exit status 3 for a missing volume', async (op) => {
+    expectOneLineError(await sandbox.cli(['volume', op, 'nope', '--json']), 3);
   });
 });
 

@@ -2,8 +2,10 @@
  * The engine against an in-memory model, through simulated power cuts.
  *
  * Random writes (aligned and not, small and multi-extent, duplicate and
- * all-zero content), trims, zero-writes, flushes, promotions, clean reopens
- * and crashes run against a real Volume on SimFs. Crashes either cut power
+ * all-zero content), trims, zero-writes, flushes, promotions, uploads to the
+ * object store (a real file:// store, which power cuts spare, like a remote
+ * one), cache evictions (later reads fetch from the store), clean reopens and
+ * crashes run against a real Volume on SimFs. Crashes either cut power
  * between operations or are armed to fire at the Nth mutating filesystem call,
  * which lands inside appends, flushes, promotions and recovery itself. A crash
  * drops whatever was not synced, keeping a random prefix of unsynced appends
@@ -73,6 +75,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.constant({ kind: 'flush' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'promote' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'sync' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'evict' as const }) },
   {
     weight: 2,
     arbitrary: fc.record({

@@ -7,7 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DataDir, type Logger } from '../../../../src/core/index.js';
+import { FileStore } from '../../../../src/core/store/index.js';
 import { CrashableFs } from '../../../support/crashable-fs.js';
+import { FaultyStore } from '../../../support/faulty-store.js';
 import { mulberry32 } from '../../../support/rng.js';
 import { fsTypeNfs, fsTypeTmpfs, SimFs } from '../../../support/sim-fs.js';
 
@@ -17,16 +19,25 @@ afterAll(() => fs.rmSync(storeRoot, { recursive: true, force: true }));
 
 let counter = 0;
 async function setup(
-  options: { sim?: SimFs; reserve?: number; log?: Logger; walBytesMax?: number } = {},
+  options: {
+    sim?: SimFs;
+    reserve?: number;
+    log?: Logger;
+    walBytesMax?: number;
+    /** Keep segments in pending/: the store refuses every upload. */
+    holdUploads?: boolean;
+  } = {},
 ) {
   const sim = options.sim ?? new SimFs();
   const crashable = new CrashableFs(sim);
   const root = `/vt-${process.pid}-${counter++}`;
-  const storeUrl = `file://${fs.mkdtempSync(path.join(storeRoot, 's-'))}`;
+  const storeDir = fs.mkdtempSync(path.join(storeRoot, 's-'));
+  const store = new FaultyStore(await FileStore.open(storeDir));
+  if (options.holdUploads === true) store.refuseKeys = /\/segments\//;
   const open = () =>
     DataDir.open({
       dataDir: root,
-      storeUrl,
+      store,
       fs: crashable.view(),
       invariants: true,
       freeSpaceReserveBytes: options.reserve ?? 0,
@@ -180,7 +191,7 @@ describe('damaged files', () => {
   });
 
   it('refuses a segment with a damaged index, and fails reads of a damaged body with EIO', async () => {
-    const { sim, dataDir, root } = await setup();
+    const { sim, dataDir, root } = await setup({ holdUploads: true });
     const volume = await dataDir.openVolume('v');
     await volume.write(0, pattern(64 * 1024, 3));
     await volume.write(1024 * 1024, pattern(64 * 1024, 4));

@@ -1,0 +1,283 @@
+/**
+ * SegmentCache: one volume's stored segments and the local cache of their
+ * bodies. Reads of uncached extents fetch them here: ranged GETs of the
+ * needed extents (neighbours coalesced, bounded read-ahead that grows while
+ * fetches are sequential), each extent checked against its BLAKE3 before it
+ * is written to the cache. The cache is bounded by an optional byte budget,
+ * enforced by evicting whole segments, least recently used first.
+ */
+import { ElideError, errorText } from '../errors.js';
+import type { Fs } from '../fs/types.js';
+import { blake3 } from '../hash.js';
+import type { Logger } from '../log.js';
+import type { Ulid } from '../ids/ulid.js';
+import { decodeExtentBody } from '../segment/codec.js';
+import type { SegmentExtent } from '../segment/format.js';
+import type { ObjectStore } from '../store/index.js';
+import { fetchBytesMin, fetchReadAheadBytesMax, presenceSaveDelayMs } from '../constants.js';
+import type { StoredSegment } from './stored-segment.js';
+
+export interface FetchRequest {
+  segment: StoredSegment;
+  extent: SegmentExtent;
+}
+
+export interface SegmentCacheOptions {
+  fs: Fs;
+  store: ObjectStore;
+  log: Logger;
+  /** Store key of a segment object. */
+  segmentKey: (id: Ulid) => string;
+  /** Cached body bytes to keep at most; undefined for no bound. */
+  cacheBytesMax?: number;
+  fetchTimeoutMs: number;
+}
+
+/** Consecutive extents of one segment fetched with one ranged GET. */
+interface FetchRun {
+  segment: StoredSegment;
+  extents: SegmentExtent[];
+}
+
+export class SegmentCache {
+  private readonly fs: Fs;
+  private readonly store: ObjectStore;
+  private readonly log: Logger;
+  private readonly segments = new Map<Ulid, StoredSegment>();
+  /** Fetches in flight by segment id and extent body offset, so concurrent reads share them. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Per segment: where the last fetch ended and how much it read ahead (sequential detection). */
+  private readonly streams = new Map<Ulid, { end: number; window: number }>();
+  private saveTimer: NodeJS.Timeout | null = null;
+  private savePromise: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(private readonly options: SegmentCacheOptions) {
+    this.fs = options.fs;
+    this.store = options.store;
+    this.log = options.log;
+  }
+
+  add(segment: StoredSegment): void {
+    this.segments.set(segment.id, segment);
+  }
+
+  get(id: Ulid): StoredSegment | undefined {
+    return this.segments.get(id);
+  }
+
+  values(): IterableIterator<StoredSegment> {
+    return this.segments.values();
+  }
+
+  get size(): number {
+    return this.segments.size;
+  }
+
+  /** Body bytes held in the local cache. */
+  get cachedBytes(): number {
+    let total = 0;
+    for (const segment of this.segments.values()) total += segment.cachedBytes;
+    return total;
+  }
+
+  /**
+   * Makes every requested extent present, fetching what no other fetch is
+   * already bringing in. Fails with ELIDE_STORE_UNAVAILABLE when the store
+   * does not answer within the fetch timeout, ELIDE_EXTENT_CORRUPT when what
+   * it returns does not match the index.
+   */
+  async fetch(requests: readonly FetchRequest[]): Promise<void> {
+    const waits: Array<Promise<void>> = [];
+    const wanted = new Map<StoredSegment, Set<SegmentExtent>>();
+    for (const { segment, extent } of requests) {
+      if (segment.isPresent(extent)) continue;
+      const running = this.inFlight.get(flightKey(segment, extent));
+      if (running !== undefined) {
+        waits.push(running);
+        continue;
+      }
+      let set = wanted.get(segment);
+      if (set === undefined) wanted.set(segment, (set = new Set()));
+      set.add(extent);
+    }
+    for (const [segment, extents] of wanted) {
+      for (const run of this.planRuns(segment, extents)) waits.push(this.startRun(run));
+    }
+    await Promise.all(waits);
+    this.scheduleSave();
+    await this.enforceBudget();
+  }
+
+  /** Drops every cached body (all of them are in the store); returns the bytes freed. */
+  async evictAll(): Promise<number> {
+    await Promise.allSettled([...this.inFlight.values()]);
+    let freed = 0;
+    for (const segment of this.segments.values()) {
+      if (segment.fetchesInFlight > 0 || segment.pins > 0) continue;
+      freed += segment.cachedBytes;
+      await segment.evict(this.fs);
+    }
+    this.streams.clear();
+    return freed;
+  }
+
+  /**
+   * Evicts least recently used segments until the cache fits its budget.
+   * Segments being fetched into or pinned by a read are spared, so the cache
+   * may exceed its budget by what reads in flight hold.
+   */
+  async enforceBudget(): Promise<void> {
+    const max = this.options.cacheBytesMax;
+    if (max === undefined) return;
+    let total = this.cachedBytes;
+    if (total <= max) return;
+    const candidates = [...this.segments.values()]
+      .filter(
+        (segment) => segment.cachedBytes > 0 && segment.fetchesInFlight === 0 && segment.pins === 0,
+      )
+      .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
+    for (const segment of candidates) {
+      if (total <= max) break;
+      total -= segment.cachedBytes;
+      this.streams.delete(segment.id);
+      await segment.evict(this.fs);
+    }
+  }
+
+  /** Saves presence maps and closes every cache file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
+    await Promise.allSettled([...this.inFlight.values()]);
+    await this.savePromise;
+    await this.saveAll();
+    for (const segment of this.segments.values()) segment.close(this.fs);
+  }
+
+  /**
+   * Groups wanted extents into runs of body-adjacent uncached extents and
+   * extends each run with read-ahead: at least fetchBytesMin, and double the
+   * previous window when the run starts where the segment's last fetch ended.
+   */
+  private planRuns(segment: StoredSegment, wanted: Set<SegmentExtent>): FetchRun[] {
+    const order = segment.index.extents;
+    const runs: FetchRun[] = [];
+    let current: FetchRun | null = null;
+    let currentBytes = 0;
+    let window = 0;
+    for (let i = 0; i < order.length; i++) {
+      const extent = order[i]!;
+      const isWanted = wanted.has(extent);
+      const fetchable =
+        !segment.isPresent(extent) && !this.inFlight.has(flightKey(segment, extent));
+      if (current !== null && fetchable && (isWanted || currentBytes < window)) {
+        current.extents.push(extent);
+        currentBytes += extent.storedBytes;
+        continue;
+      }
+      current = null;
+      if (!isWanted || !fetchable) continue;
+      const stream = this.streams.get(segment.id);
+      const sequential = stream !== undefined && stream.end === extent.bodyOffset;
+      window = sequential
+        ? Math.min(fetchReadAheadBytesMax, Math.max(fetchBytesMin, stream.window * 2))
+        : fetchBytesMin;
+      current = { segment, extents: [extent] };
+      currentBytes = extent.storedBytes;
+      runs.push(current);
+    }
+    for (const run of runs) {
+      const last = run.extents[run.extents.length - 1]!;
+      const bytes = last.bodyOffset + last.storedBytes - run.extents[0]!.bodyOffset;
+      this.streams.set(segment.id, { end: last.bodyOffset + last.storedBytes, window: bytes });
+    }
+    return runs;
+  }
+
+  private startRun(run: FetchRun): Promise<void> {
+    const { segment } = run;
+    segment.fetchesInFlight++;
+    const done = this.fetchRun(run).finally(() => {
+      segment.fetchesInFlight--;
+      for (const extent of run.extents) this.inFlight.delete(flightKey(segment, extent));
+    });
+    for (const extent of run.extents) this.inFlight.set(flightKey(segment, extent), done);
+    return done;
+  }
+
+  private async fetchRun(run: FetchRun): Promise<void> {
+    const { segment, extents } = run;
+    const first = extents[0]!;
+    const last = extents[extents.length - 1]!;
+    const start = segment.index.bodyOffset + first.bodyOffset;
+    const length = last.bodyOffset + last.storedBytes - first.bodyOffset;
+    const key = this.options.segmentKey(segment.id);
+    const bytes = await withTimeout(
+      this.store.get(key, { offset: start, length }),
+      this.options.fetchTimeoutMs,
+      () => `fetching ${length} bytes of ${key} from ${this.store.url}`,
+    );
+    if (bytes.length !== length) {
+      throw new ElideError(
+        'ELIDE_STORE_UNAVAILABLE',
+        `${this.store.url} returned ${bytes.length} of ${length} bytes of ${key}`,
+      );
+    }
+    for (const extent of extents) {
+      const at = extent.bodyOffset - first.bodyOffset;
+      const stored = bytes.subarray(at, at + extent.storedBytes);
+      const source = `${key} in ${this.store.url}`;
+      const plain = decodeExtentBody(stored, extent.codec, extent.plainBlocks, source);
+      if (!blake3(plain).equals(extent.hash)) {
+        throw new ElideError(
+          'ELIDE_EXTENT_CORRUPT',
+          `extent ${extent.hash.toString('hex')} fetched from ${source} does not match its hash`,
+        );
+      }
+      if (this.closed) return;
+      segment.writeFetched(this.fs, extent, stored);
+    }
+  }
+
+  private scheduleSave(): void {
+    if (this.saveTimer !== null || this.closed) return;
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = null;
+      this.savePromise = this.savePromise.then(() => this.saveAll());
+    }, presenceSaveDelayMs);
+    this.saveTimer.unref();
+  }
+
+  private async saveAll(): Promise<void> {
+    for (const segment of this.segments.values()) {
+      try {
+        await segment.savePresence(this.fs);
+      } catch (error) {
+        // Only the cache is at stake: unsaved bits mean a later fetch.
+        this.log.warn(`saving the presence map of ${segment.path} failed: ${errorText(error)}`);
+      }
+    }
+  }
+}
+
+function flightKey(segment: StoredSegment, extent: SegmentExtent): string {
+  return `${segment.id}:${extent.bodyOffset}`;
+}
+
+async function withTimeout<T>(work: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new ElideError('ELIDE_STORE_UNAVAILABLE', `${what()}: no answer within ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * A segment the store holds, as this host keeps it: the index from
+ * `index/<id>.idx`, and whichever extents are cached in the sparse
+ * `cache/<id>.seg` (docs/formats.md §6). Reads of an extent that is not
+ * present must fetch it first (SegmentCache does that).
+ */
+import path from 'node:path';
+import { assert } from '../assert.js';
+import { ElideError, systemErrorCode } from '../errors.js';
+import { writeFileAtomic } from '../fs/atomic.js';
+import type { Fs } from '../fs/types.js';
+import type { Ulid } from '../ids/ulid.js';
+import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/format.js';
+import {
+  checkSegmentIdentity,
+  readExact,
+  segmentSuffix,
+  type SegmentReader,
+} from '../segment/segment-file.js';
+import { bitmapBytes, decodePresentMap, encodePresentMap } from './present-map.js';
+
+export const indexSuffix = '.idx';
+export const presentSuffix = '.present';
+
+/** Where a volume keeps stored segments: `index/` and `cache/` in its directory. */
+export interface CacheDirs {
+  indexDir: string;
+  cacheDir: string;
+}
+
+export class StoredSegment implements SegmentReader {
+  readonly path: string;
+  private readonly presentName: string;
+  private fd: number | null = null;
+  private readonly bits: Uint8Array;
+  private readonly ordinals = new Map<SegmentExtent, number>();
+  /** Stored bytes of the present extents. */
+  private presentStoredBytes = 0;
+  /** Presence bits set since the map was last written. */
+  private unsaved = false;
+  /** For LRU eviction. */
+  lastUsedMs = 0;
+  /** Fetches writing into the cache file; such a segment is not evicted. */
+  fetchesInFlight = 0;
+  /** Reads waiting to use what they fetched; such a segment is not evicted either. */
+  pins = 0;
+
+  private constructor(
+    private readonly dirs: CacheDirs,
+    readonly index: SegmentIndex,
+    bits: Uint8Array | null,
+  ) {
+    this.path = path.join(dirs.cacheDir, index.header.segmentId + segmentSuffix);
+    this.presentName = index.header.segmentId + presentSuffix;
+    this.bits = new Uint8Array(bitmapBytes(index.extents.length));
+    index.extents.forEach((extent, i) => this.ordinals.set(extent, i));
+    if (bits !== null) {
+      index.extents.forEach((extent, i) => {
+        if ((bits[i >> 3]! & (1 << (i & 7))) !== 0) this.markPresent(extent);
+      });
+    }
+  }
+
+  get id(): Ulid {
+    return this.index.header.segmentId;
+  }
+
+  /** Bytes of the segment object (index plus body). */
+  get objectBytes(): number {
+    return this.index.bodyOffset + this.index.header.bodyBytes;
+  }
+
+  /** Body bytes held in the cache. */
+  get cachedBytes(): number {
+    return this.presentStoredBytes;
+  }
+
+  /**
+   * Opens a stored segment from `index/<id>.idx`. A presence map that is
+   * missing, damaged or has no cache file beside it counts as nothing cached.
+   */
+  static open(fs: Fs, dirs: CacheDirs, id: Ulid, volumeId: Ulid): StoredSegment {
+    const indexPath = path.join(dirs.indexDir, id + indexSuffix);
+    const index = decodeSegmentIndex(fs.readFile(indexPath), indexPath);
+    checkSegmentIdentity(index, indexPath, id, volumeId);
+    const cachePath = path.join(dirs.cacheDir, id + segmentSuffix);
+    let bits: Uint8Array | null = null;
+    if (fs.stat(cachePath) !== undefined) {
+      const mapPath = path.join(dirs.cacheDir, id + presentSuffix);
+      const map = fs.stat(mapPath) === undefined ? null : fs.readFile(mapPath);
+      bits = map === null ? null : decodePresentMap(map, id, index.extents.length);
+    }
+    const segment = new StoredSegment(dirs, index, bits);
+    if (fs.stat(cachePath) !== undefined) segment.fd = fs.open(cachePath, 'readwrite');
+    return segment;
+  }
+
+  /**
+   * A segment that has just left `pending/`: its complete file is already at
+   * `cache/<id>.seg` and its map (all present) written.
+   */
+  static adopted(fs: Fs, dirs: CacheDirs, index: SegmentIndex): StoredSegment {
+    const segment = new StoredSegment(dirs, index, null);
+    for (const extent of index.extents) segment.markPresent(extent);
+    segment.fd = fs.open(segment.path, 'readwrite');
+    return segment;
+  }
+
+  /** A segment known from the store whose index was just fetched; nothing cached yet. */
+  static fetchedIndex(dirs: CacheDirs, index: SegmentIndex): StoredSegment {
+    return new StoredSegment(dirs, index, null);
+  }
+
+  /** The presence map that marks every extent present (written before adoption). */
+  static fullPresentMap(index: SegmentIndex): Buffer {
+    const bits = new Uint8Array(bitmapBytes(index.extents.length)).fill(0xff);
+    const spare = index.extents.length % 8;
+    if (spare !== 0) bits[bits.length - 1] = (1 << spare) - 1;
+    return encodePresentMap(index.header.segmentId, bits, index.extents.length);
+  }
+
+  isPresent(extent: SegmentExtent): boolean {
+    const i = this.ordinal(extent);
+    return (this.bits[i >> 3]! & (1 << (i & 7))) !== 0;
+  }
+
+  readStored(fs: Fs, extent: SegmentExtent): Buffer {
+    this.lastUsedMs = Date.now();
+    return readExact(
+      fs,
+      this.presentFd(extent),
+      this.index.bodyOffset + extent.bodyOffset,
+      extent.storedBytes,
+      this.path,
+    );
+  }
+
+  readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void {
+    this.lastUsedMs = Date.now();
+    const position = this.index.bodyOffset + extent.bodyOffset + offsetInExtent;
+    if (fs.read(this.presentFd(extent), target, 0, target.length, position) !== target.length) {
+      throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${this.path}: short read at ${position}`);
+    }
+  }
+
+  /**
+   * Writes fetched (already verified) stored bytes of `extent` into the
+   * cache file and marks it present in memory; `savePresence` makes it
+   * durable later.
+   */
+  writeFetched(fs: Fs, extent: SegmentExtent, stored: Buffer): void {
+    assert(stored.length === extent.storedBytes, 'fetched body has the stored length');
+    if (this.isPresent(extent)) return;
+    if (this.fd === null) {
+      this.fd = fs.open(this.path, fs.stat(this.path) === undefined ? 'create' : 'readwrite');
+    }
+    const position = this.index.bodyOffset + extent.bodyOffset;
+    let done = 0;
+    while (done < stored.length) {
+      done += fs.write(this.fd, stored.subarray(done), position + done);
+    }
+    this.markPresent(extent);
+    this.unsaved = true;
+  }
+
+  /** Marks a damaged cached extent absent, so the next read fetches it again. */
+  forget(extent: SegmentExtent): void {
+    const i = this.ordinal(extent);
+    if ((this.bits[i >> 3]! & (1 << (i & 7))) === 0) return;
+    this.bits[i >> 3]! &= ~(1 << (i & 7));
+    this.presentStoredBytes -= extent.storedBytes;
+    // A cleared bit needs no fdatasync of the body, but the map must be rewritten.
+    this.unsaved = true;
+  }
+
+  /** Makes the presence bits set since the last call durable (docs/formats.md §6.3). */
+  async savePresence(fs: Fs): Promise<void> {
+    if (!this.unsaved || this.fd === null) return;
+    this.unsaved = false;
+    try {
+      await fs.fdatasync(this.fd);
+      const map = encodePresentMap(this.id, this.bits, this.index.extents.length);
+      await writeFileAtomic(fs, this.dirs.cacheDir, this.presentName, map);
+    } catch (error) {
+      this.unsaved = true;
+      throw error;
+    }
+  }
+
+  /** Drops every cached body: the map goes first, so no bit outlives its bytes. */
+  async evict(fs: Fs): Promise<void> {
+    assert(this.fetchesInFlight === 0, 'no eviction while a fetch writes the cache file');
+    this.bits.fill(0);
+    this.presentStoredBytes = 0;
+    this.unsaved = false;
+    unlinkIfPresent(fs, path.join(this.dirs.cacheDir, this.presentName));
+    await fs.fsyncDir(this.dirs.cacheDir);
+    if (this.fd !== null) fs.close(this.fd);
+    this.fd = null;
+    unlinkIfPresent(fs, this.path);
+  }
+
+  close(fs: Fs): void {
+    if (this.fd !== null) fs.close(this.fd);
+    this.fd = null;
+  }
+
+  private markPresent(extent: SegmentExtent): void {
+    const i = this.ordinal(extent);
+    if ((this.bits[i >> 3]! & (1 << (i & 7))) !== 0) return;
+    this.bits[i >> 3]! |= 1 << (i & 7);
+    this.presentStoredBytes += extent.storedBytes;
+  }
+
+  private ordinal(extent: SegmentExtent): number {
+    const i = this.ordinals.get(extent);
+    assert(i !== undefined, 'extent belongs to this segment');
+    return i;
+  }
+
+  private presentFd(extent: SegmentExtent): number {
+    assert(this.fd !== null && this.isPresent(extent), 'read only present extents');
+    return this.fd;
+  }
+}
+
+function unlinkIfPresent(fs: Fs, file: string): void {
+  try {
+    fs.unlink(file);
+  } catch (error) {
+    if (systemErrorCode(error) !== 'ENOENT') throw error;
+  }
+}

@@ -1,0 +1,29 @@
+/** Small files that must appear whole or not at all. */
+import path from 'node:path';
+import type { Fs } from './types.js';
+
+/**
+ * Writes `bytes` to `<dir>/<name>` atomically and durably: a `.tmp` sibling
+ * is written and fdatasynced, renamed over the target (COMMIT POINT), and
+ * the directory fsynced. A crash leaves the old file or the new one, plus
+ * perhaps a `.tmp` file for the owner to sweep.
+ */
+export async function writeFileAtomic(
+  fs: Fs,
+  dir: string,
+  name: string,
+  bytes: Uint8Array,
+): Promise<void> {
+  const tmp = path.join(dir, name + '.tmp');
+  if (fs.stat(tmp) !== undefined) fs.unlink(tmp);
+  const fd = fs.open(tmp, 'create');
+  try {
+    let written = 0;
+    while (written < bytes.length) written += fs.write(fd, bytes.subarray(written), written);
+    await fs.fdatasync(fd);
+  } finally {
+    fs.close(fd);
+  }
+  fs.rename(tmp, path.join(dir, name));
+  await fs.fsyncDir(dir);
+}

@@ -1,0 +1,225 @@
+/**
+ * Uploader: ships a volume's sealed segments to the object store in the
+ * background. Guest I/O never waits on it; a store outage only delays it.
+ *
+ * Protocol per batch (docs/design.md, "Upload"):
+ *   1. PUT the oldest pending segments (at most uploadConcurrencyMax at once),
+ *      in the order of their source WALs.
+ *   2. For the longest prefix of them the store confirmed, write the head
+ *      `heads/<epoch>` listing every uploaded segment (conditional put).
+ *      COMMIT POINT: the store now holds a consistent point that includes them.
+ *   3. Hand each to the volume to move out of `pending/` (adopt).
+ * A crash anywhere leaves the segment in `pending/`, so it is uploaded again
+ * (same bytes, same key). Nothing is deleted locally before step 2.
+ */
+import {
+  syncAttemptsMax,
+  uploadConcurrencyMax,
+  uploadRetryDelayMsFirst,
+  uploadRetryDelayMsMax,
+} from '../constants.js';
+import { ElideError, errorText, isElideError } from '../errors.js';
+import type { Ulid } from '../ids/ulid.js';
+import type { Logger } from '../log.js';
+import type { SegmentFile } from '../segment/segment-file.js';
+import type { ObjectStore } from '../store/index.js';
+import { decodeHead, encodeRecord, headKey, segmentKey, type Head } from './records.js';
+
+export interface UploadHost {
+  readonly name: string;
+  readonly volumeId: Ulid;
+  readonly epoch: number;
+  /** Segments in `pending/`, oldest source WAL first. */
+  pendingSegments(): SegmentFile[];
+  /** Ids of segments already adopted (in the store), for a head written from scratch. */
+  storedSegmentIds(): Ulid[];
+  /** PUTs the segment's file to `key` (step 1). */
+  putSegment(key: string, segment: SegmentFile): Promise<void>;
+  /** Moves a confirmed segment out of `pending/` (step 3). */
+  adopt(segment: SegmentFile): Promise<void>;
+}
+
+export class Uploader {
+  private head: Head | null = null;
+  private headVersion: string | undefined;
+  private loop: Promise<void> | null = null;
+  private wakeRequested = false;
+  private stopped = false;
+  private fatal: ElideError | null = null;
+  private failuresInARow = 0;
+  private lastError: unknown;
+  /** After a failure: the backoff timer, and a promise that settles when it fires or is cut short. */
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryWait: Promise<void> | null = null;
+  private endRetryWait: (() => void) | null = null;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly host: UploadHost,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts the background loop now (cutting a retry delay short) if it is not running. */
+  notify(): void {
+    if (this.stopped || this.fatal !== null) return;
+    this.wakeRequested = true;
+    this.clearRetry();
+    if (this.loop !== null) return;
+    this.loop = this.run().finally(() => {
+      this.loop = null;
+      if (this.wakeRequested && this.retryTimer === null) this.notify();
+    });
+  }
+
+  /**
+   * Uploads everything pending now. Fails when the store refuses
+   * syncAttemptsMax times in a row (the background loop keeps trying).
+   */
+  async drain(): Promise<void> {
+    // A sync starts a fresh retry schedule, cutting short the background one's long delay.
+    this.failuresInARow = 0;
+    let failures = 0;
+    for (;;) {
+      if (this.fatal !== null) throw this.fatal;
+      if (this.stopped) throw new ElideError('ELIDE_IO', `volume ${this.host.name} is closed`);
+      const before = this.failuresInARow;
+      if (this.retryWait !== null) await this.retryWait;
+      else this.notify();
+      await this.loop;
+      if (this.fatal !== null) throw this.fatal;
+      if (this.failuresInARow > before) failures++;
+      else if (this.host.pendingSegments().length === 0 && this.head !== null) return;
+      if (failures >= syncAttemptsMax) {
+        throw new ElideError(
+          'ELIDE_STORE_UNAVAILABLE',
+          `volume ${this.host.name}: upload to ${this.store.url} failed ` +
+            `${failures} times in a row: ${errorText(this.lastError)}`,
+          {},
+          { cause: this.lastError },
+        );
+      }
+    }
+  }
+
+  /** Stops after the attempt in flight; pending segments stay for the next open. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.clearRetry();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped && this.wakeRequested) {
+      this.wakeRequested = false;
+      try {
+        while (!this.stopped && (await this.uploadBatch())) this.failuresInARow = 0;
+        this.failuresInARow = 0;
+      } catch (error) {
+        this.onFailure(error);
+        return;
+      }
+    }
+  }
+
+  private onFailure(error: unknown): void {
+    this.lastError = error;
+    if (isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) {
+      this.fatal = new ElideError(
+        'ELIDE_STORE_PRECONDITION_FAILED',
+        `volume ${this.host.name}: another writer changed ` +
+          `${headKey(this.host.volumeId, this.host.epoch)}; uploads stopped`,
+        {},
+        { cause: error },
+      );
+      this.log.error(this.fatal.message);
+      return;
+    }
+    this.failuresInARow++;
+    const delay = Math.min(
+      uploadRetryDelayMsMax,
+      uploadRetryDelayMsFirst * 2 ** Math.min(this.failuresInARow - 1, 16),
+    );
+    this.log.warn(
+      `volume ${this.host.name}: upload to ${this.store.url} failed ` +
+        `(attempt ${this.failuresInARow}), retrying in ${delay} ms: ${errorText(error)}`,
+    );
+    this.retryWait = new Promise((resolve) => (this.endRetryWait = resolve));
+    this.retryTimer = setTimeout(() => this.notify(), delay);
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.endRetryWait?.();
+    this.endRetryWait = null;
+    this.retryWait = null;
+  }
+
+  /** One batch of the protocol above; false when nothing was pending. */
+  private async uploadBatch(): Promise<boolean> {
+    const head = await this.currentHead();
+    const batch = this.host.pendingSegments().slice(0, uploadConcurrencyMax);
+    if (batch.length === 0) return false;
+    const results = await Promise.allSettled(
+      batch.map((segment) =>
+        this.host.putSegment(segmentKey(this.host.volumeId, segment.id), segment),
+      ),
+    );
+    const confirmed: SegmentFile[] = [];
+    for (const [i, result] of results.entries()) {
+      if (result.status === 'rejected') break;
+      confirmed.push(batch[i]!);
+    }
+    if (confirmed.length > 0) {
+      const listed = new Set(head.segments);
+      const segments = [
+        ...head.segments,
+        ...confirmed.map((s) => s.id).filter((id) => !listed.has(id)),
+      ];
+      const seqMax = Math.max(head.seqMax, ...confirmed.map((s) => s.index.header.seqMax));
+      await this.writeHead({ ...head, segments, seqMax, updatedAt: new Date().toISOString() });
+      for (const segment of confirmed) await this.host.adopt(segment);
+    }
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    return true;
+  }
+
+  private async currentHead(): Promise<Head> {
+    if (this.head !== null) return this.head;
+    const key = headKey(this.host.volumeId, this.host.epoch);
+    const info = await this.store.head(key);
+    if (info === undefined) {
+      this.head = {
+        version: 1,
+        volumeId: this.host.volumeId,
+        epoch: this.host.epoch,
+        segments: this.host.storedSegmentIds(),
+        seqMax: 0,
+        updatedAt: new Date().toISOString(),
+      };
+      this.headVersion = undefined;
+      return this.head;
+    }
+    const bytes = await this.store.get(key);
+    const head = decodeHead(bytes, key);
+    if (head.volumeId !== this.host.volumeId || head.epoch !== this.host.epoch) {
+      throw new ElideError('ELIDE_VOLUME_CORRUPT', `store object ${key} names another volume`);
+    }
+    // The version read with HEAD may predate the GET; a stale one only makes the next put fail.
+    this.head = head;
+    this.headVersion = info.version;
+    return head;
+  }
+
+  private async writeHead(next: Head): Promise<void> {
+    const key = headKey(this.host.volumeId, this.host.epoch);
+    const body = encodeRecord(next);
+    const info =
+      this.headVersion === undefined
+        ? await this.store.putIfAbsent(key, body)
+        : await this.store.putIfMatch(key, body, this.headVersion);
+    this.head = next;
+    this.headVersion = info.version;
+  }
+}

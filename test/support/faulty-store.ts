@@ -1,0 +1,90 @@
+/**
+ * An ObjectStore wrapper for in-process fault injection: fail the next N
+ * uploads or reads, or make reads hang, while counting what passes through.
+ * (HTTP-level faults against radosgw use fault-proxy.ts.)
+ */
+import { ElideError } from '../../src/core/errors.js';
+import type {
+  ByteRange,
+  ObjectEntry,
+  ObjectInfo,
+  ObjectStore,
+  StoreStats,
+} from '../../src/core/store/index.js';
+
+export class FaultyStore implements ObjectStore {
+  /** Uploads (put, putFile, conditional puts) to fail before passing them on. */
+  failPuts = 0;
+  /** Uploads to keys matching this always fail (e.g. /\/segments\// keeps segments pending). */
+  refuseKeys: RegExp | null = null;
+  /** Reads (get) to fail before passing them on. */
+  failGets = 0;
+  /** While true, reads never answer. */
+  hangGets = false;
+  readonly getRanges: Array<ByteRange | undefined> = [];
+
+  constructor(private readonly inner: ObjectStore) {}
+
+  get url(): string {
+    return this.inner.url;
+  }
+
+  put(key: string, body: Buffer): Promise<ObjectInfo> {
+    return this.maybeFailPut(key, () => this.inner.put(key, body));
+  }
+
+  putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
+    return this.maybeFailPut(key, () => this.inner.putIfAbsent(key, body));
+  }
+
+  putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
+    return this.maybeFailPut(key, () => this.inner.putIfMatch(key, body, version));
+  }
+
+  putFile(key: string, path: string): Promise<ObjectInfo> {
+    return this.maybeFailPut(key, () => this.inner.putFile(key, path));
+  }
+
+  get(key: string, range?: ByteRange): Promise<Buffer> {
+    if (this.hangGets) return new Promise(() => {});
+    if (this.failGets > 0) {
+      this.failGets--;
+      return Promise.reject(unavailable('get', key));
+    }
+    this.getRanges.push(range);
+    return this.inner.get(key, range);
+  }
+
+  head(key: string): Promise<ObjectInfo | undefined> {
+    return this.inner.head(key);
+  }
+
+  list(prefix: string): AsyncIterable<ObjectEntry> {
+    return this.inner.list(prefix);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+
+  stats(): StoreStats {
+    return this.inner.stats();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  private maybeFailPut(key: string, pass: () => Promise<ObjectInfo>): Promise<ObjectInfo> {
+    if (this.refuseKeys?.test(key) === true) return Promise.reject(unavailable('put', key));
+    if (this.failPuts > 0) {
+      this.failPuts--;
+      return Promise.reject(unavailable('put', key));
+    }
+    return pass();
+  }
+}
+
+function unavailable(op: string, key: string): ElideError {
+  return new ElideError('ELIDE_STORE_UNAVAILABLE', `injected fault: ${op} ${key}`);
+}
