@@ -72,6 +72,8 @@ export const uploadRetryDelayMsFirst = 500;
 export const uploadRetryDelayMsMax = 30_000;
 /** Failed attempts in a row after which `volume sync` gives up (the server keeps retrying). */
 export const syncAttemptsMax = 4;
+/** Promote-and-upload rounds `volume sync` runs while new writes keep data pending. */
+export const syncRoundsMax = 3;
 /** A demand fetch smaller than this reads ahead into the following uncached extents. */
 export const fetchBytesMin = 256 * 1024;
 /** Sequential demand fetches double their read-ahead up to this. */
@@ -83,6 +85,10 @@ export const presenceSaveDelayMs = 1000;
 
 /** Control socket requests and replies are short JSON lines. */
 export const controlRequestBytesMax = 64 * 1024;
+/** A control client must send its request within this time. */
+export const controlIdleMs = 10_000;
+/** Control connections served at once per volume. */
+export const controlConnectionsMax = 16;
 /** Ownership epoch of a volume created on this host (portable volumes will raise it). */
 export const initialEpoch = 1;
 

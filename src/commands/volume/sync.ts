@@ -10,8 +10,9 @@ export default class VolumeSync extends ElideCommand<typeof VolumeSync> {
     'Seals and promotes the write-ahead logs, uploads every pending segment and the head that ' +
     'lists them, and exits 0 only when nothing is pending (uploadPendingBytes is 0). Works ' +
     'whether or not `elide serve nbd` is serving the volume: a running server does the work ' +
-    'through its control socket. Data written after the command starts may stay pending. ' +
-    'Exits non-zero with one line on stderr when the store keeps failing.';
+    'through its control socket. If writes keep arriving it tries three rounds, then fails ' +
+    'rather than report data as uploaded that is not. Exits non-zero with one line on stderr ' +
+    'when the store keeps failing.';
 
   static override examples = [
     { description: 'Make sure the store holds everything.', command: 'elide volume sync vm1' },

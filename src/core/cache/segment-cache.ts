@@ -114,7 +114,7 @@ export class SegmentCache {
     await Promise.allSettled([...this.inFlight.values()]);
     let freed = 0;
     for (const segment of this.segments.values()) {
-      if (segment.fetchesInFlight > 0 || segment.pins > 0) continue;
+      if (segment.fetchesInFlight > 0 || segment.pins > 0 || segment.cachedBytes === 0) continue;
       freed += segment.cachedBytes;
       await segment.evict(this.fs);
     }
@@ -129,7 +129,7 @@ export class SegmentCache {
    */
   async enforceBudget(): Promise<void> {
     const max = this.options.cacheBytesMax;
-    if (max === undefined) return;
+    if (max === undefined || this.closed) return;
     let total = this.cachedBytes;
     if (total <= max) return;
     const candidates = [...this.segments.values()]
@@ -139,6 +139,9 @@ export class SegmentCache {
       .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
     for (const segment of candidates) {
       if (total <= max) break;
+      // Earlier evictions awaited: a read may have started on this one since.
+      if (this.closed) return;
+      if (segment.fetchesInFlight > 0 || segment.pins > 0 || segment.cachedBytes === 0) continue;
       total -= segment.cachedBytes;
       this.streams.delete(segment.id);
       await segment.evict(this.fs);
@@ -236,6 +239,8 @@ export class SegmentCache {
           `extent ${extent.hash.toString('hex')} fetched from ${source} does not match its hash`,
         );
       }
+      // An eviction of this segment must be durable before new bytes go in.
+      await segment.settled();
       if (this.closed) return;
       segment.writeFetched(this.fs, extent, stored);
     }

@@ -7,7 +7,6 @@
 import path from 'node:path';
 import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { writeFileAtomic } from '../fs/atomic.js';
 import type { Fs } from '../fs/types.js';
 import type { Ulid } from '../ids/ulid.js';
 import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/format.js';
@@ -44,6 +43,10 @@ export class StoredSegment implements SegmentReader {
   fetchesInFlight = 0;
   /** Reads waiting to use what they fetched; such a segment is not evicted either. */
   pins = 0;
+  /** Bumped by every eviction: a presence save that started before one is void. */
+  private generation = 0;
+  private saving: Promise<void> | null = null;
+  private settling: Promise<void> | null = null;
 
   private constructor(
     private readonly dirs: CacheDirs,
@@ -161,6 +164,7 @@ export class StoredSegment implements SegmentReader {
     }
     this.markPresent(extent);
     this.unsaved = true;
+    this.lastUsedMs = Date.now();
   }
 
   /** Marks a damaged cached extent absent, so the next read fetches it again. */
@@ -173,31 +177,85 @@ export class StoredSegment implements SegmentReader {
     this.unsaved = true;
   }
 
-  /** Makes the presence bits set since the last call durable (docs/formats.md §6.3). */
+  /**
+   * Makes the presence bits set before this call durable (docs/formats.md
+   * §6.3): fdatasync the cache file, then write the map of the bits that were
+   * set before that sync. An eviction meanwhile voids the save.
+   */
   async savePresence(fs: Fs): Promise<void> {
-    if (!this.unsaved || this.fd === null) return;
+    if (!this.unsaved || this.fd === null || this.saving !== null) return;
+    const generation = this.generation;
+    const fd = this.fd;
+    const bits = Uint8Array.from(this.bits);
     this.unsaved = false;
+    const run = (async () => {
+      const tmp = path.join(this.dirs.cacheDir, this.presentName + '.tmp');
+      try {
+        await fs.fdatasync(fd);
+        if (this.generation !== generation) return;
+        if (fs.stat(tmp) !== undefined) fs.unlink(tmp);
+        const tmpFd = fs.open(tmp, 'create');
+        try {
+          const map = encodePresentMap(this.id, bits, this.index.extents.length);
+          fs.write(tmpFd, map, 0);
+          await fs.fdatasync(tmpFd);
+        } finally {
+          fs.close(tmpFd);
+        }
+        // Checked and renamed in one turn: an eviction cannot slip in between.
+        if (this.generation !== generation) return fs.unlink(tmp);
+        fs.rename(tmp, path.join(this.dirs.cacheDir, this.presentName));
+        await fs.fsyncDir(this.dirs.cacheDir);
+      } catch (error) {
+        if (this.generation === generation) this.unsaved = true;
+        throw error;
+      }
+    })();
+    this.saving = run;
     try {
-      await fs.fdatasync(this.fd);
-      const map = encodePresentMap(this.id, this.bits, this.index.extents.length);
-      await writeFileAtomic(fs, this.dirs.cacheDir, this.presentName, map);
-    } catch (error) {
-      this.unsaved = true;
-      throw error;
+      await run;
+    } finally {
+      this.saving = null;
     }
   }
 
-  /** Drops every cached body: the map goes first, so no bit outlives its bytes. */
+  /**
+   * Drops every cached body. The in-memory state and both unlinks happen at
+   * once (map first), so no read or fetch sees a half-evicted segment; a
+   * fetch writes into the segment again only after `settled()`, when the
+   * unlinks are durable. The file descriptor closes once a presence save in
+   * flight no longer uses it.
+   */
   async evict(fs: Fs): Promise<void> {
-    assert(this.fetchesInFlight === 0, 'no eviction while a fetch writes the cache file');
+    assert(
+      this.fetchesInFlight === 0 && this.pins === 0,
+      'no eviction under a fetch or a pinned read',
+    );
+    this.generation++;
     this.bits.fill(0);
     this.presentStoredBytes = 0;
     this.unsaved = false;
     unlinkIfPresent(fs, path.join(this.dirs.cacheDir, this.presentName));
-    await fs.fsyncDir(this.dirs.cacheDir);
-    if (this.fd !== null) fs.close(this.fd);
-    this.fd = null;
     unlinkIfPresent(fs, this.path);
+    const fd = this.fd;
+    this.fd = null;
+    const saving = this.saving;
+    const settle = (async () => {
+      await saving?.catch(() => {});
+      if (fd !== null) fs.close(fd);
+      await fs.fsyncDir(this.dirs.cacheDir);
+    })();
+    this.settling = settle;
+    try {
+      await settle;
+    } finally {
+      if (this.settling === settle) this.settling = null;
+    }
+  }
+
+  /** Resolves when an eviction in progress is durable (fetched bytes must wait for it). */
+  async settled(): Promise<void> {
+    while (this.settling !== null) await this.settling.catch(() => {});
   }
 
   close(fs: Fs): void {

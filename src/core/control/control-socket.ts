@@ -3,13 +3,20 @@
  * `elide volume evict` reach the process that holds the volume's lock.
  *
  * Like the lock, it is an abstract Unix socket named from the volume
- * directory's real path, so it needs no file, cannot go stale, and is as
- * private as the lock (same host and network namespace). One request per
- * connection: a JSON line `{"op": "sync" | "evict"}`, answered by a JSON line
- * `{"ok": true, "result": ...}` or `{"ok": false, "code": ..., "message": ...}`.
+ * directory's real path, so it needs no file and cannot go stale. Abstract
+ * sockets have no permissions, so each request carries a key that the server
+ * writes to `control.key` (mode 0600) in the volume directory when it starts:
+ * only who can read the volume's files can drive it. One request per
+ * connection: a JSON line `{"op": "sync" | "evict", "key": ...}`, answered by a
+ * JSON line `{"ok": true, "result": ...}` or `{"ok": false, "code", "message"}`.
+ * A client that sends nothing within controlIdleMs is dropped, and at most
+ * controlConnectionsMax connections are served at once.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
-import { controlRequestBytesMax } from '../constants.js';
+import path from 'node:path';
+import { controlConnectionsMax, controlIdleMs, controlRequestBytesMax } from '../constants.js';
 import { ElideError, errorCodes, errorText, isElideError, type ErrorCode } from '../errors.js';
 import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
@@ -25,25 +32,36 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
+export const controlKeyFile = 'control.key';
+
 /** Serves requests for one volume until closed. */
 export async function listenControl(
   volumeDirRealpath: string,
   handler: ControlHandler,
   log: Logger,
 ): Promise<ControlServer> {
+  const key = randomBytes(32).toString('hex');
+  const keyPath = path.join(volumeDirRealpath, controlKeyFile);
+  const tmp = keyPath + '.tmp';
+  fs.writeFileSync(tmp, key + '\n', { mode: 0o600 });
+  fs.renameSync(tmp, keyPath);
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
+    if (sockets.size >= controlConnectionsMax) return socket.destroy();
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
+    socket.setTimeout(controlIdleMs, () => socket.destroy());
     let buffered = '';
     socket.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
       if (buffered.length > controlRequestBytesMax) return socket.destroy();
       const end = buffered.indexOf('\n');
       if (end === -1) return;
+      // The request is in: the answer (a sync) may take long, so no idle limit now.
       socket.pause();
-      void answer(buffered.slice(0, end), handler, log).then((reply) =>
+      socket.setTimeout(0);
+      void answer(buffered.slice(0, end), key, handler, log).then((reply) =>
         socket.end(JSON.stringify(reply) + '\n'),
       );
     });
@@ -59,18 +77,34 @@ export async function listenControl(
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
+        fs.rmSync(keyPath, { force: true });
         server.close(() => resolve());
       }),
   };
 }
 
-async function answer(line: string, handler: ControlHandler, log: Logger): Promise<object> {
-  let op: unknown;
+async function answer(
+  line: string,
+  key: string,
+  handler: ControlHandler,
+  log: Logger,
+): Promise<object> {
+  let request: { op?: unknown; key?: unknown } = {};
   try {
-    op = (JSON.parse(line) as { op?: unknown }).op;
+    request = JSON.parse(line) as typeof request;
   } catch {
-    op = undefined;
+    // Answered below as an unknown request.
   }
+  const given = Buffer.from(typeof request.key === 'string' ? request.key : '');
+  const expected = Buffer.from(key);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    return {
+      ok: false,
+      code: 'ELIDE_INVALID_ARGUMENT',
+      message: 'control request without the key',
+    };
+  }
+  const op = request.op;
   if (op !== 'sync' && op !== 'evict') {
     return { ok: false, code: 'ELIDE_INVALID_ARGUMENT', message: 'unknown control request' };
   }
@@ -94,10 +128,18 @@ export async function sendControl(
   volumeDirRealpath: string,
   op: ControlOp,
 ): Promise<{ result: unknown } | undefined> {
+  let key: string;
+  try {
+    key = fs.readFileSync(path.join(volumeDirRealpath, controlKeyFile), 'utf8').trim();
+  } catch (error) {
+    // No key file: no server has published a control socket for this volume.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
   const reply = await new Promise<string | undefined>((resolve, reject) => {
     const socket = net.connect(controlSocketName(volumeDirRealpath));
     let text = '';
-    socket.on('connect', () => socket.write(JSON.stringify({ op }) + '\n'));
+    socket.on('connect', () => socket.write(JSON.stringify({ op, key }) + '\n'));
     socket.on('data', (chunk: Buffer) => {
       text += chunk.toString('utf8');
       if (text.length > controlRequestBytesMax) socket.destroy(new Error('control reply too long'));
@@ -105,10 +147,22 @@ export async function sendControl(
     socket.on('end', () => resolve(text));
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'ECONNREFUSED' || error.code === 'ENOENT') resolve(undefined);
-      else reject(error);
+      else
+        reject(
+          new ElideError(
+            'ELIDE_IO',
+            `lost the connection to the process serving the volume: ${error.message}`,
+          ),
+        );
     });
   });
   if (reply === undefined) return undefined;
+  if (reply === '') {
+    throw new ElideError(
+      'ELIDE_IO',
+      'the process serving the volume closed the control connection',
+    );
+  }
   let parsed: { ok?: unknown; result?: unknown; code?: unknown; message?: unknown };
   try {
     parsed = JSON.parse(reply) as typeof parsed;

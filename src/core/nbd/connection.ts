@@ -556,13 +556,20 @@ export class NbdConnection {
       return this.replyFailure(request, error);
     }
     if (pending === undefined) return this.sendRead(request, reply);
-    pending.then(
-      () => this.sendRead(request, reply),
-      (error: unknown) => {
-        this.host.buffers.give(reply);
-        this.replyFailure(request, error);
-      },
-    );
+    // A reply waiting on a fetch holds its buffer: it counts against the
+    // connection's payload bound like a write payload does.
+    this.inflightPayloadBytes += request.length;
+    pending
+      .finally(() => {
+        this.inflightPayloadBytes -= request.length;
+      })
+      .then(
+        () => this.sendRead(request, reply),
+        (error: unknown) => {
+          this.host.buffers.give(reply);
+          this.replyFailure(request, error);
+        },
+      );
   }
 
   private sendRead(request: RequestHeader, reply: Buffer): void {

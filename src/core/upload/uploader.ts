@@ -18,6 +18,7 @@ import {
   uploadRetryDelayMsFirst,
   uploadRetryDelayMsMax,
 } from '../constants.js';
+import { AssertionError } from '../assert.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
 import type { Ulid } from '../ids/ulid.js';
 import type { Logger } from '../log.js';
@@ -76,8 +77,10 @@ export class Uploader {
    * syncAttemptsMax times in a row (the background loop keeps trying).
    */
   async drain(): Promise<void> {
-    // A sync starts a fresh retry schedule, cutting short the background one's long delay.
+    // A sync starts at once, on a fresh retry schedule, cutting short the
+    // background loop's (up to 30 s) delay.
     this.failuresInARow = 0;
+    this.notify();
     let failures = 0;
     for (;;) {
       if (this.fatal !== null) throw this.fatal;
@@ -123,6 +126,17 @@ export class Uploader {
 
   private onFailure(error: unknown): void {
     this.lastError = error;
+    if (error instanceof AssertionError) {
+      // A broken internal rule is not a store outage: retrying cannot help.
+      this.fatal = new ElideError(
+        'ELIDE_IO',
+        `volume ${this.host.name}: uploads stopped: ${error.message}`,
+        {},
+        { cause: error },
+      );
+      this.log.error(this.fatal.message);
+      return;
+    }
     if (isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) {
       this.fatal = new ElideError(
         'ELIDE_STORE_PRECONDITION_FAILED',
@@ -139,6 +153,7 @@ export class Uploader {
       uploadRetryDelayMsMax,
       uploadRetryDelayMsFirst * 2 ** Math.min(this.failuresInARow - 1, 16),
     );
+    if (this.stopped) return;
     this.log.warn(
       `volume ${this.host.name}: upload to ${this.store.url} failed ` +
         `(attempt ${this.failuresInARow}), retrying in ${delay} ms: ${errorText(error)}`,
@@ -176,7 +191,12 @@ export class Uploader {
         ...head.segments,
         ...confirmed.map((s) => s.id).filter((id) => !listed.has(id)),
       ];
-      const seqMax = Math.max(head.seqMax, ...confirmed.map((s) => s.index.header.seqMax));
+      // The largest seq the listed segments hold (a header's seqMax may count
+      // writes that were still in the active log when it was sealed).
+      const seqMax = Math.max(
+        head.seqMax,
+        ...confirmed.flatMap((s) => s.index.claims.map((claim) => claim.seq)),
+      );
       await this.writeHead({ ...head, segments, seqMax, updatedAt: new Date().toISOString() });
       for (const segment of confirmed) await this.host.adopt(segment);
     }
@@ -212,14 +232,40 @@ export class Uploader {
     return head;
   }
 
+  /**
+   * Writes the head conditionally. A lost answer (the put was applied but the
+   * reply timed out) must not look like another writer: on a precondition
+   * failure the stored head is read back, and if it is one this uploader
+   * wrote (a prefix of what it is writing now) the put is repeated against
+   * its version. Any other failure forgets the cached head, so the next
+   * attempt reads it again.
+   */
   private async writeHead(next: Head): Promise<void> {
     const key = headKey(this.host.volumeId, this.host.epoch);
     const body = encodeRecord(next);
-    const info =
-      this.headVersion === undefined
-        ? await this.store.putIfAbsent(key, body)
-        : await this.store.putIfMatch(key, body, this.headVersion);
-    this.head = next;
-    this.headVersion = info.version;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const info =
+          this.headVersion === undefined
+            ? await this.store.putIfAbsent(key, body)
+            : await this.store.putIfMatch(key, body, this.headVersion);
+        this.head = next;
+        this.headVersion = info.version;
+        return;
+      } catch (error) {
+        if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED') || attempt > 1) {
+          if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) this.head = null;
+          throw error;
+        }
+        const info = await this.store.head(key);
+        const stored = info === undefined ? undefined : decodeHead(await this.store.get(key), key);
+        const ours =
+          stored !== undefined &&
+          stored.volumeId === next.volumeId &&
+          stored.segments.every((id, i) => next.segments[i] === id);
+        if (!ours) throw error;
+        this.headVersion = info?.version;
+      }
+    }
   }
 }

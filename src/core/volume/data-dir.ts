@@ -156,8 +156,7 @@ export class DataDir {
       createdAt: new Date().toISOString(),
     };
     const staging = path.join(this.volumesDir, `.creating-${id}`);
-    this.fs.mkdirp(path.join(staging, 'wal'));
-    this.fs.mkdirp(path.join(staging, 'pending'));
+    for (const dir of ['wal', 'pending', 'index', 'cache']) this.fs.mkdirp(path.join(staging, dir));
     const fd = this.fs.open(path.join(staging, descriptorFileName), 'create');
     try {
       this.fs.write(fd, encodeDescriptor(descriptor), 0);
@@ -310,25 +309,43 @@ export class DataDir {
     }
   }
 
-  /** Records in the store that `name` is volume `id` (docs/formats.md §5.3). */
+  /**
+   * Records in the store that `name` is volume `id` (docs/formats.md §5.3).
+   * A record naming a volume whose descriptor is gone from the store is left
+   * from a delete cut short after its commit point: it is replaced.
+   */
   private async claimName(name: string, id: string): Promise<void> {
+    const key = nameKey(name);
     const record: NameRecord = {
       version: 1,
       volumeId: id as NameRecord['volumeId'],
       epoch: initialEpoch,
     };
     try {
-      await this.store.putIfAbsent(nameKey(name), encodeRecord(record));
+      await this.store.putIfAbsent(key, encodeRecord(record));
+      return;
     } catch (error) {
       if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) throw error;
-      const existing = await this.readNameRecord(name);
-      throw new ElideError(
-        'ELIDE_VOLUME_EXISTS',
-        `volume name ${name} is taken in ${this.store.url}` +
-          (existing === undefined ? '' : ` by volume ${existing.volumeId}`),
-        { volume: name },
-      );
     }
+    const info = await this.store.head(key);
+    const existing = await this.readNameRecord(name);
+    const stale =
+      info !== undefined &&
+      existing !== undefined &&
+      (await this.store.head(`${volumePrefix(existing.volumeId)}volume.json`)) === undefined;
+    if (stale) {
+      this.log.info(
+        `volume name ${name}: replacing the record of deleted volume ${existing.volumeId}`,
+      );
+      await this.store.putIfMatch(key, encodeRecord(record), info.version);
+      return;
+    }
+    throw new ElideError(
+      'ELIDE_VOLUME_EXISTS',
+      `volume name ${name} is taken in ${this.store.url}` +
+        (existing === undefined ? '' : ` by volume ${existing.volumeId}`),
+      { volume: name },
+    );
   }
 
   private async readNameRecord(name: string): Promise<NameRecord | undefined> {

@@ -3,8 +3,8 @@
  *
  * Protocol (each step completes before the next starts):
  *   1. Plan (event loop): every claim of the WAL, in order, and which records
- *      carry a body: those whose extent is not already stored in a segment
- *      (dedup). All claims are kept, dead ones included: a claim may only be
+ *      carry a body: those whose extent no segment that uploads before this one
+ *      holds (dedup). All claims are kept, dead ones included: a claim may only be
  *      dropped once what shadows it is durable, which is GC's business.
  *   2. Build (a worker thread on the real filesystem, inline otherwise): read
  *      each body from the WAL, check it against its hash, LZ4-compress it
@@ -18,7 +18,7 @@
 import path from 'node:path';
 import { blockBytes, extentBytesMax } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { hashKey, type ExtentIndex } from '../extent-index/extent-index.js';
+import { hashKey, type ExtentIndex, type ExtentLocation } from '../extent-index/extent-index.js';
 import type { Fs } from '../fs/types.js';
 import { blake3 } from '../hash.js';
 import type { Ulid } from '../ids/ulid.js';
@@ -59,7 +59,7 @@ export function planPromotion(input: {
   for (const record of wal.records) {
     if (record.kind !== 'data') continue;
     const key = hashKey(record.hash);
-    if (included.has(key) || extents.get(record.hash)?.kind === 'segment') continue;
+    if (included.has(key) || storedEarlier(extents.get(record.hash), wal)) continue;
     included.add(key);
     bodies.push({
       hash: record.hash,
@@ -83,6 +83,17 @@ export function planPromotion(input: {
       offsetBlocks: 0,
     })),
   };
+}
+
+/**
+ * A record's body may be left out (dedup) only when a segment that uploads
+ * before this WAL's holds it: segments upload in source-WAL order, and a
+ * head must never list a claim whose body is in a segment it does not list.
+ */
+function storedEarlier(location: ExtentLocation | undefined, wal: WalFile): boolean {
+  if (location?.kind !== 'segment') return false;
+  const header = location.segment.index.header;
+  return (header.sourceWalId ?? header.segmentId) < wal.id;
 }
 
 export function segmentPath(plan: PromotionPlan): string {

@@ -111,8 +111,11 @@ export async function recoverVolume(
     if (writable && (changedPending || segments.size > 0)) await fs.fsyncDir(pendingDir);
 
     if (writable) {
-      fs.mkdirp(cacheDirs.indexDir);
-      fs.mkdirp(cacheDirs.cacheDir);
+      // Volumes made before the object store existed lack these; a new entry
+      // is durable only once its parent is fsynced.
+      const missing = [cacheDirs.indexDir, cacheDirs.cacheDir].filter((d) => !fs.stat(d));
+      for (const dir of missing) fs.mkdirp(dir);
+      if (missing.length > 0) await fs.fsyncDir(volumeDir);
     }
     for (const id of await recoverIndexDir(fs, cacheDirs, segments, writable, log)) {
       const segment = StoredSegment.open(fs, cacheDirs, id, descriptor.id);
@@ -160,7 +163,18 @@ export async function recoverVolume(
       for (const record of wal.records) {
         seqMax = Math.max(seqMax, record.seq);
         claims.push({ ...record, offsetBlocks: 0 });
-        if (record.kind === 'data') {
+        const existing = record.kind === 'data' ? extents.get(record.hash) : undefined;
+        const onlyInStore =
+          existing?.kind === 'segment' && !existing.segment.isPresent(existing.extent);
+        if (record.kind === 'data' && onlyInStore) {
+          // The local copy reads without a fetch (Volume.appendData makes the same choice).
+          extents.set(record.hash, {
+            kind: 'wal',
+            wal,
+            payloadOffset: record.payloadOffset,
+            plainBlocks: record.lengthBlocks,
+          });
+        } else if (record.kind === 'data') {
           extents.setIfAbsent(record.hash, {
             kind: 'wal',
             wal,

@@ -27,6 +27,7 @@ import {
   walBacklogCountMax,
   walDeferredRecordBytesMax,
   extentCacheBytesMax,
+  syncRoundsMax,
   walBytesMax,
   walRecordHeaderBytes,
 } from '../constants.js';
@@ -285,8 +286,7 @@ export class Volume implements UploadHost {
         }
       }
     } finally {
-      for (const segment of pinned) segment.pins--;
-      await this.stored.enforceBudget();
+      await this.unpin([...pinned]);
     }
   }
 
@@ -329,25 +329,61 @@ export class Volume implements UploadHost {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     await this.admit();
-    await this.fetchEdgeBlocks(offsetBytes, lengthBytes);
-    this.checkWritable();
-    apply();
+    const pinned = await this.fetchEdgeBlocks(offsetBytes, lengthBytes);
+    try {
+      this.checkWritable();
+      apply();
+    } finally {
+      await this.unpin(pinned);
+    }
     if (options.fua === true) await this.flush();
   }
 
   /**
    * A write that covers part of a block rewrites the whole block: when that
-   * block is only in the store, it is fetched before the synchronous step.
+   * block is only in the store, it is fetched before the synchronous step and
+   * its segment stays pinned (not evicted) until the caller unpins it.
    */
-  private async fetchEdgeBlocks(offsetBytes: number, lengthBytes: number): Promise<void> {
+  private async fetchEdgeBlocks(
+    offsetBytes: number,
+    lengthBytes: number,
+  ): Promise<StoredSegment[]> {
     const endBytes = offsetBytes + lengthBytes;
     const edges = new Set<number>();
     if (offsetBytes % blockBytes !== 0) edges.add(Math.floor(offsetBytes / blockBytes));
     if (endBytes % blockBytes !== 0) edges.add(Math.floor(endBytes / blockBytes));
-    for (const lba of edges) {
-      const missing: FetchRequest[] = [];
-      this.readBlocksInto(lba, 1, Buffer.allocUnsafe(blockBytes), 0, missing);
-      if (missing.length > 0) await this.stored.fetch(missing);
+    const pinned: StoredSegment[] = [];
+    try {
+      for (const lba of edges) {
+        // Pinned whether cached or not: the sync step must find it still there.
+        for (const piece of this.lbaMap.lookup(lba, 1)) {
+          const location =
+            piece.mapping === undefined ? undefined : this.extents.get(piece.mapping.hash);
+          if (location?.kind === 'segment' && location.segment instanceof StoredSegment) {
+            location.segment.pins++;
+            pinned.push(location.segment);
+          }
+        }
+        const missing: FetchRequest[] = [];
+        this.readBlocksInto(lba, 1, Buffer.allocUnsafe(blockBytes), 0, missing);
+        if (missing.length > 0) await this.stored.fetch(missing);
+      }
+    } catch (error) {
+      await this.unpin(pinned);
+      throw error;
+    }
+    return pinned;
+  }
+
+  /** Releases pins, then brings the cache back within its bound. */
+  private async unpin(pinned: readonly StoredSegment[]): Promise<void> {
+    for (const segment of pinned) segment.pins--;
+    if (pinned.length === 0) return;
+    try {
+      await this.stored.enforceBudget();
+    } catch (error) {
+      // The request itself succeeded; a failed eviction only leaves the cache larger.
+      this.log.warn(`volume ${this.name}: evicting cached segments failed: ${errorText(error)}`);
     }
   }
 
@@ -418,13 +454,26 @@ export class Volume implements UploadHost {
 
   /**
    * Uploads everything not yet in the store: seals and promotes the logs,
-   * then waits for the uploader. Resolves when uploadPendingBytes is 0.
+   * then waits for the uploader. Resolves only when uploadPendingBytes is 0;
+   * writes that keep arriving meanwhile get a few more rounds, then the call
+   * fails rather than report success for data that is not in the store.
    */
   async sync(): Promise<void> {
     this.checkWritable();
-    await this.promoteAll();
     assert(this.uploader !== null, 'writable volumes upload');
-    await this.uploader.drain();
+    for (let round = 1; ; round++) {
+      await this.promoteAll();
+      await this.uploader.drain();
+      const pending = this.stats().uploadPendingBytes;
+      if (pending === 0) return;
+      if (round >= syncRoundsMax) {
+        throw new ElideError(
+          'ELIDE_IO',
+          `volume ${this.name}: ${pending} bytes still pending after ${round} rounds of ` +
+            'upload; writes keep arriving',
+        );
+      }
+    }
   }
 
   /** Drops every cached body that is in the store; returns the bytes freed. */
@@ -435,11 +484,20 @@ export class Volume implements UploadHost {
 
   // ---- upload (UploadHost) ---------------------------------------------------------------
 
+  /**
+   * Segments in `pending/` that may upload now: oldest source WAL first, and
+   * only those older than every WAL not yet promoted, so the uploaded set is
+   * always a prefix of the write history (invariant 11).
+   */
   pendingSegments(): SegmentFile[] {
     const order = (segment: SegmentFile): string => segment.index.header.sourceWalId ?? segment.id;
-    return [...this.segments.values()].sort((a, b) =>
-      order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0,
-    );
+    let barrier: string | undefined;
+    for (const wal of this.wals) {
+      if (!wal.retired && (barrier === undefined || wal.id < barrier)) barrier = wal.id;
+    }
+    return [...this.segments.values()]
+      .filter((segment) => barrier === undefined || order(segment) < barrier)
+      .sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
   }
 
   async putSegment(key: string, segment: SegmentFile): Promise<void> {
@@ -460,21 +518,26 @@ export class Volume implements UploadHost {
    * point its extents at the stored copy.
    */
   async adopt(segment: SegmentFile): Promise<void> {
-    if (this.closed || this.segments.get(segment.id) !== segment) return;
+    if (this.closed || this.failure !== null || this.segments.get(segment.id) !== segment) return;
+    try {
+      await this.adoptSteps(segment);
+    } catch (error) {
+      // Every step is a write or sync of local metadata: like a failed flush,
+      // a failure here may have lost what the kernel held (invariant 7).
+      throw this.fail(error, `moving segment ${segment.id} out of pending/`);
+    }
+    await this.stored.enforceBudget();
+  }
+
+  private async adoptSteps(segment: SegmentFile): Promise<void> {
     const { indexDir, cacheDir } = this.cacheDirs;
     const id = segment.id;
     const indexBytes = readExact(this.fs, segment.fd, 0, segment.index.bodyOffset, segment.path);
     await writeFileAtomic(this.fs, indexDir, id + indexSuffix, indexBytes);
-    await writeFileAtomic(
-      this.fs,
-      cacheDir,
-      id + presentSuffix,
-      StoredSegment.fullPresentMap(segment.index),
-    );
+    const presence = StoredSegment.fullPresentMap(segment.index);
+    await writeFileAtomic(this.fs, cacheDir, id + presentSuffix, presence);
     if (this.closed || this.segments.get(id) !== segment) return;
     this.fs.rename(segment.path, path.join(cacheDir, id + segmentSuffix));
-    await this.fs.fsyncDir(cacheDir);
-    await this.fs.fsyncDir(this.pendingDir);
     const stored = StoredSegment.adopted(this.fs, this.cacheDirs, segment.index);
     this.stored.add(stored);
     this.segments.delete(id);
@@ -486,7 +549,8 @@ export class Volume implements UploadHost {
     }
     segment.close(this.fs);
     if (this.invariants) this.checkInvariants('adopt');
-    await this.stored.enforceBudget();
+    await this.fs.fsyncDir(cacheDir);
+    await this.fs.fsyncDir(this.pendingDir);
   }
 
   /** Seals the active WAL and waits until every WAL is promoted into a segment. */
@@ -640,7 +704,14 @@ export class Volume implements UploadHost {
     const payloadOffset = this.appendToWal(wal, header, chunk);
     wal.records.push({ kind: 'data', startLba, lengthBlocks, seq, hash, payloadOffset });
     this.lbaMap.set(startLba, lengthBlocks, hash, 0, seq);
-    this.extents.setIfAbsent(hash, { kind: 'wal', wal, payloadOffset, plainBlocks: lengthBlocks });
+    const existing = this.extents.get(hash);
+    // A copy only in the store would need a fetch to read: the local one is better.
+    if (
+      existing === undefined ||
+      (existing.kind === 'segment' && !existing.segment.isPresent(existing.extent))
+    ) {
+      this.extents.set(hash, { kind: 'wal', wal, payloadOffset, plainBlocks: lengthBlocks });
+    }
   }
 
   private appendZero(startLba: number, lengthBlocks: number): void {

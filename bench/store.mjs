@@ -1,0 +1,797 @@
+#!/usr/bin/env node
+// Object-store throughput: elide's segment upload (`volume sync`) and its cold sequential read
+// through NBD (demand fetch) against raw PutObject/GetObject of 32 MiB objects, all against one
+// single-node Ceph radosgw started for the run (scripts/ceph/start.sh, memstore OSD).
+// Writes the figures into docs/benchmarks.md between the store-bench markers.
+// Run with `npm run bench:store` (builds first).
+// Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SIZE (volume and raw data per
+// run, default 1G), ELIDE_BENCH_RUNS (default 3), ELIDE_BENCH_CPU_PROF (a directory: run the
+// NBD server and `volume sync` under `node --cpu-prof` and keep the profiles there),
+// ELIDE_BENCH_KEEP=1 (keep the work dir, with radosgw's log, after stopping it).
+// Needs fio (with the nbd engine) and Ceph (ceph-mon, ceph-osd, radosgw) on PATH.
+import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { writeDocSection } from './doc-section.mjs';
+
+const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const elideBin = path.join(repo, 'bin', 'run.js');
+const cephScripts = path.join(repo, 'scripts', 'ceph');
+const runs = positiveInt('ELIDE_BENCH_RUNS', 3);
+const sizeText = process.env.ELIDE_BENCH_SIZE ?? '1G';
+const objectBytes = 32 * 2 ** 20; // elide's segment size
+const sizeBytes = Math.max(objectBytes, Math.ceil(parseSize(sizeText) / 4096) * 4096);
+const objectCount = Math.ceil(sizeBytes / objectBytes);
+const rawBytes = objectCount * objectBytes;
+const putConcurrency = 4; // elide uploads four segments at once
+const getConcurrencies = [4, 8, 1];
+const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
+const profDir = process.env.ELIDE_BENCH_CPU_PROF
+  ? path.resolve(process.env.ELIDE_BENCH_CPU_PROF)
+  : undefined;
+// Room for every run's raw objects and volume (RGW frees deleted data only after its GC delay).
+const memstoreBytes = runs * (rawBytes + Math.ceil(sizeBytes * 1.1)) + 2 ** 30;
+const fioRead = { rw: 'read', bs: '1M', qd: 8 };
+const targets = { upload: 0.7, coldRead: 0.7 };
+const keep = process.env.ELIDE_BENCH_KEEP === '1';
+const clockTicks = 100; // USER_HZ on Linux
+
+// Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
+const children = new Set();
+let work;
+let cephDir;
+let cephStarted = false;
+let cleaning;
+let signalled = false; // errors after a signal come from stopping the servers
+const stderrNotes = [];
+
+function positiveInt(name, fallback) {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer`);
+  return value;
+}
+
+function parseSize(text) {
+  const match = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
+  if (match === null) throw new Error(`ELIDE_BENCH_SIZE: cannot parse "${text}" (e.g. 1G, 512M)`);
+  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[match[2].toUpperCase()];
+  return Number(match[1]) * 2 ** shift;
+}
+
+function track(child) {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+function exited(child, ms) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+async function stop(child, ms = 30_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  if (!(await exited(child, ms))) {
+    child.kill('SIGKILL');
+    await exited(child, 5_000);
+  }
+}
+
+function stopCephSync() {
+  if (!cephStarted) return;
+  cephStarted = false;
+  try {
+    execFileSync('bash', [path.join(cephScripts, 'stop.sh'), cephDir], { stdio: 'ignore' });
+  } catch {
+    // stop.sh is best effort and exits 0; nothing more to do here.
+  }
+}
+
+async function cleanup() {
+  cleaning ??= (async () => {
+    await Promise.all([...children].map((child) => stop(child, 10_000)));
+    if (cephStarted) {
+      cephStarted = false;
+      await run('bash', [path.join(cephScripts, 'stop.sh'), cephDir]).catch(() => undefined);
+    }
+    if (work !== undefined && !keep) fs.rmSync(work, { recursive: true, force: true });
+  })();
+  return cleaning;
+}
+
+// Last resort if the process exits without going through cleanup().
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+  stopCephSync();
+  if (work !== undefined && !keep) fs.rmSync(work, { recursive: true, force: true });
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    signalled = true;
+    process.stderr.write(`bench: ${signal}, stopping servers\n`);
+    cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
+  });
+}
+
+/** Runs a command; resolves to { stdout, stderr, pid }, rejects with its output on failure. */
+function run(command, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (code === 0) resolve({ stdout, stderr, pid: child.pid });
+      else
+        reject(
+          new Error(`${command} ${args.join(' ')}: exit ${code ?? signal}\n${stdout}${stderr}`),
+        );
+    });
+  });
+}
+
+const timeBin = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+const cpuTag = 'ELIDE_BENCH_CPU';
+
+/**
+ * Runs an elide command (under /usr/bin/time when there is one, for its CPU seconds); anything
+ * else it writes to stderr is kept for the report. Resolves to { stdout, cpu }.
+ */
+async function elide(env, args) {
+  const node =
+    profDir !== undefined && args[1] === 'sync' ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  const command = [process.execPath, ...node, elideBin, ...args];
+  const result =
+    timeBin === undefined
+      ? await run(command[0], command.slice(1), { env })
+      : await run(timeBin, ['-f', `${cpuTag} %U %S`, ...command], { env });
+  let cpu = NaN;
+  const stderr = result.stderr
+    .split('\n')
+    .filter((line) => {
+      if (!line.startsWith(cpuTag)) return true;
+      const [user, system] = line.split(' ').slice(1).map(Number);
+      cpu = user + system;
+      return false;
+    })
+    .join('\n')
+    .trim();
+  if (stderr !== '') stderrNotes.push(`elide ${args.join(' ')}: ${stderr}`);
+  return { stdout: result.stdout, cpu };
+}
+
+function version(command, args) {
+  try {
+    return execFileSync(command, args, { encoding: 'utf8' }).split('\n')[0].trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+function freePorts(count) {
+  return Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise((resolve, reject) => {
+          const server = net.createServer();
+          server.on('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
+  ).then(async (servers) => {
+    const ports = servers.map((server) => server.address().port);
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    return ports;
+  });
+}
+
+async function startCeph() {
+  cephDir = path.join(work, 'ceph');
+  const [rgwPort, monPort] = await freePorts(2);
+  cephStarted = true; // stop.sh is safe on a half-started cluster
+  const { stdout } = await run(
+    'bash',
+    [path.join(cephScripts, 'start.sh'), cephDir, String(rgwPort), String(monPort)],
+    { env: { ...process.env, CEPH_MEMSTORE_BYTES: String(memstoreBytes) } },
+  );
+  const ready = stdout.trim().split('\n').at(-1)?.split(' ') ?? [];
+  if (ready.length !== 4 || ready[0] !== 'READY')
+    throw new Error(`scripts/ceph/start.sh printed no READY line:\n${stdout}`);
+  return { endpoint: ready[1], accessKeyId: ready[2], secretAccessKey: ready[3] };
+}
+
+function cephPid(name) {
+  const file = path.join(cephDir, 'run', `${name}.pid`);
+  return Number(fs.readFileSync(file, 'utf8').trim());
+}
+
+/** radosgw's own request and byte counters (perf dump over its admin socket). */
+function rgwCounters() {
+  const socket = path.join(cephDir, 'run', 'client.rgw.a.asok');
+  const dump = JSON.parse(
+    execFileSync('ceph', ['--admin-daemon', socket, 'perf', 'dump'], { encoding: 'utf8' }),
+  );
+  const rgw = dump.rgw ?? {};
+  return {
+    get: rgw.get ?? NaN,
+    getB: rgw.get_b ?? NaN,
+    put: rgw.put ?? NaN,
+    putB: rgw.put_b ?? NaN,
+  };
+}
+
+const months = 'JanFebMarAprMayJunJulAugSepOctNovDec';
+
+/**
+ * What radosgw's access log lines (debug level 1: method, path, status, bytes, start time and
+ * latency of every request) say about the `method` requests on paths containing `pathPart` that
+ * started between `fromMs` and `toMs` (wall clock): how many, the mean number in flight over the
+ * window, and the share of the window with at least one in flight.
+ */
+function rgwRequests(fromMs, toMs, method, pathPart) {
+  const log = path.join(cephDir, 'log', 'client.rgw.a.log');
+  const pattern =
+    /beast: \S+ \S+ - \S+ \[(\d+)\/(\w+)\/(\d+):(\d+):(\d+):([\d.]+) ([+-]\d\d)(\d\d)\] "(\w+) (\S+) .* latency=([\d.]+)s/;
+  const spans = [];
+  for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
+    const match = pattern.exec(line);
+    if (match === null || match[9] !== method || !match[10].includes(pathPart)) continue;
+    const [, day, month, year, hour, minute, second, tzHours, tzMinutes] = match;
+    const monthNumber = String(months.indexOf(month) / 3 + 1).padStart(2, '0');
+    const start = Date.parse(
+      `${year}-${monthNumber}-${day}T${hour}:${minute}:${second.padStart(6, '0')}${tzHours}:${tzMinutes}`,
+    );
+    if (start < fromMs - 50 || start > toMs) continue; // 50 ms: the log has millisecond stamps
+    spans.push([Math.max(start, fromMs), Math.min(start + Number(match[11]) * 1000, toMs)]);
+  }
+  spans.sort((x, y) => x[0] - y[0]);
+  let busy = 0;
+  let current;
+  for (const [start, end] of spans) {
+    if (current === undefined || start > current[1]) {
+      if (current !== undefined) busy += current[1] - current[0];
+      current = [start, end];
+    } else current[1] = Math.max(current[1], end);
+  }
+  if (current !== undefined) busy += current[1] - current[0];
+  const total = spans.reduce((sum, [start, end]) => sum + end - start, 0);
+  return {
+    count: spans.length,
+    meanInFlight: total / (toMs - fromMs),
+    busyShare: busy / (toMs - fromMs),
+  };
+}
+
+/** CPU seconds (user + system, all threads) a process has used so far; NaN once it is gone. */
+function cpuSeconds(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat). */
+function machineBusySeconds() {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1, 9);
+  const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
+  return (user + nice + system + irq + softirq + steal) / clockTicks;
+}
+
+/**
+ * CPU seconds used between two calls by radosgw, the OSD, this process (the raw S3 client),
+ * the whole machine and (when given) one more process.
+ */
+function cpuMeter(extraPid) {
+  const pids = { rgw: cephPid('client.rgw.a'), osd: cephPid('osd.0'), elide: extraPid };
+  const read = () => {
+    const usage = process.cpuUsage();
+    return {
+      ...Object.fromEntries(
+        Object.entries(pids)
+          .filter(([, pid]) => pid !== undefined)
+          .map(([name, pid]) => [name, cpuSeconds(pid)]),
+      ),
+      bench: (usage.user + usage.system) / 1e6,
+      machine: machineBusySeconds(),
+    };
+  };
+  const start = read();
+  return () => {
+    const end = read();
+    return Object.fromEntries(Object.keys(end).map((name) => [name, end[name] - start[name]]));
+  };
+}
+
+function s3Client(ceph) {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  // As the product configures it (src/core/store/s3-store.ts).
+  return new S3Client({
+    endpoint: ceph.endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    retryMode: 'standard',
+    maxAttempts: 3,
+  });
+}
+
+/** Runs task(0..count-1) with `concurrency` in flight. */
+async function pool(count, concurrency, task) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(count, concurrency) }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+async function timed(fn) {
+  const start = process.hrtime.bigint();
+  const value = await fn();
+  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, value };
+}
+
+const mib = (bytes) => bytes / 2 ** 20;
+
+async function rawPut(client, bucket, keys, bodies) {
+  const { seconds } = await timed(() =>
+    pool(keys.length, putConcurrency, (i) =>
+      client.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: keys[i],
+          Body: bodies[i % bodies.length],
+          ContentLength: objectBytes,
+        }),
+      ),
+    ),
+  );
+  return mib(keys.length * objectBytes) / seconds;
+}
+
+async function rawGet(client, bucket, keys, concurrency) {
+  const { seconds } = await timed(() =>
+    pool(keys.length, concurrency, async (i) => {
+      const output = await client.send(new GetObjectCommand({ Bucket: bucket, Key: keys[i] }));
+      let got = 0;
+      for await (const chunk of output.Body) got += chunk.length;
+      if (got !== objectBytes) throw new Error(`GET ${keys[i]}: ${got} of ${objectBytes} bytes`);
+    }),
+  );
+  return mib(keys.length * objectBytes) / seconds;
+}
+
+function writeRandomFile(file) {
+  const fd = fs.openSync(file, 'w');
+  try {
+    const chunk = 16 * 2 ** 20;
+    for (let done = 0; done < sizeBytes; done += chunk) {
+      fs.writeSync(fd, crypto.randomBytes(Math.min(chunk, sizeBytes - done)));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function logTail(file) {
+  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  return text.split('\n').slice(-20).join('\n');
+}
+
+async function startServer(env, logFile) {
+  const node = profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  const log = fs.createWriteStream(logFile);
+  const child = track(
+    spawn(process.execPath, [...node, elideBin, 'serve', 'nbd', 'v', '--listen', '127.0.0.1:0'], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
+  let seen = '';
+  child.stderr.on('data', (chunk) => {
+    log.write(chunk);
+    seen += chunk;
+  });
+  const uri = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
+    const check = () => {
+      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stderr.on('data', check);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
+    });
+  });
+  return { child, uri, logFile, output: () => seen };
+}
+
+function fioArgs(uri, output) {
+  return [
+    '--name=read',
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    `--rw=${fioRead.rw}`,
+    `--bs=${fioRead.bs}`,
+    `--iodepth=${fioRead.qd}`,
+    `--size=${sizeBytes}`,
+    '--output-format=json',
+    `--output=${output}`,
+  ];
+}
+
+let fioCount = 0;
+async function fio(server) {
+  const output = path.join(work, `fio-${++fioCount}.json`);
+  try {
+    await run('fio', fioArgs(server.uri, output));
+  } catch (error) {
+    throw new Error(`${error.message}\nelide log:\n${logTail(server.logFile)}`);
+  }
+  const job = JSON.parse(fs.readFileSync(output, 'utf8')).jobs[0];
+  if (job.error !== 0) throw new Error(`fio: error ${job.error}`);
+  if (job.read.io_bytes !== sizeBytes)
+    throw new Error(`fio read ${job.read.io_bytes} of ${sizeBytes} bytes`);
+  return { mibPerS: job.read.bw_bytes / 2 ** 20, seconds: job.read.runtime / 1000 };
+}
+
+async function info(env) {
+  return JSON.parse((await elide(env, ['volume', 'info', 'v', '--json'])).stdout);
+}
+
+async function oneRun(r, ceph, client, bucket, bodies, imageFile) {
+  const result = { run: r };
+  const keys = Array.from({ length: objectCount }, (_, i) => `raw/run${r}/obj-${i}`);
+  const windows = {};
+  let cpu = cpuMeter();
+  let from = Date.now();
+  result.rawPut = await rawPut(client, bucket, keys, bodies);
+  windows.rawPut = [from, Date.now(), 'PUT', `/raw/run${r}/`];
+  result.rawPutCpu = cpu();
+  for (const qd of getConcurrencies) {
+    cpu = cpuMeter();
+    from = Date.now();
+    result[`rawGet${qd}`] = await rawGet(client, bucket, keys, qd);
+    windows[`rawGet${qd}`] = [from, Date.now(), 'GET', `/raw/run${r}/`];
+    result[`rawGet${qd}Cpu`] = cpu();
+  }
+  console.log(
+    `run ${r}/${runs} raw PUT x${putConcurrency} ${num(result.rawPut)} MiB/s, ` +
+      getConcurrencies.map((qd) => `GET x${qd} ${num(result[`rawGet${qd}`])} MiB/s`).join(', '),
+  );
+
+  const dataDir = path.join(work, `data-${r}`);
+  const env = {
+    ...process.env,
+    AWS_ENDPOINT_URL: ceph.endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: ceph.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: ceph.secretAccessKey,
+    ELIDE_STORE: `s3://${bucket}/elide-run${r}`,
+    ELIDE_DATA_DIR: dataDir,
+  };
+  delete env.ELIDE_CACHE_SIZE;
+
+  // Upload: import-raw leaves sealed segments pending; sync uploads them.
+  let counters = rgwCounters();
+  const imported = await timed(() =>
+    elide(env, ['volume', 'import-raw', imageFile, 'v', '--json']),
+  );
+  result.importSeconds = imported.seconds;
+  result.importPutBytes = rgwCounters().putB - counters.putB;
+  const before = await info(env);
+  result.pendingBytes = before.uploadPendingBytes;
+  result.storedBytes = before.storedBytes;
+  result.segments = before.segments;
+  counters = rgwCounters();
+  cpu = cpuMeter();
+  from = Date.now();
+  const synced = await timed(() => elide(env, ['volume', 'sync', 'v', '--json']));
+  windows.sync = [from, Date.now(), 'PUT', `/elide-run${r}/`];
+  const afterSync = rgwCounters();
+  result.syncCpu = { ...cpu(), elide: synced.value.cpu };
+  result.syncSeconds = synced.seconds;
+  result.syncPutBytes = afterSync.putB - counters.putB;
+  result.syncPuts = afterSync.put - counters.put;
+  result.upload = mib(result.pendingBytes) / result.syncSeconds;
+  result.importAndUpload = mib(sizeBytes) / (result.importSeconds + result.syncSeconds);
+  result.cliSeconds = (await timed(() => info(env))).seconds;
+  console.log(
+    `run ${r}/${runs} elide import-raw ${result.importSeconds.toFixed(2)} s ` +
+      `(${num(mib(result.importPutBytes))} MiB uploaded meanwhile), ` +
+      `pending ${num(mib(result.pendingBytes))} MiB, sync ${result.syncSeconds.toFixed(2)} s ` +
+      `= ${num(result.upload)} MiB/s; import+sync ${num(result.importAndUpload)} MiB/s`,
+  );
+
+  // Cold read: nothing cached, every byte fetched from the store through NBD.
+  await elide(env, ['volume', 'evict', 'v', '--json']);
+  const evicted = await info(env);
+  if (evicted.cacheBytes !== 0 || evicted.uploadPendingBytes !== 0)
+    throw new Error(
+      `after evict: cacheBytes ${evicted.cacheBytes}, uploadPendingBytes ${evicted.uploadPendingBytes}`,
+    );
+  const server = await startServer(env, path.join(work, `serve-${r}.log`));
+  counters = rgwCounters();
+  cpu = cpuMeter(server.child.pid);
+  const coldFrom = { us: process.hrtime.bigint() / 1000n, wall: new Date().toISOString() };
+  from = Date.now();
+  const cold = await fio(server);
+  windows.cold = [from, Date.now(), 'GET', `/elide-run${r}/`];
+  const afterCold = rgwCounters();
+  if (profDir !== undefined || keep)
+    console.log(
+      `run ${r}/${runs} cold read: monotonic ${coldFrom.us} to ${process.hrtime.bigint() / 1000n} ` +
+        `µs (for profile-summary --from/--to), ${coldFrom.wall} to ${new Date().toISOString()}`,
+    );
+  result.coldCpu = cpu();
+  result.coldRead = cold.mibPerS;
+  result.coldSeconds = cold.seconds;
+  result.coldGetBytes = afterCold.getB - counters.getB;
+  result.coldGets = afterCold.get - counters.get;
+  const warm = await fio(server);
+  result.warmRead = warm.mibPerS;
+  server.child.kill('SIGTERM');
+  if (!(await exited(server.child, 60_000))) throw new Error('elide serve did not exit on SIGTERM');
+  if (server.child.exitCode !== 0)
+    throw new Error(`elide serve exited ${server.child.exitCode}:\n${server.output()}`);
+  const servedLines = server
+    .output()
+    .split('\n')
+    .filter((line) => line.trim() !== '' && !/elide: serving nbd:\/\//.test(line));
+  if (servedLines.length > 0)
+    stderrNotes.push(`elide serve nbd (run ${r}): ${servedLines.join('\n')}`);
+  const after = await info(env);
+  result.cacheAfter = after.cacheBytes;
+  console.log(
+    `run ${r}/${runs} elide cold read ${num(result.coldRead)} MiB/s ` +
+      `(store served ${num(mib(result.coldGetBytes))} MiB in ${result.coldGets} GETs, ` +
+      `cache after ${num(mib(result.cacheAfter))} MiB), warm read ${num(result.warmRead)} MiB/s`,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 500)); // radosgw writes its log behind
+  result.phaseSeconds = Object.fromEntries(
+    Object.entries(windows).map(([name, [fromMs, toMs]]) => [name, (toMs - fromMs) / 1000]),
+  );
+  result.requests = Object.fromEntries(
+    Object.entries(windows).map(([name, [fromMs, toMs, method, pathPart]]) => [
+      name,
+      rgwRequests(fromMs, toMs, method, pathPart),
+    ]),
+  );
+  if (!keep) fs.rmSync(dataDir, { recursive: true, force: true });
+  return result;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+const num = (value) =>
+  value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
+
+async function main() {
+  if (version('fio', ['--version']) === 'unknown') throw new Error('fio is not installed');
+  const loadBefore = os.loadavg()[0];
+  const freeGiB = os.freemem() / 2 ** 30;
+  if (memstoreBytes > os.freemem() * 0.8)
+    throw new Error(
+      `the memstore OSD needs ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB of RAM, ` +
+        `${freeGiB.toFixed(1)} GiB is free: lower ELIDE_BENCH_SIZE or ELIDE_BENCH_RUNS`,
+    );
+  fs.mkdirSync(base, { recursive: true });
+  work = fs.mkdtempSync(path.join(base, 'store-'));
+  if (profDir !== undefined) fs.mkdirSync(profDir, { recursive: true });
+  const cephStart = await timed(() => startCeph());
+  const ceph = cephStart.value;
+  console.log(
+    `radosgw ${ceph.endpoint} started in ${cephStart.seconds.toFixed(1)} s ` +
+      `(memstore ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB), work dir ${work}`,
+  );
+  const client = s3Client(ceph);
+  const bucket = `elide-bench-${process.pid}`;
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+
+  const imageFile = path.join(work, 'image.raw');
+  writeRandomFile(imageFile);
+  const bodies = Array.from({ length: Math.min(objectCount, 8) }, () =>
+    crypto.randomBytes(objectBytes),
+  );
+
+  // Warm-up, not measured: the first requests after start are much slower (new pools, first
+  // allocations in the memstore).
+  const warmKeys = bodies.slice(0, 4).map((_, i) => `warm-up/obj-${i}`);
+  await rawPut(client, bucket, warmKeys, bodies);
+  await rawGet(client, bucket, warmKeys, 4);
+
+  const results = [];
+  for (let r = 1; r <= runs; r++)
+    results.push(await oneRun(r, ceph, client, bucket, bodies, imageFile));
+  client.destroy();
+
+  const m = (key) => median(results.map((result) => result[key]));
+  const each = (key) => results.map((result) => num(result[key])).join(' / ');
+  const status = (ratio, target) => `≥${target}× ${ratio >= target ? 'met' : 'not met'}`;
+  const uploadRatio = m('upload') / m('rawPut');
+  const coldRatio = m('coldRead') / m('rawGet4');
+  const table = [
+    '| workload | elide | raw S3 | ratio | target met? |',
+    '|---|---|---|---|---|',
+    `| upload: \`volume sync\` of the pending segments vs PutObject ×${putConcurrency} | ` +
+      `${num(m('upload'))} MiB/s | ${num(m('rawPut'))} MiB/s | ${uploadRatio.toFixed(2)}× | ` +
+      `${status(uploadRatio, targets.upload)} |`,
+    `| cold sequential read (fio over NBD, 1 MiB, iodepth 8) vs GetObject ×4 | ` +
+      `${num(m('coldRead'))} MiB/s | ${num(m('rawGet4'))} MiB/s | ${coldRatio.toFixed(2)}× | ` +
+      `${status(coldRatio, targets.coldRead)} |`,
+    `| context: \`import-raw\` start to \`sync\` end vs PutObject ×${putConcurrency} | ` +
+      `${num(m('importAndUpload'))} MiB/s | ${num(m('rawPut'))} MiB/s | ` +
+      `${(m('importAndUpload') / m('rawPut')).toFixed(2)}× | - |`,
+    `| context: cold read vs GetObject ×8 | ${num(m('coldRead'))} MiB/s | ` +
+      `${num(m('rawGet8'))} MiB/s | ${(m('coldRead') / m('rawGet8')).toFixed(2)}× | - |`,
+    `| context: cold read vs GetObject ×1 (one request at a time) | ${num(m('coldRead'))} MiB/s | ` +
+      `${num(m('rawGet1'))} MiB/s | ${(m('coldRead') / m('rawGet1')).toFixed(2)}× | - |`,
+    `| context: warm sequential read (same fio job again, all cached) | ` +
+      `${num(m('warmRead'))} MiB/s | - | - | - |`,
+  ].join('\n');
+  const perRun = [
+    '| figure, MiB/s | each run |',
+    '|---|---|',
+    `| raw PutObject ×${putConcurrency} | ${each('rawPut')} |`,
+    ...getConcurrencies.map((qd) => `| raw GetObject ×${qd} | ${each(`rawGet${qd}`)} |`),
+    `| elide upload (\`volume sync\`) | ${each('upload')} |`,
+    `| elide \`import-raw\` + \`sync\` | ${each('importAndUpload')} |`,
+    `| elide cold read | ${each('coldRead')} |`,
+    `| elide warm read | ${each('warmRead')} |`,
+  ].join('\n');
+
+  const secondsList = (key) => results.map((result) => result[key].toFixed(2)).join(' / ');
+  const mibList = (key) => results.map((result) => num(mib(result[key]))).join(' / ');
+  const pendingShare = median(results.map((result) => result.pendingBytes / result.storedBytes));
+  const uploadNote =
+    `\`import-raw\` already uploaded ${mibList('importPutBytes')} MiB while it ran, so \`sync\` ` +
+    `had ${(pendingShare * 100).toFixed(0)}% of the stored bytes left (median)` +
+    (pendingShare < 0.5 ? '; the import-to-sync row covers all of the upload' : '');
+  const phases = [
+    { name: 'raw PutObject ×4', key: 'rawPut', rate: 'rawPut', cpu: 'rawPutCpu', client: 'bench' },
+    { name: 'elide `volume sync`', key: 'sync', rate: 'upload', cpu: 'syncCpu', client: 'elide' },
+    {
+      name: 'raw GetObject ×4',
+      key: 'rawGet4',
+      rate: 'rawGet4',
+      cpu: 'rawGet4Cpu',
+      client: 'bench',
+    },
+    {
+      name: 'raw GetObject ×8',
+      key: 'rawGet8',
+      rate: 'rawGet8',
+      cpu: 'rawGet8Cpu',
+      client: 'bench',
+    },
+    {
+      name: 'raw GetObject ×1',
+      key: 'rawGet1',
+      rate: 'rawGet1',
+      cpu: 'rawGet1Cpu',
+      client: 'bench',
+    },
+    { name: 'elide cold read', key: 'cold', rate: 'coldRead', cpu: 'coldCpu', client: 'elide' },
+  ];
+  const med = (f) => median(results.map(f));
+  const phaseTable = [
+    '| phase (medians) | MiB/s | wall s | requests | mean requests in flight | share of time with one in flight | CPU s: client | radosgw | OSD | whole machine (cores busy on average) |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...phases.map((phase) => {
+      const wall = med((r) => r.phaseSeconds[phase.key]);
+      const cpu = (name) => med((r) => r[phase.cpu][name]).toFixed(1);
+      const req = (name) => med((r) => r.requests[phase.key][name]);
+      return (
+        `| ${phase.name} | ${num(m(phase.rate))} | ${wall.toFixed(2)} | ${req('count')} | ` +
+        `${req('meanInFlight').toFixed(2)} | ${(req('busyShare') * 100).toFixed(0)}% | ` +
+        `${cpu(phase.client)} | ${cpu('rgw')} | ${cpu('osd')} | ${cpu('machine')} ` +
+        `(${med((r) => r[phase.cpu].machine / r.phaseSeconds[phase.key]).toFixed(2)}) |`
+      );
+    }),
+  ].join('\n');
+  const cpus = os.cpus();
+  const gib = +(sizeBytes / 2 ** 30).toFixed(3);
+  const section = [
+    `Measured ${new Date().toISOString().slice(0, 10)} by \`${process.env.ELIDE_BENCH_SIZE ? `ELIDE_BENCH_SIZE=${sizeText} ` : ''}ELIDE_BENCH_RUNS=${runs} npm run bench:store\` on ` +
+      `${cpus.length}× ${cpus[0]?.model ?? 'unknown CPU'}, ` +
+      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}; ` +
+      `Node ${process.version}, ${version('ceph', ['--version']).replace(/ \([0-9a-f]+\)/, '')}, ` +
+      `${version('fio', ['--version'])}. elide, radosgw, its memstore OSD and the clients share ` +
+      'the same cores over 127.0.0.1 (1-minute load average ' +
+      `${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end).`,
+    '',
+    'One radosgw for the whole run (`scripts/ceph/start.sh`: one monitor, one memstore OSD, ' +
+      `so the store keeps everything in RAM; ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB), one ` +
+      `bucket, and ${runs} run${runs === 1 ? '' : 's'}, each with a fresh key prefix, data ` +
+      'directory and volume. Four 32 MiB objects are written and read once before the first run (the first requests after start are slower). Each run measures, in this order:',
+    '',
+    `- raw PutObject: ${objectCount} objects of 32 MiB (elide's segment size) of random data, ` +
+      `${putConcurrency} in flight (elide uploads four segments at once), with ` +
+      '`@aws-sdk/client-s3` configured as elide configures it (path style, checksums only when ' +
+      'required, region us-east-1); then GetObject of all of them, whole, 4, then 8, then 1 in flight. ' +
+      'MiB/s is the bytes over the wall time of the batch.',
+    `- elide upload: \`elide volume import-raw IMAGE v\` of a ${gib} GiB file of random ` +
+      'data (incompressible, nothing deduplicates), with `ELIDE_STORE=s3://BUCKET/elide-runN` ' +
+      'and the AWS_* variables pointing at radosgw; import-raw closes the volume with sealed ' +
+      'segments still pending. Then `elide volume info v --json` gives `uploadPendingBytes`, and ' +
+      'the upload figure is `uploadPendingBytes` over the wall time of `elide volume sync v` ' +
+      `(a whole CLI process: starting one, e.g. \`volume info\`, takes ${secondsList('cliSeconds')} s).`,
+    '- elide cold read: `elide volume evict v` (then `cacheBytes` is 0), ' +
+      '`elide serve nbd v --listen 127.0.0.1:0`, and one sequential pass over the whole volume ' +
+      `with \`fio --ioengine=nbd --uri=URI ${fioArgs('URI', 'FILE')
+        .filter((arg) => !/^--(name|ioengine|uri|output)/.test(arg))
+        .join(' ')}\` (not time-based); MiB/s as fio reports it. The warm read is the same fio ` +
+      'job again on the same server, every body now cached.',
+    '',
+    table,
+    '',
+    perRun,
+    '',
+    `Figures are medians of the runs. Upload: ${uploadNote}. \`sync\` PUT ` +
+      `${mibList('syncPutBytes')} MiB in ${results.map((r) => r.syncPuts).join(' / ')} requests ` +
+      `(radosgw's counters; ${results[0].segments} segments, ${num(mib(results[0].storedBytes))} ` +
+      `MiB stored) in ${secondsList('syncSeconds')} s; import-raw took ${secondsList('importSeconds')} s. ` +
+      `Cold read: radosgw served ${mibList('coldGetBytes')} MiB in ` +
+      `${results.map((r) => r.coldGets).join(' / ')} GETs during the fio pass, and the cache held ` +
+      `${mibList('cacheAfter')} MiB afterwards.`,
+    '',
+    "Where the time goes, per phase, from radosgw's access log (start and latency of each PUT " +
+      "or GET of the phase's objects, clipped to the phase; the `volume sync` row counts segment " +
+      'and head PUTs, and its wall time includes starting the CLI) ' +
+      'and from CPU accounting (/proc for radosgw, the OSD and the NBD server, ' +
+      '`/usr/bin/time` for `volume sync`, `process.cpuUsage()` for the raw client, ' +
+      '/proc/stat for the machine, which has ' +
+      `${cpus.length} cores; fio's own CPU is in the machine total only):`,
+    '',
+    phaseTable,
+  ].join('\n');
+
+  writeDocSection('store-bench', 'Object store: upload and cold read vs raw S3 (radosgw)', section);
+  console.log(`\n${table}\n\n${perRun}\n\n${phaseTable}`);
+  if (stderrNotes.length > 0) console.log(`\nelide wrote to stderr:\n${stderrNotes.join('\n')}`);
+}
+
+try {
+  await main();
+  await cleanup();
+} catch (error) {
+  if (signalled) await new Promise(() => undefined); // the signal handler exits
+  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  if (stderrNotes.length > 0)
+    process.stderr.write(`elide wrote to stderr:\n${stderrNotes.join('\n')}\n`);
+  await cleanup();
+  process.exit(1);
+}
