@@ -77,7 +77,9 @@ export const syncRoundsMax = 3;
 /** A demand fetch smaller than this reads ahead into the following uncached extents. */
 export const fetchBytesMin = 256 * 1024;
 /** Sequential demand fetches double their read-ahead up to this. */
-export const fetchReadAheadBytesMax = 8 * 1024 * 1024;
+export const fetchReadAheadBytesMax = 32 * 1024 * 1024;
+/** One ranged GET fetches at most this; a larger window goes as several GETs at once. */
+export const fetchRunBytesMax = 4 * 1024 * 1024;
 /** A read that must fetch fails with ELIDE_STORE_UNAVAILABLE after this long. */
 export const fetchTimeoutMsDefault = 30_000;
 /** Presence maps of freshly fetched extents are made durable at most this often. */

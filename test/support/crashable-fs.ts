@@ -88,6 +88,10 @@ class BootView implements Fs {
     this.enter(true);
     return this.sim.write(fd, data, position);
   }
+  async writeAsync(fd: number, data: Uint8Array, position: number): Promise<number> {
+    this.enter(true);
+    return this.sim.write(fd, data, position);
+  }
   writev(fd: number, data: readonly Uint8Array[], position: number): number {
     this.enter(true);
     return this.sim.writev(fd, data, position);

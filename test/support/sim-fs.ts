@@ -259,6 +259,10 @@ export class SimFs implements Fs {
     this.fds.delete(fd);
   }
 
+  async writeAsync(fd: number, data: Uint8Array, position: number): Promise<number> {
+    return this.write(fd, data, position);
+  }
+
   write(fd: number, data: Uint8Array, position: number): number {
     const open = this.openFile(fd, 'write');
     if (open.mode === 'read') throw fsError('EBADF', 'write');

@@ -14,7 +14,12 @@ import type { Ulid } from '../ids/ulid.js';
 import { decodeExtentBody } from '../segment/codec.js';
 import type { SegmentExtent } from '../segment/format.js';
 import type { ObjectStore } from '../store/index.js';
-import { fetchBytesMin, fetchReadAheadBytesMax, presenceSaveDelayMs } from '../constants.js';
+import {
+  fetchBytesMin,
+  fetchReadAheadBytesMax,
+  fetchRunBytesMax,
+  presenceSaveDelayMs,
+} from '../constants.js';
 import type { StoredSegment } from './stored-segment.js';
 
 export interface FetchRequest {
@@ -33,10 +38,22 @@ export interface SegmentCacheOptions {
   fetchTimeoutMs: number;
 }
 
+/** A sequential reader of one segment, as seen by its fetches. */
+interface Stream {
+  /** Body offset just past the last extent fetched. */
+  end: number;
+  /** Bytes of the last fetch. */
+  window: number;
+  /** A read at or past this body offset starts the next read-ahead. */
+  mark: number;
+}
+
 /** Consecutive extents of one segment fetched with one ranged GET. */
 interface FetchRun {
   segment: StoredSegment;
   extents: SegmentExtent[];
+  /** Stored bytes of `extents`. */
+  bytes: number;
 }
 
 export class SegmentCache {
@@ -46,8 +63,10 @@ export class SegmentCache {
   private readonly segments = new Map<Ulid, StoredSegment>();
   /** Fetches in flight by segment id and extent body offset, so concurrent reads share them. */
   private readonly inFlight = new Map<string, Promise<void>>();
-  /** Per segment: where the last fetch ended and how much it read ahead (sequential detection). */
-  private readonly streams = new Map<Ulid, { end: number; window: number }>();
+  /** Per segment: where fetching ended, the last window, and the read-ahead mark. */
+  private readonly streams = new Map<Ulid, Stream>();
+  /** The last window of any stream: a stream crossing into the next segment keeps its pace. */
+  private lastStreamWindow = 0;
   private saveTimer: NodeJS.Timeout | null = null;
   private savePromise: Promise<void> = Promise.resolve();
   private closed = false;
@@ -160,9 +179,23 @@ export class SegmentCache {
   }
 
   /**
+   * A read of a cached extent of a stored segment: if it passes the
+   * read-ahead mark of a sequential stream, the next window is fetched in
+   * the background, so a sequential reader finds its data already fetched
+   * (or in flight) instead of waiting for one window at a time.
+   */
+  noteRead(segment: StoredSegment, extent: SegmentExtent): void {
+    const stream = this.streams.get(segment.id);
+    if (stream === undefined || extent.bodyOffset < stream.mark || this.closed) return;
+    this.readAhead(segment, stream);
+  }
+
+  /**
    * Groups wanted extents into runs of body-adjacent uncached extents and
    * extends each run with read-ahead: at least fetchBytesMin, and double the
-   * previous window when the run starts where the segment's last fetch ended.
+   * previous window when the run starts where the segment's last fetch ended
+   * (or at the start of a segment right after a sequential stream elsewhere).
+   * A sequential run also starts the next window in the background.
    */
   private planRuns(segment: StoredSegment, wanted: Set<SegmentExtent>): FetchRun[] {
     const order = segment.index.extents;
@@ -170,33 +203,97 @@ export class SegmentCache {
     let current: FetchRun | null = null;
     let currentBytes = 0;
     let window = 0;
+    let sequential = false;
+    /** Body offset where the last group of adjacent runs starts. */
+    let groupStart = 0;
     for (let i = 0; i < order.length; i++) {
       const extent = order[i]!;
       const isWanted = wanted.has(extent);
       const fetchable =
         !segment.isPresent(extent) && !this.inFlight.has(flightKey(segment, extent));
       if (current !== null && fetchable && (isWanted || currentBytes < window)) {
+        // Long runs go as several GETs at once: each one's extents become
+        // readable as soon as it lands, not when the whole window has.
+        if (current.bytes >= fetchRunBytesMax) {
+          current = { segment, extents: [], bytes: 0 };
+          runs.push(current);
+        }
         current.extents.push(extent);
+        current.bytes += extent.storedBytes;
         currentBytes += extent.storedBytes;
         continue;
       }
       current = null;
       if (!isWanted || !fetchable) continue;
       const stream = this.streams.get(segment.id);
-      const sequential = stream !== undefined && stream.end === extent.bodyOffset;
+      const previous =
+        stream !== undefined && stream.end === extent.bodyOffset
+          ? stream.window
+          : i === 0
+            ? this.lastStreamWindow
+            : 0;
+      sequential = previous > 0;
       window = sequential
-        ? Math.min(fetchReadAheadBytesMax, Math.max(fetchBytesMin, stream.window * 2))
+        ? Math.min(fetchReadAheadBytesMax, Math.max(fetchBytesMin, previous * 2))
         : fetchBytesMin;
-      current = { segment, extents: [extent] };
+      current = { segment, extents: [extent], bytes: extent.storedBytes };
       currentBytes = extent.storedBytes;
+      groupStart = extent.bodyOffset;
       runs.push(current);
     }
-    for (const run of runs) {
-      const last = run.extents[run.extents.length - 1]!;
-      const bytes = last.bodyOffset + last.storedBytes - run.extents[0]!.bodyOffset;
-      this.streams.set(segment.id, { end: last.bodyOffset + last.storedBytes, window: bytes });
+    const last = runs[runs.length - 1];
+    if (last !== undefined) {
+      const end = last.extents[last.extents.length - 1]!;
+      const stream = {
+        end: end.bodyOffset + end.storedBytes,
+        window: end.bodyOffset + end.storedBytes - groupStart,
+        mark: groupStart,
+      };
+      this.streams.set(segment.id, stream);
+      this.lastStreamWindow = stream.window;
+      if (sequential) this.readAhead(segment, stream);
     }
     return runs;
+  }
+
+  /** Starts fetching the window after `stream.end` in the background (errors surface on read). */
+  private readAhead(segment: StoredSegment, stream: Stream): void {
+    const window = Math.min(fetchReadAheadBytesMax, stream.window * 2);
+    const runs: FetchRun[] = [];
+    let bytes = 0;
+    for (const extent of segment.index.extents) {
+      if (extent.bodyOffset < stream.end) continue;
+      if (bytes >= window || segment.isPresent(extent)) break;
+      if (this.inFlight.has(flightKey(segment, extent))) break;
+      let run = runs[runs.length - 1];
+      if (run === undefined || run.bytes >= fetchRunBytesMax) {
+        run = { segment, extents: [], bytes: 0 };
+        runs.push(run);
+      }
+      run.extents.push(extent);
+      run.bytes += extent.storedBytes;
+      bytes += extent.storedBytes;
+    }
+    const first = runs[0]?.extents[0];
+    if (first === undefined) {
+      // Nothing left to read ahead in this segment: stop marking.
+      stream.mark = Number.POSITIVE_INFINITY;
+      return;
+    }
+    stream.mark = first.bodyOffset;
+    stream.end = first.bodyOffset + bytes;
+    stream.window = bytes;
+    this.lastStreamWindow = bytes;
+    for (const run of runs) {
+      this.startRun(run)
+        .then(() => {
+          this.scheduleSave();
+          return this.enforceBudget();
+        })
+        .catch((error: unknown) => {
+          this.log.debug(`read-ahead of ${segment.id} failed: ${errorText(error)}`);
+        });
+    }
   }
 
   private startRun(run: FetchRun): Promise<void> {
@@ -228,6 +325,7 @@ export class SegmentCache {
         `${this.store.url} returned ${bytes.length} of ${length} bytes of ${key}`,
       );
     }
+    const writes: Array<Promise<void>> = [];
     for (const extent of extents) {
       const at = extent.bodyOffset - first.bodyOffset;
       const stored = bytes.subarray(at, at + extent.storedBytes);
@@ -241,9 +339,10 @@ export class SegmentCache {
       }
       // An eviction of this segment must be durable before new bytes go in.
       await segment.settled();
-      if (this.closed) return;
-      segment.writeFetched(this.fs, extent, stored);
+      if (this.closed) break;
+      writes.push(segment.writeFetched(this.fs, extent, stored));
     }
+    await Promise.all(writes);
   }
 
   private scheduleSave(): void {

@@ -148,20 +148,17 @@ export class StoredSegment implements SegmentReader {
 
   /**
    * Writes fetched (already verified) stored bytes of `extent` into the
-   * cache file and marks it present in memory; `savePresence` makes it
-   * durable later.
+   * cache file, off the event loop, and marks it present in memory once they
+   * are in; `savePresence` makes that durable later. The caller keeps the
+   * segment from eviction meanwhile (fetchesInFlight).
    */
-  writeFetched(fs: Fs, extent: SegmentExtent, stored: Buffer): void {
+  async writeFetched(fs: Fs, extent: SegmentExtent, stored: Buffer): Promise<void> {
     assert(stored.length === extent.storedBytes, 'fetched body has the stored length');
     if (this.isPresent(extent)) return;
     if (this.fd === null) {
       this.fd = fs.open(this.path, fs.stat(this.path) === undefined ? 'create' : 'readwrite');
     }
-    const position = this.index.bodyOffset + extent.bodyOffset;
-    let done = 0;
-    while (done < stored.length) {
-      done += fs.write(this.fd, stored.subarray(done), position + done);
-    }
+    await fs.writeAsync(this.fd, stored, this.index.bodyOffset + extent.bodyOffset);
     this.markPresent(extent);
     this.unsaved = true;
     this.lastUsedMs = Date.now();

@@ -33,6 +33,16 @@ export class NodeFs implements Fs {
     fs.closeSync(fd);
   }
 
+  async writeAsync(fd: number, data: Uint8Array, position: number): Promise<number> {
+    let done = 0;
+    while (done < data.length) {
+      const written = await writeOnce(fd, data.subarray(done), position + done);
+      if (written <= 0) throw systemError('EIO', 'write', `wrote ${done} of ${data.length} bytes`);
+      done += written;
+    }
+    return done;
+  }
+
   write(fd: number, data: Uint8Array, position: number): number {
     // write(2) may write fewer bytes than asked (e.g. the disk filled mid-write);
     // continue from where it stopped so the next call reports the real error.
@@ -149,3 +159,11 @@ export class NodeFs implements Fs {
 }
 
 export const nodeFs = new NodeFs();
+
+function writeOnce(fd: number, data: Uint8Array, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    fs.write(fd, data, 0, data.length, position, (error, written) =>
+      error === null ? resolve(written) : reject(error),
+    ),
+  );
+}

@@ -36,6 +36,11 @@ export interface Fs {
   close(fd: number): void;
   /** Writes all of `data` at `position`; returns bytes written. */
   write(fd: number, data: Uint8Array, position: number): number;
+  /**
+   * `write` off the event loop (the threadpool on the real filesystem), for
+   * bulk copies such as fetched cache bodies; `data` must not change until it settles.
+   */
+  writeAsync(fd: number, data: Uint8Array, position: number): Promise<number>;
   /** Writes the buffers back to back at `position` in one call; returns bytes written. */
   writev(fd: number, data: readonly Uint8Array[], position: number): number;
   /** Reads up to `length` bytes at `position` into `target` at `offset`. */

@@ -1019,6 +1019,7 @@ export class Volume implements UploadHost {
       return;
     }
     if (location.kind === 'segment' && location.segment instanceof StoredSegment && missing) {
+      this.stored.noteRead(location.segment, location.extent);
       try {
         this.readLocatedBlocks(location, key, hash, firstBlock, count, target);
       } catch (error) {
