@@ -170,39 +170,75 @@ export class Uploader {
     this.retryWait = null;
   }
 
-  /** One batch of the protocol above; false when nothing was pending. */
+  /**
+   * The protocol above as a pipeline: up to uploadConcurrencyMax PUTs stay in
+   * flight; whenever the oldest ones are confirmed, one head write lists them
+   * and they are adopted, while later PUTs go on. False when nothing was
+   * pending. A failed PUT ends the pass once the others settle (what they
+   * confirmed is simply PUT again next time).
+   */
   private async uploadBatch(): Promise<boolean> {
-    const head = await this.currentHead();
-    const batch = this.host.pendingSegments().slice(0, uploadConcurrencyMax);
-    if (batch.length === 0) return false;
-    const results = await Promise.allSettled(
-      batch.map((segment) =>
-        this.host.putSegment(segmentKey(this.host.volumeId, segment.id), segment),
-      ),
-    );
-    const confirmed: SegmentFile[] = [];
-    for (const [i, result] of results.entries()) {
-      if (result.status === 'rejected') break;
-      confirmed.push(batch[i]!);
+    let head = await this.currentHead();
+    const started = new Map<SegmentFile, Promise<unknown>>();
+    const confirmedPuts = new Set<SegmentFile>();
+    let any = false;
+    try {
+      for (;;) {
+        const queue = this.host.pendingSegments();
+        for (const segment of queue) {
+          // Confirmed PUTs waiting for an older one to be listed do not count.
+          if (started.size - confirmedPuts.size >= uploadConcurrencyMax) break;
+          if (started.has(segment)) continue;
+          const key = segmentKey(this.host.volumeId, segment.id);
+          const put = this.host.putSegment(key, segment);
+          put.then(
+            () => confirmedPuts.add(segment),
+            () => {},
+          );
+          started.set(segment, put);
+        }
+        const oldest =
+          queue.find((segment) => started.has(segment) && !confirmedPuts.has(segment)) ??
+          queue.find((segment) => started.has(segment));
+        if (oldest === undefined || this.stopped) return any;
+        any = true;
+        await started.get(oldest);
+        // Every confirmed segment at the front of the queue goes in one head.
+        const confirmed: SegmentFile[] = [];
+        for (const segment of queue) {
+          if (!confirmedPuts.has(segment)) break;
+          confirmed.push(segment);
+        }
+        head = await this.listInHead(head, confirmed);
+        for (const segment of confirmed) {
+          started.delete(segment);
+          confirmedPuts.delete(segment);
+          await this.host.adopt(segment);
+        }
+      }
+    } finally {
+      await Promise.allSettled(started.values());
     }
-    if (confirmed.length > 0) {
-      const listed = new Set(head.segments);
-      const segments = [
-        ...head.segments,
-        ...confirmed.map((s) => s.id).filter((id) => !listed.has(id)),
-      ];
+  }
+
+  /** Writes a head that adds `confirmed` (in order) to what `head` lists. */
+  private async listInHead(head: Head, confirmed: readonly SegmentFile[]): Promise<Head> {
+    const listed = new Set(head.segments);
+    const added = confirmed.filter((segment) => !listed.has(segment.id));
+    if (added.length === 0) return head;
+    const next: Head = {
+      ...head,
+      segments: [...head.segments, ...added.map((segment) => segment.id)],
       // The largest seq the listed segments hold (a header's seqMax may count
       // writes that were still in the active log when it was sealed).
-      const seqMax = Math.max(
+      seqMax: Math.max(
         head.seqMax,
-        ...confirmed.flatMap((s) => s.index.claims.map((claim) => claim.seq)),
-      );
-      await this.writeHead({ ...head, segments, seqMax, updatedAt: new Date().toISOString() });
-      for (const segment of confirmed) await this.host.adopt(segment);
-    }
-    const failed = results.find((result) => result.status === 'rejected');
-    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
-    return true;
+        ...added.flatMap((segment) => segment.index.claims.map((claim) => claim.seq)),
+      ),
+      updatedAt: new Date().toISOString(),
+    };
+    await this.writeHead(next);
+    return next;
   }
 
   private async currentHead(): Promise<Head> {
