@@ -257,8 +257,57 @@ export class FileStore implements ObjectStore {
     return { tmp, info };
   }
 
-  /** Copies `sourcePath` in chunks, hashing as it goes, so the file is read once and never whole. */
+  /**
+   * Stages `sourcePath`: hard-linked into tmp/ when it is on the same
+   * filesystem (no copy: elide's segment files are immutable, which putFile
+   * requires of its source), else copied in chunks. Either way the file is
+   * hashed in chunks, so it is never read whole.
+   */
   private async stageFile(key: string, sourcePath: string): Promise<Staged> {
+    const linked = await this.stageByLink(key, sourcePath);
+    if (linked !== undefined) return linked;
+    return this.stageByCopy(key, sourcePath);
+  }
+
+  private async stageByLink(key: string, sourcePath: string): Promise<Staged | undefined> {
+    const tmp = path.join(this.tmpDir, this.mint.next());
+    try {
+      await fsp.link(sourcePath, tmp);
+    } catch {
+      // Another filesystem, or links not allowed: copy instead (stageByCopy reports real errors).
+      return undefined;
+    }
+    try {
+      return await storeIo('put', this.url, key, async () => {
+        const handle = await fsp.open(tmp, 'r');
+        try {
+          if (!(await handle.stat()).isFile()) throw new Error(`${sourcePath} is not a regular file`);
+          const hasher = new Blake3Hasher();
+          const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
+          let sizeBytes = 0;
+          for (;;) {
+            const { bytesRead } = await handle.read(chunk, 0, chunk.length, sizeBytes);
+            if (bytesRead === 0) break;
+            checkSize(key, sizeBytes + bytesRead);
+            hasher.update(chunk.subarray(0, bytesRead));
+            sizeBytes += bytesRead;
+          }
+          // The source's data may not be durable yet: the object's must be.
+          await handle.datasync();
+          const version = hasher.digest('hex').slice(0, versionHexDigits);
+          return { tmp, info: { key, sizeBytes, version } };
+        } finally {
+          await handle.close();
+        }
+      });
+    } catch (error) {
+      await fsp.rm(tmp, { force: true });
+      throw error;
+    }
+  }
+
+  /** Copies `sourcePath` in chunks, hashing as it goes, so the file is read once and never whole. */
+  private async stageByCopy(key: string, sourcePath: string): Promise<Staged> {
     let source: FileHandle;
     try {
       source = await fsp.open(sourcePath, 'r');

@@ -46,7 +46,11 @@ export interface ObjectStore {
   putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo>;
   /** Replaces `key` only if its current version is `version`; otherwise (or if missing) fails with ELIDE_STORE_PRECONDITION_FAILED. */
   putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo>;
-  /** `put` from a local file, streamed rather than read into one Buffer (segments are ~32 MiB). */
+  /**
+   * `put` from a local file, streamed rather than read into one Buffer
+   * (segments are ~32 MiB). The file must not change afterwards: the file
+   * store may hard-link it instead of copying.
+   */
   putFile(key: string, path: string): Promise<ObjectInfo>;
   /**
    * The object's bytes, or the part of them in `range`. A range running past
