@@ -3,6 +3,7 @@
  * uploads or reads, or make reads hang, while counting what passes through.
  * (HTTP-level faults against radosgw use fault-proxy.ts.)
  */
+import fs from 'node:fs';
 import { ElideError } from '../../src/core/errors.js';
 import type {
   ByteRange,
@@ -22,6 +23,8 @@ export class FaultyStore implements ObjectStore {
   /** While true, reads never answer. */
   hangGets = false;
   readonly getRanges: Array<ByteRange | undefined> = [];
+  /** putFile reads the file and puts a copy (a same-disk file store would hard-link it). */
+  copyFiles = false;
 
   constructor(private readonly inner: ObjectStore) {}
 
@@ -42,6 +45,9 @@ export class FaultyStore implements ObjectStore {
   }
 
   putFile(key: string, path: string): Promise<ObjectInfo> {
+    if (this.copyFiles) {
+      return this.maybeFailPut(key, () => this.inner.put(key, fs.readFileSync(path)));
+    }
     return this.maybeFailPut(key, () => this.inner.putFile(key, path));
   }
 

@@ -281,7 +281,8 @@ export class FileStore implements ObjectStore {
       return await storeIo('put', this.url, key, async () => {
         const handle = await fsp.open(tmp, 'r');
         try {
-          if (!(await handle.stat()).isFile()) throw new Error(`${sourcePath} is not a regular file`);
+          if (!(await handle.stat()).isFile())
+            throw new Error(`${sourcePath} is not a regular file`);
           const hasher = new Blake3Hasher();
           const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
           let sizeBytes = 0;

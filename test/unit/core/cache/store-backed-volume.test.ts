@@ -148,6 +148,8 @@ describe('eviction and demand fetch', () => {
 
   it('repairs a damaged cached copy from the store instead of failing the read', async () => {
     const { dir, store, volume } = await setup();
+    // A store on another disk: the same-disk file store would share the damaged file.
+    store.copyFiles = true;
     const data = await writeRandom(volume, 2 * mib);
     await volume.sync();
     const cacheDir = path.join(dir, 'data', 'volumes', 'v', 'cache');

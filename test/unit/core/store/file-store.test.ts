@@ -124,6 +124,31 @@ describe('FileStore', () => {
     expect(tmpEntries()).toEqual([]);
   });
 
+  it('links a file on the same filesystem and copies one from another', async () => {
+    const body = Buffer.from('segment bytes '.repeat(1000));
+    const local = path.join(dir, 'local.seg');
+    fs.writeFileSync(local, body);
+    const linked = await store.putFile('same/fs', local);
+    const object = path.join(root, 'objects', 'same', 'fs');
+    expect(fs.statSync(object).ino).toBe(fs.statSync(local).ino);
+    expect(linked).toMatchObject({ sizeBytes: body.length, version: fileStoreVersion(body) });
+
+    // /dev/shm is tmpfs: link(2) fails with EXDEV, so the store copies.
+    const remote = fs.mkdtempSync('/dev/shm/elide-store-');
+    try {
+      const file = path.join(remote, 'remote.seg');
+      fs.writeFileSync(file, body);
+      const copied = await store.putFile('other/fs', file);
+      const copy = path.join(root, 'objects', 'other', 'fs');
+      expect(fs.statSync(copy).ino).not.toBe(fs.statSync(file).ino);
+      expect(fs.readFileSync(copy)).toEqual(body);
+      expect(copied.version).toBe(linked.version);
+    } finally {
+      fs.rmSync(remote, { recursive: true, force: true });
+    }
+    expect(tmpEntries()).toEqual([]);
+  });
+
   it('keeps hostile keys inside the root', async () => {
     for (const key of hostileKeys) {
       await expectCode(store.put(key, Buffer.from('escape')), 'ELIDE_INVALID_ARGUMENT');
