@@ -247,7 +247,8 @@ export class SegmentCache {
       const stream = {
         end: end.bodyOffset + end.storedBytes,
         window: end.bodyOffset + end.storedBytes - groupStart,
-        mark: groupStart,
+        // Only a stream seen to be sequential reads ahead on cache hits.
+        mark: sequential ? groupStart : Number.POSITIVE_INFINITY,
       };
       this.streams.set(segment.id, stream);
       this.lastStreamWindow = stream.window;

@@ -22,7 +22,9 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function setup(options: { cacheBytesMax?: number; fetchTimeoutMs?: number } = {}) {
+async function setup(
+  options: { cacheBytesMax?: number; fetchTimeoutMs?: number; walBytesMax?: number } = {},
+) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-cache-'));
   dirs.push(dir);
   const store = new FaultyStore(await FileStore.open(path.join(dir, 'store')));
@@ -30,7 +32,7 @@ async function setup(options: { cacheBytesMax?: number; fetchTimeoutMs?: number 
     dataDir: path.join(dir, 'data'),
     store,
     invariants: true,
-    walBytesMax: 4 * mib,
+    walBytesMax: options.walBytesMax ?? 4 * mib,
     ...options,
   });
   closers.push(() => dataDir.close());
@@ -100,7 +102,8 @@ describe('upload and sync', () => {
 
 describe('eviction and demand fetch', () => {
   it('reads everything back after eviction, fetching only about what it reads', async () => {
-    const { store, volume } = await setup();
+    // 32 MiB segments, as by default: room to read ahead within one.
+    const { store, volume } = await setup({ walBytesMax: 32 * mib });
     const data = await writeRandom(volume, 32 * mib);
     await volume.sync();
     expect(volume.stats().cacheBytes).toBe(32 * mib);
@@ -113,6 +116,12 @@ describe('eviction and demand fetch', () => {
     const fetched = store.stats().getBytes - before;
     expect(fetched).toBeGreaterThanOrEqual(4 * mib);
     expect(fetched).toBeLessThanOrEqual(3 * 4 * mib);
+
+    // A second read elsewhere is not taken for a sequential stream: no read-ahead.
+    const again = store.stats().getBytes;
+    const other = await volume.read(20 * mib, 4 * mib);
+    expect(other.equals(data.subarray(20 * mib, 24 * mib))).toBe(true);
+    expect(store.stats().getBytes - again).toBeLessThanOrEqual(5 * mib);
 
     expect((await volume.read(0, data.length)).equals(data)).toBe(true);
     expect(volume.stats().cacheBytes).toBe(32 * mib);
