@@ -125,7 +125,12 @@ export class SegmentCache {
     }
     await Promise.all(waits);
     this.scheduleSave();
-    await this.enforceBudget();
+    try {
+      await this.enforceBudget();
+    } catch (error) {
+      // The fetch succeeded; a failed eviction only leaves the cache larger.
+      this.log.warn(`evicting cached segments failed: ${errorText(error)}`);
+    }
   }
 
   /** Drops every cached body (all of them are in the store); returns the bytes freed. */
