@@ -6,13 +6,25 @@
 // Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SECONDS (default 10),
 // ELIDE_BENCH_SIZE (default 1G), ELIDE_BENCH_RUNS (default 3).
 // Needs fio (with the nbd engine) and nbdkit on PATH.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
+import {
+  children,
+  logTail,
+  median,
+  num,
+  parseSize,
+  positiveInt,
+  run,
+  stop,
+  track,
+  version,
+} from './harness.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
@@ -33,48 +45,8 @@ const targets = { seqWrite: 0.6, seqRead: 0.8, randRead: 0.8, randWrite: 0.8 };
 const headline = (w) => (w.bs === '1M' ? 'mibPerS' : 'iops');
 
 // Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
-const children = new Set();
 let work;
 let cleaning;
-
-function positiveInt(name, fallback) {
-  const value = Number(process.env[name] ?? fallback);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer`);
-  return value;
-}
-
-function parseSize(text) {
-  const match = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
-  if (match === null) throw new Error(`ELIDE_BENCH_SIZE: cannot parse "${text}" (e.g. 1G, 512M)`);
-  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[match[2].toUpperCase()];
-  return Number(match[1]) * 2 ** shift;
-}
-
-function track(child) {
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-
-function exited(child, ms) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-async function stop(child, ms = 30_000) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  if (!(await exited(child, ms))) {
-    child.kill('SIGKILL');
-    await exited(child, 5_000);
-  }
-}
 
 async function cleanup() {
   cleaning ??= (async () => {
@@ -94,29 +66,6 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     process.stderr.write(`bench: ${signal}, stopping servers\n`);
     cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
   });
-}
-
-function run(command, args, options = {}) {
-  return new Promise((resolve, reject) => {
-    const child = track(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
-    let stdout = '';
-    let output = '';
-    child.stdout.on('data', (chunk) => ((stdout += chunk), (output += chunk)));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      if (code === 0) resolve(stdout);
-      else reject(new Error(`${command} ${args.join(' ')}: exit ${code ?? signal}\n${output}`));
-    });
-  });
-}
-
-function version(command, args) {
-  try {
-    return execFileSync(command, args, { encoding: 'utf8' }).split('\n')[0].trim();
-  } catch {
-    return 'unknown';
-  }
 }
 
 function freePort() {
@@ -139,11 +88,6 @@ function canConnect(port) {
     });
     socket.on('error', () => resolve(false));
   });
-}
-
-function logTail(file) {
-  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-  return text.split('\n').slice(-20).join('\n');
 }
 
 async function startElide(dataDir) {
@@ -231,14 +175,6 @@ async function fio(server, workload, timed = true) {
   };
 }
 
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-const num = (value) =>
-  value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
 const latency = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
 
 function cell(workload, figures) {
@@ -291,9 +227,11 @@ async function main() {
   // Stop elide cleanly (it flushes) to read its space figures.
   await stop(elide.child);
   const info = JSON.parse(
-    await run(process.execPath, [elideBin, 'volume', 'info', 'bench', '--json'], {
-      env: elide.env,
-    }),
+    (
+      await run(process.execPath, [elideBin, 'volume', 'info', 'bench', '--json'], {
+        env: elide.env,
+      })
+    ).stdout,
   );
   await stop(nbdkit.child);
 

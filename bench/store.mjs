@@ -23,6 +23,19 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { writeDocSection } from './doc-section.mjs';
+import {
+  children,
+  exited,
+  logTail,
+  median,
+  num,
+  parseSize,
+  positiveInt,
+  run,
+  stop,
+  track,
+  version,
+} from './harness.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
@@ -47,52 +60,12 @@ const keep = process.env.ELIDE_BENCH_KEEP === '1';
 const clockTicks = 100; // USER_HZ on Linux
 
 // Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
-const children = new Set();
 let work;
 let cephDir;
 let cephStarted = false;
 let cleaning;
 let signalled = false; // errors after a signal come from stopping the servers
 const stderrNotes = [];
-
-function positiveInt(name, fallback) {
-  const value = Number(process.env[name] ?? fallback);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer`);
-  return value;
-}
-
-function parseSize(text) {
-  const match = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
-  if (match === null) throw new Error(`ELIDE_BENCH_SIZE: cannot parse "${text}" (e.g. 1G, 512M)`);
-  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[match[2].toUpperCase()];
-  return Number(match[1]) * 2 ** shift;
-}
-
-function track(child) {
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-
-function exited(child, ms) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-async function stop(child, ms = 30_000) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  if (!(await exited(child, ms))) {
-    child.kill('SIGKILL');
-    await exited(child, 5_000);
-  }
-}
 
 function stopCephSync() {
   if (!cephStarted) return;
@@ -131,23 +104,6 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 }
 
 /** Runs a command; resolves to { stdout, stderr, pid }, rejects with its output on failure. */
-function run(command, args, options = {}) {
-  return new Promise((resolve, reject) => {
-    const child = track(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      if (code === 0) resolve({ stdout, stderr, pid: child.pid });
-      else
-        reject(
-          new Error(`${command} ${args.join(' ')}: exit ${code ?? signal}\n${stdout}${stderr}`),
-        );
-    });
-  });
-}
 
 const timeBin = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 const cpuTag = 'ELIDE_BENCH_CPU';
@@ -177,14 +133,6 @@ async function elide(env, args) {
     .trim();
   if (stderr !== '') stderrNotes.push(`elide ${args.join(' ')}: ${stderr}`);
   return { stdout: result.stdout, cpu };
-}
-
-function version(command, args) {
-  try {
-    return execFileSync(command, args, { encoding: 'utf8' }).split('\n')[0].trim();
-  } catch {
-    return 'unknown';
-  }
 }
 
 function freePorts(count) {
@@ -398,11 +346,6 @@ function writeRandomFile(file) {
   }
 }
 
-function logTail(file) {
-  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-  return text.split('\n').slice(-20).join('\n');
-}
-
 async function startServer(env, logFile) {
   const node = profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
   const log = fs.createWriteStream(logFile);
@@ -589,15 +532,6 @@ async function oneRun(r, ceph, client, bucket, bodies, imageFile) {
   if (!keep) fs.rmSync(dataDir, { recursive: true, force: true });
   return result;
 }
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-const num = (value) =>
-  value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
 
 async function main() {
   if (version('fio', ['--version']) === 'unknown') throw new Error('fio is not installed');

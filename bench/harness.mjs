@@ -1,0 +1,88 @@
+// What the benchmark scripts share: env parsing, child processes they start
+// (tracked so every exit path can stop them), and figure formatting.
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+
+/** Every child started through `track`, so that exit paths (errors, signals) can stop it. */
+export const children = new Set();
+
+export function positiveInt(name, fallback) {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer`);
+  return value;
+}
+
+export function parseSize(text) {
+  const match = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
+  if (match === null) throw new Error(`ELIDE_BENCH_SIZE: cannot parse "${text}" (e.g. 1G, 512M)`);
+  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[match[2].toUpperCase()];
+  return Number(match[1]) * 2 ** shift;
+}
+
+export function track(child) {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+export function exited(child, ms) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+export async function stop(child, ms = 30_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  if (!(await exited(child, ms))) {
+    child.kill('SIGKILL');
+    await exited(child, 5_000);
+  }
+}
+
+/** Runs a tracked command; resolves with its output, rejects with it on a non-zero exit. */
+export function run(command, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (code === 0) resolve({ stdout, stderr, pid: child.pid });
+      else
+        reject(
+          new Error(`${command} ${args.join(' ')}: exit ${code ?? signal}\n${stdout}${stderr}`),
+        );
+    });
+  });
+}
+
+/** The first line of a tool's version output, or 'unknown'. */
+export function version(command, args) {
+  try {
+    return execFileSync(command, args, { encoding: 'utf8' }).split('\n')[0].trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function logTail(file) {
+  const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  return text.split('\n').slice(-20).join('\n');
+}
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+export const num = (value) =>
+  value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
