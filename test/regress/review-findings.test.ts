@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DataDir } from '../../src/core/index.js';
 import type { Fs } from '../../src/core/fs/types.js';
 import { CrashableFs } from '../support/crashable-fs.js';
-import { mulberry32 } from '../support/rng.js';
+import { hooked, ticks } from '../support/hooked-fs.js';
+import { mulberry32, pattern } from '../support/rng.js';
 import { SimFs } from '../support/sim-fs.js';
 
 const blockBytes = 4096;
@@ -17,27 +18,6 @@ const storeRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-store-'));
 afterAll(() => fs.rmSync(storeRoot, { recursive: true, force: true }));
 
 let counter = 0;
-
-/** An Fs that delegates to `base` except for the methods in `hooks`. */
-function hooked(base: Fs, hooks: Partial<Fs>): Fs {
-  return new Proxy(base, {
-    get(target, prop) {
-      const hook = (hooks as Record<string | symbol, unknown>)[prop];
-      if (hook !== undefined) return hook;
-      const value = (target as unknown as Record<string | symbol, unknown>)[prop];
-      return typeof value === 'function'
-        ? (value as (...args: unknown[]) => unknown).bind(target)
-        : value;
-    },
-  });
-}
-
-function pattern(bytes: number, seed: number): Buffer {
-  const rng = mulberry32(seed);
-  const out = Buffer.alloc(bytes);
-  for (let i = 0; i < bytes; i++) out[i] = Math.floor(rng() * 256);
-  return out;
-}
 
 async function setup() {
   const sim = new SimFs();
@@ -58,10 +38,6 @@ async function setup() {
 }
 
 const never = () => new Promise<void>(() => {});
-const ticks = async (n: number) => {
-  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
-};
-
 describe('review findings', () => {
   it('F1: ENOSPC while writing deferred records from a later non-deferred append loses acknowledged, flushed writes', async () => {
     const { sim, crashable, open, dataDir } = await setup();

@@ -16,7 +16,8 @@ import { FileStore, type ObjectInfo } from '../../src/core/store/index.js';
 import { decodeHead } from '../../src/core/upload/records.js';
 import { CrashableFs } from '../support/crashable-fs.js';
 import { FaultyStore } from '../support/faulty-store.js';
-import { mulberry32 } from '../support/rng.js';
+import { hooked, ticks } from '../support/hooked-fs.js';
+import { mulberry32, pattern } from '../support/rng.js';
 import { SimFs } from '../support/sim-fs.js';
 
 const blockBytes = 4096;
@@ -25,36 +26,11 @@ const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-upload-'));
 afterAll(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
 let counter = 0;
 
-/** An Fs that delegates to `base` except for the methods currently in `hooks` (looked up per call). */
-function hooked(base: Fs, hooks: Partial<Fs>): Fs {
-  return new Proxy(base, {
-    get(target, prop) {
-      const hook = (hooks as Record<string | symbol, unknown>)[prop];
-      if (hook !== undefined) return hook;
-      const value = (target as unknown as Record<string | symbol, unknown>)[prop];
-      return typeof value === 'function'
-        ? (value as (...args: unknown[]) => unknown).bind(target)
-        : value;
-    },
-  });
-}
-
-function pattern(bytes: number, seed: number): Buffer {
-  const rng = mulberry32(seed);
-  const out = Buffer.alloc(bytes);
-  for (let i = 0; i < bytes; i++) out[i] = Math.floor(rng() * 256);
-  return out;
-}
-
 function gate(): { wait: Promise<void>; open: () => void } {
   let open!: () => void;
   const wait = new Promise<void>((resolve) => (open = resolve));
   return { wait, open };
 }
-
-const ticks = async (n: number) => {
-  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
-};
 
 async function until(condition: () => boolean, ms = 3000): Promise<void> {
   const end = Date.now() + ms;

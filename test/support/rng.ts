@@ -17,3 +17,11 @@ export function mulberry32(seed: number): () => number {
 export function randomInt(rng: () => number, bound: number): number {
   return Math.min(bound - 1, Math.floor(rng() * bound));
 }
+
+/** `bytes` bytes that depend only on `seed`: test data that can be rebuilt to compare. */
+export function pattern(bytes: number, seed: number): Buffer {
+  const rng = mulberry32(seed);
+  const out = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i++) out[i] = Math.floor(rng() * 256);
+  return out;
+}

@@ -9,9 +9,9 @@
  * afterAll/afterEach.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -253,6 +253,23 @@ export async function sha256File(file: string, lengthBytes?: number): Promise<st
     lengthBytes === undefined ? {} : { start: 0, end: lengthBytes - 1 },
   );
   for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Writes `bytes` of random data to `file` in 8 MiB chunks; returns its SHA-256. */
+export async function randomFile(file: string, bytes: number): Promise<string> {
+  const chunkBytes = 8 * 1024 * 1024;
+  const hash = createHash('sha256');
+  const handle = await open(file, 'w');
+  try {
+    for (let at = 0; at < bytes; at += chunkBytes) {
+      const chunk = randomBytes(Math.min(chunkBytes, bytes - at));
+      hash.update(chunk);
+      await handle.write(chunk);
+    }
+  } finally {
+    await handle.close();
+  }
   return hash.digest('hex');
 }
 

@@ -4,11 +4,19 @@
  * writes on several connections at once, and a flush on one connection covering a write
  * completed on another (the CAN_MULTI_CONN promise) across a kill -9.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeServeSandbox, python, run, runOk, sha256, sha256File } from '../../support/serve.js';
+import {
+  makeServeSandbox,
+  python,
+  randomFile,
+  run,
+  runOk,
+  sha256,
+  sha256File,
+} from '../../support/serve.js';
 import type { ServeHandle, ServeSandbox } from '../../support/serve.js';
 
 const MiB = 1024 * 1024;
@@ -21,22 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await sandbox?.cleanup();
 });
-
-/** Writes `bytes` of random data to `file`; returns its SHA-256. */
-async function randomFile(file: string, bytes: number): Promise<string> {
-  const hash = createHash('sha256');
-  const handle = await open(file, 'w');
-  try {
-    for (let at = 0; at < bytes; at += 8 * MiB) {
-      const chunk = randomBytes(Math.min(8 * MiB, bytes - at));
-      hash.update(chunk);
-      await handle.write(chunk);
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest('hex');
-}
 
 describe('nbdcopy', { timeout: 180_000 }, () => {
   it('copies 256 MiB of random data in and back out byte-identical, also after a restart', async () => {

@@ -10,9 +10,8 @@
  *   that stops answering): uploads complete, nothing is lost, cached reads
  *   never notice, cold reads fail with EIO after the timeout instead of hanging.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataDir, isElideError, nullLogger, serveVolumes } from '../../../src/core/index.js';
@@ -20,7 +19,15 @@ import type { Volume } from '../../../src/core/index.js';
 import { createBucket, sharedCeph, s3Env, uniqueBucketName } from '../../support/ceph.js';
 import type { CephEndpoint } from '../../support/ceph.js';
 import { FaultProxy } from '../../support/fault-proxy.js';
-import { makeServeSandbox, python, run, startServe } from '../../support/serve.js';
+import {
+  makeServeSandbox,
+  python,
+  randomFile,
+  run,
+  sha256,
+  sha256File,
+  startServe,
+} from '../../support/serve.js';
 import type { ServeSandbox } from '../../support/serve.js';
 
 const MiB = 1024 * 1024;
@@ -34,38 +41,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await sandbox?.cleanup();
 });
-
-async function randomFile(file: string, bytes: number): Promise<string> {
-  const hash = createHash('sha256');
-  const handle = await open(file, 'w');
-  try {
-    for (let at = 0; at < bytes; at += 8 * MiB) {
-      const chunk = randomBytes(Math.min(8 * MiB, bytes - at));
-      hash.update(chunk);
-      await handle.write(chunk);
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest('hex');
-}
-
-async function sha256Prefix(file: string, bytes: number): Promise<string> {
-  const hash = createHash('sha256');
-  const handle = await open(file, 'r');
-  try {
-    const buffer = Buffer.alloc(8 * MiB);
-    for (let at = 0; at < bytes;) {
-      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, bytes - at), at);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      at += bytesRead;
-    }
-  } finally {
-    await handle.close();
-  }
-  return hash.digest('hex');
-}
 
 function json(result: {
   code: number | null;
@@ -122,7 +97,7 @@ describe('a volume on radosgw, through the CLI and NBD clients', () => {
       const output = path.join(sandbox.dir, 'out.raw');
       const back = await run('nbdcopy', [server.uri('disk'), output], { timeoutMs: 120_000 });
       expect(back.code, back.stderr).toBe(0);
-      expect(await sha256Prefix(output, 256 * MiB)).toBe(inputHash);
+      expect(await sha256File(output, 256 * MiB)).toBe(inputHash);
       fs.rmSync(output);
     } finally {
       await server.stop();
@@ -142,7 +117,7 @@ describe('a volume on radosgw, through the CLI and NBD clients', () => {
       const output = path.join(sandbox.dir, 'out2.raw');
       const back = await run('nbdcopy', [small.uri('disk'), output], { timeoutMs: 120_000 });
       expect(back.code, back.stderr).toBe(0);
-      expect(await sha256Prefix(output, 256 * MiB)).toBe(inputHash);
+      expect(await sha256File(output, 256 * MiB)).toBe(inputHash);
       fs.rmSync(output);
     } finally {
       await small.stop();
@@ -220,9 +195,7 @@ describe('a volume on radosgw, in process', () => {
         ].join('\n');
         const read = await python(script, [service.uris[0]!, String(offset), String(4 * MiB)]);
         expect(read.code, read.stderr).toBe(0);
-        const expected = createHash('sha256')
-          .update(data.subarray(offset, offset + 4 * MiB))
-          .digest('hex');
+        const expected = sha256(data.subarray(offset, offset + 4 * MiB));
         expect(read.text.trim()).toBe(expected);
         const fetched = dataDir.store.stats().getBytes - before;
         expect(fetched).toBeGreaterThanOrEqual(4 * MiB);

@@ -10,7 +10,7 @@ import { DataDir, type Logger } from '../../../../src/core/index.js';
 import { FileStore } from '../../../../src/core/store/index.js';
 import { CrashableFs } from '../../../support/crashable-fs.js';
 import { FaultyStore } from '../../../support/faulty-store.js';
-import { mulberry32 } from '../../../support/rng.js';
+import { pattern } from '../../../support/rng.js';
 import { fsTypeNfs, fsTypeTmpfs, SimFs } from '../../../support/sim-fs.js';
 
 const blockBytes = 4096;
@@ -47,13 +47,6 @@ async function setup(
   const dataDir = await open();
   await dataDir.initVolume('v', 16 * 1024 * 1024);
   return { sim, crashable, root, dataDir, open };
-}
-
-function pattern(bytes: number, seed: number): Buffer {
-  const rng = mulberry32(seed);
-  const out = Buffer.alloc(bytes);
-  for (let i = 0; i < bytes; i++) out[i] = Math.floor(rng() * 256);
-  return out;
 }
 
 function flipByte(sim: SimFs, file: string, offset: number): void {
