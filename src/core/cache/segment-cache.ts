@@ -138,7 +138,7 @@ export class SegmentCache {
     await Promise.allSettled([...this.inFlight.values()]);
     let freed = 0;
     for (const segment of this.segments.values()) {
-      if (segment.fetchesInFlight > 0 || segment.pins > 0 || segment.cachedBytes === 0) continue;
+      if (!evictable(segment)) continue;
       freed += segment.cachedBytes;
       await segment.evict(this.fs);
     }
@@ -157,15 +157,13 @@ export class SegmentCache {
     let total = this.cachedBytes;
     if (total <= max) return;
     const candidates = [...this.segments.values()]
-      .filter(
-        (segment) => segment.cachedBytes > 0 && segment.fetchesInFlight === 0 && segment.pins === 0,
-      )
+      .filter(evictable)
       .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
     for (const segment of candidates) {
       if (total <= max) break;
       // Earlier evictions awaited: a read may have started on this one since.
       if (this.closed) return;
-      if (segment.fetchesInFlight > 0 || segment.pins > 0 || segment.cachedBytes === 0) continue;
+      if (!evictable(segment)) continue;
       total -= segment.cachedBytes;
       this.streams.delete(segment.id);
       await segment.evict(this.fs);
@@ -370,6 +368,11 @@ export class SegmentCache {
       }
     }
   }
+}
+
+/** Holds cached bytes that no fetch is writing and no read is about to use. */
+function evictable(segment: StoredSegment): boolean {
+  return segment.cachedBytes > 0 && segment.fetchesInFlight === 0 && segment.pins === 0;
 }
 
 function flightKey(segment: StoredSegment, extent: SegmentExtent): string {

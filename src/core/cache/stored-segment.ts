@@ -7,6 +7,7 @@
 import path from 'node:path';
 import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import type { Fs } from '../fs/types.js';
 import type { Ulid } from '../ids/ulid.js';
 import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/format.js';
@@ -186,23 +187,13 @@ export class StoredSegment implements SegmentReader {
     const bits = Uint8Array.from(this.bits);
     this.unsaved = false;
     const run = (async () => {
-      const tmp = path.join(this.dirs.cacheDir, this.presentName + '.tmp');
       try {
         await fs.fdatasync(fd);
         if (this.generation !== generation) return;
-        if (fs.stat(tmp) !== undefined) fs.unlink(tmp);
-        const tmpFd = fs.open(tmp, 'create');
-        try {
-          const map = encodePresentMap(this.id, bits, this.index.extents.length);
-          fs.write(tmpFd, map, 0);
-          await fs.fdatasync(tmpFd);
-        } finally {
-          fs.close(tmpFd);
-        }
-        // Checked and renamed in one turn: an eviction cannot slip in between.
-        if (this.generation !== generation) return fs.unlink(tmp);
-        fs.rename(tmp, path.join(this.dirs.cacheDir, this.presentName));
-        await fs.fsyncDir(this.dirs.cacheDir);
+        const map = encodePresentMap(this.id, bits, this.index.extents.length);
+        await writeFileAtomic(fs, this.dirs.cacheDir, this.presentName, map, () => {
+          return this.generation === generation;
+        });
       } catch (error) {
         if (this.generation === generation) this.unsaved = true;
         throw error;

@@ -51,6 +51,19 @@ export class ExtentIndex {
     if (!this.locations.has(key)) this.locations.set(key, location);
   }
 
+  /**
+   * Records a local copy (a WAL record) unless a local copy is known already:
+   * it replaces a location in a stored segment whose body is not cached, so
+   * reading the extent never needs the store while its bytes are on disk.
+   */
+  setLocalCopy(hash: Buffer, location: ExtentLocation): void {
+    const key = hashKey(hash);
+    const existing = this.locations.get(key);
+    const onlyInStore =
+      existing?.kind === 'segment' && !existing.segment.isPresent(existing.extent);
+    if (existing === undefined || onlyInStore) this.locations.set(key, location);
+  }
+
   values(): IterableIterator<ExtentLocation> {
     return this.locations.values();
   }

@@ -6,14 +6,17 @@ import type { Fs } from './types.js';
  * Writes `bytes` to `<dir>/<name>` atomically and durably: a `.tmp` sibling
  * is written and fdatasynced, renamed over the target (COMMIT POINT), and
  * the directory fsynced. A crash leaves the old file or the new one, plus
- * perhaps a `.tmp` file for the owner to sweep.
+ * perhaps a `.tmp` file for the owner to sweep. `stillWanted`, checked in
+ * the same turn as the rename, can call the write off (the `.tmp` is
+ * removed and false returned) when the contents went stale meanwhile.
  */
 export async function writeFileAtomic(
   fs: Fs,
   dir: string,
   name: string,
   bytes: Uint8Array,
-): Promise<void> {
+  stillWanted: () => boolean = () => true,
+): Promise<boolean> {
   const tmp = path.join(dir, name + '.tmp');
   if (fs.stat(tmp) !== undefined) fs.unlink(tmp);
   const fd = fs.open(tmp, 'create');
@@ -24,6 +27,11 @@ export async function writeFileAtomic(
   } finally {
     fs.close(fd);
   }
+  if (!stillWanted()) {
+    fs.unlink(tmp);
+    return false;
+  }
   fs.rename(tmp, path.join(dir, name));
   await fs.fsyncDir(dir);
+  return true;
 }

@@ -26,12 +26,18 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { assert } from '../assert.js';
-import { rawCopyChunkBytes, storeValueBytesMax } from '../constants.js';
+import { rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { blake3 } from '../hash.js';
 import { isUlid, UlidMint } from '../ids/ulid.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
-import { validateByteRange, validateStoreKey, validateStorePrefix } from './types.js';
+import {
+  checkStoreValueSize,
+  validateByteRange,
+  validateStoreKey,
+  validateStorePrefix,
+} from './types.js';
+import { openSourceFile } from './source-file.js';
 
 export interface FileStoreOptions {
   /** How long to wait for a key lock another process holds before ELIDE_STORE_UNAVAILABLE. */
@@ -249,7 +255,7 @@ export class FileStore implements ObjectStore {
   // --- writing ---
 
   private async stageBuffer(key: string, body: Buffer): Promise<Staged> {
-    checkSize(key, body.length);
+    checkStoreValueSize(key, body.length);
     const info: ObjectInfo = { key, sizeBytes: body.length, version: fileStoreVersion(body) };
     const tmp = await this.writeTmp(key, async (handle) => {
       await handle.writeFile(body);
@@ -289,7 +295,7 @@ export class FileStore implements ObjectStore {
           for (;;) {
             const { bytesRead } = await handle.read(chunk, 0, chunk.length, sizeBytes);
             if (bytesRead === 0) break;
-            checkSize(key, sizeBytes + bytesRead);
+            checkStoreValueSize(key, sizeBytes + bytesRead);
             hasher.update(chunk.subarray(0, bytesRead));
             sizeBytes += bytesRead;
           }
@@ -309,23 +315,7 @@ export class FileStore implements ObjectStore {
 
   /** Copies `sourcePath` in chunks, hashing as it goes, so the file is read once and never whole. */
   private async stageByCopy(key: string, sourcePath: string): Promise<Staged> {
-    let source: FileHandle;
-    try {
-      source = await fsp.open(sourcePath, 'r');
-    } catch (error) {
-      throw new ElideError(
-        'ELIDE_INVALID_ARGUMENT',
-        `cannot read ${sourcePath}: ${(error as Error).message}`,
-        { path: sourcePath },
-        { cause: error },
-      );
-    }
-    if (!(await source.stat()).isFile()) {
-      await source.close();
-      throw new ElideError('ELIDE_INVALID_ARGUMENT', `${sourcePath} is not a regular file`, {
-        path: sourcePath,
-      });
-    }
+    const source = await openSourceFile(sourcePath);
     try {
       const hasher = new Blake3Hasher();
       let sizeBytes = 0;
@@ -334,7 +324,7 @@ export class FileStore implements ObjectStore {
         for (;;) {
           const { bytesRead } = await source.read(chunk, 0, chunk.length, sizeBytes);
           if (bytesRead === 0) break;
-          checkSize(key, sizeBytes + bytesRead);
+          checkStoreValueSize(key, sizeBytes + bytesRead);
           const part = chunk.subarray(0, bytesRead);
           hasher.update(part);
           await writeFully(target, part, sizeBytes);
@@ -661,16 +651,6 @@ export class FileStore implements ObjectStore {
 interface Staged {
   tmp: string;
   info: ObjectInfo;
-}
-
-function checkSize(key: string, sizeBytes: number): void {
-  if (sizeBytes > storeValueBytesMax) {
-    throw new ElideError(
-      'ELIDE_INVALID_ARGUMENT',
-      `object ${key} is larger than the ${storeValueBytesMax}-byte limit`,
-      { key },
-    );
-  }
 }
 
 function isKeySegment(name: string): boolean {

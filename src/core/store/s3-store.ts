@@ -26,7 +26,6 @@
  * whose body broke off after the headers.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -41,10 +40,15 @@ import {
 } from '@aws-sdk/client-s3';
 import type { ListObjectsV2CommandOutput } from '@aws-sdk/client-s3';
 import { assert, AssertionError } from '../assert.js';
-import { storeValueBytesMax } from '../constants.js';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
-import { validateByteRange, validateStoreKey, validateStorePrefix } from './types.js';
+import {
+  checkStoreValueSize,
+  validateByteRange,
+  validateStoreKey,
+  validateStorePrefix,
+} from './types.js';
+import { openSourceFile } from './source-file.js';
 
 export interface S3StoreOptions {
   /** See the file comment; defaults to ELIDE_STORE_TIMEOUT_MS, else storeTimeoutMsDefault. */
@@ -179,7 +183,7 @@ export class S3Store implements ObjectStore {
   ): Promise<ObjectInfo> {
     return this.track(async () => {
       validateStoreKey(key);
-      checkSize(key, body.length);
+      checkStoreValueSize(key, body.length);
       this.counters.putRequests++;
       const expected = condition.IfMatch;
       if (expected !== undefined && !isEtagText(expected)) {
@@ -220,10 +224,10 @@ export class S3Store implements ObjectStore {
   putFile(key: string, sourcePath: string): Promise<ObjectInfo> {
     return this.track(async () => {
       validateStoreKey(key);
-      const source = await openSource(sourcePath);
+      const source = await openSourceFile(sourcePath);
       try {
         const sizeBytes = (await source.stat()).size;
-        checkSize(key, sizeBytes);
+        checkStoreValueSize(key, sizeBytes);
         this.counters.putRequests++;
         const output = await this.request('putFile', key, sizeBytes, isTransient, (signal) =>
           this.sendFile(key, source, sourcePath, sizeBytes, signal),
@@ -693,37 +697,6 @@ async function* readChunks(source: FileHandle, sizeBytes: number): AsyncGenerato
     }
     position += bytesRead;
     yield chunk.subarray(0, bytesRead);
-  }
-}
-
-async function openSource(sourcePath: string): Promise<FileHandle> {
-  let source: FileHandle;
-  try {
-    source = await fsp.open(sourcePath, 'r');
-  } catch (error) {
-    throw new ElideError(
-      'ELIDE_INVALID_ARGUMENT',
-      `cannot read ${sourcePath}: ${(error as Error).message}`,
-      { path: sourcePath },
-      { cause: error },
-    );
-  }
-  if (!(await source.stat()).isFile()) {
-    await source.close();
-    throw new ElideError('ELIDE_INVALID_ARGUMENT', `${sourcePath} is not a regular file`, {
-      path: sourcePath,
-    });
-  }
-  return source;
-}
-
-function checkSize(key: string, sizeBytes: number): void {
-  if (sizeBytes > storeValueBytesMax) {
-    throw new ElideError(
-      'ELIDE_INVALID_ARGUMENT',
-      `object ${key} is larger than the ${storeValueBytesMax}-byte limit`,
-      { key },
-    );
   }
 }
 

@@ -3,7 +3,7 @@
  * backend enforces. Backends: the embedded `file://` store (file-store.ts)
  * and S3 (s3-store.ts).
  */
-import { storeKeyBytesMax } from '../constants.js';
+import { storeKeyBytesMax, storeValueBytesMax } from '../constants.js';
 import { ElideError } from '../errors.js';
 
 /** What `list` yields: no version, because the file store would have to read every object. */
@@ -137,6 +137,17 @@ export function validateByteRange(range: ByteRange): void {
     throw new ElideError(
       'ELIDE_INVALID_ARGUMENT',
       `invalid byte range offset=${String(range.offset)} length=${String(range.length)}`,
+    );
+  }
+}
+
+/** Throws ELIDE_INVALID_ARGUMENT for an object larger than storeValueBytesMax. */
+export function checkStoreValueSize(key: string, sizeBytes: number): void {
+  if (sizeBytes > storeValueBytesMax) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `object ${key} is larger than the ${storeValueBytesMax}-byte limit`,
+      { key },
     );
   }
 }

@@ -22,9 +22,18 @@ import { AssertionError } from '../assert.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
 import type { Ulid } from '../ids/ulid.js';
 import type { Logger } from '../log.js';
+import type { SegmentHeader } from '../segment/format.js';
 import type { SegmentFile } from '../segment/segment-file.js';
 import type { ObjectStore } from '../store/index.js';
 import { decodeHead, encodeRecord, headKey, segmentKey, type Head } from './records.js';
+
+/**
+ * Where a segment stands in upload order: its source WAL's id (WALs are
+ * minted in write order), or its own id when it has none (a GC output).
+ */
+export function uploadOrder(header: SegmentHeader): Ulid {
+  return header.sourceWalId ?? header.segmentId;
+}
 
 export interface UploadHost {
   readonly name: string;

@@ -30,6 +30,7 @@ import {
   type SegmentIndex,
 } from '../segment/format.js';
 import { SegmentWriter, segmentSuffix } from '../segment/segment-file.js';
+import { uploadOrder } from '../upload/uploader.js';
 import type { WalFile } from '../wal/wal-file.js';
 
 /** Everything building a segment needs; plain data, so it can cross to a worker thread. */
@@ -91,9 +92,7 @@ export function planPromotion(input: {
  * head must never list a claim whose body is in a segment it does not list.
  */
 function storedEarlier(location: ExtentLocation | undefined, wal: WalFile): boolean {
-  if (location?.kind !== 'segment') return false;
-  const header = location.segment.index.header;
-  return (header.sourceWalId ?? header.segmentId) < wal.id;
+  return location?.kind === 'segment' && uploadOrder(location.segment.index.header) < wal.id;
 }
 
 export function segmentPath(plan: PromotionPlan): string {

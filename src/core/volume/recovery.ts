@@ -12,7 +12,8 @@
  *      durable point fails the open naming the file and offset.
  *   6. The LBA map is every claim applied in `seq` order; the extent index
  *      takes the first stored copy of each hash (pending segments, stored
- *      segments, then WALs, in id order).
+ *      segments, then WALs, in id order), except that a WAL copy replaces one
+ *      in a stored segment that is not cached.
  * In `inspect` mode nothing on disk is changed; damage is reported the same way.
  */
 import path from 'node:path';
@@ -163,19 +164,8 @@ export async function recoverVolume(
       for (const record of wal.records) {
         seqMax = Math.max(seqMax, record.seq);
         claims.push({ ...record, offsetBlocks: 0 });
-        const existing = record.kind === 'data' ? extents.get(record.hash) : undefined;
-        const onlyInStore =
-          existing?.kind === 'segment' && !existing.segment.isPresent(existing.extent);
-        if (record.kind === 'data' && onlyInStore) {
-          // The local copy reads without a fetch (Volume.appendData makes the same choice).
-          extents.set(record.hash, {
-            kind: 'wal',
-            wal,
-            payloadOffset: record.payloadOffset,
-            plainBlocks: record.lengthBlocks,
-          });
-        } else if (record.kind === 'data') {
-          extents.setIfAbsent(record.hash, {
+        if (record.kind === 'data') {
+          extents.setLocalCopy(record.hash, {
             kind: 'wal',
             wal,
             payloadOffset: record.payloadOffset,

@@ -51,7 +51,7 @@ import { blockCrcs, decodeExtentBody, verifyBlocks } from '../segment/codec.js';
 import { readExact, segmentSuffix, type SegmentFile } from '../segment/segment-file.js';
 import type { ObjectStore } from '../store/index.js';
 import { segmentKey } from '../upload/records.js';
-import { Uploader, type UploadHost } from '../upload/uploader.js';
+import { Uploader, uploadOrder, type UploadHost } from '../upload/uploader.js';
 import { encodeWalRecordHeader } from '../wal/record.js';
 import { WalFile } from '../wal/wal-file.js';
 import type { VolumeDescriptor } from './descriptor.js';
@@ -490,7 +490,7 @@ export class Volume implements UploadHost {
    * always a prefix of the write history (invariant 11).
    */
   pendingSegments(): SegmentFile[] {
-    const order = (segment: SegmentFile): string => segment.index.header.sourceWalId ?? segment.id;
+    const order = (segment: SegmentFile): Ulid => uploadOrder(segment.index.header);
     let barrier: string | undefined;
     for (const wal of this.wals) {
       if (!wal.retired && (barrier === undefined || wal.id < barrier)) barrier = wal.id;
@@ -704,14 +704,7 @@ export class Volume implements UploadHost {
     const payloadOffset = this.appendToWal(wal, header, chunk);
     wal.records.push({ kind: 'data', startLba, lengthBlocks, seq, hash, payloadOffset });
     this.lbaMap.set(startLba, lengthBlocks, hash, 0, seq);
-    const existing = this.extents.get(hash);
-    // A copy only in the store would need a fetch to read: the local one is better.
-    if (
-      existing === undefined ||
-      (existing.kind === 'segment' && !existing.segment.isPresent(existing.extent))
-    ) {
-      this.extents.set(hash, { kind: 'wal', wal, payloadOffset, plainBlocks: lengthBlocks });
-    }
+    this.extents.setLocalCopy(hash, { kind: 'wal', wal, payloadOffset, plainBlocks: lengthBlocks });
   }
 
   private appendZero(startLba: number, lengthBlocks: number): void {
