@@ -85,6 +85,17 @@ export const fetchTimeoutMsDefault = 30_000;
 /** Presence maps of freshly fetched extents are made durable at most this often. */
 export const presenceSaveDelayMs = 1000;
 
+/** GC compacts segments whose live fraction is below this (`elide gc --min-live`). */
+export const gcMinLiveDefault = 0.7;
+/** Replaced segment objects stay in the store this long for readers of older heads (`--retention`). */
+export const gcRetentionMsDefault = 10 * 60 * 1000;
+/** Body bytes one GC output carries at most; more candidates make more outputs. */
+export const gcOutputBodyBytesMax = 64 * 1024 * 1024;
+/** GC planning yields to the event loop after examining this many claims. */
+export const gcPlanYieldClaims = 4096;
+/** Snapshot labels are short text. */
+export const snapshotLabelBytesMax = 256;
+
 /** Control socket requests and replies are short JSON lines. */
 export const controlRequestBytesMax = 64 * 1024;
 /** A control client must send its request within this time. */

@@ -22,6 +22,8 @@ export const errorCodes = {
   ELIDE_STORE_NOT_FOUND: [12, 'EIO'],
   ELIDE_STORE_PRECONDITION_FAILED: [13, 'EIO'],
   ELIDE_STORE_UNAVAILABLE: [14, 'EIO'],
+  ELIDE_SNAPSHOT_NOT_FOUND: [3, 'EINVAL'],
+  ELIDE_IN_USE: [15, 'EIO'],
   ELIDE_IO: [1, 'EIO'],
 } as const;
 

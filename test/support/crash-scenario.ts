@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DataDir } from '../../src/core/index.js';
+import { DataDir, isElideError } from '../../src/core/index.js';
 import type { Volume } from '../../src/core/index.js';
 import { CrashableFs } from './crashable-fs.js';
 import { mulberry32, randomInt } from './rng.js';
@@ -27,7 +27,9 @@ export type Op =
       seed: number;
     }
   | { kind: 'trim' | 'zero'; offset: number; length: number }
-  | { kind: 'flush' | 'promote' | 'reopen' | 'sync' | 'evict' }
+  | { kind: 'flush' | 'promote' | 'reopen' | 'sync' | 'evict' | 'snapshot' }
+  | { kind: 'gc'; minLive: number }
+  | { kind: 'fork' | 'checkSnapshot' | 'deleteSnapshot' | 'writeFork'; pick: number; seed: number }
   | { kind: 'crash'; mode: CrashMode; seed: number }
   | { kind: 'arm'; mutations: number };
 
@@ -106,6 +108,37 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
   await dataDir.initVolume('v', volumeBytes);
   let volume: Volume = await dataDir.openVolume('v');
   const model = new Model();
+  /** Snapshots taken, with the volume's contents at that moment. */
+  const snapshots: Array<{ id: string; content: Buffer; deleted: boolean }> = [];
+  /** Forks made from them, with the contents they must show (all their writes are flushed). */
+  const forks: Array<{ name: string; snapshot: string; content: Buffer; unsure?: Buffer }> =
+    [];
+  /** Snapshots a fork creation was attempted from (a crash may leave its record). */
+  const forkAttempts = new Set<string>();
+  const live = () => snapshots.filter((snapshot) => !snapshot.deleted);
+
+  const checkSnapshot = async (snapshot: { id: string; content: Buffer }) => {
+    const view = await dataDir.openSnapshotView('v', snapshot.id);
+    try {
+      if (!(await view.read(0, volumeBytes)).equals(snapshot.content))
+        throw new Error(`snapshot ${snapshot.id} differs from the volume when it was taken`);
+    } finally {
+      await view.close();
+    }
+  };
+  const checkFork = async (fork: (typeof forks)[number]) => {
+    const volume = await dataDir.openVolume(fork.name);
+    try {
+      const actual = await volume.read(0, volumeBytes);
+      // A write a crash interrupted may or may not have landed.
+      if (!actual.equals(fork.content) && !(fork.unsure?.equals(actual) ?? false))
+        throw new Error(`fork ${fork.name} differs from its model`);
+      fork.content = actual;
+      fork.unsure = undefined;
+    } finally {
+      await volume.close();
+    }
+  };
 
   const recover = async (seed: number, mode: CrashMode) => {
     await volume.abandon();
@@ -156,6 +189,81 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
           // Later reads fetch from the store into cache files on the simulated disk.
           await volume.evict();
           break;
+        case 'snapshot': {
+          const manifest = (await dataDir.performControl(volume, {
+            op: 'snapshot',
+            args: { label: '' },
+          })) as { id: string };
+          // Taking a snapshot promotes and uploads everything written: it is durable.
+          model.flushed();
+          snapshots.push({ id: manifest.id, content: Buffer.from(model.current), deleted: false });
+          break;
+        }
+        case 'gc':
+          await dataDir.performControl(volume, {
+            op: 'gc',
+            args: { minLive: op.minLive, retentionMs: 0, dryRun: false },
+          });
+          break;
+        case 'checkSnapshot': {
+          const snapshot = live()[op.pick % Math.max(1, live().length)];
+          if (snapshot !== undefined) await checkSnapshot(snapshot);
+          break;
+        }
+        case 'deleteSnapshot': {
+          const snapshot = live()[op.pick % Math.max(1, live().length)];
+          if (snapshot === undefined) break;
+          try {
+            await dataDir.performControl(volume, {
+              op: 'delete-snapshot',
+              args: { id: snapshot.id },
+            });
+            if (forkAttempts.has(snapshot.id))
+              throw new Error(`snapshot ${snapshot.id} with a fork was deleted`);
+            snapshot.deleted = true;
+          } catch (error) {
+            if (!isElideError(error, 'ELIDE_IN_USE') || !forkAttempts.has(snapshot.id)) throw error;
+          }
+          break;
+        }
+        case 'fork': {
+          const snapshot = live()[op.pick % Math.max(1, live().length)];
+          if (snapshot === undefined) break;
+          const name = `f${forks.length}-${op.seed & 0xffff}`;
+          forkAttempts.add(snapshot.id);
+          await dataDir.forkVolume(name, `v@${snapshot.id}`);
+          forks.push({ name, snapshot: snapshot.id, content: Buffer.from(snapshot.content) });
+          await checkFork(forks[forks.length - 1]!);
+          break;
+        }
+        case 'writeFork': {
+          const fork = forks[op.pick % Math.max(1, forks.length)];
+          if (fork === undefined) break;
+          const child = await dataDir.openVolume(fork.name);
+          try {
+            const block = op.seed % volumeBlocks;
+            const data = content({
+              kind: 'write',
+              offset: 0,
+              length: blockBytes,
+              content: 'random',
+              seed: op.seed,
+            });
+            const next = Buffer.from(fork.content);
+            data.copy(next, block * blockBytes);
+            fork.unsure = next;
+            await child.write(block * blockBytes, data, { fua: true });
+            fork.content = next;
+            fork.unsure = undefined;
+            await dataDir.performControl(child, {
+              op: 'gc',
+              args: { minLive: 1, retentionMs: 0, dryRun: false },
+            });
+          } finally {
+            await child.close();
+          }
+          break;
+        }
         case 'reopen':
           await volume.close();
           volume = await dataDir.openVolume('v');
@@ -183,5 +291,8 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
     if (!crashable.isPowered) await recover(ops.indexOf(op), 'pages');
   }
   await recover(0, 'prefix');
+  // Whatever happened to the volume, its snapshots and forks are intact.
+  for (const snapshot of live()) await checkSnapshot(snapshot);
+  for (const fork of forks) await checkFork(fork);
   await volume.close();
 }

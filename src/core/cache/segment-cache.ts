@@ -20,6 +20,7 @@ import {
   fetchRunBytesMax,
   presenceSaveDelayMs,
 } from '../constants.js';
+import { segmentKey } from '../upload/records.js';
 import type { StoredSegment } from './stored-segment.js';
 
 export interface FetchRequest {
@@ -31,8 +32,6 @@ export interface SegmentCacheOptions {
   fs: Fs;
   store: ObjectStore;
   log: Logger;
-  /** Store key of a segment object. */
-  segmentKey: (id: Ulid) => string;
   /** Cached body bytes to keep at most; undefined for no bound. */
   cacheBytesMax?: number;
   fetchTimeoutMs: number;
@@ -110,7 +109,8 @@ export class SegmentCache {
     const waits: Array<Promise<void>> = [];
     const wanted = new Map<StoredSegment, Set<SegmentExtent>>();
     for (const { segment, extent } of requests) {
-      if (segment.isPresent(extent)) continue;
+      // A segment GC removed meanwhile: the caller looks the extent up again.
+      if (segment.isPresent(extent) || this.segments.get(segment.id) !== segment) continue;
       const running = this.inFlight.get(flightKey(segment, extent));
       if (running !== undefined) {
         waits.push(running);
@@ -131,6 +131,24 @@ export class SegmentCache {
       // The fetch succeeded; a failed eviction only leaves the cache larger.
       this.log.warn(`evicting cached segments failed: ${errorText(error)}`);
     }
+  }
+
+  /** Takes a segment GC replaced out of use; `discard` then removes its files. */
+  detach(segment: StoredSegment): void {
+    if (this.segments.get(segment.id) !== segment) return;
+    this.segments.delete(segment.id);
+    this.streams.delete(segment.id);
+  }
+
+  /** Once no fetch writes into a detached segment, removes its cache files and index. */
+  async discard(segment: StoredSegment): Promise<void> {
+    while (segment.fetchesInFlight > 0) {
+      const fetches = [...this.inFlight.entries()]
+        .filter(([key]) => key.startsWith(`${segment.id}:`))
+        .map(([, fetch]) => fetch);
+      await Promise.allSettled(fetches);
+    }
+    await segment.discard(this.fs);
   }
 
   /** Drops every cached body (all of them are in the store); returns the bytes freed. */
@@ -317,7 +335,8 @@ export class SegmentCache {
     const last = extents[extents.length - 1]!;
     const start = segment.index.bodyOffset + first.bodyOffset;
     const length = last.bodyOffset + last.storedBytes - first.bodyOffset;
-    const key = this.options.segmentKey(segment.id);
+    // A fork reads its ancestors' segments under their own volumes' keys.
+    const key = segmentKey(segment.index.header.volumeId, segment.id);
     const bytes = await withTimeout(
       this.store.get(key, { offset: start, length }),
       this.options.fetchTimeoutMs,

@@ -219,6 +219,22 @@ export class StoredSegment implements SegmentReader {
       this.fetchesInFlight === 0 && this.pins === 0,
       'no eviction under a fetch or a pinned read',
     );
+    await this.dropCache(fs);
+  }
+
+  /**
+   * Removes the segment from this host (GC replaced it): the cache as in
+   * `evict`, then the index. Reads that pinned it look their extents up
+   * again and find the replacement; no fetch may be writing into it.
+   */
+  async discard(fs: Fs): Promise<void> {
+    assert(this.fetchesInFlight === 0, 'no discard under a fetch');
+    await this.dropCache(fs);
+    unlinkIfPresent(fs, path.join(this.dirs.indexDir, this.id + indexSuffix));
+    await fs.fsyncDir(this.dirs.indexDir);
+  }
+
+  private async dropCache(fs: Fs): Promise<void> {
     this.generation++;
     this.bits.fill(0);
     this.presentStoredBytes = 0;

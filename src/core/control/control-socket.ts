@@ -7,8 +7,9 @@
  * sockets have no permissions, so each request carries a key that the server
  * writes to `control.key` (mode 0600) in the volume directory when it starts:
  * only who can read the volume's files can drive it. One request per
- * connection: a JSON line `{"op": "sync" | "evict", "key": ...}`, answered by a
- * JSON line `{"ok": true, "result": ...}` or `{"ok": false, "code", "message"}`.
+ * connection: a JSON line `{"op": ..., "args": {...}, "key": ...}` (op one of
+ * controlOps), answered by a JSON line `{"ok": true, "result": ...}` or
+ * `{"ok": false, "code", "message"}`. The handler validates `args`.
  * A client that sends nothing within controlIdleMs is dropped, and at most
  * controlConnectionsMax connections are served at once.
  */
@@ -21,8 +22,13 @@ import { ElideError, errorCodes, errorText, isElideError, type ErrorCode } from 
 import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
 
-export type ControlOp = 'sync' | 'evict';
-export type ControlHandler = (op: ControlOp) => Promise<unknown>;
+export const controlOps = ['sync', 'evict', 'snapshot', 'delete-snapshot', 'gc'] as const;
+export type ControlOp = (typeof controlOps)[number];
+export interface ControlRequest {
+  op: ControlOp;
+  args?: Record<string, unknown>;
+}
+export type ControlHandler = (request: ControlRequest) => Promise<unknown>;
 
 export function controlSocketName(volumeDirRealpath: string): string {
   return '\0elide-control-' + blake3(Buffer.from(volumeDirRealpath)).toString('hex').slice(0, 32);
@@ -89,7 +95,7 @@ async function answer(
   handler: ControlHandler,
   log: Logger,
 ): Promise<object> {
-  let request: { op?: unknown; key?: unknown } = {};
+  let request: { op?: unknown; key?: unknown; args?: unknown } = {};
   try {
     request = JSON.parse(line) as typeof request;
   } catch {
@@ -104,12 +110,13 @@ async function answer(
       message: 'control request without the key',
     };
   }
-  const op = request.op;
-  if (op !== 'sync' && op !== 'evict') {
+  const op = controlOps.find((known) => known === request.op);
+  const args = request.args ?? {};
+  if (op === undefined || typeof args !== 'object' || args === null || Array.isArray(args)) {
     return { ok: false, code: 'ELIDE_INVALID_ARGUMENT', message: 'unknown control request' };
   }
   try {
-    return { ok: true, result: await handler(op) };
+    return { ok: true, result: await handler({ op, args: args as Record<string, unknown> }) };
   } catch (error) {
     log.debug(`control ${op} failed: ${errorText(error)}`);
     return {
@@ -126,7 +133,7 @@ async function answer(
  */
 export async function sendControl(
   volumeDirRealpath: string,
-  op: ControlOp,
+  request: ControlRequest,
 ): Promise<{ result: unknown } | undefined> {
   let key: string;
   try {
@@ -139,7 +146,7 @@ export async function sendControl(
   const reply = await new Promise<string | undefined>((resolve, reject) => {
     const socket = net.connect(controlSocketName(volumeDirRealpath));
     let text = '';
-    socket.on('connect', () => socket.write(JSON.stringify({ op, key }) + '\n'));
+    socket.on('connect', () => socket.write(JSON.stringify({ ...request, key }) + '\n'));
     socket.on('data', (chunk: Buffer) => {
       text += chunk.toString('utf8');
       if (text.length > controlRequestBytesMax) socket.destroy(new Error('control reply too long'));

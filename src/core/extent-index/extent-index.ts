@@ -45,6 +45,11 @@ export class ExtentIndex {
     this.locations.set(hashKey(hash), location);
   }
 
+  /** Forgets a hash whose body GC dropped (nothing refers to it any more). */
+  delete(hash: Buffer): void {
+    this.locations.delete(hashKey(hash));
+  }
+
   /** Records a location only for a hash not seen before: the first stored copy wins. */
   setIfAbsent(hash: Buffer, location: ExtentLocation): void {
     const key = hashKey(hash);

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { listenControl, type ControlServer } from '../control/control-socket.js';
 import type { Logger } from '../log.js';
-import { performControlOp, type DataDir } from '../volume/data-dir.js';
+import { parseVolumeRef, type DataDir } from '../volume/data-dir.js';
 import type { Volume } from '../volume/volume.js';
 import { NbdServer, type ListenAddress } from './server.js';
 
@@ -34,13 +34,19 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
   };
   try {
     for (const name of new Set(options.names)) {
+      const { volume: volumeName, snapshotId } = parseVolumeRef(name);
+      if (snapshotId !== undefined) {
+        // A snapshot is served read-only from a view of its own.
+        volumes.push(await dataDir.openSnapshotView(volumeName, snapshotId));
+        continue;
+      }
       const volume = await dataDir.openVolume(name);
       volumes.push(volume);
-      // `elide volume sync` and `evict` reach this process through the control socket.
+      // `elide volume sync`, `evict`, `snapshot` and `gc` reach this process through the control socket.
       controls.push(
         await listenControl(
           fs.realpathSync(volume.directory),
-          (op) => performControlOp(volume, op),
+          (request) => dataDir.performControl(volume, request),
           options.log,
         ),
       );
@@ -49,7 +55,7 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
       volumes.map((volume) => ({
         name: volume.name,
         description: `elide volume ${volume.name}`,
-        readOnly: options.readOnly,
+        readOnly: options.readOnly || !volume.writable,
         backend: volume,
       })),
       options.log,

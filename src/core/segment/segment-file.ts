@@ -138,6 +138,7 @@ export interface SegmentIndexFields {
  */
 export class SegmentWriter {
   private bodyBytes = 0;
+  private closed = false;
   /** Bodies not yet written, batched into writes of about segmentWriteBatchBytes. */
   private readonly batch = Buffer.allocUnsafe(segmentWriteBatchBytes);
   private batchBytes = 0;
@@ -185,6 +186,17 @@ export class SegmentWriter {
 
   /** Writes the index, syncs and renames into place; returns the index written. */
   async commit(fields: SegmentIndexFields): Promise<SegmentIndex> {
+    const index = await this.prepare(fields);
+    this.install();
+    await this.fs.fsyncDir(this.dir);
+    return index;
+  }
+
+  /**
+   * Writes the index and syncs the temporary file; `install` then renames it
+   * into place (the caller fsyncs the directory). GC validates in between.
+   */
+  async prepare(fields: SegmentIndexFields): Promise<SegmentIndex> {
     assert(fields.segmentId === this.segmentId, 'the index names the segment being written');
     const encoded = encodeSegmentIndex({ ...fields, bodyBytes: this.bodyBytes });
     assert(encoded.length === this.indexBytes, 'the index has the size reserved for it');
@@ -197,11 +209,10 @@ export class SegmentWriter {
       throw error;
     }
     this.fs.close(this.fd);
-    this.fs.rename(this.tmp, path.join(this.dir, this.segmentId + segmentSuffix));
-    await this.fs.fsyncDir(this.dir);
+    this.closed = true;
     // The index was just encoded from these fields (the encoder checks every
     // rule the decoder does), so the caller need not decode it again.
-    const index: SegmentIndex = {
+    return {
       header: {
         segmentId: fields.segmentId,
         volumeId: fields.volumeId,
@@ -218,13 +229,21 @@ export class SegmentWriter {
       inputs: fields.inputs,
       bodyOffset: this.indexBytes,
     };
-    return index;
+  }
+
+  /** Renames the prepared file to `<id>.seg`; returns its path. */
+  install(): string {
+    assert(this.closed, 'install follows prepare');
+    const file = path.join(this.dir, this.segmentId + segmentSuffix);
+    this.fs.rename(this.tmp, file);
+    return file;
   }
 
   /** Removes the partial file (best effort: a leftover `.tmp` is swept at the next open). */
   abort(): void {
     try {
-      this.fs.close(this.fd);
+      if (!this.closed) this.fs.close(this.fd);
+      this.closed = true;
       this.fs.unlink(this.tmp);
     } catch {
       // Swept at open.

@@ -1,6 +1,6 @@
 /**
- * The two small JSON records the store holds besides segments
- * (docs/formats.md §5.3, §5.4): the name record and the head.
+ * The small JSON records the store holds besides segments (docs/formats.md
+ * §5.3-5.6): the name record, the head, snapshot manifests and fork records.
  */
 import { ElideError } from '../errors.js';
 import { isUlid, type Ulid } from '../ids/ulid.js';
@@ -11,14 +11,42 @@ export interface NameRecord {
   epoch: number;
 }
 
+/** A segment the head no longer lists; its object is deleted once `at` is older than the retention. */
+export interface RetiredSegment {
+  id: Ulid;
+  at: string;
+}
+
 export interface Head {
-  version: 1;
+  version: 2;
   volumeId: Ulid;
   epoch: number;
-  /** Segment ids in upload order. */
+  /** The segments that make up the volume, sorted by id. */
   segments: Ulid[];
+  /** Segments replaced by GC (or written by a GC that never committed), awaiting deletion. */
+  retired: RetiredSegment[];
   seqMax: number;
   updatedAt: string;
+}
+
+export interface SnapshotManifest {
+  version: 1;
+  volumeId: Ulid;
+  id: Ulid;
+  label: string;
+  createdAt: string;
+  /** The snapshot shows every write with a sequence number up to this. */
+  seq: number;
+  /** Segments holding every claim up to `seq`, sorted; GC never rewrites them. */
+  segments: Ulid[];
+}
+
+/** Kept under the parent: a snapshot with forks cannot be deleted, nor its volume. */
+export interface ForkRecord {
+  version: 1;
+  volumeId: Ulid;
+  name: string;
+  snapshotId: Ulid;
 }
 
 export function nameKey(name: string): string {
@@ -37,7 +65,23 @@ export function headKey(volumeId: Ulid, epoch: number): string {
   return `volumes/${volumeId}/heads/${epoch}`;
 }
 
-export function encodeRecord(record: NameRecord | Head): Buffer {
+export function snapshotsPrefix(volumeId: Ulid): string {
+  return `volumes/${volumeId}/snapshots/`;
+}
+
+export function snapshotKey(volumeId: Ulid, snapshotId: Ulid): string {
+  return `volumes/${volumeId}/snapshots/${snapshotId}`;
+}
+
+export function forksPrefix(volumeId: Ulid): string {
+  return `volumes/${volumeId}/forks/`;
+}
+
+export function forkKey(parentId: Ulid, childId: Ulid): string {
+  return `volumes/${parentId}/forks/${childId}`;
+}
+
+export function encodeRecord(record: NameRecord | Head | SnapshotManifest | ForkRecord): Buffer {
   return Buffer.from(JSON.stringify(record) + '\n');
 }
 
@@ -49,25 +93,84 @@ export function decodeNameRecord(bytes: Buffer, key: string): NameRecord {
   return { version: 1, volumeId: value.volumeId, epoch: value.epoch };
 }
 
+/** Reads version 2, and version 1 (written before GC existed: nothing retired). */
 export function decodeHead(bytes: Buffer, key: string): Head {
   const value = parseObject(bytes, key);
-  if (value.version !== 1) bad(key, `version ${String(value.version)} is not 1`);
+  if (value.version !== 1 && value.version !== 2) {
+    bad(key, `version ${String(value.version)} is not 1 or 2`);
+  }
   if (typeof value.volumeId !== 'string' || !isUlid(value.volumeId)) bad(key, 'volumeId');
   if (!isEpoch(value.epoch)) bad(key, 'epoch');
-  const segments = value.segments;
-  if (!Array.isArray(segments) || !segments.every((id) => typeof id === 'string' && isUlid(id))) {
-    bad(key, 'segments');
+  const retired = value.version === 1 ? [] : value.retired;
+  if (
+    !Array.isArray(retired) ||
+    !retired.every(
+      (entry: unknown) =>
+        typeof entry === 'object' &&
+        entry !== null &&
+        isUlidValue((entry as RetiredSegment).id) &&
+        typeof (entry as RetiredSegment).at === 'string' &&
+        Number.isFinite(Date.parse((entry as RetiredSegment).at)),
+    )
+  ) {
+    bad(key, 'retired');
   }
-  if (!Number.isSafeInteger(value.seqMax) || (value.seqMax as number) < 0) bad(key, 'seqMax');
   if (typeof value.updatedAt !== 'string') bad(key, 'updatedAt');
+  return {
+    version: 2,
+    volumeId: value.volumeId,
+    epoch: value.epoch,
+    segments: ulidList(value.segments, key, 'segments'),
+    retired: (retired as RetiredSegment[]).map(({ id, at }) => ({ id, at })),
+    seqMax: sequence(value.seqMax, key, 'seqMax'),
+    updatedAt: value.updatedAt,
+  };
+}
+
+export function decodeSnapshotManifest(bytes: Buffer, key: string): SnapshotManifest {
+  const value = parseObject(bytes, key);
+  if (value.version !== 1) bad(key, `version ${String(value.version)} is not 1`);
+  if (!isUlidValue(value.volumeId)) bad(key, 'volumeId');
+  if (!isUlidValue(value.id)) bad(key, 'id');
+  if (typeof value.label !== 'string') bad(key, 'label');
+  if (typeof value.createdAt !== 'string') bad(key, 'createdAt');
   return {
     version: 1,
     volumeId: value.volumeId,
-    epoch: value.epoch,
-    segments: segments as Ulid[],
-    seqMax: value.seqMax as number,
-    updatedAt: value.updatedAt,
+    id: value.id,
+    label: value.label,
+    createdAt: value.createdAt,
+    seq: sequence(value.seq, key, 'seq'),
+    segments: ulidList(value.segments, key, 'segments'),
   };
+}
+
+export function decodeForkRecord(bytes: Buffer, key: string): ForkRecord {
+  const value = parseObject(bytes, key);
+  if (value.version !== 1) bad(key, `version ${String(value.version)} is not 1`);
+  if (!isUlidValue(value.volumeId)) bad(key, 'volumeId');
+  if (typeof value.name !== 'string') bad(key, 'name');
+  if (!isUlidValue(value.snapshotId)) bad(key, 'snapshotId');
+  return {
+    version: 1,
+    volumeId: value.volumeId,
+    name: value.name,
+    snapshotId: value.snapshotId,
+  };
+}
+
+function isUlidValue(value: unknown): value is Ulid {
+  return typeof value === 'string' && isUlid(value);
+}
+
+function ulidList(value: unknown, key: string, field: string): Ulid[] {
+  if (!Array.isArray(value) || !value.every(isUlidValue)) bad(key, field);
+  return value as Ulid[];
+}
+
+function sequence(value: unknown, key: string, field: string): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) bad(key, field);
+  return value as number;
 }
 
 function isEpoch(value: unknown): value is number {

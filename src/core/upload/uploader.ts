@@ -25,7 +25,14 @@ import type { Logger } from '../log.js';
 import type { SegmentHeader } from '../segment/format.js';
 import type { SegmentFile } from '../segment/segment-file.js';
 import type { ObjectStore } from '../store/index.js';
-import { decodeHead, encodeRecord, headKey, segmentKey, type Head } from './records.js';
+import {
+  decodeHead,
+  encodeRecord,
+  headKey,
+  segmentKey,
+  type Head,
+  type RetiredSegment,
+} from './records.js';
 
 /**
  * Where a segment stands in upload order: its source WAL's id (WALs are
@@ -35,14 +42,27 @@ export function uploadOrder(header: SegmentHeader): Ulid {
   return header.sourceWalId ?? header.segmentId;
 }
 
+/**
+ * A GC output carries only claims and bodies the store already holds, so it
+ * may upload before segments of older logs (it is exempt from the barrier
+ * that keeps promotions in write order).
+ */
+export function isGcOutput(header: SegmentHeader): boolean {
+  return header.sourceWalId === null;
+}
+
 export interface UploadHost {
   readonly name: string;
   readonly volumeId: Ulid;
   readonly epoch: number;
-  /** Segments in `pending/`, oldest source WAL first. */
+  /** Segments in `pending/` that may upload now, in upload order. */
   pendingSegments(): SegmentFile[];
-  /** Ids of segments already adopted (in the store), for a head written from scratch. */
-  storedSegmentIds(): Ulid[];
+  /**
+   * The segments a head must list once `confirmed` (pending segments the
+   * store has just confirmed) are listed: the adopted ones, the inputs of
+   * GC outputs not yet confirmed (the store still needs them), and `confirmed`.
+   */
+  headSegments(confirmed: readonly SegmentFile[]): Ulid[];
   /** PUTs the segment's file to `key` (step 1). */
   putSegment(key: string, segment: SegmentFile): Promise<void>;
   /** Moves a confirmed segment out of `pending/` (step 3). */
@@ -51,6 +71,7 @@ export interface UploadHost {
 
 export class Uploader {
   private head: Head | null = null;
+  private headWrites: Promise<unknown> = Promise.resolve();
   private headVersion: string | undefined;
   private loop: Promise<void> | null = null;
   private wakeRequested = false;
@@ -82,10 +103,14 @@ export class Uploader {
   }
 
   /**
-   * Uploads everything pending now. Fails when the store refuses
-   * syncAttemptsMax times in a row (the background loop keeps trying).
+   * Uploads until `done` holds (by default: nothing pending and the head
+   * current). Fails when the store refuses syncAttemptsMax times in a row
+   * (the background loop keeps trying).
    */
-  async drain(): Promise<void> {
+  async drain(
+    done: () => boolean = () =>
+      this.host.pendingSegments().length === 0 && this.isHeadCurrent(),
+  ): Promise<void> {
     // A sync starts at once, on a fresh retry schedule, cutting short the
     // background loop's (up to 30 s) delay.
     this.failuresInARow = 0;
@@ -100,7 +125,7 @@ export class Uploader {
       await this.loop;
       if (this.fatal !== null) throw this.fatal;
       if (this.failuresInARow > before) failures++;
-      else if (this.host.pendingSegments().length === 0 && this.head !== null) return;
+      else if (done()) return;
       if (failures >= syncAttemptsMax) {
         throw new ElideError(
           'ELIDE_STORE_UNAVAILABLE',
@@ -187,7 +212,8 @@ export class Uploader {
    * confirmed is simply PUT again next time).
    */
   private async uploadBatch(): Promise<boolean> {
-    let head = await this.currentHead();
+    // A GC pass (or one cut short by a crash) may have changed what the head must list.
+    await this.publishHead([]);
     const started = new Map<SegmentFile, Promise<unknown>>();
     const confirmedPuts = new Set<SegmentFile>();
     let any = false;
@@ -218,7 +244,7 @@ export class Uploader {
           if (!confirmedPuts.has(segment)) break;
           confirmed.push(segment);
         }
-        head = await this.listInHead(head, confirmed);
+        await this.publishHead(confirmed);
         for (const segment of confirmed) {
           started.delete(segment);
           confirmedPuts.delete(segment);
@@ -230,24 +256,87 @@ export class Uploader {
     }
   }
 
-  /** Writes a head that adds `confirmed` (in order) to what `head` lists. */
-  private async listInHead(head: Head, confirmed: readonly SegmentFile[]): Promise<Head> {
-    const listed = new Set(head.segments);
-    const added = confirmed.filter((segment) => !listed.has(segment.id));
-    if (added.length === 0) return head;
-    const next: Head = {
-      ...head,
-      segments: [...head.segments, ...added.map((segment) => segment.id)],
-      // The largest seq the listed segments hold (a header's seqMax may count
-      // writes that were still in the active log when it was sealed).
-      seqMax: Math.max(
-        head.seqMax,
-        ...added.flatMap((segment) => segment.index.claims.map((claim) => claim.seq)),
-      ),
-      updatedAt: new Date().toISOString(),
-    };
-    await this.writeHead(next);
-    return next;
+  /**
+   * Whether the head in the store lists what it must (and the retired
+   * segments it names are still to delete).
+   */
+  isHeadCurrent(): boolean {
+    return this.head !== null && sameIds(this.head.segments, this.host.headSegments([]));
+  }
+
+  /**
+   * Writes the head the volume needs once `confirmed` are listed, if it
+   * differs from the last one: segments it stops listing join `retired`.
+   * Head writes are serialised (the GC's deletions write heads too).
+   */
+  publishHead(confirmed: readonly SegmentFile[]): Promise<void> {
+    return this.serialised(async () => {
+      const head = await this.currentHead();
+      const segments = [...new Set(this.host.headSegments(confirmed))].sort();
+      // A volume with nothing uploaded needs no head yet.
+      const unchanged = this.headVersion !== undefined || segments.length === 0;
+      if (unchanged && sameIds(head.segments, segments)) return;
+      const listed = new Set(segments);
+      const now = new Date().toISOString();
+      const known = new Set(head.retired.map((entry) => entry.id));
+      const retired: RetiredSegment[] = [
+        ...head.retired.filter((entry) => !listed.has(entry.id)),
+        ...head.segments
+          .filter((id) => !listed.has(id) && !known.has(id))
+          .map((id) => ({ id, at: now })),
+      ];
+      await this.writeHead({
+        ...head,
+        segments,
+        retired,
+        // The largest seq the listed segments hold (a header's seqMax may count
+        // writes that were still in the active log when it was sealed).
+        seqMax: confirmed.reduce(
+          (max, segment) =>
+            segment.index.claims.reduce((m, claim) => Math.max(m, claim.seq), max),
+          head.seqMax,
+        ),
+        updatedAt: now,
+      });
+    });
+  }
+
+  /**
+   * Deletes the objects of retired segments older than `retentionMs` (readers
+   * of an older head may still be fetching from them until then), then writes
+   * a head without them. A crash in between only deletes them again.
+   */
+  deleteRetired(retentionMs: number): Promise<{ segments: number; bytes: number }> {
+    return this.serialised(async () => {
+      const head = await this.currentHead();
+      const cutoff = Date.now() - retentionMs;
+      const due = head.retired.filter((entry) => Date.parse(entry.at) <= cutoff);
+      let bytes = 0;
+      for (const entry of due) {
+        const key = segmentKey(this.host.volumeId, entry.id);
+        bytes += (await this.store.head(key))?.sizeBytes ?? 0;
+        await this.store.delete(key);
+      }
+      if (due.length === 0) return { segments: 0, bytes: 0 };
+      const gone = new Set(due.map((entry) => entry.id));
+      await this.writeHead({
+        ...head,
+        retired: head.retired.filter((entry) => !gone.has(entry.id)),
+        updatedAt: new Date().toISOString(),
+      });
+      return { segments: due.length, bytes };
+    });
+  }
+
+  /** The retired segments the head names (what `deleteRetired` would consider). */
+  async retiredSegments(): Promise<RetiredSegment[]> {
+    return (await this.serialised(() => this.currentHead())).retired;
+  }
+
+  private serialised<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.headWrites.then(work, work);
+    this.headWrites = run.catch(() => {});
+    return run;
   }
 
   private async currentHead(): Promise<Head> {
@@ -256,10 +345,11 @@ export class Uploader {
     const info = await this.store.head(key);
     if (info === undefined) {
       this.head = {
-        version: 1,
+        version: 2,
         volumeId: this.host.volumeId,
         epoch: this.host.epoch,
-        segments: this.host.storedSegmentIds(),
+        segments: [],
+        retired: [],
         seqMax: 0,
         updatedAt: new Date().toISOString(),
       };
@@ -278,12 +368,11 @@ export class Uploader {
   }
 
   /**
-   * Writes the head conditionally. A lost answer (the put was applied but the
-   * reply timed out) must not look like another writer: on a precondition
-   * failure the stored head is read back, and if it is one this uploader
-   * wrote (a prefix of what it is writing now) the put is repeated against
-   * its version. Any other failure forgets the cached head, so the next
-   * attempt reads it again.
+   * Writes the head conditionally. A lost answer (the put was applied, the
+   * reply never came, and a retry met the new version) must not look like
+   * another writer: on a precondition failure the stored head is read back,
+   * and if it is byte for byte the one being written, the write took. Any
+   * other failure forgets the cached head, so the next attempt reads it again.
    */
   private async writeHead(next: Head): Promise<void> {
     const key = headKey(this.host.volumeId, this.host.epoch);
@@ -303,14 +392,18 @@ export class Uploader {
           throw error;
         }
         const info = await this.store.head(key);
-        const stored = info === undefined ? undefined : decodeHead(await this.store.get(key), key);
-        const ours =
-          stored !== undefined &&
-          stored.volumeId === next.volumeId &&
-          stored.segments.every((id, i) => next.segments[i] === id);
-        if (!ours) throw error;
+        const stored = info === undefined ? undefined : await this.store.get(key);
+        if (stored === undefined || !stored.equals(body)) throw error;
+        this.head = next;
         this.headVersion = info?.version;
+        return;
       }
     }
   }
+}
+
+function sameIds(a: readonly Ulid[], b: readonly Ulid[]): boolean {
+  if (a.length !== b.length) return false;
+  const sorted = [...b].sort();
+  return [...a].sort().every((id, i) => id === sorted[i]);
 }

@@ -11,19 +11,35 @@
  */
 import path from 'node:path';
 import { fetchTimeoutMsDefault, freeSpaceReserveBytesDefault, initialEpoch } from '../constants.js';
-import { sendControl, type ControlOp } from '../control/control-socket.js';
+import { sendControl, type ControlRequest } from '../control/control-socket.js';
+import { collectVolume, type GcOptions, type GcVolumeResult } from '../gc/collector.js';
+import { materializeAncestors } from '../snapshot/ancestry.js';
+import {
+  checkSnapshotLabel,
+  createSnapshot,
+  deleteSnapshot,
+  latestOrNewSnapshot,
+  listSnapshots,
+  readForks,
+  readManifest,
+  snapshotNotFound,
+  type SnapshotInfo,
+} from '../snapshot/snapshots.js';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import { nodeFs } from '../fs/node-fs.js';
-import { UlidMint, isUlid, ulidTime } from '../ids/ulid.js';
+import { UlidMint, isUlid, ulidTime, type Ulid } from '../ids/ulid.js';
 import { nullLogger, type Logger } from '../log.js';
 import { defaultStoreUrl, openStore, type ObjectStore } from '../store/index.js';
 import {
   decodeNameRecord,
   encodeRecord,
+  forkKey,
   nameKey,
   volumePrefix,
+  type ForkRecord,
   type NameRecord,
+  type SnapshotManifest,
 } from '../upload/records.js';
 import {
   encodeDescriptor,
@@ -31,6 +47,7 @@ import {
   descriptorFileName,
   validateVolumeName,
   validateVolumeSize,
+  type AncestorRef,
   type VolumeDescriptor,
 } from './descriptor.js';
 import { VolumeLock } from './lock.js';
@@ -143,10 +160,54 @@ export class DataDir {
 
   async initVolume(name: string, sizeBytes: number): Promise<VolumeSummary> {
     validateVolumeName(name);
-    const size = validateVolumeSize(sizeBytes);
+    return this.createVolume(name, validateVolumeSize(sizeBytes), undefined);
+  }
+
+  /**
+   * Creates NEW as a writable fork of `source` (`NAME` or `NAME@SNAPSHOT`):
+   * it reads through the snapshot and shares all its data. Without a
+   * snapshot id the source's latest snapshot is used, or a new one is taken
+   * (through its server, if it is being served) when it changed since.
+   */
+  async forkVolume(name: string, source: string, sizeBytes?: number): Promise<VolumeSummary> {
+    validateVolumeName(name);
+    const { volume: sourceName, snapshotId } = parseVolumeRef(source);
+    const parent = readDescriptor(this.fs, this.existingVolumeDir(sourceName));
+    const size = validateVolumeSize(sizeBytes ?? parent.sizeBytes);
+    if (size < parent.sizeBytes) {
+      throw new ElideError(
+        'ELIDE_INVALID_ARGUMENT',
+        `a fork cannot be smaller than its source (${parent.sizeBytes} bytes)`,
+      );
+    }
+    let manifest: SnapshotManifest | undefined;
+    if (snapshotId === undefined) {
+      const { value } = await this.withVolume(sourceName, { op: 'snapshot', args: { latest: true } });
+      manifest = value as SnapshotManifest;
+    } else {
+      manifest = await readManifest(this.store, parent.id, snapshotId);
+      if (manifest === undefined) throw snapshotNotFound(sourceName, snapshotId);
+    }
+    const ancestors: AncestorRef[] = [
+      { volumeId: parent.id, name: parent.name, snapshotId: manifest.id, seq: manifest.seq },
+      ...(parent.ancestors ?? []),
+    ];
+    return this.createVolume(name, size, { parent, ancestors });
+  }
+
+  /**
+   * The creation protocol (file comment). A fork also gets its ancestors'
+   * manifests and indexes in the staging directory, and a fork record under
+   * its parent, written before and removed again if creation fails.
+   */
+  private async createVolume(
+    name: string,
+    size: number,
+    fork: { parent: VolumeDescriptor; ancestors: AncestorRef[] } | undefined,
+  ): Promise<VolumeSummary> {
     const final = this.volumeDir(name);
     if (this.fs.stat(final) !== undefined) throw volumeExists(name);
-    this.sweepCreating();
+    await this.sweepCreating();
     const id = this.mint.next();
     const descriptor: VolumeDescriptor = {
       version: 1,
@@ -155,31 +216,47 @@ export class DataDir {
       sizeBytes: size,
       createdAt: new Date().toISOString(),
     };
+    if (fork !== undefined) descriptor.ancestors = fork.ancestors;
     const staging = path.join(this.volumesDir, `.creating-${id}`);
-    for (const dir of ['wal', 'pending', 'index', 'cache']) this.fs.mkdirp(path.join(staging, dir));
-    const fd = this.fs.open(path.join(staging, descriptorFileName), 'create');
+    const undo: Array<() => Promise<void>> = [async () => this.fs.removeTree(staging)];
+    const rollback = async (): Promise<void> => {
+      for (const step of undo.reverse()) await step();
+    };
     try {
-      this.fs.write(fd, encodeDescriptor(descriptor), 0);
-      await this.fs.fdatasync(fd);
-    } finally {
-      this.fs.close(fd);
-    }
-    await this.fs.fsyncDir(staging);
-    await this.store.put(`${volumePrefix(id)}volume.json`, encodeDescriptor(descriptor));
-    try {
+      for (const dir of ['wal', 'pending', 'index', 'cache'])
+        this.fs.mkdirp(path.join(staging, dir));
+      // Written first: it tells a later sweep of this staging directory which
+      // fork record to remove.
+      const fd = this.fs.open(path.join(staging, descriptorFileName), 'create');
+      try {
+        this.fs.write(fd, encodeDescriptor(descriptor), 0);
+        await this.fs.fdatasync(fd);
+      } finally {
+        this.fs.close(fd);
+      }
+      if (fork !== undefined) {
+        const parentId = fork.parent.id;
+        const record: ForkRecord = {
+          version: 1,
+          volumeId: id,
+          name,
+          snapshotId: fork.ancestors[0]!.snapshotId,
+        };
+        await this.store.putIfAbsent(forkKey(parentId, id), encodeRecord(record));
+        undo.push(() => this.store.delete(forkKey(parentId, id)));
+        // After the fork record: a concurrent snapshot delete either sees the
+        // record or has removed the manifest, which this then fails to read.
+        await materializeAncestors(this.fs, this.store, staging, fork.ancestors);
+      }
+      await this.fs.fsyncDir(staging);
+      await this.store.put(`${volumePrefix(id)}volume.json`, encodeDescriptor(descriptor));
+      undo.push(() => this.store.delete(`${volumePrefix(id)}volume.json`));
       await this.claimName(name, id);
-    } catch (error) {
-      this.fs.removeTree(staging);
-      await this.store.delete(`${volumePrefix(id)}volume.json`);
-      throw error;
-    }
-    try {
+      undo.push(() => this.store.delete(nameKey(name)));
       if (this.fs.stat(final) !== undefined) throw volumeExists(name);
       this.fs.rename(staging, final);
     } catch (error) {
-      this.fs.removeTree(staging);
-      await this.store.delete(nameKey(name));
-      await this.store.delete(`${volumePrefix(id)}volume.json`);
+      await rollback();
       const code = systemErrorCode(error);
       if (code === 'ENOTEMPTY' || code === 'EEXIST') throw volumeExists(name);
       throw error;
@@ -216,6 +293,7 @@ export class DataDir {
           ...summarize(descriptor),
           ...stats,
           storedBytes: stats.walBytes + stats.segmentBytes,
+          parent: parentRef(descriptor),
           inUseByPid,
         };
       } catch (error) {
@@ -240,6 +318,15 @@ export class DataDir {
   async deleteVolume(name: string, options: { force: boolean }): Promise<void> {
     const dir = this.existingVolumeDir(name);
     const descriptor = readDescriptor(this.fs, dir);
+    const forks = await readForks(this.store, descriptor.id);
+    if (forks.length > 0) {
+      throw new ElideError(
+        'ELIDE_IN_USE',
+        `volume ${name} has forks (${forks.map((fork) => fork.name).join(', ')}); ` +
+          'delete them first',
+        { forks: forks.map((fork) => fork.name) },
+      );
+    }
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     const doomed = path.join(this.volumesDir, `.deleting-${this.mint.next()}`);
     try {
@@ -265,6 +352,128 @@ export class DataDir {
     }
     const record = await this.readNameRecord(name);
     if (record?.volumeId === descriptor.id) await this.store.delete(nameKey(name));
+    const parent = descriptor.ancestors?.[0];
+    if (parent !== undefined) await this.store.delete(forkKey(parent.volumeId, descriptor.id));
+  }
+
+  /** Takes a snapshot; a running server does it through its control socket. */
+  async snapshotVolume(name: string, label: string): Promise<SnapshotManifest> {
+    checkSnapshotLabel(label);
+    const { value } = await this.withVolume(name, { op: 'snapshot', args: { label } });
+    return value as SnapshotManifest;
+  }
+
+  async listVolumeSnapshots(name: string): Promise<SnapshotInfo[]> {
+    const descriptor = readDescriptor(this.fs, this.existingVolumeDir(name));
+    return listSnapshots(this.store, descriptor.id);
+  }
+
+  /** Deletes a snapshot no fork reads through, and its local read-only view. */
+  async deleteVolumeSnapshot(name: string, snapshotId: string): Promise<void> {
+    if (!isUlid(snapshotId)) throw snapshotNotFound(name, snapshotId);
+    await this.withVolume(name, { op: 'delete-snapshot', args: { id: snapshotId } });
+    const view = path.join(this.existingVolumeDir(name), 'views', snapshotId);
+    try {
+      const lock = await VolumeLock.acquire(this.fs, view, `${name}@${snapshotId}`);
+      try {
+        this.fs.removeTree(view);
+      } finally {
+        await lock.release();
+      }
+    } catch (error) {
+      // A view still being served keeps its cache until the next delete.
+      if (!isElideError(error, 'ELIDE_VOLUME_LOCKED') && systemErrorCode(error) !== 'ENOENT')
+        throw error;
+    }
+  }
+
+  /** Runs GC on each named volume; a running server does it through its control socket. */
+  async gcVolume(name: string, options: GcOptions): Promise<GcVolumeResult & { viaServer: boolean }> {
+    const { value, viaServer } = await this.withVolume(name, {
+      op: 'gc',
+      args: { ...options },
+    });
+    return { ...(value as GcVolumeResult), viaServer };
+  }
+
+  /**
+   * Opens snapshot `snapshotId` of volume `name` read-only, as a volume of
+   * its own: `volumes/<name>/views/<id>/` holds the indexes and cached
+   * bodies, under its own lock (several views and the volume itself can be
+   * served at once).
+   */
+  async openSnapshotView(name: string, snapshotId: string): Promise<Volume> {
+    const volumeDir = this.existingVolumeDir(name);
+    const source = readDescriptor(this.fs, volumeDir);
+    if (!isUlid(snapshotId)) throw snapshotNotFound(name, snapshotId);
+    const manifest = await readManifest(this.store, source.id, snapshotId);
+    if (manifest === undefined) throw snapshotNotFound(name, snapshotId);
+    const viewsDir = path.join(volumeDir, 'views');
+    const dir = path.join(viewsDir, snapshotId);
+    const descriptor: VolumeDescriptor = {
+      version: 1,
+      id: manifest.id,
+      name: `${name}@${snapshotId}`,
+      sizeBytes: source.sizeBytes,
+      createdAt: manifest.createdAt,
+      ancestors: [
+        { volumeId: source.id, name, snapshotId, seq: manifest.seq },
+        ...(source.ancestors ?? []),
+      ],
+    };
+    if (this.fs.stat(dir) === undefined) {
+      const staging = path.join(viewsDir, `.creating-${this.mint.next()}`);
+      try {
+        for (const sub of ['wal', 'pending', 'index', 'cache'])
+          this.fs.mkdirp(path.join(staging, sub));
+        await materializeAncestors(this.fs, this.store, staging, descriptor.ancestors ?? []);
+        this.fs.rename(staging, dir);
+      } catch (error) {
+        this.fs.removeTree(staging);
+        // Another process made the view first.
+        if (this.fs.stat(dir) === undefined) throw error;
+      }
+      await this.fs.fsyncDir(viewsDir);
+    }
+    const lock = await VolumeLock.acquire(this.fs, dir, descriptor.name);
+    try {
+      return await Volume.open({
+        ...this.volumeOptions(dir, descriptor, lock),
+        readOnly: true,
+      });
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+  }
+
+  /** Runs a control request on a volume this process holds (for the server's control socket). */
+  async performControl(volume: Volume, request: ControlRequest): Promise<object> {
+    const args = request.args ?? {};
+    switch (request.op) {
+      case 'sync':
+        await volume.sync();
+        return { uploadPendingBytes: volume.stats().uploadPendingBytes };
+      case 'evict': {
+        const evictedBytes = await volume.evict();
+        return { evictedBytes, cacheBytes: volume.stats().cacheBytes };
+      }
+      case 'snapshot':
+        if (args.latest === true) return latestOrNewSnapshot(volume, this.store);
+        return createSnapshot(volume, this.store, stringArg(args, 'label'));
+      case 'delete-snapshot': {
+        const id = stringArg(args, 'id');
+        if (!isUlid(id)) throw snapshotNotFound(volume.name, id);
+        await deleteSnapshot(volume, this.store, id);
+        return {};
+      }
+      case 'gc':
+        return collectVolume(volume, this.fs, this.store, {
+          minLive: numberArg(args, 'minLive', 0, 1),
+          retentionMs: numberArg(args, 'retentionMs', 0, Number.MAX_SAFE_INTEGER),
+          dryRun: args.dryRun === true,
+        });
+    }
   }
 
   /**
@@ -272,14 +481,14 @@ export class DataDir {
    * nothing is pending. A running server does it through its control socket.
    */
   async syncVolume(name: string): Promise<SyncResult> {
-    const { value, viaServer } = await this.withVolume(name, 'sync');
+    const { value, viaServer } = await this.withVolume(name, { op: 'sync' });
     const { uploadPendingBytes } = value as { uploadPendingBytes: number };
     return { name, uploadPendingBytes, viaServer };
   }
 
   /** Drops every cached segment body that is safely in the store. */
   async evictVolume(name: string): Promise<EvictResult> {
-    const { value, viaServer } = await this.withVolume(name, 'evict');
+    const { value, viaServer } = await this.withVolume(name, { op: 'evict' });
     const { evictedBytes, cacheBytes } = value as { evictedBytes: number; cacheBytes: number };
     return { name, evictedBytes, cacheBytes, viaServer };
   }
@@ -290,7 +499,7 @@ export class DataDir {
    */
   private async withVolume(
     name: string,
-    op: ControlOp,
+    request: ControlRequest,
   ): Promise<{ value: unknown; viaServer: boolean }> {
     const dir = this.existingVolumeDir(name);
     let volume: Volume;
@@ -298,12 +507,12 @@ export class DataDir {
       volume = await this.openVolume(name);
     } catch (error) {
       if (!isElideError(error, 'ELIDE_VOLUME_LOCKED')) throw error;
-      const reply = await sendControl(this.fs.realpath(dir), op);
+      const reply = await sendControl(this.fs.realpath(dir), request);
       if (reply === undefined) throw error;
       return { value: reply.result, viaServer: true };
     }
     try {
-      return { value: await performControlOp(volume, op), viaServer: false };
+      return { value: await this.performControl(volume, request), viaServer: false };
     } finally {
       await volume.close();
     }
@@ -406,25 +615,68 @@ export class DataDir {
     return dir;
   }
 
-  private sweepCreating(): void {
+  /** Removes debris of creations and deletions a crash cut short (and a fork's record). */
+  private async sweepCreating(): Promise<void> {
     for (const entry of this.fs.readdir(this.volumesDir)) {
       const match = /^\.(creating|deleting)-(.+)$/.exec(entry);
       if (match === null || !isUlid(match[2] ?? '')) continue;
-      const id = match[2] as Parameters<typeof ulidTime>[0];
+      const id = match[2] as Ulid;
       if (match[1] === 'creating' && Date.now() - ulidTime(id) < creatingDebrisAgeMs) continue;
-      this.fs.removeTree(path.join(this.volumesDir, entry));
+      const dir = path.join(this.volumesDir, entry);
+      if (match[1] === 'creating') {
+        const parent = tryReadDescriptor(this.fs, dir)?.ancestors?.[0];
+        if (parent !== undefined) await this.store.delete(forkKey(parent.volumeId, id));
+      }
+      this.fs.removeTree(dir);
     }
   }
 }
 
-/** What a control request does, whether this process or a server runs it. */
-export async function performControlOp(volume: Volume, op: ControlOp): Promise<object> {
-  if (op === 'sync') {
-    await volume.sync();
-    return { uploadPendingBytes: volume.stats().uploadPendingBytes };
+function stringArg(args: Record<string, unknown>, name: string): string {
+  const value = args[name];
+  if (typeof value !== 'string') {
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `control request needs a string ${name}`);
   }
-  const evictedBytes = await volume.evict();
-  return { evictedBytes, cacheBytes: volume.stats().cacheBytes };
+  return value;
+}
+
+function numberArg(args: Record<string, unknown>, name: string, min: number, max: number): number {
+  const value = args[name];
+  if (typeof value !== 'number' || !(value >= min && value <= max)) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `control request needs ${name} between ${min} and ${max}`,
+    );
+  }
+  return value;
+}
+
+/** `NAME` or `NAME@SNAPSHOT`. */
+export function parseVolumeRef(ref: string): { volume: string; snapshotId?: Ulid } {
+  const at = ref.indexOf('@');
+  if (at === -1) return { volume: validateVolumeName(ref) };
+  const volume = validateVolumeName(ref.slice(0, at));
+  const snapshotId = ref.slice(at + 1).toUpperCase();
+  if (!isUlid(snapshotId)) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `"${ref}" does not name a snapshot: use NAME@SNAPSHOT-ID (a ULID from \`elide snapshot list\`)`,
+    );
+  }
+  return { volume, snapshotId };
+}
+
+function tryReadDescriptor(fs: Fs, dir: string): VolumeDescriptor | undefined {
+  try {
+    return readDescriptor(fs, dir);
+  } catch {
+    return undefined;
+  }
+}
+
+function parentRef(descriptor: VolumeDescriptor): string | null {
+  const parent = descriptor.ancestors?.[0];
+  return parent === undefined ? null : `${parent.name}@${parent.snapshotId}`;
 }
 
 function summarize(descriptor: VolumeDescriptor): VolumeSummary {

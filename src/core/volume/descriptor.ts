@@ -8,12 +8,23 @@ import { isUlid, type Ulid } from '../ids/ulid.js';
 export const descriptorFileName = 'volume.json';
 export const descriptorVersion = 1;
 
+/** A snapshot a fork reads through: claims of its segments up to `seq`. */
+export interface AncestorRef {
+  volumeId: Ulid;
+  /** The ancestor's name when the fork was made (for display). */
+  name: string;
+  snapshotId: Ulid;
+  seq: number;
+}
+
 export interface VolumeDescriptor {
   version: typeof descriptorVersion;
   id: Ulid;
   name: string;
   sizeBytes: number;
   createdAt: string;
+  /** For a fork: the snapshots it reads through, its parent's first. */
+  ancestors?: AncestorRef[];
 }
 
 export function validateVolumeName(name: string): string {
@@ -64,7 +75,7 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
       `${source}: descriptor version ${String(record.version)} is not supported`,
     );
   }
-  const { id, name, sizeBytes, createdAt } = record;
+  const { id, name, sizeBytes, createdAt, ancestors } = record;
   if (
     typeof id !== 'string' ||
     !isUlid(id) ||
@@ -79,7 +90,35 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
   ) {
     throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: missing or invalid fields`);
   }
-  return { version: descriptorVersion, id, name, sizeBytes, createdAt };
+  const descriptor: VolumeDescriptor = { version: descriptorVersion, id, name, sizeBytes, createdAt };
+  if (ancestors !== undefined) descriptor.ancestors = decodeAncestors(ancestors, source);
+  return descriptor;
+}
+
+function decodeAncestors(value: unknown, source: string): AncestorRef[] {
+  const valid =
+    Array.isArray(value) &&
+    value.every((entry: unknown) => {
+      const ref = entry as Partial<AncestorRef> | null;
+      return (
+        typeof ref === 'object' &&
+        ref !== null &&
+        typeof ref.volumeId === 'string' &&
+        isUlid(ref.volumeId) &&
+        typeof ref.name === 'string' &&
+        typeof ref.snapshotId === 'string' &&
+        isUlid(ref.snapshotId) &&
+        Number.isSafeInteger(ref.seq) &&
+        (ref.seq as number) >= 0
+      );
+    });
+  if (!valid) throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: invalid ancestors`);
+  return (value as AncestorRef[]).map(({ volumeId, name, snapshotId, seq }) => ({
+    volumeId,
+    name,
+    snapshotId,
+    seq,
+  }));
 }
 
 export function readDescriptor(fs: Fs, volumeDir: string): VolumeDescriptor {

@@ -10,10 +10,14 @@
  *   4. A WAL whose id is some segment's source WAL was promoted already: deleted.
  *   5. Every other WAL is scanned: a torn tail is truncated, damage before the
  *      durable point fails the open naming the file and offset.
+ *   3a. An index whose id is an input of another segment (in `pending/` or
+ *      `index/`) was replaced by GC and is removed with its cache files.
+ *   3b. A fork reads its ancestors' snapshot segments from `ancestors/`
+ *      (manifests, `index/`, `cache/`), each only up to its snapshot's seq.
  *   6. The LBA map is every claim applied in `seq` order; the extent index
  *      takes the first stored copy of each hash (pending segments, stored
- *      segments, then WALs, in id order), except that a WAL copy replaces one
- *      in a stored segment that is not cached.
+ *      segments, ancestors, then WALs, in id order), except that a WAL copy
+ *      replaces one in a stored segment that is not cached.
  * In `inspect` mode nothing on disk is changed; damage is reported the same way.
  */
 import path from 'node:path';
@@ -33,7 +37,8 @@ import {
 } from '../cache/stored-segment.js';
 import { scanWal } from '../wal/scan.js';
 import { WalFile, type WalRecordRef } from '../wal/wal-file.js';
-import type { VolumeDescriptor } from './descriptor.js';
+import { decodeSnapshotManifest, type SnapshotManifest } from '../upload/records.js';
+import type { AncestorRef, VolumeDescriptor } from './descriptor.js';
 import type { Logger } from '../log.js';
 
 export interface RecoveredState {
@@ -41,13 +46,17 @@ export interface RecoveredState {
   extents: ExtentIndex;
   segments: Map<Ulid, SegmentFile>;
   stored: StoredSegment[];
+  /** Segments of the snapshots a fork reads through. */
+  ancestors: StoredSegment[];
+  /** Their claims that the fork sees (each up to its snapshot's seq). */
+  ancestorClaims: Claim[];
   cacheDirs: CacheDirs;
   wals: WalFile[];
   seqMax: number;
   idMax: Ulid | undefined;
 }
 
-interface Claim {
+export interface Claim {
   startLba: number;
   lengthBlocks: number;
   hash: Buffer;
@@ -72,6 +81,8 @@ export async function recoverVolume(
     cacheDir: path.join(volumeDir, 'cache'),
   };
   const wals: WalFile[] = [];
+  const ancestors: StoredSegment[] = [];
+  const ancestorClaims: Claim[] = [];
   const extents = new ExtentIndex();
   const claims: Claim[] = [];
   let seqMax = 0;
@@ -118,10 +129,26 @@ export async function recoverVolume(
       for (const dir of missing) fs.mkdirp(dir);
       if (missing.length > 0) await fs.fsyncDir(volumeDir);
     }
+    const replaced = new Set<Ulid>();
+    for (const segment of segments.values()) for (const id of segment.index.inputs) replaced.add(id);
     for (const id of await recoverIndexDir(fs, cacheDirs, segments, writable, log)) {
-      const segment = StoredSegment.open(fs, cacheDirs, id, descriptor.id);
-      stored.push(segment);
-      observe(id);
+      if (replaced.has(id)) continue;
+      stored.push(StoredSegment.open(fs, cacheDirs, id, descriptor.id));
+    }
+    // Inputs of a GC output that is in index/ too (rule 3a).
+    for (const segment of stored) for (const id of segment.index.inputs) replaced.add(id);
+    const superseded = stored.filter((segment) => replaced.has(segment.id));
+    for (const segment of superseded) {
+      segment.close(fs);
+      stored.splice(stored.indexOf(segment), 1);
+    }
+    const storedIds = new Set(stored.map((s) => s.id));
+    if (writable) {
+      await removeReplacedIndexes(fs, cacheDirs, replaced, storedIds);
+      await sweepCacheDir(fs, cacheDirs, storedIds, log);
+    }
+    for (const segment of stored) {
+      observe(segment.id);
       seqMax = Math.max(seqMax, segment.index.header.seqMax);
       for (const extent of segment.index.extents) {
         extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
@@ -131,7 +158,26 @@ export async function recoverVolume(
         claims.push(claim);
       }
     }
-    if (writable) await sweepCacheDir(fs, cacheDirs, new Set(stored.map((s) => s.id)), log);
+    for (const ancestor of descriptor.ancestors ?? []) {
+      const manifest = readAncestorManifest(fs, volumeDir, ancestor);
+      seqMax = Math.max(seqMax, ancestor.seq);
+      for (const id of manifest.segments) {
+        const segment = StoredSegment.open(fs, ancestorDirs(volumeDir), id, ancestor.volumeId);
+        ancestors.push(segment);
+        for (const extent of segment.index.extents) {
+          extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
+        }
+        for (const claim of segment.index.claims) {
+          if (claim.seq > ancestor.seq) continue;
+          checkClaimRange(claim, volumeBlocks, segment.path);
+          claims.push(claim);
+          ancestorClaims.push(claim);
+        }
+      }
+    }
+    if (writable && ancestors.length > 0) {
+      await sweepCacheDir(fs, ancestorDirs(volumeDir), new Set(ancestors.map((s) => s.id)), log);
+    }
 
     const promoted = new Set<Ulid>();
     for (const segment of [...segments.values(), ...stored]) {
@@ -178,7 +224,7 @@ export async function recoverVolume(
     if (writable && (changedWal || wals.length > 0)) await fs.fsyncDir(walDir);
   } catch (error) {
     for (const segment of segments.values()) segment.close(fs);
-    for (const segment of stored) segment.close(fs);
+    for (const segment of [...stored, ...ancestors]) segment.close(fs);
     for (const wal of wals) fs.close(wal.fd);
     throw error;
   }
@@ -193,7 +239,18 @@ export async function recoverVolume(
       );
     }
   }
-  return { lbaMap, extents, segments, stored, cacheDirs, wals, seqMax, idMax };
+  return {
+    lbaMap,
+    extents,
+    segments,
+    stored,
+    ancestors,
+    ancestorClaims,
+    cacheDirs,
+    wals,
+    seqMax,
+    idMax,
+  };
 }
 
 /**
@@ -228,6 +285,52 @@ async function recoverIndexDir(
   }
   if (changed) await fs.fsyncDir(dirs.indexDir);
   return ids.sort();
+}
+
+/** Where a fork keeps its ancestors' snapshot manifests, segment indexes and cached bodies. */
+export function ancestorDirs(volumeDir: string): CacheDirs {
+  return {
+    indexDir: path.join(volumeDir, 'ancestors', 'index'),
+    cacheDir: path.join(volumeDir, 'ancestors', 'cache'),
+  };
+}
+
+export function ancestorManifestPath(volumeDir: string, snapshotId: Ulid): string {
+  return path.join(volumeDir, 'ancestors', snapshotId + '.json');
+}
+
+function readAncestorManifest(fs: Fs, volumeDir: string, ancestor: AncestorRef): SnapshotManifest {
+  const file = ancestorManifestPath(volumeDir, ancestor.snapshotId);
+  const manifest = decodeSnapshotManifest(fs.readFile(file), file);
+  if (manifest.volumeId !== ancestor.volumeId || manifest.seq !== ancestor.seq) {
+    throw new ElideError('ELIDE_VOLUME_CORRUPT', `${file} is not the snapshot the volume names`);
+  }
+  return manifest;
+}
+
+/** Removes the indexes (and cache files) of segments a GC output replaced (rule 3a). */
+async function removeReplacedIndexes(
+  fs: Fs,
+  dirs: CacheDirs,
+  replaced: ReadonlySet<Ulid>,
+  live: ReadonlySet<Ulid>,
+): Promise<void> {
+  let changed = false;
+  for (const name of readdirIfPresent(fs, dirs.indexDir)) {
+    const id = name.slice(0, -indexSuffix.length);
+    if (!name.endsWith(indexSuffix) || !replaced.has(id as Ulid) || live.has(id as Ulid)) continue;
+    // Cache files first: a cache file without an index is swept, an index without its segment is not.
+    for (const suffix of [presentSuffix, segmentSuffix]) {
+      const file = path.join(dirs.cacheDir, id + suffix);
+      if (fs.stat(file) !== undefined) fs.unlink(file);
+    }
+    fs.unlink(path.join(dirs.indexDir, name));
+    changed = true;
+  }
+  if (changed) {
+    await fs.fsyncDir(dirs.cacheDir);
+    await fs.fsyncDir(dirs.indexDir);
+  }
 }
 
 /** Removes cache files of segments with no index, and `.tmp` debris (cache/ holds only copies). */

@@ -27,6 +27,8 @@ export interface VolumeInfo extends VolumeSummary {
   uploadPendingBytes: number;
   /** Segment body bytes held in the local cache (copies of what the store holds). */
   cacheBytes: number;
+  /** For a fork: the snapshot it was made from, as `NAME@SNAPSHOT`; otherwise null. */
+  parent: string | null;
   /** pid of the process serving the volume, when one holds its lock. */
   inUseByPid: number | null;
 }

@@ -48,19 +48,25 @@ import { UlidMint, type Ulid } from '../ids/ulid.js';
 import { LbaMap } from '../lbamap/index.js';
 import type { Logger } from '../log.js';
 import { blockCrcs, decodeExtentBody, verifyBlocks } from '../segment/codec.js';
-import { readExact, segmentSuffix, type SegmentFile } from '../segment/segment-file.js';
+import type { SegmentExtent, SegmentIndex } from '../segment/format.js';
+import {
+  readExact,
+  SegmentFile,
+  segmentSuffix,
+  type SegmentReader,
+} from '../segment/segment-file.js';
+import type { GcPass, GcPlanInput } from '../gc/plan.js';
 import type { ObjectStore } from '../store/index.js';
-import { segmentKey } from '../upload/records.js';
-import { Uploader, uploadOrder, type UploadHost } from '../upload/uploader.js';
+import { isGcOutput, Uploader, uploadOrder, type UploadHost } from '../upload/uploader.js';
 import { encodeWalRecordHeader } from '../wal/record.js';
 import { WalFile } from '../wal/wal-file.js';
 import type { VolumeDescriptor } from './descriptor.js';
 import { ExtentCache } from './extent-cache.js';
 import { FreeSpaceGuard } from './free-space.js';
 import type { VolumeLock } from './lock.js';
-import { planPromotion } from './promote.js';
+import { planPromotion, type PromotionPlan } from './promote.js';
 import type { PromotionRunner } from './promotion-runner.js';
-import { buildLbaMap, recoverVolume } from './recovery.js';
+import { buildLbaMap, recoverVolume, type Claim } from './recovery.js';
 
 export interface VolumeOpenOptions {
   fs: Fs;
@@ -84,6 +90,8 @@ export interface VolumeOpenOptions {
   cacheBytesMax?: number;
   /** A read that must fetch from the store fails after this long. */
   fetchTimeoutMs: number;
+  /** Opened under a lock (it caches fetched data) but refusing writes: a snapshot view. */
+  readOnly?: boolean;
 }
 
 export interface WriteOptions {
@@ -130,8 +138,15 @@ export class Volume implements UploadHost {
   private readonly extents: ExtentIndex;
   /** Sealed segments in `pending/`, not yet confirmed by the store. */
   private readonly segments: Map<Ulid, SegmentFile>;
-  /** Segments the store holds, with their locally cached bodies. */
+  /** Segments the store holds (ancestors' included), with their locally cached bodies. */
   private readonly stored: SegmentCache;
+  /** Segments of the snapshots a fork reads through; never uploaded or rewritten here. */
+  private readonly ancestors: ReadonlySet<StoredSegment>;
+  private readonly ancestorClaims: readonly Claim[];
+  /** Promotion plans being built: their dedup references must survive a GC apply. */
+  private readonly plansInFlight = new Set<PromotionPlan>();
+  /** Snapshot and GC run one at a time. */
+  private exclusiveTail: Promise<unknown> = Promise.resolve();
   private readonly uploader: Uploader | null;
   private readonly store: ObjectStore;
   private readonly cacheDirs: CacheDirs;
@@ -160,7 +175,7 @@ export class Volume implements UploadHost {
     this.fs = options.fs;
     this.log = options.log;
     this.lock = options.lock;
-    this.writable = options.lock !== null;
+    this.writable = options.lock !== null && options.readOnly !== true;
     this.invariants = options.invariants;
     this.walBytesMax = options.walBytesMax ?? walBytesMax;
     this.promotionRunner = options.promotionRunner;
@@ -175,11 +190,12 @@ export class Volume implements UploadHost {
       fs: options.fs,
       store: options.store,
       log: options.log,
-      segmentKey: (id) => segmentKey(options.descriptor.id, id),
       cacheBytesMax: options.cacheBytesMax,
       fetchTimeoutMs: options.fetchTimeoutMs,
     });
-    for (const segment of state.stored) this.stored.add(segment);
+    for (const segment of [...state.stored, ...state.ancestors]) this.stored.add(segment);
+    this.ancestors = new Set(state.ancestors);
+    this.ancestorClaims = state.ancestorClaims;
     this.epoch = options.epoch;
     this.directory = options.volumeDir;
     this.store = options.store;
@@ -190,21 +206,18 @@ export class Volume implements UploadHost {
   }
 
   static async open(options: VolumeOpenOptions): Promise<Volume> {
-    const writable = options.lock !== null;
     const state = await recoverVolume(
       options.fs,
       options.volumeDir,
       options.descriptor,
-      writable,
+      options.lock !== null,
       options.log,
     );
     const volume = new Volume(options, state);
     if (volume.invariants) volume.checkInvariants('open');
-    if (writable) {
-      for (const wal of volume.wals) volume.schedulePromotion(wal);
-      await volume.stored.enforceBudget();
-      volume.uploader?.notify();
-    }
+    if (volume.writable) for (const wal of volume.wals) volume.schedulePromotion(wal);
+    if (options.lock !== null) await volume.stored.enforceBudget();
+    volume.uploader?.notify();
     return volume;
   }
 
@@ -437,14 +450,15 @@ export class Volume implements UploadHost {
     let pendingBytes = 0;
     for (const segment of this.segments.values()) pendingBytes += segment.fileBytes;
     let storedBytes = 0;
-    for (const segment of this.stored.values()) storedBytes += segment.objectBytes;
+    const own = this.ownStored();
+    for (const segment of own) storedBytes += segment.objectBytes;
     let walBytes = 0;
     for (const wal of this.wals) if (!wal.retired) walBytes += wal.sizeBytes;
     return {
       writtenBytes: mapped.dataBlocks * blockBytes,
       zeroBytes: mapped.zeroBlocks * blockBytes,
       walBytes,
-      segments: this.segments.size + this.stored.size,
+      segments: this.segments.size + own.length,
       segmentBytes: pendingBytes + storedBytes,
       extents: this.extents.size,
       uploadPendingBytes: walBytes + pendingBytes,
@@ -482,6 +496,203 @@ export class Volume implements UploadHost {
     return this.stored.evictAll();
   }
 
+  /** Runs `work` after every snapshot or GC started before it has finished. */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.exclusiveTail.then(work, work);
+    this.exclusiveTail = run.catch(() => {});
+    return run;
+  }
+
+  // ---- snapshots ---------------------------------------------------------------------------
+
+  /**
+   * The point a snapshot taken now captures: every write completed so far
+   * (`seq`), once the logs holding them are promoted and uploaded, and the
+   * stored segments that hold all of them (later writes may be among them;
+   * a snapshot reads only claims up to `seq`). Guest I/O goes on meanwhile.
+   */
+  async snapshotPoint(): Promise<{ seq: number; segments: Ulid[] }> {
+    this.checkWritable();
+    assert(this.uploader !== null, 'writable volumes upload');
+    const seq = this.nextSeq - 1;
+    this.sealActiveWal();
+    const logs = this.wals.filter((wal) => !wal.retired);
+    for (const wal of logs) this.schedulePromotion(wal);
+    await Promise.all(logs.map((wal) => wal.promotion));
+    const unpromoted = logs.filter((wal) => !wal.retired).length;
+    if (unpromoted > 0) {
+      throw new ElideError(
+        'ELIDE_IO',
+        `volume ${this.name}: ${unpromoted} logs could not be promoted: ` +
+          errorText(this.lastPromotionError),
+      );
+    }
+    const through = logs.reduce<string>((max, wal) => (wal.id > max ? wal.id : max), '');
+    await this.uploader.drain(() =>
+      [...this.segments.values()].every(
+        (segment) =>
+          !isGcOutput(segment.index.header) && uploadOrder(segment.index.header) > through,
+      ),
+    );
+    const segments = this.ownStored().map((segment) => segment.id);
+    return { seq, segments: segments.sort() };
+  }
+
+  /** The largest write sequence number issued so far. */
+  get seqMax(): number {
+    return this.nextSeq - 1;
+  }
+
+  // ---- GC ----------------------------------------------------------------------------------
+
+  /**
+   * What GC plans against: the volume's own stored segments outside
+   * `frozen`, the LBA map, and every hash claimed elsewhere.
+   */
+  gcView(frozen: ReadonlySet<Ulid>): GcPlanInput<StoredSegment> & { frozenSegments: number } {
+    const own = this.ownStored();
+    const eligible = own.filter((segment) => !frozen.has(segment.id));
+    const others = [
+      ...own.filter((segment) => frozen.has(segment.id)),
+      ...this.segments.values(),
+    ];
+    let storedSeqMax = 0;
+    for (const segment of [...own, ...this.segments.values()]) {
+      // Pending GC outputs hold only claims the store already has.
+      if (segment instanceof SegmentFile && !isGcOutput(segment.index.header)) continue;
+      for (const claim of segment.index.claims) storedSeqMax = Math.max(storedSeqMax, claim.seq);
+    }
+    const wals = this.wals;
+    return {
+      eligible,
+      storedSeqMax,
+      lbaMap: this.lbaMap,
+      minLive: 0,
+      frozenSegments: own.length - eligible.length,
+      otherClaimHashes: function* () {
+        for (const segment of others) for (const claim of segment.index.claims) yield claim.hash;
+        for (const wal of wals) {
+          if (wal.retired) continue;
+          for (const record of wal.records) if (record.kind === 'data') yield record.hash;
+        }
+      },
+    };
+  }
+
+  /**
+   * The stored bytes of an input extent for a GC output, verified against
+   * its hash: from the cache, or fetched (and cached) first. A damaged cached
+   * copy is fetched again, so GC never copies bad bytes into the store.
+   */
+  async readForGc(segment: StoredSegment, extent: SegmentExtent): Promise<Buffer> {
+    for (let attempt = 1; ; attempt++) {
+      this.checkOpen();
+      if (!segment.isPresent(extent)) await this.stored.fetch([{ segment, extent }]);
+      if (!segment.isPresent(extent)) {
+        throw new ElideError('ELIDE_IO', `volume ${this.name}: GC input ${segment.id} went away`);
+      }
+      const stored = segment.readStored(this.fs, extent);
+      const plain = decodeExtentBody(stored, extent.codec, extent.plainBlocks, segment.path);
+      if (blake3(plain).equals(extent.hash)) return stored;
+      if (attempt >= 2) {
+        throw new ElideError(
+          'ELIDE_EXTENT_CORRUPT',
+          `extent ${extent.hash.toString('hex')} in ${segment.path} does not match its hash`,
+        );
+      }
+      segment.forget(extent);
+    }
+  }
+
+  /**
+   * Commits a GC output built from `pass` (docs/design.md §3.7). In one
+   * synchronous step: check that nothing appeared since planning that needs
+   * a body the output drops (a promotion in flight or a newer segment
+   * referring to it), rename `pending/<id>.seg.tmp` into place (COMMIT
+   * POINT once `pending/` is fsynced), and switch the extent index from the
+   * inputs to the output. Then the inputs' local files go. Returns false,
+   * with nothing changed, when the check fails.
+   */
+  async applyGc(
+    pass: GcPass<StoredSegment>,
+    install: () => string,
+    index: SegmentIndex,
+    plannedStored: ReadonlySet<Ulid>,
+  ): Promise<boolean> {
+    this.checkWritable();
+    const inputs = new Set<SegmentReader>(pass.inputs);
+    if (pass.inputs.some((segment) => this.stored.get(segment.id) !== segment)) return false;
+    const dropped = new Set(pass.droppedHashes.map(hashKey));
+    const needs = (claims: readonly { hash: Buffer }[]): boolean =>
+      claims.some((claim) => dropped.has(hashKey(claim.hash)));
+    for (const plan of this.plansInFlight) if (needs(plan.claims)) return false;
+    for (const segment of this.segments.values()) if (needs(segment.index.claims)) return false;
+    for (const segment of this.ownStored()) {
+      if (!plannedStored.has(segment.id) && needs(segment.index.claims)) return false;
+    }
+    const file = install();
+    const output = SegmentFile.open(this.fs, file, index.header.segmentId, this.descriptor.id);
+    this.segments.set(output.id, output);
+    const walCopies = new Map<string, ExtentLocation>();
+    for (const wal of this.wals) {
+      if (wal.retired) continue;
+      for (const record of wal.records) {
+        const key = record.kind === 'data' ? hashKey(record.hash) : '';
+        if (!dropped.has(key) || walCopies.has(key)) continue;
+        walCopies.set(key, {
+          kind: 'wal',
+          wal,
+          payloadOffset: record.payloadOffset,
+          plainBlocks: record.lengthBlocks,
+        });
+      }
+    }
+    for (const extent of output.index.extents) {
+      const location = this.extents.get(extent.hash);
+      if (location === undefined || (location.kind === 'segment' && inputs.has(location.segment)))
+        this.extents.set(extent.hash, { kind: 'segment', segment: output, extent });
+    }
+    for (const hash of pass.droppedHashes) {
+      const location = this.extents.get(hash);
+      if (location?.kind !== 'segment' || !inputs.has(location.segment)) continue;
+      const copy = walCopies.get(hashKey(hash));
+      if (copy === undefined) this.extents.delete(hash);
+      else this.extents.set(hash, copy);
+    }
+    for (const segment of pass.inputs) this.stored.detach(segment);
+    if (this.invariants) this.checkInvariants('gc');
+    try {
+      await this.fs.fsyncDir(this.pendingDir);
+      for (const segment of pass.inputs) await this.stored.discard(segment);
+    } catch (error) {
+      throw this.fail(error, `committing GC output ${output.id}`);
+    }
+    this.uploader?.notify();
+    return true;
+  }
+
+  /** Deletes replaced segment objects older than the retention; see Uploader.deleteRetired. */
+  async deleteRetired(retentionMs: number): Promise<{ segments: number; bytes: number }> {
+    this.checkWritable();
+    assert(this.uploader !== null, 'writable volumes upload');
+    return this.uploader.deleteRetired(retentionMs);
+  }
+
+  /** Mints a new id above every id the volume has used (segments, logs, GC outputs). */
+  mintId(): Ulid {
+    return this.mint.next();
+  }
+
+  /** Where GC writes its outputs: `pending/`, so they upload like promotions. */
+  get pendingDirectory(): string {
+    return this.pendingDir;
+  }
+
+  /** The volume's own stored segments (not its ancestors'). */
+  private ownStored(): StoredSegment[] {
+    return [...this.stored.values()].filter((segment) => !this.ancestors.has(segment));
+  }
+
   // ---- upload (UploadHost) ---------------------------------------------------------------
 
   /**
@@ -496,8 +707,22 @@ export class Volume implements UploadHost {
       if (!wal.retired && (barrier === undefined || wal.id < barrier)) barrier = wal.id;
     }
     return [...this.segments.values()]
-      .filter((segment) => barrier === undefined || order(segment) < barrier)
+      .filter(
+        (segment) =>
+          barrier === undefined || order(segment) < barrier || isGcOutput(segment.index.header),
+      )
       .sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
+  }
+
+  headSegments(confirmed: readonly SegmentFile[]): Ulid[] {
+    const ids = this.ownStored().map((segment) => segment.id);
+    const listing = new Set(confirmed);
+    for (const segment of this.segments.values()) {
+      // Until a GC output is in the store, the store's view still needs what it replaced.
+      if (!listing.has(segment)) ids.push(...segment.index.inputs);
+    }
+    for (const segment of confirmed) ids.push(segment.id);
+    return ids;
   }
 
   async putSegment(key: string, segment: SegmentFile): Promise<void> {
@@ -505,10 +730,6 @@ export class Volume implements UploadHost {
     // tests) is read through, since the store cannot open its files.
     if (this.fs === nodeFs) await this.store.putFile(key, segment.path);
     else await this.store.put(key, this.fs.readFile(segment.path));
-  }
-
-  storedSegmentIds(): Ulid[] {
-    return [...this.stored.values()].map((segment) => segment.id).sort();
   }
 
   /**
@@ -892,8 +1113,14 @@ export class Volume implements UploadHost {
         seqMax: this.nextSeq - 1,
         pendingDir: this.pendingDir,
       });
-      const segment = await this.promotionRunner.run(plan);
-      this.applyPromotion(wal, segment);
+      this.plansInFlight.add(plan);
+      let segment: SegmentFile;
+      try {
+        segment = await this.promotionRunner.run(plan);
+        this.applyPromotion(wal, segment);
+      } finally {
+        this.plansInFlight.delete(plan);
+      }
       // Flushes in flight may still be syncing the WAL's descriptor.
       while (this.runningFlush !== null) await this.runningFlush.catch(() => {});
       this.fs.close(wal.fd);
@@ -1112,7 +1339,8 @@ export class Volume implements UploadHost {
       seq: number;
     }> = [];
     for (const segment of this.segments.values()) claims.push(...segment.index.claims);
-    for (const segment of this.stored.values()) claims.push(...segment.index.claims);
+    for (const segment of this.ownStored()) claims.push(...segment.index.claims);
+    claims.push(...this.ancestorClaims);
     for (const wal of this.wals) {
       if (wal.retired) continue;
       for (const record of wal.records) claims.push({ ...record, offsetBlocks: 0 });

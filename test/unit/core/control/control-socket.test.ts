@@ -8,6 +8,7 @@ import {
   controlSocketName,
   listenControl,
   sendControl,
+  type ControlRequest,
   type ControlServer,
 } from '../../../../src/core/control/control-socket.js';
 import { isElideError, nullLogger } from '../../../../src/core/index.js';
@@ -17,7 +18,9 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function serve(handler = async (op: string) => ({ op })): Promise<string> {
+async function serve(
+  handler = async (request: ControlRequest) => ({ op: request.op }),
+): Promise<string> {
   const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'elide-control-')));
   const server: ControlServer = await listenControl(dir, handler, nullLogger);
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -41,7 +44,7 @@ describe('control socket', () => {
   it('answers a request that carries the key from control.key', async () => {
     const dir = await serve();
     expect(fs.statSync(path.join(dir, controlKeyFile)).mode & 0o777).toBe(0o600);
-    expect(await sendControl(dir, 'evict')).toEqual({ result: { op: 'evict' } });
+    expect(await sendControl(dir, { op: 'evict' })).toEqual({ result: { op: 'evict' } });
   });
 
   it('refuses requests without the right key, and unknown operations', async () => {
@@ -68,13 +71,13 @@ describe('control socket', () => {
       const { ElideError } = await import('../../../../src/core/errors.js');
       throw new ElideError('ELIDE_STORE_UNAVAILABLE', 'store down');
     });
-    const error = await sendControl(dir, 'sync').catch((caught: unknown) => caught);
+    const error = await sendControl(dir, { op: 'sync' }).catch((caught: unknown) => caught);
     expect(isElideError(error, 'ELIDE_STORE_UNAVAILABLE')).toBe(true);
   });
 
   it('is "not served" when no server published a key', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-control-none-'));
     cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-    expect(await sendControl(fs.realpathSync(dir), 'sync')).toBeUndefined();
+    expect(await sendControl(fs.realpathSync(dir), { op: 'sync' })).toBeUndefined();
   });
 });

@@ -77,6 +77,27 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'sync' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'evict' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'snapshot' as const }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('gc' as const),
+      minLive: fc.constantFrom(0.7, 1),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constantFrom(
+        'fork' as const,
+        'checkSnapshot' as const,
+        'deleteSnapshot' as const,
+        'writeFork' as const,
+      ),
+      pick: fc.nat(),
+      seed: fc.nat(),
+    }),
+  },
   {
     weight: 2,
     arbitrary: fc.record({

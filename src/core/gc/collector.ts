@@ -1,0 +1,153 @@
+/**
+ * One GC run over one volume (docs/design.md §3.7), run by the process that
+ * holds the volume, one at a time with snapshots:
+ *   1. Upload what is written so far, so GC sees the store's latest point.
+ *   2. Read the snapshot manifests: the segments they list are frozen.
+ *   3. Plan (plan.ts), then per pass: copy the kept bodies, verified, into
+ *      `pending/<id>.seg.tmp` and fdatasync it; the volume checks the plan
+ *      is still good and commits (Volume.applyGc). A refused pass leaves
+ *      nothing behind and is planned again next run.
+ *   4. Upload the outputs (the head then retires their inputs), and delete
+ *      retired objects older than the retention window.
+ */
+import { segmentIndexLength, type SegmentExtent } from '../segment/format.js';
+import { SegmentWriter } from '../segment/segment-file.js';
+import type { StoredSegment } from '../cache/stored-segment.js';
+import type { Fs } from '../fs/types.js';
+import type { Ulid } from '../ids/ulid.js';
+import type { ObjectStore } from '../store/index.js';
+import { readManifests } from '../snapshot/snapshots.js';
+import type { Volume } from '../volume/volume.js';
+import { planGc, type GcPass } from './plan.js';
+
+export interface GcOptions {
+  /** Segments whose live fraction is below this are compacted (0..1). */
+  minLive: number;
+  /** Replaced objects are deleted from the store once retired this long. */
+  retentionMs: number;
+  /** Plan and report only. */
+  dryRun: boolean;
+}
+
+/** What `elide gc --json` reports per volume. */
+export interface GcVolumeResult {
+  name: string;
+  /** Stored segments examined (own, not frozen by a snapshot). */
+  segmentsExamined: number;
+  /** Segments kept as they are because a snapshot lists them. */
+  segmentsFrozen: number;
+  /** Segments replaced by outputs (or, with --dry-run, that would be). */
+  segmentsRewritten: number;
+  /** Output segments written. */
+  segmentsWritten: number;
+  /** Bytes of the volume's segments freed: inputs minus outputs. */
+  bytesReclaimed: number;
+  /** Passes refused at apply because a write raced with them (retried next run). */
+  passesRefused: number;
+  /** Replaced objects deleted from the store after the retention window. */
+  objectsDeleted: number;
+  bytesDeleted: number;
+}
+
+export async function collectVolume(
+  volume: Volume,
+  fs: Fs,
+  store: ObjectStore,
+  options: GcOptions,
+): Promise<GcVolumeResult> {
+  return volume.exclusive(async () => {
+    await volume.snapshotPoint();
+    const frozen = new Set<Ulid>();
+    for (const manifest of await readManifests(store, volume.volumeId)) {
+      for (const id of manifest.segments) frozen.add(id);
+    }
+    const view = volume.gcView(frozen);
+    const plannedStored = new Set<Ulid>([...view.eligible.map((s) => s.id), ...frozen]);
+    const passes = await planGc({ ...view, minLive: options.minLive });
+    const result: GcVolumeResult = {
+      name: volume.name,
+      segmentsExamined: view.eligible.length,
+      segmentsFrozen: view.frozenSegments,
+      segmentsRewritten: 0,
+      segmentsWritten: 0,
+      bytesReclaimed: 0,
+      passesRefused: 0,
+      objectsDeleted: 0,
+      bytesDeleted: 0,
+    };
+    for (const pass of passes) {
+      if (options.dryRun) {
+        result.segmentsRewritten += pass.inputs.length;
+        result.bytesReclaimed += pass.inputBytes - outputBytes(pass);
+        continue;
+      }
+      const written = await writeOutput(volume, fs, pass, plannedStored);
+      if (written === undefined) {
+        result.passesRefused++;
+        continue;
+      }
+      result.segmentsRewritten += pass.inputs.length;
+      result.segmentsWritten++;
+      result.bytesReclaimed += pass.inputBytes - written;
+    }
+    if (options.dryRun) return result;
+    // The outputs' upload moves their inputs to the head's retired list.
+    await volume.snapshotPoint();
+    const deleted = await volume.deleteRetired(options.retentionMs);
+    result.objectsDeleted = deleted.segments;
+    result.bytesDeleted = deleted.bytes;
+    return result;
+  });
+}
+
+/** Object bytes of the output a pass writes. */
+function outputBytes(pass: GcPass<StoredSegment>): number {
+  return indexBytes(pass) + pass.keptBodyBytes;
+}
+
+function indexBytes(pass: GcPass<StoredSegment>): number {
+  const crcs = pass.extents.reduce((sum, { extent }) => sum + extent.plainBlocks, 0);
+  return segmentIndexLength(pass.extents.length, pass.claims.length, pass.inputs.length, crcs);
+}
+
+/**
+ * Writes the pass's output and has the volume commit it; resolves to its
+ * size, or undefined when the volume refused it (the file is removed).
+ */
+async function writeOutput(
+  volume: Volume,
+  fs: Fs,
+  pass: GcPass<StoredSegment>,
+  plannedStored: ReadonlySet<Ulid>,
+): Promise<number | undefined> {
+  const id = volume.mintId();
+  const writer = SegmentWriter.create(fs, volume.pendingDirectory, id, indexBytes(pass));
+  // Inputs stay cached (not evicted) while their bodies are copied.
+  for (const segment of pass.inputs) segment.pins++;
+  try {
+    const extents: SegmentExtent[] = [];
+    for (const { segment, extent } of pass.extents) {
+      const stored = await volume.readForGc(segment, extent);
+      extents.push({ ...extent, bodyOffset: writer.appendBody(stored) });
+    }
+    const index = await writer.prepare({
+      segmentId: id,
+      volumeId: volume.volumeId,
+      sourceWalId: null,
+      seqMax: pass.seqMax,
+      extents,
+      claims: pass.claims,
+      inputs: pass.inputs.map((segment) => segment.id),
+    });
+    if (!(await volume.applyGc(pass, () => writer.install(), index, plannedStored))) {
+      writer.abort();
+      return undefined;
+    }
+    return index.bodyOffset + index.header.bodyBytes;
+  } catch (error) {
+    writer.abort();
+    throw error;
+  } finally {
+    for (const segment of pass.inputs) segment.pins--;
+  }
+}
