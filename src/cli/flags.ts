@@ -1,6 +1,6 @@
 /** Flag and argument parsers shared by every command. */
 import { Flags } from '@oclif/core';
-import { ElideError, isElideError, parseSize } from '../core/index.js';
+import { ElideError, isElideError, parseDuration, parseSize } from '../core/index.js';
 
 /** Shown in help and in every size error, so users see the accepted forms in one place. */
 export const SIZE_FORMS =
@@ -27,4 +27,10 @@ export function parseSizeInput(input: string): number {
 export const sizeFlag = Flags.custom<number>({
   helpValue: 'SIZE',
   parse: async (input) => parseSizeInput(input),
+});
+
+/** A duration flag (`--retention 10m`); the parsed value is milliseconds. */
+export const durationFlag = Flags.custom<number>({
+  helpValue: 'DURATION',
+  parse: async (input) => parseDuration(input),
 });

@@ -3,11 +3,15 @@ import { createRequire } from 'node:module';
 
 export { ElideError, isElideError, errorCodes } from './errors.js';
 export type { ErrorCode, Errno } from './errors.js';
-export { parseSize, formatBytes, roundUp } from './units.js';
+export { parseSize, parseDuration, formatBytes, roundUp } from './units.js';
 export type { Logger } from './log.js';
 export { nullLogger } from './log.js';
 export { DataDir } from './volume/data-dir.js';
 export type { DataDirOptions, EvictResult, SyncResult } from './volume/data-dir.js';
+export type { GcOptions, GcVolumeResult } from './gc/collector.js';
+export type { SnapshotInfo } from './snapshot/snapshots.js';
+export type { SnapshotManifest } from './upload/records.js';
+export { gcMinLiveDefault, gcRetentionMsDefault } from './constants.js';
 export { Volume } from './volume/volume.js';
 export type {
   BlockStatusRun,

@@ -25,6 +25,31 @@ export function parseSize(text: string): number {
   return Math.ceil(value);
 }
 
+const durationUnits: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  '': 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** Durations: `90` or `90s` (seconds), `500ms`, `10m`, `1h`, `7d`; returns milliseconds. */
+export function parseDuration(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(text);
+  if (match === null) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `invalid duration "${text}" (use seconds or 500ms, 30s, 10m, 1h, 7d)`,
+    );
+  }
+  const ms = Number(match[1]) * (durationUnits[(match[2] ?? '').toLowerCase()] ?? 1000);
+  if (!Number.isSafeInteger(Math.round(ms))) {
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `duration "${text}" is too long`);
+  }
+  return Math.round(ms);
+}
+
 export function roundUp(value: number, multiple: number): number {
   return Math.ceil(value / multiple) * multiple;
 }
