@@ -15,6 +15,7 @@ export interface GcResult {
   volumes: number;
   segmentsRewritten: number;
   segmentsWritten: number;
+  bytesRewritten: number;
   bytesReclaimed: number;
   objectsDeleted: number;
   bytesDeleted: number;
@@ -60,12 +61,16 @@ export default class Gc extends ElideCommand<typeof Gc> {
     }),
     'min-live': Flags.custom<number>({
       summary: `Rewrite segments whose live fraction is below this [default: ${gcMinLiveDefault}].`,
-      description: 'A number from 0 (only wholly dead segments) to 1 (every segment with any dead data).',
+      description:
+        'A number from 0 (only wholly dead segments) to 1 (every segment with any dead data).',
       helpValue: 'FRACTION',
       parse: async (input) => {
         const value = Number(input);
         if (input.trim() === '' || !(value >= 0 && value <= 1)) {
-          throw new ElideError('ELIDE_INVALID_ARGUMENT', `--min-live must be between 0 and 1, not "${input}"`);
+          throw new ElideError(
+            'ELIDE_INVALID_ARGUMENT',
+            `--min-live must be between 0 and 1, not "${input}"`,
+          );
         }
         return value;
       },
@@ -79,10 +84,12 @@ export default class Gc extends ElideCommand<typeof Gc> {
   async run(): Promise<GcResult> {
     const names: string[] = this.args.name ?? [];
     const { all } = this.flags;
-    if (all === (names.length > 0)) {
+    if (all === names.length > 0) {
       throw new ElideError(
         'ELIDE_INVALID_ARGUMENT',
-        all ? 'give volume names or --all, not both' : 'give volume names, or --all for every volume',
+        all
+          ? 'give volume names or --all, not both'
+          : 'give volume names, or --all for every volume',
       );
     }
     const options = {
@@ -104,12 +111,13 @@ export default class Gc extends ElideCommand<typeof Gc> {
       }
       return { results, failures };
     });
-    const sum = (field: keyof GcVolumeResult): number =>
-      results.reduce((total, result) => total + (result[field] as number), 0);
+    const sum = (field: Exclude<keyof GcVolumeResult, 'name'>): number =>
+      results.reduce((total, result) => total + result[field], 0);
     const summary: GcResult = {
       volumes: results.length,
       segmentsRewritten: sum('segmentsRewritten'),
       segmentsWritten: sum('segmentsWritten'),
+      bytesRewritten: sum('bytesRewritten'),
       bytesReclaimed: sum('bytesReclaimed'),
       objectsDeleted: sum('objectsDeleted'),
       bytesDeleted: sum('bytesDeleted'),

@@ -29,6 +29,7 @@ export type Op =
   | { kind: 'trim' | 'zero'; offset: number; length: number }
   | { kind: 'flush' | 'promote' | 'reopen' | 'sync' | 'evict' | 'snapshot' }
   | { kind: 'gc'; minLive: number }
+  | { kind: 'gcRace'; minLive: number; writes: Array<Extract<Op, { kind: 'write' }>> }
   | { kind: 'fork' | 'checkSnapshot' | 'deleteSnapshot' | 'writeFork'; pick: number; seed: number }
   | { kind: 'crash'; mode: CrashMode; seed: number }
   | { kind: 'arm'; mutations: number };
@@ -111,8 +112,7 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
   /** Snapshots taken, with the volume's contents at that moment. */
   const snapshots: Array<{ id: string; content: Buffer; deleted: boolean }> = [];
   /** Forks made from them, with the contents they must show (all their writes are flushed). */
-  const forks: Array<{ name: string; snapshot: string; content: Buffer; unsure?: Buffer }> =
-    [];
+  const forks: Array<{ name: string; snapshot: string; content: Buffer; unsure?: Buffer }> = [];
   /** Snapshots a fork creation was attempted from (a crash may leave its record). */
   const forkAttempts = new Set<string>();
   const live = () => snapshots.filter((snapshot) => !snapshot.deleted);
@@ -205,6 +205,26 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
             args: { minLive: op.minLive, retentionMs: 0, dryRun: false },
           });
           break;
+        case 'gcRace': {
+          // Guest writes land while GC plans, copies and commits: the writes must win.
+          const collecting = dataDir.performControl(volume, {
+            op: 'gc',
+            args: { minLive: op.minLive, retentionMs: 0, dryRun: false },
+          });
+          try {
+            for (const write of op.writes) {
+              const data = content(write);
+              const next = model.prepare(write.offset, data);
+              await volume.write(write.offset, data);
+              model.current = next;
+            }
+          } finally {
+            await collecting.catch((error: unknown) => {
+              if (crashable.isPowered) throw error;
+            });
+          }
+          break;
+        }
         case 'checkSnapshot': {
           const snapshot = live()[op.pick % Math.max(1, live().length)];
           if (snapshot !== undefined) await checkSnapshot(snapshot);

@@ -13,7 +13,9 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
     'export. SIGINT or SIGTERM stops accepting, lets requests in flight finish, flushes and ' +
     'exits 0; a second signal exits at once (the write-ahead log recovers on the next start). ' +
     'Volumes are exported with multi-connection support: a flush on one connection covers ' +
-    'writes completed on all.';
+    'writes completed on all. While serving, `elide volume sync`, `volume evict`, ' +
+    '`snapshot create`, `snapshot delete` and `gc` for a served volume are carried out by this ' +
+    'process (through a control socket), without stopping guest I/O.';
 
   static override examples = [
     { description: 'Serve one volume on the default address.', command: 'elide serve nbd vm1' },
@@ -25,13 +27,19 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
       description: 'Serve read-only on a Unix socket only.',
       command: 'elide serve nbd base --socket /run/elide/base.sock --readonly',
     },
+    {
+      description: 'Serve a snapshot (read-only) next to the live volume.',
+      command: 'elide serve nbd vm1 vm1@01J9Z3K5Q7M2X8Y4A6B0C1D2E3',
+    },
   ];
 
   static override enableJsonFlag = false;
 
   static override args = {
     name: Args.string({
-      description: 'Volumes to export (one or more).',
+      description:
+        'Volumes to export (one or more). NAME@SNAPSHOT exports a snapshot read-only ' +
+        '(ids from `elide snapshot list`); it can be served while NAME itself is.',
       required: true,
       multiple: true,
     }),

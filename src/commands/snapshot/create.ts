@@ -24,7 +24,10 @@ export default class SnapshotCreate extends ElideCommand<typeof SnapshotCreate> 
     '`elide volume init NEW --from NAME@ID`. GC never rewrites what a snapshot holds.';
 
   static override examples = [
-    { description: 'Snapshot a volume.', command: 'elide snapshot create vm1 --label before-upgrade' },
+    {
+      description: 'Snapshot a volume.',
+      command: 'elide snapshot create vm1 --label before-upgrade',
+    },
     {
       description: 'Keep the id for a fork.',
       command: 'id=$(elide snapshot create vm1) && elide volume init vm1-test --from "vm1@$id"',

@@ -17,7 +17,10 @@ export default class SnapshotDelete extends ElideCommand<typeof SnapshotDelete> 
     '(ELIDE_IN_USE) until they are deleted. Works whether or not the volume is being served.';
 
   static override examples = [
-    { description: 'Delete a snapshot.', command: 'elide snapshot delete vm1 01J9Z3K5Q7M2X8Y4A6B0C1D2E3' },
+    {
+      description: 'Delete a snapshot.',
+      command: 'elide snapshot delete vm1 01J9Z3K5Q7M2X8Y4A6B0C1D2E3',
+    },
   ];
 
   static override args = {

@@ -13,7 +13,8 @@ export default class VolumeDelete extends ElideCommand<typeof VolumeDelete> {
   static override description =
     'Removes the volume from the data directory and its objects from the store; this cannot be ' +
     'undone. A volume that holds written data is only deleted with --force. A volume in use by ' +
-    'another process (see "elide volume info") is never deleted.';
+    'another process (see "elide volume info") is never deleted, nor one that forks were made ' +
+    'from (ELIDE_IN_USE: delete the forks first). Its snapshots go with it.';
 
   static override examples = [
     { description: 'Delete a volume.', command: 'elide volume delete web-1' },

@@ -10,6 +10,8 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
     'Written bytes count logical data; stored bytes are what the volume occupies on disk after ' +
     'deduplication and compression. Upload pending counts bytes in logs and segments not yet ' +
     'in the object store; cache counts segment bodies held locally as copies of the store. ' +
+    'A fork shows the snapshot it was made from (NAME@SNAPSHOT); data it shares with it is ' +
+    'not counted in its stored bytes. ' +
     'With --json all byte counts are plain numbers.';
 
   static override examples = [
@@ -33,6 +35,7 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
         ['id', info.id],
         ['size', formatBytesExact(info.size)],
         ['created', info.createdAt],
+        ['forked from', info.parent ?? '-'],
         ['written', formatBytesExact(info.writtenBytes)],
         ['zeroed', formatBytesExact(info.zeroBytes)],
         ['stored', formatBytesExact(info.storedBytes)],

@@ -22,7 +22,10 @@ export default class VolumeInit extends ElideCommand<typeof VolumeInit> {
       description: 'Create a volume in another data directory and print it as JSON.',
       command: 'elide volume init scratch --size 512M --data-dir /srv/elide --json',
     },
-    { description: 'Fork the current state of a volume.', command: 'elide volume init vm2 --from vm1' },
+    {
+      description: 'Fork the current state of a volume.',
+      command: 'elide volume init vm2 --from vm1',
+    },
     {
       description: 'Fork a particular snapshot.',
       command: 'elide volume init vm2 --from vm1@01J9Z3K5Q7M2X8Y4A6B0C1D2E3',

@@ -40,6 +40,8 @@ export interface GcVolumeResult {
   segmentsRewritten: number;
   /** Output segments written. */
   segmentsWritten: number;
+  /** Object bytes of the segments replaced (what GC read through). */
+  bytesRewritten: number;
   /** Bytes of the volume's segments freed: inputs minus outputs. */
   bytesReclaimed: number;
   /** Passes refused at apply because a write raced with them (retried next run). */
@@ -47,6 +49,8 @@ export interface GcVolumeResult {
   /** Replaced objects deleted from the store after the retention window. */
   objectsDeleted: number;
   bytesDeleted: number;
+  /** Wall time of the run, uploads and deletions included. */
+  durationMs: number;
 }
 
 export async function collectVolume(
@@ -56,6 +60,7 @@ export async function collectVolume(
   options: GcOptions,
 ): Promise<GcVolumeResult> {
   return volume.exclusive(async () => {
+    const started = performance.now();
     await volume.snapshotPoint();
     const frozen = new Set<Ulid>();
     for (const manifest of await readManifests(store, volume.volumeId)) {
@@ -70,14 +75,17 @@ export async function collectVolume(
       segmentsFrozen: view.frozenSegments,
       segmentsRewritten: 0,
       segmentsWritten: 0,
+      bytesRewritten: 0,
       bytesReclaimed: 0,
       passesRefused: 0,
       objectsDeleted: 0,
       bytesDeleted: 0,
+      durationMs: 0,
     };
     for (const pass of passes) {
       if (options.dryRun) {
         result.segmentsRewritten += pass.inputs.length;
+        result.bytesRewritten += pass.inputBytes;
         result.bytesReclaimed += pass.inputBytes - outputBytes(pass);
         continue;
       }
@@ -88,14 +96,17 @@ export async function collectVolume(
       }
       result.segmentsRewritten += pass.inputs.length;
       result.segmentsWritten++;
+      result.bytesRewritten += pass.inputBytes;
       result.bytesReclaimed += pass.inputBytes - written;
     }
-    if (options.dryRun) return result;
-    // The outputs' upload moves their inputs to the head's retired list.
-    await volume.snapshotPoint();
-    const deleted = await volume.deleteRetired(options.retentionMs);
-    result.objectsDeleted = deleted.segments;
-    result.bytesDeleted = deleted.bytes;
+    if (!options.dryRun) {
+      // The outputs' upload moves their inputs to the head's retired list.
+      await volume.snapshotPoint();
+      const deleted = await volume.deleteRetired(options.retentionMs);
+      result.objectsDeleted = deleted.segments;
+      result.bytesDeleted = deleted.bytes;
+    }
+    result.durationMs = Math.round(performance.now() - started);
     return result;
   });
 }

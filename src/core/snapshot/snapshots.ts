@@ -42,7 +42,8 @@ export interface SnapshotInfo {
 }
 
 export function checkSnapshotLabel(label: string): string {
-  if (Buffer.byteLength(label) > snapshotLabelBytesMax || /[\u0000-\u001f]/.test(label)) {
+  const printable = [...label].every((char) => char.charCodeAt(0) >= 0x20);
+  if (Buffer.byteLength(label) > snapshotLabelBytesMax || !printable) {
     throw new ElideError(
       'ELIDE_INVALID_ARGUMENT',
       `snapshot labels are at most ${snapshotLabelBytesMax} bytes of printable text`,

@@ -108,8 +108,7 @@ export class Uploader {
    * (the background loop keeps trying).
    */
   async drain(
-    done: () => boolean = () =>
-      this.host.pendingSegments().length === 0 && this.isHeadCurrent(),
+    done: () => boolean = () => this.host.pendingSegments().length === 0 && this.isHeadCurrent(),
   ): Promise<void> {
     // A sync starts at once, on a fresh retry schedule, cutting short the
     // background loop's (up to 30 s) delay.
@@ -292,8 +291,7 @@ export class Uploader {
         // The largest seq the listed segments hold (a header's seqMax may count
         // writes that were still in the active log when it was sealed).
         seqMax: confirmed.reduce(
-          (max, segment) =>
-            segment.index.claims.reduce((m, claim) => Math.max(m, claim.seq), max),
+          (max, segment) => segment.index.claims.reduce((m, claim) => Math.max(m, claim.seq), max),
           head.seqMax,
         ),
         updatedAt: now,

@@ -182,7 +182,10 @@ export class DataDir {
     }
     let manifest: SnapshotManifest | undefined;
     if (snapshotId === undefined) {
-      const { value } = await this.withVolume(sourceName, { op: 'snapshot', args: { latest: true } });
+      const { value } = await this.withVolume(sourceName, {
+        op: 'snapshot',
+        args: { latest: true },
+      });
       manifest = value as SnapshotManifest;
     } else {
       manifest = await readManifest(this.store, parent.id, snapshotId);
@@ -388,7 +391,10 @@ export class DataDir {
   }
 
   /** Runs GC on each named volume; a running server does it through its control socket. */
-  async gcVolume(name: string, options: GcOptions): Promise<GcVolumeResult & { viaServer: boolean }> {
+  async gcVolume(
+    name: string,
+    options: GcOptions,
+  ): Promise<GcVolumeResult & { viaServer: boolean }> {
     const { value, viaServer } = await this.withVolume(name, {
       op: 'gc',
       args: { ...options },

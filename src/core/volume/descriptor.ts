@@ -90,7 +90,13 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
   ) {
     throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: missing or invalid fields`);
   }
-  const descriptor: VolumeDescriptor = { version: descriptorVersion, id, name, sizeBytes, createdAt };
+  const descriptor: VolumeDescriptor = {
+    version: descriptorVersion,
+    id,
+    name,
+    sizeBytes,
+    createdAt,
+  };
   if (ancestors !== undefined) descriptor.ancestors = decodeAncestors(ancestors, source);
   return descriptor;
 }

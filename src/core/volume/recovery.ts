@@ -130,7 +130,8 @@ export async function recoverVolume(
       if (missing.length > 0) await fs.fsyncDir(volumeDir);
     }
     const replaced = new Set<Ulid>();
-    for (const segment of segments.values()) for (const id of segment.index.inputs) replaced.add(id);
+    for (const segment of segments.values())
+      for (const id of segment.index.inputs) replaced.add(id);
     for (const id of await recoverIndexDir(fs, cacheDirs, segments, writable, log)) {
       if (replaced.has(id)) continue;
       stored.push(StoredSegment.open(fs, cacheDirs, id, descriptor.id));

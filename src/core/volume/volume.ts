@@ -552,10 +552,7 @@ export class Volume implements UploadHost {
   gcView(frozen: ReadonlySet<Ulid>): GcPlanInput<StoredSegment> & { frozenSegments: number } {
     const own = this.ownStored();
     const eligible = own.filter((segment) => !frozen.has(segment.id));
-    const others = [
-      ...own.filter((segment) => frozen.has(segment.id)),
-      ...this.segments.values(),
-    ];
+    const others = [...own.filter((segment) => frozen.has(segment.id)), ...this.segments.values()];
     let storedSeqMax = 0;
     for (const segment of [...own, ...this.segments.values()]) {
       // Pending GC outputs hold only claims the store already has.
@@ -1362,6 +1359,12 @@ export class Volume implements UploadHost {
         );
       });
     assert(same, `${caller}: live LBA map differs from a rebuild from disk`);
+    const own = [...this.segments.values(), ...this.ownStored()];
+    const replaced = new Set(own.flatMap((segment) => segment.index.inputs));
+    assert(
+      own.every((segment) => !replaced.has(segment.id)),
+      `${caller}: a segment GC replaced is still in use`,
+    );
     for (const entry of live) {
       if (isZeroHash(entry.hash)) continue;
       const location = this.extents.get(entry.hash);

@@ -136,8 +136,9 @@ describe('elide gc', { timeout: 600_000 }, () => {
       }
       const exit = await fio.exited;
       expect(exit.code, fio.output()).toBe(0);
-      const jobs = (JSON.parse(await readFile(report, 'utf8')) as { jobs: Array<{ error: number }> })
-        .jobs;
+      const jobs = (
+        JSON.parse(await readFile(report, 'utf8')) as { jobs: Array<{ error: number }> }
+      ).jobs;
       expect(jobs.map((job) => job.error)).toEqual([0, 0, 0, 0]);
       expect(passes).toBeGreaterThan(1);
       expect(rewritten).toBeGreaterThan(0);
@@ -169,22 +170,32 @@ describe('snapshots and forks', { timeout: 300_000 }, () => {
       expect(created.text).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}\n$/);
       snapshotId = created.text.trim();
       // Overwrite the first 8 MiB after the snapshot.
-      await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 8M', '-c', 'flush', server.uri('base')]);
+      await runOk('qemu-io', [
+        '-f',
+        'raw',
+        '-c',
+        'write -P 0x5a 0 8M',
+        '-c',
+        'flush',
+        server.uri('base'),
+      ]);
 
       // The snapshot is served read-only next to the live volume.
       const ref = `base@${snapshotId}`;
       const view = await sandbox.serve([ref]);
       try {
-        const details = JSON.parse(
-          (await runOk('nbdinfo', ['--json', view.uri(ref)])).text,
-        ) as { exports: Array<{ 'is_read_only': boolean }> };
+        const details = JSON.parse((await runOk('nbdinfo', ['--json', view.uri(ref)])).text) as {
+          exports: Array<{ is_read_only: boolean }>;
+        };
         expect(details.exports[0]?.is_read_only).toBe(true);
         const out = path.join(sandbox.dir, 'view.raw');
         await runOk('nbdcopy', [view.uri(ref), out]);
         expect(await sha256File(out)).toBe(aHash);
         fs.rmSync(out);
         const refused = await run('qemu-io', ['-f', 'raw', '-c', 'write 0 4k', view.uri(ref)]);
-        expect(refused.text + refused.stderr).toMatch(/Operation not permitted|read-only|Permission denied/i);
+        expect(refused.text + refused.stderr).toMatch(
+          /Operation not permitted|read-only|Permission denied/i,
+        );
       } finally {
         await view.stop();
       }
@@ -194,7 +205,9 @@ describe('snapshots and forks', { timeout: 300_000 }, () => {
       const child = json(await sandbox.cli(['volume', 'info', 'child', '--json']));
       expect(child.parent).toMatch(/^base@/);
       expect(child.storedBytes).toBe(0);
-      const list = json(await sandbox.cli(['snapshot', 'list', 'base', '--json'])) as unknown as Array<{
+      const list = json(
+        await sandbox.cli(['snapshot', 'list', 'base', '--json']),
+      ) as unknown as Array<{
         id: string;
         label: string;
         forks: string[];

@@ -4,8 +4,10 @@
  * Random writes (aligned and not, small and multi-extent, duplicate and
  * all-zero content), trims, zero-writes, flushes, promotions, uploads to the
  * object store (a real file:// store, which power cuts spare, like a remote
- * one), cache evictions (later reads fetch from the store), clean reopens and
- * crashes run against a real Volume on SimFs. Crashes either cut power
+ * one), cache evictions (later reads fetch from the store), snapshots, forks
+ * (and writes to them), snapshot reads and deletes, GC passes (some with guest
+ * writes racing them), clean reopens and crashes run against a real Volume on
+ * SimFs. Crashes either cut power
  * between operations or are armed to fire at the Nth mutating filesystem call,
  * which lands inside appends, flushes, promotions and recovery itself. A crash
  * drops whatever was not synced, keeping a random prefix of unsynced appends
@@ -16,6 +18,8 @@
  * - After a crash the volume opens, and each block holds either its value at
  *   the last acknowledged flush or a value written to it since: everything
  *   flushed survives, and nothing that was never written appears.
+ * - Every snapshot reads as the volume did when it was taken, and every fork
+ *   as its snapshot plus its own writes, whatever GC and crashes did since.
  * Replay a failure with the printed seed and path (fast-check prints both).
  */
 import fc from 'fast-check';
@@ -36,7 +40,11 @@ import { SimFs, type CrashMode } from '../../../support/sim-fs.js';
 
 const runs = Number(process.env.ELIDE_PROPERTY_RUNS ?? 40);
 
+/** A quarter of the writes go to a small hot region, so overwrites (and GC work) are common. */
+const hotBlocks = 48;
 const offsetArb = fc.oneof(
+  fc.integer({ min: 0, max: hotBlocks - 1 }).map((block) => block * blockBytes),
+  fc.integer({ min: 0, max: volumeBlocks - 1 }).map((block) => block * blockBytes),
   fc.integer({ min: 0, max: volumeBlocks - 1 }).map((block) => block * blockBytes),
   fc.integer({ min: 0, max: volumeBytes - 1 }),
 );
@@ -50,75 +58,94 @@ const clip = (offset: number, length: number) => ({
   length: Math.max(1, Math.min(length, volumeBytes - offset)),
 });
 
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  {
-    weight: 10,
-    arbitrary: fc
-      .record({
-        offset: offsetArb,
-        length: lengthArb,
-        content: fc.constantFrom('random', 'random', 'pattern', 'zero'),
+const writeArb = fc
+  .record({
+    offset: offsetArb,
+    length: lengthArb,
+    content: fc.constantFrom('random', 'random', 'pattern', 'zero'),
+    seed: fc.integer(),
+  })
+  .map((op) => ({ kind: 'write' as const, ...op, ...clip(op.offset, op.length) }));
+
+/** Operations, weighted; `history` scales snapshots, forks and GC. */
+function opArb(history: number): fc.Arbitrary<Op> {
+  return fc.oneof(
+    { weight: 10, arbitrary: writeArb },
+    {
+      weight: 2,
+      arbitrary: fc
+        .record({
+          kind: fc.constantFrom('trim' as const, 'zero' as const),
+          offset: offsetArb,
+          length: lengthArb,
+        })
+        .map((op) => ({ ...op, ...clip(op.offset, op.length) })),
+    },
+    { weight: 3, arbitrary: fc.constant({ kind: 'flush' as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'promote' as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'sync' as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'evict' as const }) },
+    { weight: history, arbitrary: fc.constant({ kind: 'snapshot' as const }) },
+    {
+      weight: 2 * history,
+      arbitrary: fc.record({
+        kind: fc.constant('gc' as const),
+        minLive: fc.constantFrom(0.7, 1),
+      }),
+    },
+    {
+      weight: history,
+      arbitrary: fc.record({
+        kind: fc.constant('gcRace' as const),
+        minLive: fc.constantFrom(0.7, 1),
+        writes: fc.array(writeArb, { minLength: 1, maxLength: 6 }),
+      }),
+    },
+    {
+      weight: 2 * history,
+      arbitrary: fc.record({
+        kind: fc.constantFrom(
+          'fork' as const,
+          'checkSnapshot' as const,
+          'deleteSnapshot' as const,
+          'writeFork' as const,
+        ),
+        pick: fc.nat(),
+        seed: fc.nat(),
+      }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant('crash' as const),
+        mode: fc.constantFrom<CrashMode>('prefix', 'pages', 'none'),
         seed: fc.integer(),
-      })
-      .map((op) => ({ kind: 'write' as const, ...op, ...clip(op.offset, op.length) })),
-  },
-  {
-    weight: 2,
-    arbitrary: fc
-      .record({
-        kind: fc.constantFrom('trim' as const, 'zero' as const),
-        offset: offsetArb,
-        length: lengthArb,
-      })
-      .map((op) => ({ ...op, ...clip(op.offset, op.length) })),
-  },
-  { weight: 3, arbitrary: fc.constant({ kind: 'flush' as const }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'promote' as const }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'sync' as const }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'evict' as const }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'snapshot' as const }) },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      kind: fc.constant('gc' as const),
-      minLive: fc.constantFrom(0.7, 1),
-    }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      kind: fc.constantFrom(
-        'fork' as const,
-        'checkSnapshot' as const,
-        'deleteSnapshot' as const,
-        'writeFork' as const,
-      ),
-      pick: fc.nat(),
-      seed: fc.nat(),
-    }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      kind: fc.constant('crash' as const),
-      mode: fc.constantFrom<CrashMode>('prefix', 'pages', 'none'),
-      seed: fc.integer(),
-    }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      kind: fc.constant('arm' as const),
-      mutations: fc.integer({ min: 1, max: 40 }),
-    }),
-  },
-);
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('arm' as const),
+        mutations: fc.integer({ min: 1, max: 40 }),
+      }),
+    },
+  );
+}
 
 describe('volume under crashes', () => {
   it('keeps every flushed byte and never invents bytes (small WALs: frequent promotion)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), (ops) =>
+      fc.asyncProperty(fc.array(opArb(1), { minLength: 1, maxLength: 50 }), (ops) =>
+        runScenario(ops, 64 * 1024),
+      ),
+      { numRuns: runs },
+    );
+  });
+
+  it('keeps every flushed byte, snapshot and fork through GC (history-heavy mix)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb(4), { minLength: 1, maxLength: 60 }), (ops) =>
         runScenario(ops, 64 * 1024),
       ),
       { numRuns: runs },
@@ -127,7 +154,7 @@ describe('volume under crashes', () => {
 
   it('keeps every flushed byte and never invents bytes (default WAL size)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), (ops) =>
+      fc.asyncProperty(fc.array(opArb(1), { minLength: 1, maxLength: 50 }), (ops) =>
         runScenario(ops, 32 * 1024 * 1024),
       ),
       { numRuns: Math.ceil(runs / 2) },
