@@ -29,7 +29,15 @@ export type Op =
   | { kind: 'trim' | 'zero'; offset: number; length: number }
   | { kind: 'flush' | 'promote' | 'reopen' | 'sync' | 'evict' | 'snapshot' }
   | { kind: 'gc'; minLive: number }
-  | { kind: 'gcRace'; minLive: number; writes: Array<Extract<Op, { kind: 'write' }>> }
+  | {
+      kind: 'gcRace';
+      minLive: number;
+      writes: Array<Extract<Op, { kind: 'write' }>>;
+      /** Event-loop turns to let GC run before each write, spreading them over its phases. */
+      turns: number[];
+      /** Cut power right after, before anything flushes the racing writes. */
+      crashAfter: boolean;
+    }
   | { kind: 'fork' | 'checkSnapshot' | 'deleteSnapshot' | 'writeFork'; pick: number; seed: number }
   | { kind: 'crash'; mode: CrashMode; seed: number }
   | { kind: 'arm'; mutations: number };
@@ -62,6 +70,13 @@ class Model {
       this.since.set(block, values);
     }
     return next;
+  }
+
+  /** Puts back values written since the last flush that a narrower checkpoint set aside. */
+  mergeSince(earlier: Map<number, Buffer[]>): void {
+    for (const [block, values] of earlier) {
+      this.since.set(block, [...values, ...(this.since.get(block) ?? [])]);
+    }
   }
 
   flushed(): void {
@@ -204,25 +219,42 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
             op: 'gc',
             args: { minLive: op.minLive, retentionMs: 0, dryRun: false },
           });
+          // A GC run first promotes and uploads everything written: it is durable.
+          model.flushed();
           break;
         case 'gcRace': {
-          // Guest writes land while GC plans, copies and commits: the writes must win.
+          // Guest writes land while GC plans, copies and commits: the writes must win,
+          // and a crash must not lose what was durable before it.
+          const before = Buffer.from(model.current);
+          const sinceBefore = model.since;
+          model.since = new Map();
           const collecting = dataDir.performControl(volume, {
             op: 'gc',
             args: { minLive: op.minLive, retentionMs: 0, dryRun: false },
           });
+          let collected = false;
           try {
-            for (const write of op.writes) {
+            for (const [i, write] of op.writes.entries()) {
+              for (let turn = 0; turn < (op.turns[i] ?? 0); turn++) {
+                await new Promise((resolve) => setImmediate(resolve));
+              }
               const data = content(write);
               const next = model.prepare(write.offset, data);
               await volume.write(write.offset, data);
               model.current = next;
             }
+            await collecting;
+            collected = true;
           } finally {
+            // Everything written before the run is durable once it completes;
+            // the racing writes only if a later flush says so.
+            if (collected) model.durable = before;
+            else model.mergeSince(sinceBefore);
             await collecting.catch((error: unknown) => {
               if (crashable.isPowered) throw error;
             });
           }
+          if (op.crashAfter) await recover(op.turns.length, 'pages');
           break;
         }
         case 'checkSnapshot': {

@@ -428,6 +428,7 @@ export class DataDir {
       ],
     };
     if (this.fs.stat(dir) === undefined) {
+      this.sweepStaging(viewsDir);
       const staging = path.join(viewsDir, `.creating-${this.mint.next()}`);
       try {
         for (const sub of ['wal', 'pending', 'index', 'cache'])
@@ -619,6 +620,15 @@ export class DataDir {
       });
     }
     return dir;
+  }
+
+  /** Removes view staging directories a crash left behind (older than a creation can take). */
+  private sweepStaging(viewsDir: string): void {
+    for (const entry of this.fs.stat(viewsDir) === undefined ? [] : this.fs.readdir(viewsDir)) {
+      const id = /^\.creating-(.+)$/.exec(entry)?.[1] ?? '';
+      if (!isUlid(id) || Date.now() - ulidTime(id) < creatingDebrisAgeMs) continue;
+      this.fs.removeTree(path.join(viewsDir, entry));
+    }
   }
 
   /** Removes debris of creations and deletions a crash cut short (and a fork's record). */

@@ -100,6 +100,8 @@ function opArb(history: number): fc.Arbitrary<Op> {
         kind: fc.constant('gcRace' as const),
         minLive: fc.constantFrom(0.7, 1),
         writes: fc.array(writeArb, { minLength: 1, maxLength: 6 }),
+        turns: fc.array(fc.integer({ min: 0, max: 12 }), { minLength: 6, maxLength: 6 }),
+        crashAfter: fc.boolean(),
       }),
     },
     {

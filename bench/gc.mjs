@@ -1,0 +1,416 @@
+#!/usr/bin/env node
+// GC: throughput of `elide gc` against a served volume (MiB of segments replaced per second of
+// the server's GC run) for three garbage patterns, and 4 KiB random write IOPS through NBD with
+// and without `elide gc` running back to back alongside. One data directory (default file://
+// store) and one `elide serve nbd` for the whole run.
+// Writes the figures into docs/benchmarks.md between the gc-bench markers.
+// Run with `npm run bench:gc` (builds first).
+// Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SIZE (the region written,
+// default 256M; the volume is 1 GiB or this, whichever is larger), ELIDE_BENCH_SECONDS (each
+// foreground fio run, default 15), ELIDE_BENCH_RUNS (default 3).
+// Needs fio (with the nbd engine) on PATH.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeDocSection } from './doc-section.mjs';
+import {
+  children,
+  logTail,
+  median,
+  num,
+  parseSize,
+  positiveInt,
+  run,
+  stop,
+  track,
+  version,
+} from './harness.mjs';
+
+const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const elideBin = path.join(repo, 'bin', 'run.js');
+const seconds = positiveInt('ELIDE_BENCH_SECONDS', 15);
+const runs = positiveInt('ELIDE_BENCH_RUNS', 3);
+const sizeText = process.env.ELIDE_BENCH_SIZE ?? '256M';
+const regionBytes = Math.ceil(parseSize(sizeText) / 2 ** 20) * 2 ** 20;
+const volumeBytes = Math.max(2 ** 30, regionBytes);
+const overwrites = 5; // each fill writes the region's size this many times
+const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
+const mib = (bytes) => bytes / 2 ** 20;
+
+// Every fio run writes fresh random data (--refill_buffers, and --randrepeat=0 so the buffer
+// generator is seeded differently each run: with fio's fixed default seed two runs write the
+// same bytes, and elide stores a repeated extent only once).
+const fresh = ['--refill_buffers', '--randrepeat=0'];
+const patterns = [
+  {
+    key: 'seq1M',
+    label: `1 MiB sequential writes, ${overwrites} full passes`,
+    args: ['--rw=write', '--bs=1M', '--iodepth=8', `--loops=${overwrites}`],
+  },
+  {
+    key: 'rand1M',
+    label: '1 MiB random writes',
+    args: ['--rw=randwrite', '--bs=1M', '--iodepth=8', '--norandommap'],
+  },
+  {
+    key: 'rand4k',
+    label: '4 KiB random writes',
+    args: ['--rw=randwrite', '--bs=4k', '--iodepth=32', '--norandommap'],
+  },
+];
+for (const pattern of patterns.slice(1)) pattern.args.push(`--io_size=${overwrites * regionBytes}`);
+const foreground = [
+  '--rw=randwrite',
+  '--bs=4k',
+  '--iodepth=32',
+  '--time_based',
+  `--runtime=${seconds}`,
+];
+const throughputGc = ['--retention', '0'];
+const loopGc = ['--retention', '0', '--min-live', '0.9'];
+
+// Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
+let work;
+let cleaning;
+const stderrNotes = [];
+
+async function cleanup() {
+  cleaning ??= (async () => {
+    await Promise.all([...children].map((child) => stop(child, 10_000)));
+    if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
+  })();
+  return cleaning;
+}
+
+// Last resort if the process exits without going through cleanup().
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+  if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    process.stderr.write(`bench: ${signal}, stopping servers\n`);
+    cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
+  });
+}
+
+/** Runs an elide command with the bench's data directory; anything on stderr is kept. */
+async function elide(env, args) {
+  const { stdout, stderr } = await run(process.execPath, [elideBin, ...args], { env });
+  if (stderr.trim() !== '') stderrNotes.push(`elide ${args.join(' ')}: ${stderr.trim()}`);
+  return stdout;
+}
+
+async function startElide(env) {
+  await elide(env, ['volume', 'init', 'bench', '--size', String(volumeBytes)]);
+  const logFile = path.join(work, 'elide.log');
+  const log = fs.createWriteStream(logFile);
+  const child = track(
+    spawn(process.execPath, [elideBin, 'serve', 'nbd', 'bench', '--listen', '127.0.0.1:0'], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
+  let seen = '';
+  child.stderr.on('data', (chunk) => {
+    log.write(chunk);
+    seen += chunk;
+  });
+  const uri = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
+    const check = () => {
+      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stderr.on('data', check);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
+    });
+  });
+  return { uri, child, logFile, env, output: () => seen };
+}
+
+/** One `elide gc bench --json` through the server; its summary and client-side wall span. */
+async function gc(server, args) {
+  const startMs = Date.now();
+  const result = JSON.parse(await elide(server.env, ['gc', 'bench', ...args, '--json']));
+  const endMs = Date.now();
+  const [volume] = result.results;
+  if (volume === undefined || !volume.viaServer)
+    throw new Error(`elide gc did not run through the server: ${JSON.stringify(result)}`);
+  return { ...result, durationMs: volume.durationMs, startMs, endMs };
+}
+
+function fioArgs(uri, output, args) {
+  return [
+    '--name=bench',
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    ...args,
+    `--size=${regionBytes}`,
+    ...fresh,
+    '--output-format=json',
+    `--output=${output}`,
+  ];
+}
+
+let fioCount = 0;
+async function fio(server, args) {
+  const output = path.join(work, `fio-${++fioCount}.json`);
+  const startMs = Date.now();
+  try {
+    await run('fio', fioArgs(server.uri, output, args));
+  } catch (error) {
+    throw new Error(`${error.message}\nelide log:\n${logTail(server.logFile)}`);
+  }
+  const endMs = Date.now();
+  const job = JSON.parse(fs.readFileSync(output, 'utf8')).jobs[0];
+  if (job.error !== 0) throw new Error(`fio ${args.join(' ')}: error ${job.error}`);
+  return {
+    iops: job.write.iops,
+    mibPerS: job.write.bw_bytes / 2 ** 20,
+    p99Us: (job.write.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
+    writtenBytes: job.write.io_bytes,
+    startMs,
+    endMs,
+  };
+}
+
+async function info(env) {
+  return JSON.parse(await elide(env, ['volume', 'info', 'bench', '--json']));
+}
+
+/** Fills the region with one garbage pattern, then times one GC run over it. */
+async function throughput(server, pattern) {
+  const fill = await fio(server, pattern.args);
+  // A dry run first: it seals, promotes and uploads what the fill left in the logs (every
+  // run does that before planning), so the measured run times GC's own work.
+  await gc(server, [...throughputGc, '--dry-run']);
+  const before = await info(server.env);
+  const result = await gc(server, throughputGc);
+  const copied = result.bytesRewritten - result.bytesReclaimed;
+  return {
+    fillMibPerS: fill.mibPerS,
+    segmentsBefore: before.segments,
+    segmentBytesBefore: before.segmentBytes,
+    processedMib: mib(result.bytesRewritten),
+    copiedMib: mib(copied),
+    segmentsRewritten: result.segmentsRewritten,
+    segmentsWritten: result.segmentsWritten,
+    passesRefused: result.passesRefused,
+    objectsDeleted: result.objectsDeleted,
+    seconds: result.durationMs / 1000,
+    mibPerS: mib(result.bytesRewritten) / (result.durationMs / 1000),
+  };
+}
+
+/** The foreground fio run, alone or with `elide gc` run back to back until it ends. */
+async function foregroundRun(server, withGc) {
+  // Start each run from a compacted volume, so the GC runs alongside only collect the
+  // garbage this fio run makes.
+  await gc(server, loopGc);
+  if (!withGc) return { ...(await fio(server, foreground)), gcRuns: [] };
+  let fioDone = false;
+  const fioRun = fio(server, foreground).finally(() => (fioDone = true));
+  const gcRuns = [];
+  const loop = (async () => {
+    while (!fioDone) gcRuns.push(await gc(server, loopGc));
+  })();
+  // Both settle before either error is thrown, so nothing is left running behind.
+  const [figures, looped] = await Promise.allSettled([fioRun, loop]);
+  if (figures.status === 'rejected') throw figures.reason;
+  if (looped.status === 'rejected') throw looped.reason;
+  return { ...figures.value, gcRuns };
+}
+
+function overlapSeconds(spans, fromMs, toMs) {
+  return (
+    spans.reduce(
+      (sum, span) => sum + Math.max(0, Math.min(span.endMs, toMs) - Math.max(span.startMs, fromMs)),
+      0,
+    ) / 1000
+  );
+}
+
+const latency = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
+
+async function main() {
+  if (version('fio', ['--version']) === 'unknown') throw new Error('fio is not installed');
+  const loadBefore = os.loadavg()[0];
+  fs.mkdirSync(base, { recursive: true });
+  work = fs.mkdtempSync(path.join(base, 'gc-'));
+  const env = { ...process.env, ELIDE_DATA_DIR: path.join(work, 'data') };
+  delete env.ELIDE_STORE;
+  const server = await startElide(env);
+  console.log(`elide ${server.uri}  work dir ${work}`);
+
+  const tput = Object.fromEntries(patterns.map((p) => [p.key, []]));
+  const alone = [];
+  const during = [];
+  for (let r = 1; r <= runs; r++) {
+    for (const pattern of patterns) {
+      const t = await throughput(server, pattern);
+      tput[pattern.key].push(t);
+      console.log(
+        `run ${r}/${runs} gc after ${pattern.key.padEnd(6)}: ${num(t.processedMib)} MiB in ` +
+          `${t.segmentsRewritten} segments (${num(t.copiedMib)} MiB copied into ` +
+          `${t.segmentsWritten}) in ${t.seconds.toFixed(2)} s = ${num(t.mibPerS)} MiB/s` +
+          (t.passesRefused > 0 ? `, ${t.passesRefused} passes refused` : ''),
+      );
+    }
+    const a = await foregroundRun(server, false);
+    alone.push(a);
+    console.log(`run ${r}/${runs} randwrite alone:   ${num(a.iops)} IOPS, p99 ${latency(a.p99Us)}`);
+    const d = await foregroundRun(server, true);
+    const runsList = d.gcRuns;
+    const sum = (field) => runsList.reduce((total, g) => total + g[field], 0);
+    const gcEndMs = Math.max(d.endMs, ...runsList.map((g) => g.endMs));
+    const figures = {
+      ...d,
+      gcCount: runsList.length,
+      rewrittenMib: mib(sum('bytesRewritten')),
+      copiedMib: mib(sum('bytesRewritten') - sum('bytesReclaimed')),
+      passesRefused: sum('passesRefused'),
+      serverSeconds: sum('durationMs') / 1000,
+      longestSeconds: Math.max(0, ...runsList.map((g) => g.durationMs)) / 1000,
+      activeShare: overlapSeconds(runsList, d.startMs, d.endMs) / ((d.endMs - d.startMs) / 1000),
+      overrunSeconds: (gcEndMs - d.endMs) / 1000,
+      fioSeconds: (d.endMs - d.startMs) / 1000,
+    };
+    during.push(figures);
+    console.log(
+      `run ${r}/${runs} randwrite with gc: ${num(figures.iops)} IOPS, p99 ${latency(figures.p99Us)}; ` +
+        `${figures.gcCount} gc runs (${runsList.map((g) => (g.durationMs / 1000).toFixed(1)).join(', ')} s), ` +
+        `${num(figures.rewrittenMib)} MiB rewritten, ${num(figures.copiedMib)} MiB copied, ` +
+        `${figures.passesRefused} passes refused, last run ended ` +
+        `${figures.overrunSeconds.toFixed(1)} s after fio`,
+    );
+  }
+
+  // Stop the server (it flushes) and read the volume's space figures.
+  await stop(server.child);
+  if (server.child.exitCode !== 0)
+    throw new Error(`elide serve exited ${server.child.exitCode ?? server.child.signalCode}`);
+  const servedLines = server
+    .output()
+    .split('\n')
+    .filter((line) => line.trim() !== '' && !/elide: serving nbd:\/\//.test(line));
+  if (servedLines.length > 0) stderrNotes.push(`elide serve nbd: ${servedLines.join('\n')}`);
+  const end = await info(env);
+
+  const med = (list, key) => median(list.map((x) => x[key]));
+  const each = (list, key, format = num) => list.map((x) => format(x[key])).join(' / ');
+  const regionMib = mib(regionBytes);
+  const throughputTable = [
+    '| garbage made by (fio, then one `elide gc --retention 0`) | segments replaced | ' +
+      'copied into new segments | GC run time | GC throughput | each run |',
+    '|---|---|---|---|---|---|',
+    ...patterns.map((p) => {
+      const list = tput[p.key];
+      return (
+        `| ${p.label} | ${num(med(list, 'processedMib'))} MiB | ${num(med(list, 'copiedMib'))} MiB | ` +
+        `${med(list, 'seconds').toFixed(2)} s | **${num(med(list, 'mibPerS'))} MiB/s** | ` +
+        `${each(list, 'mibPerS')} MiB/s |`
+      );
+    }),
+  ].join('\n');
+  const ratio = med(during, 'iops') / med(alone, 'iops');
+  const foregroundTable = [
+    '| 4 KiB random write, iodepth 32 | IOPS | p99 | `elide gc` runs during fio | ' +
+      'segments replaced during fio (copied) | IOPS, each run |',
+    '|---|---|---|---|---|---|',
+    `| alone | ${num(med(alone, 'iops'))} | ${latency(med(alone, 'p99Us'))} | - | - | ` +
+      `${each(alone, 'iops')} |`,
+    `| with \`elide gc\` back to back | ${num(med(during, 'iops'))} | ` +
+      `${latency(med(during, 'p99Us'))} | ${each(during, 'gcCount', String)} | ` +
+      `${num(med(during, 'rewrittenMib'))} MiB (${num(med(during, 'copiedMib'))} MiB) | ` +
+      `${each(during, 'iops')} |`,
+    `| ratio | **${ratio.toFixed(2)}×** | | | | ` +
+      `${during.map((d, i) => (d.iops / alone[i].iops).toFixed(2)).join(' / ')} |`,
+  ].join('\n');
+
+  const refused = [...Object.values(tput).flat(), ...during].reduce(
+    (total, x) => total + x.passesRefused,
+    0,
+  );
+  const cpus = os.cpus();
+  const shown = (args) => [...args, `--size=${regionBytes}`, ...fresh].join(' ');
+  const section = [
+    `Measured ${new Date().toISOString().slice(0, 10)} by \`${[
+      process.env.ELIDE_BENCH_SIZE ? `ELIDE_BENCH_SIZE=${sizeText}` : '',
+      process.env.ELIDE_BENCH_SECONDS ? `ELIDE_BENCH_SECONDS=${seconds}` : '',
+      process.env.ELIDE_BENCH_RUNS ? `ELIDE_BENCH_RUNS=${runs}` : '',
+      'npm run bench:gc',
+    ]
+      .filter((part) => part !== '')
+      .join(' ')}\` on ` +
+      `${cpus.length}× ${cpus[0]?.model ?? 'unknown CPU'}, ` +
+      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}; ` +
+      `Node ${process.version}, ${version('fio', ['--version'])}. fio, the server and the ` +
+      '`elide gc` client share the same cores over 127.0.0.1 (1-minute load average ' +
+      `${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end).`,
+    '',
+    `One data directory in ${path.relative(repo, base) || '.'} with the default \`file://\` ` +
+      `store, one ${+(volumeBytes / 2 ** 30).toFixed(3)} GiB volume served by one ` +
+      '`elide serve nbd bench --listen 127.0.0.1:0` for the whole run; every `elide gc` goes ' +
+      `through its control socket. fio writes only the first ${num(regionMib)} MiB, always ` +
+      `fresh random data (\`${fresh.join(' ')}\`, so nothing deduplicates or compresses). ` +
+      `${runs} run${runs === 1 ? '' : 's'}, each doing all of the following in this order; ` +
+      'figures are medians.',
+    '',
+    `- GC throughput: fio writes ${overwrites}× the region (${num(overwrites * regionMib)} MiB) ` +
+      'in one of three patterns, then `elide gc bench --retention 0 --dry-run` (every run ' +
+      'first seals, promotes and uploads what is still in the logs; this takes that out of the ' +
+      'timed run), then `elide gc bench --retention 0 --json` (default `--min-live` 0.7). ' +
+      'Throughput is `bytesRewritten` (object bytes of the segments replaced) over `durationMs`, ' +
+      "the server's wall time for the run, which includes writing and uploading the new " +
+      'segments and deleting the replaced objects from the store. Sequential full passes leave ' +
+      'whole segments dead, which GC drops without copying; random overwrites leave every ' +
+      'segment partly live, so the live bodies are copied.',
+    `- Foreground: \`fio --ioengine=nbd ${shown(foreground)}\`, alone, then again while ` +
+      `\`elide gc bench ${loopGc.join(' ')} --json\` runs back to back until fio ends (the ` +
+      "garbage is fio's own overwrites). Before each of the two fio runs one such `elide gc` " +
+      'compacts the volume, so both start from the same state.',
+    '',
+    'Fill commands: ' +
+      patterns.map((p) => `${p.key} \`${shown(p.args)}\``).join(', ') +
+      ' (`fio --ioengine=nbd --uri=URI ...`).',
+    '',
+    throughputTable,
+    '',
+    foregroundTable,
+    '',
+    `During the runs with GC, the \`elide gc\` processes covered ` +
+      `${each(during, 'activeShare', (x) => `${(x * 100).toFixed(0)}%`)} of fio's ` +
+      `${each(during, 'fioSeconds', (x) => x.toFixed(1))} s (client-side wall time, each one ` +
+      `including starting the CLI); the server reported ${each(during, 'serverSeconds', (x) =>
+        x.toFixed(1),
+      )} s of GC in total and ${each(during, 'longestSeconds', (x) => x.toFixed(1))} s for the ` +
+      `longest run, and the last run ended ${each(during, 'overrunSeconds', (x) => x.toFixed(1))} ` +
+      `s after fio. ${refused} GC pass${refused === 1 ? ' was' : 'es were'} refused in the whole ` +
+      'bench (a pass is refused when a guest write races with it). After the bench the volume ' +
+      `held ${num(mib(end.writtenBytes))} MiB written and ${num(mib(end.segmentBytes))} MiB in ` +
+      `${end.segments} segments.`,
+  ].join('\n');
+
+  writeDocSection('gc-bench', 'GC: throughput and foreground random writes', section);
+  console.log(`\n${throughputTable}\n\n${foregroundTable}`);
+  if (stderrNotes.length > 0) console.log(`\nelide wrote to stderr:\n${stderrNotes.join('\n')}`);
+}
+
+try {
+  await main();
+  await cleanup();
+} catch (error) {
+  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  if (stderrNotes.length > 0)
+    process.stderr.write(`elide wrote to stderr:\n${stderrNotes.join('\n')}\n`);
+  await cleanup();
+  process.exit(1);
+}
