@@ -229,15 +229,6 @@ async function foregroundRun(server, withGc) {
   return { ...figures.value, gcRuns };
 }
 
-function overlapSeconds(spans, fromMs, toMs) {
-  return (
-    spans.reduce(
-      (sum, span) => sum + Math.max(0, Math.min(span.endMs, toMs) - Math.max(span.startMs, fromMs)),
-      0,
-    ) / 1000
-  );
-}
-
 const latency = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
 
 async function main() {
@@ -279,14 +270,15 @@ async function main() {
       passesRefused: sum('passesRefused'),
       serverSeconds: sum('durationMs') / 1000,
       longestSeconds: Math.max(0, ...runsList.map((g) => g.durationMs)) / 1000,
-      activeShare: overlapSeconds(runsList, d.startMs, d.endMs) / ((d.endMs - d.startMs) / 1000),
+      mibPerS: mib(sum('bytesRewritten')) / (sum('durationMs') / 1000),
       overrunSeconds: (gcEndMs - d.endMs) / 1000,
       fioSeconds: (d.endMs - d.startMs) / 1000,
     };
     during.push(figures);
     console.log(
       `run ${r}/${runs} randwrite with gc: ${num(figures.iops)} IOPS, p99 ${latency(figures.p99Us)}; ` +
-        `${figures.gcCount} gc runs (${runsList.map((g) => (g.durationMs / 1000).toFixed(1)).join(', ')} s), ` +
+        `${figures.gcCount} gc runs (${runsList.map((g) => (g.durationMs / 1000).toFixed(1)).join(', ')} s, ` +
+        `${num(figures.mibPerS)} MiB/s), ` +
         `${num(figures.rewrittenMib)} MiB rewritten, ${num(figures.copiedMib)} MiB copied, ` +
         `${figures.passesRefused} passes refused, last run ended ` +
         `${figures.overrunSeconds.toFixed(1)} s after fio`,
@@ -306,10 +298,10 @@ async function main() {
 
   const med = (list, key) => median(list.map((x) => x[key]));
   const each = (list, key, format = num) => list.map((x) => format(x[key])).join(' / ');
-  const regionMib = mib(regionBytes);
+  const regionMib = mib(regionBytes); // a whole number of MiB
   const throughputTable = [
     '| garbage made by (fio, then one `elide gc --retention 0`) | segments replaced | ' +
-      'copied into new segments | GC run time | GC throughput | each run |',
+      'written to new segments | GC run time | GC throughput | each run |',
     '|---|---|---|---|---|---|',
     ...patterns.map((p) => {
       const list = tput[p.key];
@@ -323,7 +315,7 @@ async function main() {
   const ratio = med(during, 'iops') / med(alone, 'iops');
   const foregroundTable = [
     '| 4 KiB random write, iodepth 32 | IOPS | p99 | `elide gc` runs during fio | ' +
-      'segments replaced during fio (copied) | IOPS, each run |',
+      'segments replaced (written to new ones) | IOPS, each run |',
     '|---|---|---|---|---|---|',
     `| alone | ${num(med(alone, 'iops'))} | ${latency(med(alone, 'p99Us'))} | - | - | ` +
       `${each(alone, 'iops')} |`,
@@ -359,12 +351,12 @@ async function main() {
     `One data directory in ${path.relative(repo, base) || '.'} with the default \`file://\` ` +
       `store, one ${+(volumeBytes / 2 ** 30).toFixed(3)} GiB volume served by one ` +
       '`elide serve nbd bench --listen 127.0.0.1:0` for the whole run; every `elide gc` goes ' +
-      `through its control socket. fio writes only the first ${num(regionMib)} MiB, always ` +
+      `through its control socket. fio writes only the first ${regionMib} MiB, always ` +
       `fresh random data (\`${fresh.join(' ')}\`, so nothing deduplicates or compresses). ` +
-      `${runs} run${runs === 1 ? '' : 's'}, each doing all of the following in this order; ` +
-      'figures are medians.',
+      `${runs} run${runs === 1 ? '' : 's'}, each doing the following in this order; ` +
+      `figures are medians${runs === 1 ? ' (of one run)' : ''}.`,
     '',
-    `- GC throughput: fio writes ${overwrites}× the region (${num(overwrites * regionMib)} MiB) ` +
+    `- GC throughput: fio writes ${overwrites}× the region (${overwrites * regionMib} MiB) ` +
       'in one of three patterns, then `elide gc bench --retention 0 --dry-run` (every run ' +
       'first seals, promotes and uploads what is still in the logs; this takes that out of the ' +
       'timed run), then `elide gc bench --retention 0 --json` (default `--min-live` 0.7). ' +
@@ -386,14 +378,14 @@ async function main() {
     '',
     foregroundTable,
     '',
-    `During the runs with GC, the \`elide gc\` processes covered ` +
-      `${each(during, 'activeShare', (x) => `${(x * 100).toFixed(0)}%`)} of fio's ` +
-      `${each(during, 'fioSeconds', (x) => x.toFixed(1))} s (client-side wall time, each one ` +
-      `including starting the CLI); the server reported ${each(during, 'serverSeconds', (x) =>
-        x.toFixed(1),
-      )} s of GC in total and ${each(during, 'longestSeconds', (x) => x.toFixed(1))} s for the ` +
-      `longest run, and the last run ended ${each(during, 'overrunSeconds', (x) => x.toFixed(1))} ` +
-      `s after fio. ${refused} GC pass${refused === 1 ? ' was' : 'es were'} refused in the whole ` +
+    'Runs with GC alongside, each run: the server reported ' +
+      `${each(during, 'serverSeconds', (x) => x.toFixed(1))} s of GC in total ` +
+      `(${each(during, 'longestSeconds', (x) => x.toFixed(1))} s for the longest \`elide gc\`) ` +
+      `against fio's ${each(during, 'fioSeconds', (x) => x.toFixed(1))} s, so GC processed ` +
+      `${each(during, 'mibPerS')} MiB/s of segments under this load (median ` +
+      `${num(med(during, 'mibPerS'))}); the last \`elide gc\` ended ` +
+      `${each(during, 'overrunSeconds', (x) => x.toFixed(1))} s after fio (its work is counted ` +
+      `above). ${refused} GC pass${refused === 1 ? ' was' : 'es were'} refused in the whole ` +
       'bench (a pass is refused when a guest write races with it). After the bench the volume ' +
       `held ${num(mib(end.writtenBytes))} MiB written and ${num(mib(end.segmentBytes))} MiB in ` +
       `${end.segments} segments.`,

@@ -78,6 +78,11 @@ export async function planGc<S extends GcSegment>(input: GcPlanInput<S>): Promis
   const examined: Examined<S>[] = [];
   const referenced = new Set<string>();
   let budget = gcPlanYieldClaims;
+  const pace = async (): Promise<void> => {
+    if (--budget > 0) return;
+    budget = gcPlanYieldClaims;
+    await new Promise((resolve) => setImmediate(resolve));
+  };
   for (const segment of input.eligible) {
     const keptClaims: SegmentClaim[] = [];
     for (const claim of segment.index.claims) {
@@ -85,14 +90,14 @@ export async function planGc<S extends GcSegment>(input: GcPlanInput<S>): Promis
         keptClaims.push(kept);
         if (!isZeroHash(kept.hash)) referenced.add(hashKey(kept.hash));
       }
-      if (--budget <= 0) {
-        budget = gcPlanYieldClaims;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
+      await pace();
     }
     examined.push({ segment, keptClaims, liveFraction: 0, empty: false });
   }
-  for (const hash of input.otherClaimHashes()) referenced.add(hashKey(hash));
+  for (const hash of input.otherClaimHashes()) {
+    referenced.add(hashKey(hash));
+    await pace();
+  }
 
   const candidates: Examined<S>[] = [];
   for (const entry of examined) {

@@ -208,6 +208,50 @@ describe('a volume on radosgw, in process', () => {
     }
   }, 180_000);
 
+  it('snapshots, forks and GC on radosgw: replaced objects go, what a fork reads stays', async () => {
+    const dataDir = await openOnRadosgw(ceph.endpoint);
+    try {
+      await dataDir.initVolume('hist', 64 * MiB);
+      const volume = await dataDir.openVolume('hist');
+      const first = await writeRandom(volume, 16 * MiB);
+      const snapshot = (await dataDir.performControl(volume, {
+        op: 'snapshot',
+        args: { label: 'first' },
+      })) as { id: string };
+      for (let round = 0; round < 3; round++) await writeRandom(volume, 16 * MiB);
+      const latest = await volume.read(0, 16 * MiB);
+      await volume.sync();
+      const prefix = `volumes/${volume.volumeId}/segments/`;
+      const objectBytes = async (): Promise<number> => {
+        let bytes = 0;
+        for await (const entry of dataDir.store.list(prefix)) bytes += entry.sizeBytes;
+        return bytes;
+      };
+      const bytesBefore = await objectBytes();
+      const result = (await dataDir.performControl(volume, {
+        op: 'gc',
+        args: { minLive: 0.7, retentionMs: 0, dryRun: false },
+      })) as { segmentsRewritten: number; objectsDeleted: number };
+      expect(result.segmentsRewritten).toBeGreaterThan(0);
+      expect(result.objectsDeleted).toBe(result.segmentsRewritten);
+      expect(await objectBytes()).toBeLessThan(bytesBefore - 16 * MiB);
+      await volume.evict();
+      expect((await volume.read(0, 16 * MiB)).equals(latest)).toBe(true);
+      await volume.close();
+
+      // The fork reads the snapshot's bodies from the parent's keys on radosgw.
+      await dataDir.forkVolume('hist-fork', `hist@${snapshot.id}`);
+      const fork = await dataDir.openVolume('hist-fork');
+      try {
+        expect((await fork.read(0, 16 * MiB)).equals(first)).toBe(true);
+      } finally {
+        await fork.close();
+      }
+    } finally {
+      await dataDir.close();
+    }
+  }, 180_000);
+
   it('behind a faulty HTTP proxy: uploads complete, nothing is lost, cached reads never notice', async () => {
     const proxy = await FaultProxy.start(ceph.endpoint);
     const dataDir = await openOnRadosgw(proxy.endpoint, {
