@@ -210,12 +210,47 @@ async function throughput(server, pattern) {
   };
 }
 
+const clockTicks = 100; // USER_HZ on Linux
+
+/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat). */
+function machineBusySeconds() {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1, 9);
+  const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
+  return (user + nice + system + irq + softirq + steal) / clockTicks;
+}
+
+/**
+ * CPU seconds from /proc/PID/stat: the process's own (all threads), plus, with `children`,
+ * that of the children it has waited for (here: fio and every `elide gc`).
+ */
+function processCpuSeconds(pid, children = false) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
+  const own = fields[11] + fields[12];
+  return (children ? own + fields[13] + fields[14] : own) / clockTicks;
+}
+
+/**
+ * CPU seconds the machine spent, between two calls, on anything but this bench (itself, the
+ * children it waited for, and the server): other load that would skew the comparison.
+ */
+function otherCpuMeter(serverPid) {
+  const read = () =>
+    machineBusySeconds() - processCpuSeconds('self', true) - processCpuSeconds(serverPid);
+  const start = read();
+  return () => read() - start;
+}
+
 /** The foreground fio run, alone or with `elide gc` run back to back until it ends. */
 async function foregroundRun(server, withGc) {
   // Start each run from a compacted volume, so the GC runs alongside only collect the
   // garbage this fio run makes.
   await gc(server, loopGc);
-  if (!withGc) return { ...(await fio(server, foreground)), gcRuns: [] };
+  const others = otherCpuMeter(server.child.pid);
+  if (!withGc) return { ...(await fio(server, foreground)), gcRuns: [], otherCpu: others() };
   let fioDone = false;
   const fioRun = fio(server, foreground).finally(() => (fioDone = true));
   const gcRuns = [];
@@ -226,7 +261,7 @@ async function foregroundRun(server, withGc) {
   const [figures, looped] = await Promise.allSettled([fioRun, loop]);
   if (figures.status === 'rejected') throw figures.reason;
   if (looped.status === 'rejected') throw looped.reason;
-  return { ...figures.value, gcRuns };
+  return { ...figures.value, gcRuns, otherCpu: others() };
 }
 
 const latency = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
@@ -257,7 +292,10 @@ async function main() {
     }
     const a = await foregroundRun(server, false);
     alone.push(a);
-    console.log(`run ${r}/${runs} randwrite alone:   ${num(a.iops)} IOPS, p99 ${latency(a.p99Us)}`);
+    console.log(
+      `run ${r}/${runs} randwrite alone:   ${num(a.iops)} IOPS, p99 ${latency(a.p99Us)}; ` +
+        `other CPU ${a.otherCpu.toFixed(1)} s`,
+    );
     const d = await foregroundRun(server, true);
     const runsList = d.gcRuns;
     const sum = (field) => runsList.reduce((total, g) => total + g[field], 0);
@@ -281,7 +319,7 @@ async function main() {
         `${num(figures.mibPerS)} MiB/s), ` +
         `${num(figures.rewrittenMib)} MiB rewritten, ${num(figures.copiedMib)} MiB copied, ` +
         `${figures.passesRefused} passes refused, last run ended ` +
-        `${figures.overrunSeconds.toFixed(1)} s after fio`,
+        `${figures.overrunSeconds.toFixed(1)} s after fio; other CPU ${figures.otherCpu.toFixed(1)} s`,
     );
   }
 
@@ -385,7 +423,11 @@ async function main() {
       `${each(during, 'mibPerS')} MiB/s of segments under this load (median ` +
       `${num(med(during, 'mibPerS'))}); the last \`elide gc\` ended ` +
       `${each(during, 'overrunSeconds', (x) => x.toFixed(1))} s after fio (its work is counted ` +
-      `above). ${refused} GC pass${refused === 1 ? ' was' : 'es were'} refused in the whole ` +
+      'above). CPU time the machine spent outside the bench (fio, the server, `elide gc`), from ' +
+      '/proc/stat and /proc/PID/stat, so other programs and kernel threads such as writeback: ' +
+      `${each(alone, 'otherCpu', (x) => x.toFixed(1))} s during the runs alone, ` +
+      `${each(during, 'otherCpu', (x) => x.toFixed(1))} s during the runs with GC. ` +
+      `${refused} GC pass${refused === 1 ? ' was' : 'es were'} refused in the whole ` +
       'bench (a pass is refused when a guest write races with it). After the bench the volume ' +
       `held ${num(mib(end.writtenBytes))} MiB written and ${num(mib(end.segmentBytes))} MiB in ` +
       `${end.segments} segments.`,

@@ -35,4 +35,21 @@ describe('crash reproducers', () => {
     ];
     await runScenario(ops, smallWal);
   });
+
+  it('GC keeps a stored claim shadowed only by a write not yet in the store (invariant 5)', async () => {
+    // Found by mutation: dropping the piece lost block 0's durable value when the
+    // racing write, still only in the log, was lost in the crash.
+    const ops: Op[] = [
+      { kind: 'write', offset: 0, length: 4096, content: 'random', seed: 0 },
+      {
+        kind: 'gcRace',
+        minLive: 0.7,
+        writes: [{ kind: 'write', offset: 0, length: 1, content: 'random', seed: 1 }],
+        turns: [0, 0, 0, 0, 0, 0],
+        crashAfter: false,
+      },
+      { kind: 'crash', mode: 'prefix', seed: 0 },
+    ];
+    await runScenario(ops, smallWal);
+  });
 });

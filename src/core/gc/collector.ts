@@ -7,8 +7,9 @@
  *      `pending/<id>.seg.tmp` and fdatasync it; the volume checks the plan
  *      is still good and commits (Volume.applyGc). A refused pass leaves
  *      nothing behind and is planned again next run.
- *   4. Upload the outputs (the head then retires their inputs), and delete
- *      retired objects older than the retention window.
+ *   4. Upload the outputs (the head then retires their inputs; logs written
+ *      meanwhile are left to the background), and delete retired objects
+ *      older than the retention window.
  */
 import { segmentIndexLength, type SegmentExtent } from '../segment/format.js';
 import { SegmentWriter } from '../segment/segment-file.js';
@@ -101,7 +102,7 @@ export async function collectVolume(
     }
     if (!options.dryRun) {
       // The outputs' upload moves their inputs to the head's retired list.
-      await volume.snapshotPoint();
+      await volume.uploadGcOutputs();
       const deleted = await volume.deleteRetired(options.retentionMs);
       result.objectsDeleted = deleted.segments;
       result.bytesDeleted = deleted.bytes;

@@ -330,6 +330,17 @@ export class DataDir {
         { forks: forks.map((fork) => fork.name) },
       );
     }
+    const views = path.join(dir, 'views');
+    for (const view of this.fs.stat(views) === undefined ? [] : this.fs.readdir(views)) {
+      if (!isUlid(view)) continue;
+      const pid = await VolumeLock.holder(this.fs, path.join(views, view));
+      if (pid !== null) {
+        throw new ElideError(
+          'ELIDE_VOLUME_LOCKED',
+          `snapshot ${view} of volume ${name} is being served` + (pid > 0 ? ` by pid ${pid}` : ''),
+        );
+      }
+    }
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     const doomed = path.join(this.volumesDir, `.deleting-${this.mint.next()}`);
     try {

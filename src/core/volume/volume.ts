@@ -668,6 +668,15 @@ export class Volume implements UploadHost {
     return true;
   }
 
+  /** Waits until every GC output is in the store (its inputs then join the head's retired list). */
+  async uploadGcOutputs(): Promise<void> {
+    this.checkWritable();
+    assert(this.uploader !== null, 'writable volumes upload');
+    await this.uploader.drain(() =>
+      [...this.segments.values()].every((segment) => !isGcOutput(segment.index.header)),
+    );
+  }
+
   /** Deletes replaced segment objects older than the retention; see Uploader.deleteRetired. */
   async deleteRetired(retentionMs: number): Promise<{ segments: number; bytes: number }> {
     this.checkWritable();
