@@ -91,6 +91,8 @@ export const gcMinLiveDefault = 0.7;
 export const gcRetentionMsDefault = 10 * 60 * 1000;
 /** Body bytes one GC output carries at most; more candidates make more outputs. */
 export const gcOutputBodyBytesMax = 64 * 1024 * 1024;
+/** GC copying yields to the event loop after this many body bytes. */
+export const gcCopyYieldBytes = 1024 * 1024;
 /** GC planning yields to the event loop after examining this many claims. */
 export const gcPlanYieldClaims = 4096;
 /** Snapshot labels are short text. */

@@ -11,6 +11,7 @@
  *      meanwhile are left to the background), and delete retired objects
  *      older than the retention window.
  */
+import { gcCopyYieldBytes } from '../constants.js';
 import { segmentIndexLength, type SegmentExtent } from '../segment/format.js';
 import { SegmentWriter } from '../segment/segment-file.js';
 import type { StoredSegment } from '../cache/stored-segment.js';
@@ -138,9 +139,16 @@ async function writeOutput(
   for (const segment of pass.inputs) segment.pins++;
   try {
     const extents: SegmentExtent[] = [];
+    let sinceYield = 0;
     for (const { segment, extent } of pass.extents) {
       const stored = await volume.readForGc(segment, extent);
       extents.push({ ...extent, bodyOffset: writer.appendBody(stored) });
+      // Reads of cached bodies never wait: let guest I/O in between.
+      sinceYield += stored.length;
+      if (sinceYield >= gcCopyYieldBytes) {
+        sinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     }
     const index = await writer.prepare({
       segmentId: id,
