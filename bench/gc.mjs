@@ -189,9 +189,11 @@ async function info(env) {
 /** Fills the region with one garbage pattern, then times one GC run over it. */
 async function throughput(server, pattern) {
   const fill = await fio(server, pattern.args);
-  // A dry run first: it seals, promotes and uploads what the fill left in the logs (every
-  // run does that before planning), so the measured run times GC's own work.
-  await gc(server, [...throughputGc, '--dry-run']);
+  // Every GC run first seals, promotes and uploads what is still in the logs. A snapshot does
+  // the same; taking one and deleting it again (so it freezes nothing) leaves the measured run
+  // only GC's own work.
+  const snapshot = JSON.parse(await elide(server.env, ['snapshot', 'create', 'bench', '--json']));
+  await elide(server.env, ['snapshot', 'delete', 'bench', snapshot.id, '--json']);
   const before = await info(server.env);
   const result = await gc(server, throughputGc);
   const copied = result.bytesRewritten - result.bytesReclaimed;
@@ -395,9 +397,11 @@ async function main() {
       `figures are medians${runs === 1 ? ' (of one run)' : ''}.`,
     '',
     `- GC throughput: fio writes ${overwrites}× the region (${overwrites * regionMib} MiB) ` +
-      'in one of three patterns, then `elide gc bench --retention 0 --dry-run` (every run ' +
-      'first seals, promotes and uploads what is still in the logs; this takes that out of the ' +
-      'timed run), then `elide gc bench --retention 0 --json` (default `--min-live` 0.7). ' +
+      'in one of three patterns, then `elide snapshot create bench` and `elide snapshot ' +
+      'delete bench ID` (every GC run first seals, promotes and uploads what is still in the ' +
+      'logs, as a snapshot does; this takes that out of the timed run, and the deleted ' +
+      'snapshot freezes nothing), then `elide gc bench --retention 0 --json` (default ' +
+      '`--min-live` 0.7). ' +
       'Throughput is `bytesRewritten` (object bytes of the segments replaced) over `durationMs`, ' +
       "the server's wall time for the run, which includes writing and uploading the new " +
       'segments and deleting the replaced objects from the store. Sequential full passes leave ' +

@@ -63,7 +63,9 @@ export async function collectVolume(
 ): Promise<GcVolumeResult> {
   return volume.exclusive(async () => {
     const started = performance.now();
-    await volume.snapshotPoint();
+    // A dry run plans against the store's view as it is; a real run first
+    // uploads what is written so far.
+    if (!options.dryRun) await volume.snapshotPoint();
     const frozen = new Set<Ulid>();
     for (const manifest of await readManifests(store, volume.volumeId)) {
       for (const id of manifest.segments) frozen.add(id);

@@ -37,7 +37,8 @@ export async function materializeAncestors(
   const jobs: Array<() => Promise<void>> = [];
   for (const ancestor of ancestors) {
     const manifest = await readManifest(store, ancestor.volumeId, ancestor.snapshotId);
-    if (manifest === undefined || manifest.seq !== ancestor.seq) {
+    // A snapshot being deleted may not gain a fork (snapshots.ts).
+    if (manifest === undefined || manifest.seq !== ancestor.seq || manifest.deleting === true) {
       throw new ElideError(
         'ELIDE_SNAPSHOT_NOT_FOUND',
         `snapshot ${ancestor.snapshotId} of volume ${ancestor.name} is not in ${store.url}`,

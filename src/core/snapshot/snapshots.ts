@@ -8,9 +8,14 @@
  *   1. `seq` = the last completed write; seal, promote and upload every log
  *      holding writes up to it (guest I/O goes on).
  *   2. PUT `snapshots/<id>` with the segments stored now. COMMIT POINT.
- * A crash before 2 leaves nothing. Deleting checks the forks that read
- * through the snapshot after removing it, and puts it back if one appeared,
- * so a fork being made concurrently is never left without its snapshot.
+ * A crash before 2 leaves nothing.
+ *
+ * Deleting is two-phase, because a fork may be made from the snapshot at the
+ * same time without holding the volume: mark the manifest `deleting` (no fork
+ * may start from it; GC still leaves its segments alone), check for forks
+ * (the fork writes its record before reading the manifest, so one of the two
+ * sees the other), then delete it, or unmark it and refuse. A crash in
+ * between leaves a marked manifest that the next delete finishes.
  */
 import { snapshotLabelBytesMax } from '../constants.js';
 import { ElideError, isElideError } from '../errors.js';
@@ -39,6 +44,8 @@ export interface SnapshotInfo {
   segments: number;
   /** Forks that read through it (it cannot be deleted while they exist). */
   forks: string[];
+  /** A delete was cut short; `snapshot delete` finishes it. */
+  deleting: boolean;
 }
 
 export function checkSnapshotLabel(label: string): string {
@@ -57,6 +64,7 @@ export async function createSnapshot(
   volume: Volume,
   store: ObjectStore,
   label: string,
+  forkBase = false,
 ): Promise<SnapshotManifest> {
   checkSnapshotLabel(label);
   return volume.exclusive(async () => {
@@ -70,6 +78,7 @@ export async function createSnapshot(
       seq: point.seq,
       segments: point.segments,
     };
+    if (forkBase) manifest.forkBase = true;
     await store.putIfAbsent(snapshotKey(volume.volumeId, manifest.id), encodeRecord(manifest));
     return manifest;
   });
@@ -84,9 +93,9 @@ export async function latestOrNewSnapshot(
   store: ObjectStore,
 ): Promise<SnapshotManifest> {
   const manifests = await readManifests(store, volume.volumeId);
-  const latest = manifests[manifests.length - 1];
+  const latest = manifests.filter((manifest) => manifest.deleting !== true).pop();
   if (latest !== undefined && latest.seq === volume.seqMax) return latest;
-  return createSnapshot(volume, store, '');
+  return createSnapshot(volume, store, '', true);
 }
 
 /** Manifests of a volume's snapshots, oldest first. */
@@ -147,12 +156,13 @@ export async function listSnapshots(store: ObjectStore, volumeId: Ulid): Promise
     seq: manifest.seq,
     segments: manifest.segments.length,
     forks: forks.filter((fork) => fork.snapshotId === manifest.id).map((fork) => fork.name),
+    deleting: manifest.deleting === true,
   }));
 }
 
 /**
- * Deletes a snapshot that no fork reads through. Run by the process that
- * holds the volume, so no GC of it plans meanwhile.
+ * Deletes a snapshot that no fork reads through (file comment). Run by the
+ * process that holds the volume, so no GC of it plans meanwhile.
  */
 export async function deleteSnapshot(
   volume: Volume,
@@ -160,33 +170,49 @@ export async function deleteSnapshot(
   snapshotId: Ulid,
 ): Promise<void> {
   await volume.exclusive(async () => {
-    const key = snapshotKey(volume.volumeId, snapshotId);
     const manifest = await readManifest(store, volume.volumeId, snapshotId);
     if (manifest === undefined) throw snapshotNotFound(volume.name, snapshotId);
-    await refuseIfForked(store, volume, snapshotId);
-    await store.delete(key);
-    try {
-      await refuseIfForked(store, volume, snapshotId);
-    } catch (error) {
-      // A fork was made meanwhile: it needs the snapshot back.
-      await store.put(key, encodeRecord(manifest));
-      throw error;
-    }
+    await deleteManifests(store, volume.volumeId, volume.name, [manifest]);
   });
 }
 
-async function refuseIfForked(store: ObjectStore, volume: Volume, snapshotId: Ulid): Promise<void> {
-  const forks = (await readForks(store, volume.volumeId)).filter(
-    (fork) => fork.snapshotId === snapshotId,
-  );
-  if (forks.length === 0) return;
-  throw new ElideError(
-    'ELIDE_IN_USE',
-    `snapshot ${snapshotId} of volume ${volume.name} has forks (` +
-      forks.map((fork) => fork.name).join(', ') +
-      '); delete them first',
-    { forks: forks.map((fork) => fork.name) },
-  );
+/**
+ * Marks the manifests `deleting`, checks that no fork reads through any of
+ * them, and deletes them; if a fork does, unmarks them and fails with
+ * ELIDE_IN_USE. `volume delete` uses it for all of a volume's snapshots.
+ */
+export async function deleteManifests(
+  store: ObjectStore,
+  volumeId: Ulid,
+  volumeName: string,
+  manifests: readonly SnapshotManifest[],
+): Promise<void> {
+  for (const manifest of manifests) {
+    if (manifest.deleting === true) continue;
+    await store.put(
+      snapshotKey(volumeId, manifest.id),
+      encodeRecord({ ...manifest, deleting: true }),
+    );
+  }
+  const ids = new Set(manifests.map((manifest) => manifest.id));
+  const forks = (await readForks(store, volumeId)).filter((fork) => ids.has(fork.snapshotId));
+  if (forks.length > 0) {
+    // A marked manifest keeps its segments from GC either way; unmarking lets forks start again.
+    for (const manifest of manifests) {
+      const kept: SnapshotManifest = { ...manifest };
+      delete kept.deleting;
+      await store.put(snapshotKey(volumeId, manifest.id), encodeRecord(kept));
+    }
+    const names = forks.map((fork) => fork.name);
+    throw new ElideError(
+      'ELIDE_IN_USE',
+      manifests.length === 1
+        ? `snapshot ${manifests[0]!.id} of volume ${volumeName} has forks (${names.join(', ')}); delete them first`
+        : `volume ${volumeName} has forks (${names.join(', ')}); delete them first`,
+      { forks: names },
+    );
+  }
+  for (const manifest of manifests) await store.delete(snapshotKey(volumeId, manifest.id));
 }
 
 export function snapshotNotFound(name: string, snapshotId: string): ElideError {

@@ -39,6 +39,10 @@ export interface SnapshotManifest {
   seq: number;
   /** Segments holding every claim up to `seq`, sorted; GC never rewrites them. */
   segments: Ulid[];
+  /** Taken by `volume init --from NAME`; deleted with the last fork made from it. */
+  forkBase?: true;
+  /** A delete is in progress: no fork may be made from it, GC still leaves it alone. */
+  deleting?: true;
 }
 
 /** Kept under the parent: a snapshot with forks cannot be deleted, nor its volume. */
@@ -134,7 +138,7 @@ export function decodeSnapshotManifest(bytes: Buffer, key: string): SnapshotMani
   if (!isUlidValue(value.id)) bad(key, 'id');
   if (typeof value.label !== 'string') bad(key, 'label');
   if (typeof value.createdAt !== 'string') bad(key, 'createdAt');
-  return {
+  const manifest: SnapshotManifest = {
     version: 1,
     volumeId: value.volumeId,
     id: value.id,
@@ -143,6 +147,12 @@ export function decodeSnapshotManifest(bytes: Buffer, key: string): SnapshotMani
     seq: sequence(value.seq, key, 'seq'),
     segments: ulidList(value.segments, key, 'segments'),
   };
+  for (const flag of ['forkBase', 'deleting'] as const) {
+    if (value[flag] === undefined) continue;
+    if (value[flag] !== true) bad(key, flag);
+    manifest[flag] = true;
+  }
+  return manifest;
 }
 
 export function decodeForkRecord(bytes: Buffer, key: string): ForkRecord {

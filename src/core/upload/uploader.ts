@@ -271,17 +271,24 @@ export class Uploader {
   publishHead(confirmed: readonly SegmentFile[]): Promise<void> {
     return this.serialised(async () => {
       const head = await this.currentHead();
-      const segments = [...new Set(this.host.headSegments(confirmed))].sort();
+      const listed = new Set(head.segments);
+      // A segment the head lists stays listed until adopted, even when a crash
+      // cut its adoption short and it is in pending/ again: heads never go back.
+      const relisted = this.host
+        .pendingSegments()
+        .filter((segment) => listed.has(segment.id))
+        .map((segment) => segment.id);
+      const segments = [...new Set([...this.host.headSegments(confirmed), ...relisted])].sort();
       // A volume with nothing uploaded needs no head yet.
       const unchanged = this.headVersion !== undefined || segments.length === 0;
       if (unchanged && sameIds(head.segments, segments)) return;
-      const listed = new Set(segments);
+      const next = new Set(segments);
       const now = new Date().toISOString();
       const known = new Set(head.retired.map((entry) => entry.id));
       const retired: RetiredSegment[] = [
-        ...head.retired.filter((entry) => !listed.has(entry.id)),
+        ...head.retired.filter((entry) => !next.has(entry.id)),
         ...head.segments
-          .filter((id) => !listed.has(id) && !known.has(id))
+          .filter((id) => !next.has(id) && !known.has(id))
           .map((id) => ({ id, at: now })),
       ];
       await this.writeHead({

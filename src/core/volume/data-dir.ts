@@ -18,14 +18,16 @@ import {
   checkSnapshotLabel,
   createSnapshot,
   deleteSnapshot,
+  deleteManifests,
   latestOrNewSnapshot,
   listSnapshots,
   readForks,
   readManifest,
+  readManifests,
   snapshotNotFound,
   type SnapshotInfo,
 } from '../snapshot/snapshots.js';
-import { ElideError, isElideError, systemErrorCode } from '../errors.js';
+import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import { nodeFs } from '../fs/node-fs.js';
 import { UlidMint, isUlid, ulidTime, type Ulid } from '../ids/ulid.js';
@@ -318,9 +320,18 @@ export class DataDir {
     }
   }
 
+  /**
+   * Deletes a volume (file comment): its snapshots first, by the two-phase
+   * delete that refuses while forks read through them, then the rename to
+   * `.deleting-<id>` (COMMIT POINT), then its objects in the store and
+   * finally the local tree. A crash after the rename is finished by the next
+   * sweep; a fork made from one of its snapshots is deleted with a check
+   * whether that snapshot was taken just for forks and is now unused.
+   */
   async deleteVolume(name: string, options: { force: boolean }): Promise<void> {
     const dir = this.existingVolumeDir(name);
     const descriptor = readDescriptor(this.fs, dir);
+    await this.sweepCreating();
     const forks = await readForks(this.store, descriptor.id);
     if (forks.length > 0) {
       throw new ElideError(
@@ -330,19 +341,9 @@ export class DataDir {
         { forks: forks.map((fork) => fork.name) },
       );
     }
-    const views = path.join(dir, 'views');
-    for (const view of this.fs.stat(views) === undefined ? [] : this.fs.readdir(views)) {
-      if (!isUlid(view)) continue;
-      const pid = await VolumeLock.holder(this.fs, path.join(views, view));
-      if (pid !== null) {
-        throw new ElideError(
-          'ELIDE_VOLUME_LOCKED',
-          `snapshot ${view} of volume ${name} is being served` + (pid > 0 ? ` by pid ${pid}` : ''),
-        );
-      }
-    }
+    await this.refuseServedViews(dir, name);
     const lock = await VolumeLock.acquire(this.fs, dir, name);
-    const doomed = path.join(this.volumesDir, `.deleting-${this.mint.next()}`);
+    const doomed = path.join(this.volumesDir, `.deleting-${descriptor.id}`);
     try {
       if (!options.force) {
         const volume = await Volume.open(this.volumeOptions(dir, descriptor, null));
@@ -355,19 +356,63 @@ export class DataDir {
           );
         }
       }
+      const manifests = await readManifests(this.store, descriptor.id);
+      await deleteManifests(this.store, descriptor.id, name, manifests);
       this.fs.rename(dir, doomed);
       await this.fs.fsyncDir(this.volumesDir);
     } finally {
       await lock.release();
     }
-    this.fs.removeTree(doomed);
+    await this.finishDelete(doomed, descriptor);
+    const parent = descriptor.ancestors?.[0];
+    if (parent !== undefined) await this.dropUnusedForkBase(parent);
+  }
+
+  /** Removes a committed delete's objects in the store, then its local tree. */
+  private async finishDelete(doomed: string, descriptor: VolumeDescriptor): Promise<void> {
     for await (const object of this.store.list(volumePrefix(descriptor.id))) {
       await this.store.delete(object.key);
     }
-    const record = await this.readNameRecord(name);
-    if (record?.volumeId === descriptor.id) await this.store.delete(nameKey(name));
+    const record = await this.readNameRecord(descriptor.name);
+    if (record?.volumeId === descriptor.id) await this.store.delete(nameKey(descriptor.name));
     const parent = descriptor.ancestors?.[0];
     if (parent !== undefined) await this.store.delete(forkKey(parent.volumeId, descriptor.id));
+    this.fs.removeTree(doomed);
+  }
+
+  /** The snapshot `volume init --from NAME` took goes with its last fork. */
+  private async dropUnusedForkBase(parent: AncestorRef): Promise<void> {
+    try {
+      const manifest = await readManifest(this.store, parent.volumeId, parent.snapshotId);
+      if (manifest?.forkBase !== true) return;
+      const forks = await readForks(this.store, parent.volumeId);
+      if (forks.some((fork) => fork.snapshotId === manifest.id)) return;
+      await this.withVolume(parent.name, {
+        op: 'delete-snapshot',
+        args: { id: manifest.id },
+      });
+    } catch (error) {
+      // The snapshot only keeps its segments from GC; `snapshot delete` can remove it later.
+      this.log.warn(
+        `volume ${parent.name}: could not delete fork base snapshot ${parent.snapshotId}: ` +
+          errorText(error),
+      );
+    }
+  }
+
+  /** Refuses while a snapshot view of the volume is being served. */
+  private async refuseServedViews(volumeDir: string, name: string, only?: string): Promise<void> {
+    const views = path.join(volumeDir, 'views');
+    for (const view of this.fs.stat(views) === undefined ? [] : this.fs.readdir(views)) {
+      if (!isUlid(view) || (only !== undefined && view !== only)) continue;
+      const pid = await VolumeLock.holder(this.fs, path.join(views, view));
+      if (pid !== null) {
+        throw new ElideError(
+          'ELIDE_VOLUME_LOCKED',
+          `snapshot ${view} of volume ${name} is being served` + (pid > 0 ? ` by pid ${pid}` : ''),
+        );
+      }
+    }
   }
 
   /** Takes a snapshot; a running server does it through its control socket. */
@@ -482,6 +527,7 @@ export class DataDir {
       case 'delete-snapshot': {
         const id = stringArg(args, 'id');
         if (!isUlid(id)) throw snapshotNotFound(volume.name, id);
+        await this.refuseServedViews(volume.directory, volume.name, id);
         await deleteSnapshot(volume, this.store, id);
         return {};
       }
@@ -650,10 +696,14 @@ export class DataDir {
       const id = match[2] as Ulid;
       if (match[1] === 'creating' && Date.now() - ulidTime(id) < creatingDebrisAgeMs) continue;
       const dir = path.join(this.volumesDir, entry);
-      if (match[1] === 'creating') {
-        const parent = tryReadDescriptor(this.fs, dir)?.ancestors?.[0];
-        if (parent !== undefined) await this.store.delete(forkKey(parent.volumeId, id));
+      const descriptor = tryReadDescriptor(this.fs, dir);
+      if (match[1] === 'deleting' && descriptor !== undefined) {
+        // A delete past its commit point: finish it, store objects first.
+        await this.finishDelete(dir, descriptor);
+        continue;
       }
+      const parent = descriptor?.ancestors?.[0];
+      if (parent !== undefined) await this.store.delete(forkKey(parent.volumeId, id));
       this.fs.removeTree(dir);
     }
   }

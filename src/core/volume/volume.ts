@@ -342,14 +342,41 @@ export class Volume implements UploadHost {
     this.checkWritable();
     this.checkRange(offsetBytes, lengthBytes);
     await this.admit();
-    const pinned = await this.fetchEdgeBlocks(offsetBytes, lengthBytes);
-    try {
-      this.checkWritable();
-      apply();
-    } finally {
-      await this.unpin(pinned);
+    for (let attempt = 1; ; attempt++) {
+      const pinned = await this.fetchEdgeBlocks(offsetBytes, lengthBytes);
+      try {
+        this.checkWritable();
+        // A GC commit may have moved an edge block into a segment that was
+        // then adopted and evicted meanwhile: fetch again rather than fail.
+        if (this.edgeBlocksLocal(offsetBytes, lengthBytes)) {
+          apply();
+          break;
+        }
+        if (attempt >= 4) {
+          throw new ElideError(
+            'ELIDE_IO',
+            `volume ${this.name}: the blocks around a write at ${offsetBytes} kept being evicted`,
+          );
+        }
+      } finally {
+        await this.unpin(pinned);
+      }
     }
     if (options.fua === true) await this.flush();
+  }
+
+  /** Whether the partial edge blocks of a write can be read without fetching. */
+  private edgeBlocksLocal(offsetBytes: number, lengthBytes: number): boolean {
+    const missing: FetchRequest[] = [];
+    const scratch = Buffer.allocUnsafe(blockBytes);
+    const endBytes = offsetBytes + lengthBytes;
+    if (offsetBytes % blockBytes !== 0) {
+      this.readBlocksInto(Math.floor(offsetBytes / blockBytes), 1, scratch, 0, missing);
+    }
+    if (endBytes % blockBytes !== 0) {
+      this.readBlocksInto(Math.floor(endBytes / blockBytes), 1, scratch, 0, missing);
+    }
+    return missing.length === 0;
   }
 
   /**
@@ -560,6 +587,7 @@ export class Volume implements UploadHost {
       for (const claim of segment.index.claims) storedSeqMax = Math.max(storedSeqMax, claim.seq);
     }
     const wals = this.wals;
+    const ancestorClaims = this.ancestorClaims;
     return {
       eligible,
       storedSeqMax,
@@ -568,6 +596,8 @@ export class Volume implements UploadHost {
       frozenSegments: own.length - eligible.length,
       otherClaimHashes: function* () {
         for (const segment of others) for (const claim of segment.index.claims) yield claim.hash;
+        // A fork may hold its own copy of a body its ancestors' claims use.
+        for (const claim of ancestorClaims) yield claim.hash;
         for (const wal of wals) {
           if (wal.retired) continue;
           for (const record of wal.records) if (record.kind === 'data') yield record.hash;
