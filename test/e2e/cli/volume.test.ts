@@ -20,6 +20,7 @@ const infoKeys = [
   'cacheBytes',
   'extents',
   'inUseByPid',
+  'parent',
   'segmentBytes',
   'segments',
   'storedBytes',
@@ -161,9 +162,14 @@ describe('volume info', () => {
       unknown
     >;
     expect(Object.keys(info).sort()).toEqual(infoKeys);
-    expect(info).toMatchObject({ name: 'info-vol', size: 64 * 1024 ** 2, inUseByPid: null });
+    expect(info).toMatchObject({
+      name: 'info-vol',
+      size: 64 * 1024 ** 2,
+      inUseByPid: null,
+      parent: null,
+    });
     for (const key of infoKeys.filter(
-      (k) => !['name', 'id', 'createdAt', 'inUseByPid'].includes(k),
+      (k) => !['name', 'id', 'createdAt', 'inUseByPid', 'parent'].includes(k),
     )) {
       expect(typeof info[key], key).toBe('number');
     }
