@@ -194,13 +194,10 @@ async function throughput(server, pattern) {
   // only GC's own work.
   const snapshot = JSON.parse(await elide(server.env, ['snapshot', 'create', 'bench', '--json']));
   await elide(server.env, ['snapshot', 'delete', 'bench', snapshot.id, '--json']);
-  const before = await info(server.env);
   const result = await gc(server, throughputGc);
   const copied = result.bytesRewritten - result.bytesReclaimed;
   return {
     fillMibPerS: fill.mibPerS,
-    segmentsBefore: before.segments,
-    segmentBytesBefore: before.segmentBytes,
     processedMib: mib(result.bytesRewritten),
     copiedMib: mib(copied),
     segmentsRewritten: result.segmentsRewritten,
@@ -243,7 +240,8 @@ function otherCpuMeter(serverPid) {
   const read = () =>
     machineBusySeconds() - processCpuSeconds('self', true) - processCpuSeconds(serverPid);
   const start = read();
-  return () => read() - start;
+  // Each figure is rounded to clock ticks, so an idle machine can come out a little below 0.
+  return () => Math.max(0, read() - start);
 }
 
 /** The foreground fio run, alone or with `elide gc` run back to back until it ends. */
