@@ -360,6 +360,25 @@ describe('review: upload, demand fetch, cache', () => {
     await volume.close().catch(() => {});
   }, 20_000);
 
+  it('U8b: once a failed sync stops the volume, uploads stop too instead of re-sending for ever', async () => {
+    const { base, hooks, store, volume } = await setup();
+    hooks.fsyncDir = async (p) => {
+      if (p.endsWith(cacheSuffix)) {
+        throw Object.assign(new Error('EIO: injected fsync failure'), { code: 'EIO' });
+      }
+      return base.fsyncDir(p);
+    };
+    await volume.write(0, pattern(blockBytes, 10));
+    const started = performance.now();
+    await expect(volume.sync()).rejects.toThrow(/stopped/);
+    // At once, not after a round of retries with backoff.
+    expect(performance.now() - started).toBeLessThan(1000);
+    const puts = store.stats().putRequests;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(store.stats().putRequests - puts).toBe(0);
+    await volume.close().catch(() => {});
+  }, 20_000);
+
   it('U9: data just written to the local log reads back while the store is down, even if an evicted segment holds the same bytes', async () => {
     const { store, volume } = await setup({ fetchTimeoutMs: 300 });
     const data = pattern(64 * kib, 12);

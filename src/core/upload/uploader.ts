@@ -67,6 +67,8 @@ export interface UploadHost {
   putSegment(key: string, segment: SegmentFile): Promise<void>;
   /** Moves a confirmed segment out of `pending/` (step 3). */
   adopt(segment: SegmentFile): Promise<void>;
+  /** Set once the volume has stopped (a failed sync): uploads stop too. */
+  readonly stoppedBy: ElideError | null;
 }
 
 export class Uploader {
@@ -159,6 +161,11 @@ export class Uploader {
 
   private onFailure(error: unknown): void {
     this.lastError = error;
+    if (this.host.stoppedBy !== null) {
+      // Retrying cannot help a volume that refuses all I/O until reopened.
+      this.fatal = this.host.stoppedBy;
+      return;
+    }
     if (error instanceof AssertionError) {
       // A broken internal rule is not a store outage: retrying cannot help.
       this.fatal = new ElideError(

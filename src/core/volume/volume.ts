@@ -714,6 +714,11 @@ export class Volume implements UploadHost {
     return this.uploader.deleteRetired(retentionMs);
   }
 
+  /** Set once the volume has stopped after a failed sync (invariant 7). */
+  get stoppedBy(): ElideError | null {
+    return this.failure;
+  }
+
   /** Mints a new id above every id the volume has used (segments, logs, GC outputs). */
   mintId(): Ulid {
     return this.mint.next();
@@ -775,7 +780,8 @@ export class Volume implements UploadHost {
    * point its extents at the stored copy.
    */
   async adopt(segment: SegmentFile): Promise<void> {
-    if (this.closed || this.failure !== null || this.segments.get(segment.id) !== segment) return;
+    if (this.failure !== null) throw this.failure;
+    if (this.closed || this.segments.get(segment.id) !== segment) return;
     try {
       await this.adoptSteps(segment);
     } catch (error) {
