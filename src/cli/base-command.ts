@@ -126,16 +126,19 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
     label: string,
     task: (onProgress: ProgressCallback | undefined) => Promise<R>,
   ): Promise<R> {
-    const progress = startProgress(label, {
-      // A pty with no size (columns 0) makes ora's line counting divide by zero and flood the
-      // terminal with clear-line sequences, so a sizeless terminal gets no spinner.
-      enabled: process.stderr.isTTY === true && process.stderr.columns > 0 && !this.jsonEnabled(),
-    });
+    const progress = startProgress(label, { enabled: this.showsProgress() });
     try {
       return await task(progress.onProgress);
     } finally {
       progress.stop();
     }
+  }
+
+  /** Whether a person is watching: a sized TTY on stderr and no --json. */
+  protected showsProgress(): boolean {
+    // A pty with no size (columns 0) makes ora's line counting divide by zero and flood the
+    // terminal with clear-line sequences, so a sizeless terminal gets no spinner.
+    return process.stderr.isTTY === true && process.stderr.columns > 0 && !this.jsonEnabled();
   }
 
   /** `--json` output: the bare value, uncoloured, whatever FORCE_COLOR says. */

@@ -90,3 +90,22 @@ export function progressText(
   const mibPerSecond = elapsedSeconds > 0 ? doneBytes / 1024 ** 2 / elapsedSeconds : 0;
   return `${label}  ${formatBytes(doneBytes)} / ${formatBytes(totalBytes)}  ${percent}%  ${mibPerSecond.toFixed(1)} MiB/s`;
 }
+
+export interface Status {
+  update(text: string): void;
+  stop(): void;
+}
+
+/** A spinner line on stderr whose text the caller sets, only when `enabled`. */
+export function startStatus(label: string, options: { enabled: boolean }): Status {
+  if (!options.enabled) return { update: () => undefined, stop: () => undefined };
+  const spinner = ora({ text: label, stream: process.stderr, discardStdin: false }).start();
+  return {
+    update: (text) => {
+      spinner.text = `${label}  ${text}`;
+    },
+    stop: () => {
+      if (spinner.isSpinning) spinner.stop();
+    },
+  };
+}

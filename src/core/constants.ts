@@ -98,6 +98,17 @@ export const gcPlanYieldClaims = 4096;
 /** Snapshot labels are short text. */
 export const snapshotLabelBytesMax = 256;
 
+/** Tar archives are made of blocks of this size. */
+export const tarBlockBytes = 512;
+/** PAX and GNU long-name headers larger than this are refused. */
+export const tarMetaBytesMax = 1024 * 1024;
+/** Symlinks followed while resolving one path inside an image's root. */
+export const rootfsSymlinkHopsMax = 40;
+/** Image manifests, indexes and configs larger than this are refused. */
+export const ociDocumentBytesMax = 4 * 1024 * 1024;
+/** Layers of one image at most. */
+export const ociLayersMax = 256;
+
 /** Control socket requests and replies are short JSON lines. */
 export const controlRequestBytesMax = 64 * 1024;
 /** A control client must send its request within this time. */

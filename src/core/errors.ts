@@ -24,6 +24,8 @@ export const errorCodes = {
   ELIDE_STORE_UNAVAILABLE: [14, 'EIO'],
   ELIDE_SNAPSHOT_NOT_FOUND: [3, 'EINVAL'],
   ELIDE_IN_USE: [15, 'EIO'],
+  ELIDE_IMAGE_INVALID: [16, 'EINVAL'],
+  ELIDE_IMAGE_NOT_FOUND: [17, 'EINVAL'],
   ELIDE_IO: [1, 'EIO'],
 } as const;
 

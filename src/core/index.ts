@@ -25,3 +25,5 @@ const packageJson = createRequire(import.meta.url)('../../package.json') as { ve
 export const elideVersion: string = packageJson.version;
 export { serveVolumes, nbdDefaultHost, nbdDefaultPort } from './nbd/index.js';
 export type { NbdService, ServeOptions } from './nbd/index.js';
+export { hostPlatform, parsePlatform, formatPlatform } from './oci/image.js';
+export type { ImportOciResult, ImportOciOptions } from './oci/import.js';

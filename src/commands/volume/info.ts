@@ -36,6 +36,13 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
         ['size', formatBytesExact(info.size)],
         ['created', info.createdAt],
         ['forked from', info.parent ?? '-'],
+        ['read-only', info.readonly ? 'yes' : 'no'],
+        [
+          'origin',
+          info.origin === null
+            ? '-'
+            : `${info.origin.image} (${info.origin.platform}, ${info.origin.digest})`,
+        ],
         ['written', formatBytesExact(info.writtenBytes)],
         ['zeroed', formatBytesExact(info.zeroBytes)],
         ['stored', formatBytesExact(info.storedBytes)],

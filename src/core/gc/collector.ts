@@ -63,6 +63,10 @@ export async function collectVolume(
 ): Promise<GcVolumeResult> {
   return volume.exclusive(async () => {
     const started = performance.now();
+    if (!volume.writable) {
+      // A read-only (imported) volume is written once, compactly: nothing to collect.
+      return emptyResult(volume.name);
+    }
     // A dry run plans against the store's view as it is; a real run first
     // uploads what is written so far.
     if (!options.dryRun) await volume.snapshotPoint();
@@ -74,17 +78,9 @@ export async function collectVolume(
     const plannedStored = new Set<Ulid>([...view.eligible.map((s) => s.id), ...frozen]);
     const passes = await planGc({ ...view, minLive: options.minLive });
     const result: GcVolumeResult = {
-      name: volume.name,
+      ...emptyResult(volume.name),
       segmentsExamined: view.eligible.length,
       segmentsFrozen: view.frozenSegments,
-      segmentsRewritten: 0,
-      segmentsWritten: 0,
-      bytesRewritten: 0,
-      bytesReclaimed: 0,
-      passesRefused: 0,
-      objectsDeleted: 0,
-      bytesDeleted: 0,
-      durationMs: 0,
     };
     for (const pass of passes) {
       if (options.dryRun) {
@@ -113,6 +109,22 @@ export async function collectVolume(
     result.durationMs = Math.round(performance.now() - started);
     return result;
   });
+}
+
+function emptyResult(name: string): GcVolumeResult {
+  return {
+    name,
+    segmentsExamined: 0,
+    segmentsFrozen: 0,
+    segmentsRewritten: 0,
+    segmentsWritten: 0,
+    bytesRewritten: 0,
+    bytesReclaimed: 0,
+    passesRefused: 0,
+    objectsDeleted: 0,
+    bytesDeleted: 0,
+    durationMs: 0,
+  };
 }
 
 /** Object bytes of the output a pass writes. */

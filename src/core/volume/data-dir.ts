@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fetchTimeoutMsDefault, freeSpaceReserveBytesDefault, initialEpoch } from '../constants.js';
 import { sendControl, type ControlRequest } from '../control/control-socket.js';
 import { collectVolume, type GcOptions, type GcVolumeResult } from '../gc/collector.js';
+import { importOciImage, type ImportOciOptions, type ImportOciResult } from '../oci/import.js';
 import { materializeAncestors } from '../snapshot/ancestry.js';
 import {
   checkSnapshotLabel,
@@ -51,6 +52,7 @@ import {
   validateVolumeSize,
   type AncestorRef,
   type VolumeDescriptor,
+  type VolumeOrigin,
 } from './descriptor.js';
 import { VolumeLock } from './lock.js';
 import {
@@ -165,6 +167,19 @@ export class DataDir {
     return this.createVolume(name, validateVolumeSize(sizeBytes), undefined);
   }
 
+  /** A read-only volume for an imported image (`openVolume(name, { filling: true })` writes it). */
+  async initImageVolume(
+    name: string,
+    sizeBytes: number,
+    origin: VolumeOrigin,
+  ): Promise<VolumeSummary> {
+    validateVolumeName(name);
+    return this.createVolume(name, validateVolumeSize(sizeBytes), undefined, {
+      readonly: true,
+      origin,
+    });
+  }
+
   /**
    * Creates NEW as a writable fork of `source` (`NAME` or `NAME@SNAPSHOT`):
    * it reads through the snapshot and shares all its data. Without a
@@ -209,6 +224,7 @@ export class DataDir {
     name: string,
     size: number,
     fork: { parent: VolumeDescriptor; ancestors: AncestorRef[] } | undefined,
+    image?: { readonly: true; origin: VolumeOrigin },
   ): Promise<VolumeSummary> {
     const final = this.volumeDir(name);
     if (this.fs.stat(final) !== undefined) throw volumeExists(name);
@@ -222,6 +238,7 @@ export class DataDir {
       createdAt: new Date().toISOString(),
     };
     if (fork !== undefined) descriptor.ancestors = fork.ancestors;
+    if (image !== undefined) Object.assign(descriptor, image);
     const staging = path.join(this.volumesDir, `.creating-${id}`);
     const undo: Array<() => Promise<void>> = [async () => this.fs.removeTree(staging)];
     const rollback = async (): Promise<void> => {
@@ -299,6 +316,8 @@ export class DataDir {
           ...stats,
           storedBytes: stats.walBytes + stats.segmentBytes,
           parent: parentRef(descriptor),
+          readonly: descriptor.readonly === true,
+          origin: descriptor.origin ?? null,
           inUseByPid,
         };
       } catch (error) {
@@ -307,13 +326,20 @@ export class DataDir {
     }
   }
 
-  /** Opens a volume for reading and writing under its single-writer lock. */
-  async openVolume(name: string): Promise<Volume> {
+  /**
+   * Opens a volume under its single-writer lock: for reading and writing,
+   * or only reading for a read-only (imported) volume unless `filling`
+   * (the import writing it).
+   */
+  async openVolume(name: string, options: { filling?: boolean } = {}): Promise<Volume> {
     const dir = this.existingVolumeDir(name);
     const descriptor = readDescriptor(this.fs, dir);
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     try {
-      return await Volume.open(this.volumeOptions(dir, descriptor, lock));
+      return await Volume.open({
+        ...this.volumeOptions(dir, descriptor, lock),
+        readOnly: descriptor.readonly === true && options.filling !== true,
+      });
     } catch (error) {
       await lock.release();
       throw error;
@@ -637,6 +663,17 @@ export class DataDir {
     signal?: AbortSignal,
   ): Promise<RawCopyResult> {
     return importRaw(this, file, name, onProgress, signal);
+  }
+
+  /** Imports a container image as a read-only volume (oci/import.ts). */
+  async importOci(
+    reference: string,
+    name: string,
+    options: ImportOciOptions,
+  ): Promise<ImportOciResult> {
+    validateVolumeName(name);
+    if (this.fs.stat(this.volumeDir(name)) !== undefined) throw volumeExists(name);
+    return importOciImage(this, reference, name, options);
   }
 
   async exportRaw(

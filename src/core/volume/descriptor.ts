@@ -25,6 +25,18 @@ export interface VolumeDescriptor {
   createdAt: string;
   /** For a fork: the snapshots it reads through, its parent's first. */
   ancestors?: AncestorRef[];
+  /** Refuses guest writes (an imported image); fork it to write. */
+  readonly?: true;
+  /** Where an imported volume came from. */
+  origin?: VolumeOrigin;
+}
+
+export interface VolumeOrigin {
+  /** The image reference as given to `import-oci`. */
+  image: string;
+  /** Digest of the image manifest that was imported. */
+  digest: string;
+  platform: string;
 }
 
 export function validateVolumeName(name: string): string {
@@ -75,7 +87,7 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
       `${source}: descriptor version ${String(record.version)} is not supported`,
     );
   }
-  const { id, name, sizeBytes, createdAt, ancestors } = record;
+  const { id, name, sizeBytes, createdAt, ancestors, readonly, origin } = record;
   if (
     typeof id !== 'string' ||
     !isUlid(id) ||
@@ -98,7 +110,27 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
     createdAt,
   };
   if (ancestors !== undefined) descriptor.ancestors = decodeAncestors(ancestors, source);
+  if (readonly !== undefined) {
+    if (readonly !== true)
+      throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: invalid readonly`);
+    descriptor.readonly = true;
+  }
+  if (origin !== undefined) descriptor.origin = decodeOrigin(origin, source);
   return descriptor;
+}
+
+function decodeOrigin(value: unknown, source: string): VolumeOrigin {
+  const origin = value as Partial<VolumeOrigin> | null;
+  if (
+    typeof origin !== 'object' ||
+    origin === null ||
+    typeof origin.image !== 'string' ||
+    typeof origin.digest !== 'string' ||
+    typeof origin.platform !== 'string'
+  ) {
+    throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: invalid origin`);
+  }
+  return { image: origin.image, digest: origin.digest, platform: origin.platform };
 }
 
 function decodeAncestors(value: unknown, source: string): AncestorRef[] {

@@ -62,7 +62,7 @@ export async function importRaw(
 }
 
 /** Writes the block runs of `chunk` that are not all zero; returns the bytes written. */
-async function writeNonZeroRuns(
+export async function writeNonZeroRuns(
   volume: { write(offset: number, data: Buffer): Promise<void> },
   offset: number,
   chunk: Buffer,

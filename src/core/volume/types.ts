@@ -29,6 +29,10 @@ export interface VolumeInfo extends VolumeSummary {
   cacheBytes: number;
   /** For a fork: the snapshot it was made from, as `NAME@SNAPSHOT`; otherwise null. */
   parent: string | null;
+  /** Whether guest writes are refused (an imported image: fork it to write). */
+  readonly: boolean;
+  /** For an imported image: the reference, manifest digest and platform; otherwise null. */
+  origin: { image: string; digest: string; platform: string } | null;
   /** pid of the process serving the volume, when one holds its lock. */
   inUseByPid: number | null;
 }

@@ -539,9 +539,24 @@ export class Volume implements UploadHost {
    * a snapshot reads only claims up to `seq`). Guest I/O goes on meanwhile.
    */
   async snapshotPoint(): Promise<{ seq: number; segments: Ulid[] }> {
-    this.checkWritable();
-    assert(this.uploader !== null, 'writable volumes upload');
+    this.checkOpen();
     const seq = this.nextSeq - 1;
+    if (!this.writable) {
+      // A read-only (imported) volume never changes: its point is what it stores.
+      if (this.stats().uploadPendingBytes > 0) {
+        throw new ElideError(
+          'ELIDE_VOLUME_READONLY',
+          `volume ${this.name} is read-only and not fully uploaded`,
+        );
+      }
+      return {
+        seq,
+        segments: this.ownStored()
+          .map((segment) => segment.id)
+          .sort(),
+      };
+    }
+    assert(this.uploader !== null, 'writable volumes upload');
     this.sealActiveWal();
     const logs = this.wals.filter((wal) => !wal.retired);
     for (const wal of logs) this.schedulePromotion(wal);

@@ -20,7 +20,9 @@ const infoKeys = [
   'cacheBytes',
   'extents',
   'inUseByPid',
+  'origin',
   'parent',
+  'readonly',
   'segmentBytes',
   'segments',
   'storedBytes',
@@ -167,9 +169,11 @@ describe('volume info', () => {
       size: 64 * 1024 ** 2,
       inUseByPid: null,
       parent: null,
+      readonly: false,
+      origin: null,
     });
     for (const key of infoKeys.filter(
-      (k) => !['name', 'id', 'createdAt', 'inUseByPid', 'parent'].includes(k),
+      (k) => !['name', 'id', 'createdAt', 'inUseByPid', 'parent', 'readonly', 'origin'].includes(k),
     )) {
       expect(typeof info[key], key).toBe('number');
     }

@@ -1,0 +1,310 @@
+/**
+ * `import-oci`: a container image becomes a read-only volume holding an
+ * ext4 filesystem with the image's merged root filesystem.
+ *
+ *   1. Resolve the manifest for the platform; copy each layer to scratch
+ *      space, checking its digest.
+ *   2. Apply the layers in order to a staging tree (rootfs.ts), checking that
+ *      each unpacks to its `diff_id`.
+ *   3. Build the filesystem with `mke2fs -t ext4 -d` (sized from the tree
+ *      unless a size is given).
+ *   4. Create the read-only volume (its descriptor names the image), write
+ *      the filesystem's non-zero blocks, upload, and take the snapshot forks
+ *      branch from.
+ * Scratch space lives under the data directory and is removed at the end; a
+ * failure at any step removes the half-made volume too.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { Decompress } from 'fzstd';
+import { blockBytes, rawCopyChunkBytes } from '../constants.js';
+import { ElideError, systemErrorCode } from '../errors.js';
+import { UlidMint } from '../ids/ulid.js';
+import { createSnapshot } from '../snapshot/snapshots.js';
+import { roundUp } from '../units.js';
+import type { DataDir } from '../volume/data-dir.js';
+import { writeNonZeroRuns } from '../volume/raw-copy.js';
+import {
+  formatPlatform,
+  openImageSource,
+  parseImageRef,
+  type Descriptor,
+  type Platform,
+} from './image.js';
+import { RootfsBuilder, type RootfsStats } from './rootfs.js';
+import { readTar } from './tar.js';
+
+export interface ImportOciOptions {
+  platform: Platform;
+  /** Size of the filesystem; by default sized from the image's contents. */
+  sizeBytes?: number;
+  onProgress?: (progress: ImportProgress) => void;
+}
+
+export interface ImportProgress {
+  phase: 'layers' | 'filesystem' | 'volume';
+  layersDone: number;
+  layers: number;
+  bytes: number;
+  files: number;
+}
+
+/** What `import-oci --json` prints. */
+export interface ImportOciResult {
+  name: string;
+  /** Volume (and filesystem) size in bytes. */
+  size: number;
+  image: string;
+  digest: string;
+  platform: string;
+  layers: number;
+  files: number;
+  directories: number;
+  symlinks: number;
+  hardlinks: number;
+  /** Compressed bytes of the image's layers. */
+  imageBytes: number;
+  /** Bytes of file data in the merged root filesystem. */
+  fileBytes: number;
+  /** Bytes this import added to storage (the new volume's segments). */
+  storedBytes: number;
+  /** Device nodes and FIFOs the layers held, which were skipped. */
+  skippedSpecial: number;
+  /** Extended attributes the layers held, which were not applied. */
+  skippedXattrs: number;
+  /** The snapshot forks of this image branch from. */
+  snapshotId: string;
+  durationMs: number;
+}
+
+const mint = new UlidMint();
+
+export async function importOciImage(
+  dataDir: DataDir,
+  reference: string,
+  name: string,
+  options: ImportOciOptions,
+): Promise<ImportOciResult> {
+  const started = Date.now();
+  const ref = parseImageRef(reference);
+  const scratch = path.join(dataDir.root, 'tmp', `import-${mint.next()}`);
+  await fs.mkdir(scratch, { recursive: true });
+  try {
+    const source = await openImageSource(ref, scratch);
+    try {
+      const image = await source.resolve(options.platform);
+      const rootfs = path.join(scratch, 'rootfs');
+      await fs.mkdir(rootfs);
+      const builder = new RootfsBuilder(rootfs, source.description);
+      const progress = (phase: ImportProgress['phase'], layersDone: number, bytes: number) =>
+        options.onProgress?.({
+          phase,
+          layersDone,
+          layers: image.layers.length,
+          bytes,
+          files: builder.stats.files,
+        });
+      let imageBytes = 0;
+      for (const [i, layer] of image.layers.entries()) {
+        const file = path.join(scratch, `layer-${i}`);
+        await source.fetchBlob(layer, file);
+        imageBytes += layer.size;
+        builder.beginLayer();
+        await applyLayer(file, layer, image.diffIds[i]!, builder, source.description);
+        await fs.rm(file);
+        progress('layers', i + 1, imageBytes);
+      }
+      progress('filesystem', image.layers.length, imageBytes);
+      const filesystem = path.join(scratch, 'image.ext4');
+      const size = roundUp(options.sizeBytes ?? filesystemSize(builder.stats), blockBytes);
+      await buildExt4(rootfs, filesystem, size, builder.stats);
+      await fs.rm(rootfs, { recursive: true, force: true });
+      progress('volume', image.layers.length, imageBytes);
+      const platform = formatPlatform(image.platform);
+      const { storedBytes, snapshotId } = await fillVolume(dataDir, name, filesystem, size, {
+        image: reference,
+        digest: image.digest,
+        platform,
+      });
+      const stats = builder.stats;
+      return {
+        name,
+        size,
+        image: reference,
+        digest: image.digest,
+        platform,
+        layers: image.layers.length,
+        files: stats.files,
+        directories: stats.directories,
+        symlinks: stats.symlinks,
+        hardlinks: stats.hardlinks,
+        imageBytes,
+        fileBytes: stats.fileBytes,
+        storedBytes,
+        skippedSpecial: stats.skippedSpecial,
+        skippedXattrs: stats.skippedXattrs,
+        snapshotId,
+        durationMs: Date.now() - started,
+      };
+    } finally {
+      await source.close();
+    }
+  } finally {
+    await fs.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Streams a layer (gzip, zstd or plain tar) into the staging tree, checking its diff_id. */
+async function applyLayer(
+  file: string,
+  layer: Descriptor,
+  diffId: string,
+  builder: RootfsBuilder,
+  source: string,
+): Promise<void> {
+  const head = Buffer.alloc(4);
+  const handle = await fs.open(file, 'r');
+  try {
+    await handle.read(head, 0, 4, 0);
+  } finally {
+    await handle.close();
+  }
+  const compressed = createReadStream(file);
+  let plain: AsyncIterable<Uint8Array>;
+  if (head[0] === 0x1f && head[1] === 0x8b) plain = compressed.pipe(createGunzip());
+  else if (head.readUInt32LE(0) === 0xfd2fb528) plain = zstdDecompress(compressed);
+  else plain = compressed;
+  const hash = createHash('sha256');
+  const hashed = (async function* () {
+    for await (const chunk of plain) {
+      hash.update(chunk);
+      yield chunk;
+    }
+  })();
+  const where = `${source} layer ${layer.digest}`;
+  try {
+    for await (const { entry, body } of readTar(hashed, where)) await builder.apply(entry, body);
+    // Anything after the end-of-archive blocks still counts toward the diff_id.
+    for await (const rest of hashed) void rest;
+  } catch (error) {
+    if (error instanceof ElideError) throw error;
+    // zlib and fzstd report damaged input as plain errors.
+    throw new ElideError('ELIDE_IMAGE_INVALID', `${where}: ${(error as Error).message}`);
+  } finally {
+    compressed.destroy();
+  }
+  if (`sha256:${hash.digest('hex')}` !== diffId) {
+    throw new ElideError(
+      'ELIDE_IMAGE_INVALID',
+      `${where} does not unpack to its diff_id ${diffId}`,
+    );
+  }
+}
+
+async function* zstdDecompress(input: AsyncIterable<Buffer>): AsyncGenerator<Uint8Array> {
+  const out: Uint8Array[] = [];
+  const stream = new Decompress((chunk) => out.push(chunk));
+  for await (const chunk of input) {
+    stream.push(chunk);
+    yield* out.splice(0);
+  }
+  stream.push(new Uint8Array(0), true);
+  yield* out.splice(0);
+}
+
+/**
+ * Room for the files (each rounded to blocks), an inode and a directory
+ * entry each, and the filesystem's own metadata and journal, with a quarter
+ * to spare.
+ */
+function filesystemSize(stats: RootfsStats): number {
+  const entries = stats.files + stats.directories + stats.symlinks + stats.hardlinks;
+  const data = stats.fileBytes + (stats.files + stats.directories) * blockBytes;
+  const metadata = entries * 256 + 64 * 1024 * 1024;
+  return roundUp(Math.ceil((data + metadata) * 1.25), 1024 * 1024);
+}
+
+async function buildExt4(
+  rootfs: string,
+  file: string,
+  size: number,
+  stats: RootfsStats,
+): Promise<void> {
+  const inodes = Math.ceil((stats.files + stats.directories + stats.symlinks) * 1.25) + 4096;
+  const args = [
+    '-q',
+    '-F',
+    '-t',
+    'ext4',
+    '-b',
+    String(blockBytes),
+    '-N',
+    String(inodes),
+    '-L',
+    'elide',
+    '-E',
+    'root_owner=0:0',
+    '-d',
+    rootfs,
+    file,
+    `${size / 1024}k`,
+  ];
+  await new Promise<void>((resolve, reject) => {
+    execFile('mke2fs', args, { maxBuffer: 4 * 1024 * 1024 }, (error, _stdout, stderr) => {
+      if (error === null) return resolve();
+      if (systemErrorCode(error) === 'ENOENT') {
+        reject(new ElideError('ELIDE_IO', 'mke2fs not found: install e2fsprogs to import images'));
+        return;
+      }
+      const reason = stderr.trim().split('\n').pop() ?? error.message;
+      reject(
+        new ElideError(
+          'ELIDE_IO',
+          `mke2fs could not build a ${size}-byte filesystem from the image (${reason}); ` +
+            'a larger --size may help',
+        ),
+      );
+    });
+  });
+}
+
+/** Creates the read-only volume, writes the filesystem into it, uploads and snapshots it. */
+async function fillVolume(
+  dataDir: DataDir,
+  name: string,
+  filesystem: string,
+  size: number,
+  origin: { image: string; digest: string; platform: string },
+): Promise<{ storedBytes: number; snapshotId: string }> {
+  await dataDir.initImageVolume(name, size, origin);
+  try {
+    const volume = await dataDir.openVolume(name, { filling: true });
+    try {
+      const handle = await fs.open(filesystem, 'r');
+      try {
+        const chunk = Buffer.alloc(rawCopyChunkBytes);
+        for (let offset = 0; offset < size; offset += rawCopyChunkBytes) {
+          const length = Math.min(rawCopyChunkBytes, size - offset);
+          const { bytesRead } = await handle.read(chunk, 0, length, offset);
+          chunk.fill(0, bytesRead, length);
+          await writeNonZeroRuns(volume, offset, chunk.subarray(0, length));
+        }
+      } finally {
+        await handle.close();
+      }
+      await volume.flush();
+      const label = `image ${origin.digest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
+      const snapshot = await createSnapshot(volume, dataDir.store, label);
+      return { storedBytes: volume.stats().segmentBytes, snapshotId: snapshot.id };
+    } finally {
+      await volume.close();
+    }
+  } catch (error) {
+    await dataDir.deleteVolume(name, { force: true }).catch(() => {});
+    throw error;
+  }
+}

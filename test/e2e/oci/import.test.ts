@@ -1,0 +1,212 @@
+/**
+ * `elide import-oci` against images built by the real tools (umoci, skopeo):
+ * two versions of an image (the second changes a few files and deletes one),
+ * imported from an OCI layout, an OCI archive and a docker archive, served
+ * read-only over NBD, copied out with nbdcopy and checked with e2fsck and
+ * debugfs; a fork of it is writable; a hostile layer is refused and leaves
+ * nothing behind.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeServeSandbox, run, runOk } from '../../support/serve.js';
+import type { RunResult, ServeSandbox } from '../../support/serve.js';
+import { writeTar } from '../../support/tar-writer.js';
+
+let sandbox: ServeSandbox;
+let layout: string;
+const big = randomBytes(3 * 1024 * 1024);
+
+beforeAll(async () => {
+  sandbox = await makeServeSandbox('elide-oci-');
+  const tree = path.join(sandbox.dir, 'tree');
+  fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+  fs.mkdirSync(path.join(tree, 'usr/bin'), { recursive: true });
+  fs.mkdirSync(path.join(tree, 'srv/data'), { recursive: true });
+  fs.writeFileSync(path.join(tree, 'etc/motd'), 'version one\n');
+  fs.writeFileSync(path.join(tree, 'etc/obsolete.conf'), 'remove me\n');
+  fs.writeFileSync(path.join(tree, 'usr/bin/tool'), '#!/bin/sh\necho tool\n', { mode: 0o755 });
+  fs.writeFileSync(path.join(tree, 'srv/data/blob.bin'), big);
+  fs.writeFileSync(path.join(tree, 'srv/data/private'), 'secret\n', { mode: 0o600 });
+  fs.chownSync(path.join(tree, 'srv/data/private'), 1234, 2345);
+  fs.symlinkSync('../usr/bin/tool', path.join(tree, 'etc/tool-link'));
+  fs.linkSync(path.join(tree, 'usr/bin/tool'), path.join(tree, 'usr/bin/tool-hard'));
+
+  layout = path.join(sandbox.dir, 'layout');
+  await runOk('umoci', ['init', '--layout', layout]);
+  await runOk('umoci', ['new', '--image', `${layout}:v1`]);
+  await runOk('umoci', ['insert', '--image', `${layout}:v1`, tree, '/']);
+  // Version two: one file changed, one deleted, one added.
+  const bundle = path.join(sandbox.dir, 'bundle');
+  await runOk('umoci', ['unpack', '--image', `${layout}:v1`, bundle]);
+  fs.writeFileSync(path.join(bundle, 'rootfs/etc/motd'), 'version two\n');
+  fs.rmSync(path.join(bundle, 'rootfs/etc/obsolete.conf'));
+  fs.writeFileSync(path.join(bundle, 'rootfs/etc/added'), 'new in two\n');
+  await runOk('umoci', ['repack', '--image', `${layout}:v2`, bundle]);
+}, 120_000);
+afterAll(async () => {
+  await sandbox?.cleanup();
+});
+
+function json(result: RunResult): Record<string, unknown> {
+  expect(result.code, result.stderr).toBe(0);
+  return JSON.parse(result.text) as Record<string, unknown>;
+}
+
+/** Copies the served volume out with nbdcopy and checks the filesystem on it. */
+async function checkFilesystem(name: string): Promise<(command: string) => Promise<string>> {
+  const server = await sandbox.serve([name]);
+  const image = path.join(sandbox.dir, `${name}.ext4`);
+  try {
+    const details = JSON.parse((await runOk('nbdinfo', ['--json', server.uri(name)])).text) as {
+      exports: Array<{ is_read_only: boolean }>;
+    };
+    expect(details.exports[0]?.is_read_only).toBe(true);
+    await runOk('nbdcopy', [server.uri(name), image]);
+  } finally {
+    await server.stop();
+  }
+  const fsck = await run('e2fsck', ['-fn', image]);
+  expect(fsck.code, fsck.text + fsck.stderr).toBe(0);
+  return async (command: string) => {
+    const result = await runOk('debugfs', ['-R', command, image]);
+    // debugfs reports a missing file on stderr and still exits 0.
+    return result.text + result.stderr.replace(/^debugfs [^\n]*\n/, '');
+  };
+}
+
+describe('import-oci', { timeout: 300_000 }, () => {
+  it('imports an OCI layout into a read-only ext4 volume that e2fsck and debugfs accept', async () => {
+    const result = json(await sandbox.cli(['import-oci', `oci:${layout}:v1`, 'img1', '--json']));
+    expect(result).toMatchObject({ name: 'img1', layers: 1, platform: 'linux/amd64' });
+    expect(result.files).toBe(5);
+    expect(result.hardlinks).toBe(1);
+    expect(result.symlinks).toBe(1);
+    expect(result.imageBytes as number).toBeGreaterThan(0);
+    expect(result.storedBytes as number).toBeGreaterThan(big.length / 2);
+    expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const info = json(await sandbox.cli(['volume', 'info', 'img1', '--json']));
+    expect(info).toMatchObject({
+      readonly: true,
+      origin: { image: `oci:${layout}:v1`, digest: result.digest },
+    });
+
+    const debugfs = await checkFilesystem('img1');
+    expect(await debugfs('cat /etc/motd')).toBe('version one\n');
+    expect(await debugfs('cat /etc/obsolete.conf')).toBe('remove me\n');
+    const blob = path.join(sandbox.dir, 'blob.out');
+    await debugfs(`dump /srv/data/blob.bin ${blob}`);
+    expect(createHash('sha256').update(fs.readFileSync(blob)).digest('hex')).toBe(
+      createHash('sha256').update(big).digest('hex'),
+    );
+    const privateStat = await debugfs('stat /srv/data/private');
+    expect(privateStat).toMatch(/User:\s+1234\s+Group:\s+2345/);
+    expect(privateStat).toMatch(/Mode:\s+0600/);
+    expect(await debugfs('stat /usr/bin/tool')).toMatch(/Mode:\s+0755/);
+    expect(await debugfs('stat /etc/tool-link')).toMatch(/Fast link dest: "\.\.\/usr\/bin\/tool"/);
+    expect(await debugfs('stat /usr/bin/tool')).toMatch(/Links: 2/);
+  });
+
+  it('applies the second version: the changed file changes, the deleted one is gone', async () => {
+    json(await sandbox.cli(['import-oci', `oci:${layout}:v2`, 'img2', '--json']));
+    const debugfs = await checkFilesystem('img2');
+    expect(await debugfs('cat /etc/motd')).toBe('version two\n');
+    expect(await debugfs('cat /etc/added')).toBe('new in two\n');
+    expect(await debugfs('stat /etc/obsolete.conf')).toMatch(/File not found/);
+  });
+
+  it('imports the same image from an OCI archive and a docker archive', async () => {
+    const ociArchive = path.join(sandbox.dir, 'v2.oci.tar');
+    const dockerArchive = path.join(sandbox.dir, 'v2.docker.tar');
+    await runOk('skopeo', ['copy', `oci:${layout}:v2`, `oci-archive:${ociArchive}`]);
+    await runOk('skopeo', [
+      'copy',
+      `oci:${layout}:v2`,
+      `docker-archive:${dockerArchive}:probe/app:v2`,
+    ]);
+    for (const [ref, name] of [
+      [`oci-archive:${ociArchive}`, 'from-oci-archive'],
+      [`docker-archive:${dockerArchive}`, 'from-docker-archive'],
+    ] as const) {
+      json(await sandbox.cli(['import-oci', ref, name, '--json']));
+      const debugfs = await checkFilesystem(name);
+      expect(await debugfs('cat /etc/motd')).toBe('version two\n');
+      expect(await debugfs('stat /etc/obsolete.conf')).toMatch(/File not found/);
+    }
+  });
+
+  it('gives a writable fork of the imported image', async () => {
+    json(await sandbox.cli(['volume', 'init', 'vm1', '--from', 'img1', '--json']));
+    const server = await sandbox.serve(['vm1', 'img1']);
+    try {
+      await runOk('qemu-io', [
+        '-f',
+        'raw',
+        '-c',
+        'write -P 0x42 0 64k',
+        '-c',
+        'read -P 0x42 0 64k',
+        server.uri('vm1'),
+      ]);
+      const refused = await run('qemu-io', ['-f', 'raw', '-c', 'write 0 4k', server.uri('img1')]);
+      expect(refused.text + refused.stderr).toMatch(/Permission denied|read-only|not permitted/i);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('refuses hostile layers in one line and leaves nothing behind', async () => {
+    // A hand-made layout whose only layer writes ../escape.
+    const hostile = path.join(sandbox.dir, 'hostile');
+    const blobs = path.join(hostile, 'blobs/sha256');
+    fs.mkdirSync(blobs, { recursive: true });
+    const put = (data: Buffer) => {
+      const hex = createHash('sha256').update(data).digest('hex');
+      fs.writeFileSync(path.join(blobs, hex), data);
+      return { digest: `sha256:${hex}`, size: data.length };
+    };
+    const layer = writeTar([{ path: '../escape', content: 'out' }]);
+    const layerBlob = put(layer);
+    const config = put(
+      Buffer.from(
+        JSON.stringify({
+          architecture: 'amd64',
+          os: 'linux',
+          rootfs: { type: 'layers', diff_ids: [layerBlob.digest] },
+        }),
+      ),
+    );
+    const manifest = put(
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+          layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layerBlob }],
+        }),
+      ),
+    );
+    fs.writeFileSync(path.join(hostile, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    fs.writeFileSync(
+      path.join(hostile, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest }],
+      }),
+    );
+    const result = await sandbox.cli(['import-oci', `oci:${hostile}`, 'evil']);
+    expect(result.code).toBe(16);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/climbs out of the root/);
+    expect(fs.existsSync(path.join(sandbox.dir, 'escape'))).toBe(false);
+    expect((await sandbox.cli(['volume', 'info', 'evil'])).code).toBe(3);
+    expect(fs.readdirSync(path.join(sandbox.dataDir, 'tmp'))).toEqual([]);
+
+    // A blob that does not match its digest is refused the same way.
+    fs.appendFileSync(path.join(blobs, layerBlob.digest.slice(7)), 'x');
+    const tampered = await sandbox.cli(['import-oci', `oci:${hostile}`, 'evil']);
+    expect(tampered.code).toBe(16);
+    expect(tampered.stderr).toMatch(/does not match its digest/);
+  });
+});
