@@ -19,7 +19,9 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     'escape; the merged tree becomes an ext4 filesystem (mke2fs -d, sized automatically unless ' +
     '--size is given) in a new read-only volume NAME, which is uploaded and snapshotted. Fork it ' +
     'to boot it: `elide volume init vm1 --from NAME`. REF uses skopeo transport syntax: ' +
-    'oci:DIR[:TAG] (an OCI image layout), oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG]. ' +
+    'oci:DIR[:TAG] (an OCI image layout), oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], ' +
+    'and docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST] pulled from a registry (docker.io by default; ' +
+    'anonymous or bearer-token access; --insecure allows plain HTTP). ' +
     'A multi-platform image is resolved to --platform. A failed import leaves nothing behind. ' +
     'Device nodes, FIFOs and extended attributes in layers are skipped (and counted in --json).';
 
@@ -27,6 +29,10 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     {
       description: 'Import an image from an OCI layout.',
       command: 'elide import-oci oci:./debian:bookworm debian-12',
+    },
+    {
+      description: 'Pull from a registry.',
+      command: 'elide import-oci docker://docker.io/library/debian:bookworm-slim debian-slim',
     },
     {
       description: 'Import an arm64 image from a docker save archive, reporting JSON.',
@@ -64,6 +70,7 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
       result = await this.withDataDir((dataDir) =>
         dataDir.importOci(ref, name, {
           platform,
+          insecure: this.flags.insecure,
           ...(this.flags.size === undefined ? {} : { sizeBytes: this.flags.size }),
           onProgress: (progress) =>
             status.update(

@@ -108,6 +108,10 @@ export const rootfsSymlinkHopsMax = 40;
 export const ociDocumentBytesMax = 4 * 1024 * 1024;
 /** Layers of one image at most. */
 export const ociLayersMax = 256;
+/** A registry request for a manifest, config or token fails after this long. */
+export const registryRequestTimeoutMs = 60_000;
+/** A layer download fails after this long. */
+export const registryBlobTimeoutMs = 30 * 60_000;
 
 /** Control socket requests and replies are short JSON lines. */
 export const controlRequestBytesMax = 64 * 1024;

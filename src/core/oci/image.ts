@@ -14,44 +14,33 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ociDocumentBytesMax, ociLayersMax } from '../constants.js';
 import { ElideError } from '../errors.js';
+import { RegistrySource } from './registry.js';
+import {
+  checkDescriptors,
+  choosePlatform,
+  diffIdsOf,
+  indexTypes,
+  invalid,
+  manifestTypes,
+  parseJson,
+  platformOf,
+  writeVerified,
+  type Descriptor,
+  type ImageSource,
+  type ManifestDocument,
+  type Platform,
+  type ResolvedImage,
+} from './manifest.js';
 import { cleanPath } from './rootfs.js';
 import { readTar } from './tar.js';
 
+export { formatPlatform } from './manifest.js';
+export type { Platform } from './manifest.js';
+
 export type ImageRef =
   | { transport: 'oci' | 'oci-archive'; path: string; tag?: string }
-  | { transport: 'docker-archive'; path: string; tag?: string };
-
-export interface Platform {
-  os: string;
-  architecture: string;
-  variant?: string;
-}
-
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: Platform;
-  annotations?: Record<string, string>;
-}
-
-/** What an import needs from an image: its layers, in order, and what they must unpack to. */
-export interface ResolvedImage {
-  /** Digest of the image manifest (for docker archives: of the config). */
-  digest: string;
-  layers: Descriptor[];
-  /** sha256 of each layer's uncompressed tar (the config's `rootfs.diff_ids`). */
-  diffIds: string[];
-  platform: Platform;
-}
-
-export interface ImageSource {
-  readonly description: string;
-  resolve(platform: Platform): Promise<ResolvedImage>;
-  /** Copies a blob to `file`, failing unless its size and digest match. */
-  fetchBlob(descriptor: Descriptor, file: string): Promise<void>;
-  close(): Promise<void>;
-}
+  | { transport: 'docker-archive'; path: string; tag?: string }
+  | { transport: 'docker'; host: string; repository: string; reference: string };
 
 export function parseImageRef(text: string): ImageRef {
   const colon = text.indexOf(':');
@@ -72,21 +61,48 @@ export function parseImageRef(text: string): ImageRef {
       ? { transport, path: file }
       : { transport, path: file, tag: rest.slice(at + 1) };
   }
-  if (transport === 'docker') {
-    throw new ElideError(
-      'ELIDE_INVALID_ARGUMENT',
-      'pulling from a registry (docker://) is not implemented yet; copy the image to a layout ' +
-        'first, e.g. skopeo copy docker://REF oci:DIR:TAG, and import oci:DIR:TAG',
-    );
-  }
+  if (transport === 'docker' && rest.startsWith('//')) return parseRegistryRef(text, rest.slice(2));
   throw badRef(text);
+}
+
+/**
+ * `docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]`: the first component is a host
+ * when it has a dot or a port or is `localhost`; otherwise the host is
+ * docker.io, where one-component repositories live under `library/`.
+ */
+function parseRegistryRef(text: string, rest: string): ImageRef {
+  const slash = rest.indexOf('/');
+  const first = slash === -1 ? '' : rest.slice(0, slash);
+  const explicitHost = first.includes('.') || first.includes(':') || first === 'localhost';
+  const host = explicitHost ? first : 'docker.io';
+  let name = explicitHost ? rest.slice(slash + 1) : rest;
+  let reference = 'latest';
+  const at = name.indexOf('@');
+  if (at !== -1) {
+    reference = name.slice(at + 1);
+    name = name.slice(0, at);
+    if (!/^sha256:[0-9a-f]{64}$/.test(reference)) throw badRef(text);
+  } else {
+    const colon = name.lastIndexOf(':');
+    if (colon > name.lastIndexOf('/')) {
+      reference = name.slice(colon + 1);
+      name = name.slice(0, colon);
+    }
+  }
+  if (host === 'docker.io' && !name.includes('/')) name = `library/${name}`;
+  if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(name)) {
+    throw badRef(text);
+  }
+  if (!/^[\w][\w.-]{0,127}$/.test(reference) && !reference.startsWith('sha256:'))
+    throw badRef(text);
+  return { transport: 'docker', host, repository: name, reference };
 }
 
 function badRef(text: string): ElideError {
   return new ElideError(
     'ELIDE_INVALID_ARGUMENT',
-    `"${text}" is not an image reference: use oci:DIR[:TAG], oci-archive:FILE[:TAG] or ` +
-      'docker-archive:FILE',
+    `"${text}" is not an image reference: use oci:DIR[:TAG], oci-archive:FILE[:TAG], ` +
+      'docker-archive:FILE or docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]',
   );
 }
 
@@ -123,12 +139,14 @@ export function parsePlatform(text: string): Platform {
     : { os, architecture, variant };
 }
 
-export function formatPlatform(platform: Platform): string {
-  return [platform.os, platform.architecture, platform.variant].filter(Boolean).join('/');
-}
-
-export async function openImageSource(ref: ImageRef, scratch: string): Promise<ImageSource> {
+export async function openImageSource(
+  ref: ImageRef,
+  scratch: string,
+  options: { insecure: boolean },
+): Promise<ImageSource> {
   switch (ref.transport) {
+    case 'docker':
+      return new RegistrySource(ref.host, ref.repository, ref.reference, options.insecure);
     case 'oci':
       return new OciLayoutSource(path.resolve(ref.path), ref.tag, `oci:${ref.path}`);
     case 'oci-archive': {
@@ -142,22 +160,6 @@ export async function openImageSource(ref: ImageRef, scratch: string): Promise<I
       return new DockerArchiveSource(dir, ref.tag, `docker-archive:${ref.path}`);
     }
   }
-}
-
-const indexTypes = new Set([
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-]);
-const manifestTypes = new Set([
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-]);
-
-interface ManifestDocument {
-  mediaType?: string;
-  manifests?: Descriptor[];
-  config?: Descriptor;
-  layers?: Descriptor[];
 }
 
 class OciLayoutSource implements ImageSource {
@@ -363,74 +365,10 @@ async function unpackArchive(file: string, dir: string): Promise<void> {
   }
 }
 
-function choosePlatform(candidates: Descriptor[], platform: Platform, source: string): Descriptor {
-  const matches = candidates.filter(
-    (d) =>
-      d.platform?.os === platform.os &&
-      d.platform.architecture === platform.architecture &&
-      (platform.variant === undefined || d.platform.variant === platform.variant),
-  );
-  if (matches.length === 0) {
-    const offered = candidates
-      .map((d) => (d.platform === undefined ? '?' : formatPlatform(d.platform)))
-      .join(', ');
-    throw new ElideError(
-      'ELIDE_IMAGE_NOT_FOUND',
-      `${source} has no image for ${formatPlatform(platform)} (it has ${offered}); see --platform`,
-    );
-  }
-  return matches[0]!;
-}
-
-function checkDescriptors(value: unknown, source: string, where: string): Descriptor[] {
-  if (!Array.isArray(value)) throw invalid(source, `${where} lists no descriptors`);
-  if (value.length > ociLayersMax) throw invalid(source, `${where} lists too many descriptors`);
-  return value.map((d: Partial<Descriptor>) => {
-    if (
-      typeof d !== 'object' ||
-      d === null ||
-      typeof d.mediaType !== 'string' ||
-      typeof d.digest !== 'string' ||
-      !/^sha256:[0-9a-f]{64}$/.test(d.digest) ||
-      !Number.isSafeInteger(d.size) ||
-      (d.size as number) < 0
-    ) {
-      throw invalid(source, `a malformed descriptor in ${where}`);
-    }
-    return d as Descriptor;
-  });
-}
-
-function diffIdsOf(config: unknown, layers: number, source: string): string[] {
-  const diffIds = (config as { rootfs?: { diff_ids?: unknown } }).rootfs?.diff_ids;
-  if (
-    !Array.isArray(diffIds) ||
-    diffIds.length !== layers ||
-    !diffIds.every((id) => typeof id === 'string' && /^sha256:[0-9a-f]{64}$/.test(id))
-  ) {
-    throw invalid(source, 'the config does not list one sha256 diff_id per layer');
-  }
-  return diffIds as string[];
-}
-
-function platformOf(config: unknown, wanted: Platform): Platform {
-  const { os, architecture, variant } = config as Partial<Platform>;
-  if (typeof os !== 'string' || typeof architecture !== 'string') return wanted;
-  return typeof variant === 'string' ? { os, architecture, variant } : { os, architecture };
-}
-
 async function readJson(file: string, source: string): Promise<unknown> {
   const stat = await fs.stat(file);
   if (stat.size > ociDocumentBytesMax) throw invalid(source, `${path.basename(file)} is too large`);
   return parseJson(await fs.readFile(file), source);
-}
-
-function parseJson(bytes: Buffer, source: string): unknown {
-  try {
-    return JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw invalid(source, 'a manifest, index or config is not JSON');
-  }
 }
 
 function checkDigest(bytes: Buffer, descriptor: Descriptor, source: string): void {
@@ -446,30 +384,16 @@ async function copyVerified(
   descriptor: Descriptor,
   source: string,
 ): Promise<void> {
-  const hash = createHash('sha256');
-  let size = 0;
-  const handle = await fs.open(to, 'wx');
+  const input = createReadStream(from);
   try {
-    const input = createReadStream(from);
-    input.on('error', () => {});
-    try {
-      for await (const chunk of input as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        size += chunk.length;
-        if (size > descriptor.size) break;
-        await handle.write(chunk);
-      }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw invalid(source, `blob ${descriptor.digest} is missing`);
-      }
-      throw error;
+    await writeVerified(input, to, descriptor, source);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw invalid(source, `blob ${descriptor.digest} is missing`);
     }
+    throw error;
   } finally {
-    await handle.close();
-  }
-  if (size !== descriptor.size || `sha256:${hash.digest('hex')}` !== descriptor.digest) {
-    throw invalid(source, `blob ${descriptor.digest} does not match its digest or size`);
+    input.destroy();
   }
 }
 
@@ -484,8 +408,4 @@ async function exists(file: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-function invalid(source: string, what: string): ElideError {
-  return new ElideError('ELIDE_IMAGE_INVALID', `${source}: ${what}`);
 }

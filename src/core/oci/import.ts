@@ -28,13 +28,8 @@ import { createSnapshot } from '../snapshot/snapshots.js';
 import { roundUp } from '../units.js';
 import type { DataDir } from '../volume/data-dir.js';
 import { writeNonZeroRuns } from '../volume/raw-copy.js';
-import {
-  formatPlatform,
-  openImageSource,
-  parseImageRef,
-  type Descriptor,
-  type Platform,
-} from './image.js';
+import { formatPlatform, openImageSource, parseImageRef } from './image.js';
+import type { Descriptor, Platform } from './manifest.js';
 import { RootfsBuilder, type RootfsStats } from './rootfs.js';
 import { readTar } from './tar.js';
 
@@ -42,6 +37,8 @@ export interface ImportOciOptions {
   platform: Platform;
   /** Size of the filesystem; by default sized from the image's contents. */
   sizeBytes?: number;
+  /** Plain HTTP to a registry. */
+  insecure?: boolean;
   onProgress?: (progress: ImportProgress) => void;
 }
 
@@ -94,7 +91,7 @@ export async function importOciImage(
   const scratch = path.join(dataDir.root, 'tmp', `import-${mint.next()}`);
   await fs.mkdir(scratch, { recursive: true });
   try {
-    const source = await openImageSource(ref, scratch);
+    const source = await openImageSource(ref, scratch, { insecure: options.insecure === true });
     try {
       const image = await source.resolve(options.platform);
       const rootfs = path.join(scratch, 'rootfs');

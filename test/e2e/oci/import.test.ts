@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeServeSandbox, run, runOk } from '../../support/serve.js';
 import type { RunResult, ServeSandbox } from '../../support/serve.js';
+import { startRegistry, startTokenFront } from '../../support/registry.js';
 import { writeTar } from '../../support/tar-writer.js';
 
 let sandbox: ServeSandbox;
@@ -76,6 +77,73 @@ async function checkFilesystem(name: string): Promise<(command: string) => Promi
   };
 }
 
+/**
+ * Writes an OCI layout by hand (what the tools refuse to make): one image
+ * per entry, under an image index when there are several. Returns the
+ * layer blobs of the first image.
+ */
+function handLayout(
+  dir: string,
+  images: Array<{ architecture: string; layers: Buffer[] }>,
+): Array<{ digest: string; size: number }> {
+  const blobs = path.join(dir, 'blobs/sha256');
+  fs.mkdirSync(blobs, { recursive: true });
+  const put = (data: Buffer) => {
+    const hex = createHash('sha256').update(data).digest('hex');
+    fs.writeFileSync(path.join(blobs, hex), data);
+    return { digest: `sha256:${hex}`, size: data.length };
+  };
+  const manifests = images.map((image) => {
+    const layers = image.layers.map(put);
+    const diffIds = image.layers.map(
+      (layer) => `sha256:${createHash('sha256').update(layer).digest('hex')}`,
+    );
+    const config = put(
+      Buffer.from(
+        JSON.stringify({
+          architecture: image.architecture,
+          os: 'linux',
+          rootfs: { type: 'layers', diff_ids: diffIds },
+        }),
+      ),
+    );
+    const manifest = put(
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+          layers: layers.map((layer) => ({
+            mediaType: 'application/vnd.oci.image.layer.v1.tar',
+            ...layer,
+          })),
+        }),
+      ),
+    );
+    return {
+      layers,
+      descriptor: {
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        ...manifest,
+        platform: { os: 'linux', architecture: image.architecture },
+      },
+    };
+  });
+  let top = manifests.map((m) => m.descriptor);
+  if (images.length > 1) {
+    const index = put(Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: top })));
+    top = [
+      { mediaType: 'application/vnd.oci.image.index.v1+json', ...index } as (typeof top)[number],
+    ];
+  }
+  fs.writeFileSync(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  fs.writeFileSync(
+    path.join(dir, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, manifests: top }),
+  );
+  return manifests[0]!.layers;
+}
+
 describe('import-oci', { timeout: 300_000 }, () => {
   it('imports an OCI layout into a read-only ext4 volume that e2fsck and debugfs accept', async () => {
     const result = json(await sandbox.cli(['import-oci', `oci:${layout}:v1`, 'img1', '--json']));
@@ -136,6 +204,85 @@ describe('import-oci', { timeout: 300_000 }, () => {
     }
   });
 
+  it('pulls from a registry, anonymously and with a bearer token', async () => {
+    const registry = await startRegistry(path.join(sandbox.dir, 'registry'));
+    const front = await startTokenFront(registry.address);
+    try {
+      await runOk('skopeo', [
+        'copy',
+        '--dest-tls-verify=false',
+        `oci:${layout}:v2`,
+        `docker://${registry.address}/test/app:v2`,
+      ]);
+      const direct = json(
+        await sandbox.cli([
+          'import-oci',
+          `docker://${registry.address}/test/app:v2`,
+          'pulled',
+          '--insecure',
+          '--json',
+        ]),
+      );
+      const debugfs = await checkFilesystem('pulled');
+      expect(await debugfs('cat /etc/motd')).toBe('version two\n');
+      // By digest, through a front that demands a bearer token.
+      const byDigest = `docker://${front.address}/test/app@${direct.digest as string}`;
+      json(await sandbox.cli(['import-oci', byDigest, 'pulled-token', '--insecure', '--json']));
+      expect(front.counts.challenged).toBeGreaterThan(0);
+      expect(front.counts.tokens).toBeGreaterThan(0);
+      expect(front.counts.authorised).toBeGreaterThan(2);
+      // Without --insecure a plain-HTTP registry is refused with a hint.
+      const refused = await sandbox.cli([
+        'import-oci',
+        `docker://${registry.address}/test/app:v2`,
+        'x',
+      ]);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/--insecure/);
+      const missing = await sandbox.cli([
+        'import-oci',
+        `docker://${registry.address}/test/none:v9`,
+        'x',
+        '--insecure',
+      ]);
+      expect(missing.code).toBe(17);
+    } finally {
+      await front.stop();
+      await registry.stop();
+    }
+  });
+
+  it('picks the image for --platform from a multi-platform index', async () => {
+    const multi = path.join(sandbox.dir, 'multi');
+    handLayout(multi, [
+      { architecture: 'amd64', layers: [writeTar([{ path: 'etc/arch', content: 'amd64\n' }])] },
+      { architecture: 'arm64', layers: [writeTar([{ path: 'etc/arch', content: 'arm64\n' }])] },
+    ]);
+    const arm = json(
+      await sandbox.cli([
+        'import-oci',
+        `oci:${multi}`,
+        'multi-arm',
+        '--platform',
+        'linux/arm64',
+        '--json',
+      ]),
+    );
+    expect(arm.platform).toBe('linux/arm64');
+    expect(await (await checkFilesystem('multi-arm'))('cat /etc/arch')).toBe('arm64\n');
+    const missing = await sandbox.cli([
+      'import-oci',
+      `oci:${multi}`,
+      'multi-s390',
+      '--platform',
+      'linux/s390x',
+    ]);
+    expect(missing.code).toBe(17);
+    expect(missing.stderr).toMatch(
+      /no image for linux\/s390x \(it has linux\/amd64, linux\/arm64\)/,
+    );
+  });
+
   it('gives a writable fork of the imported image', async () => {
     json(await sandbox.cli(['volume', 'init', 'vm1', '--from', 'img1', '--json']));
     const server = await sandbox.serve(['vm1', 'img1']);
@@ -159,42 +306,10 @@ describe('import-oci', { timeout: 300_000 }, () => {
   it('refuses hostile layers in one line and leaves nothing behind', async () => {
     // A hand-made layout whose only layer writes ../escape.
     const hostile = path.join(sandbox.dir, 'hostile');
+    const [layerBlob] = handLayout(hostile, [
+      { architecture: 'amd64', layers: [writeTar([{ path: '../escape', content: 'out' }])] },
+    ]);
     const blobs = path.join(hostile, 'blobs/sha256');
-    fs.mkdirSync(blobs, { recursive: true });
-    const put = (data: Buffer) => {
-      const hex = createHash('sha256').update(data).digest('hex');
-      fs.writeFileSync(path.join(blobs, hex), data);
-      return { digest: `sha256:${hex}`, size: data.length };
-    };
-    const layer = writeTar([{ path: '../escape', content: 'out' }]);
-    const layerBlob = put(layer);
-    const config = put(
-      Buffer.from(
-        JSON.stringify({
-          architecture: 'amd64',
-          os: 'linux',
-          rootfs: { type: 'layers', diff_ids: [layerBlob.digest] },
-        }),
-      ),
-    );
-    const manifest = put(
-      Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-          layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layerBlob }],
-        }),
-      ),
-    );
-    fs.writeFileSync(path.join(hostile, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-    fs.writeFileSync(
-      path.join(hostile, 'index.json'),
-      JSON.stringify({
-        schemaVersion: 2,
-        manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest }],
-      }),
-    );
     const result = await sandbox.cli(['import-oci', `oci:${hostile}`, 'evil']);
     expect(result.code).toBe(16);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
@@ -204,7 +319,7 @@ describe('import-oci', { timeout: 300_000 }, () => {
     expect(fs.readdirSync(path.join(sandbox.dataDir, 'tmp'))).toEqual([]);
 
     // A blob that does not match its digest is refused the same way.
-    fs.appendFileSync(path.join(blobs, layerBlob.digest.slice(7)), 'x');
+    fs.appendFileSync(path.join(blobs, layerBlob!.digest.slice(7)), 'x');
     const tampered = await sandbox.cli(['import-oci', `oci:${hostile}`, 'evil']);
     expect(tampered.code).toBe(16);
     expect(tampered.stderr).toMatch(/does not match its digest/);
