@@ -108,6 +108,8 @@ export const rootfsSymlinkHopsMax = 40;
 export const ociDocumentBytesMax = 4 * 1024 * 1024;
 /** Layers of one image at most. */
 export const ociLayersMax = 256;
+/** Extent trees deeper than this are refused (ext4 itself stops at 5). */
+export const ext4ExtentDepthMax = 5;
 /** A registry request for a manifest, config or token fails after this long. */
 export const registryRequestTimeoutMs = 60_000;
 /** A layer download fails after this long. */

@@ -21,13 +21,16 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
-import { blockBytes, rawCopyChunkBytes } from '../constants.js';
+import { assert } from '../assert.js';
+import { blockBytes, extentBlocksMax, rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { UlidMint } from '../ids/ulid.js';
 import { createSnapshot } from '../snapshot/snapshots.js';
 import { roundUp } from '../units.js';
 import type { DataDir } from '../volume/data-dir.js';
 import { writeNonZeroRuns } from '../volume/raw-copy.js';
+import type { Volume } from '../volume/volume.js';
+import { fileExtents } from './ext4-extents.js';
 import { formatPlatform, openImageSource, parseImageRef } from './image.js';
 import type { Descriptor, Platform } from './manifest.js';
 import { RootfsBuilder, type RootfsStats } from './rootfs.js';
@@ -269,6 +272,53 @@ async function buildExt4(
   });
 }
 
+/**
+ * Writes the filesystem so that each file's data becomes extents aligned to
+ * the file's own offsets (at most extentBlocksMax blocks each): the same
+ * file in another image, wherever mke2fs put it, gives the same extents,
+ * which the engine stores once. Everything else (metadata, directories) is
+ * written as it lies, all-zero blocks skipped.
+ */
+async function writeFileAware(volume: Volume, filesystem: string, size: number): Promise<void> {
+  const { blockBytes: fsBlockBytes, extents } = await fileExtents(filesystem);
+  assert(fsBlockBytes === blockBytes, 'the filesystem is built with the volume block size');
+  const handle = await fs.open(filesystem, 'r');
+  try {
+    const readAt = async (offset: number, length: number): Promise<Buffer> => {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, offset);
+      buffer.fill(0, bytesRead);
+      return buffer;
+    };
+    const writeGap = async (from: number, to: number): Promise<void> => {
+      for (let offset = from; offset < to; offset += rawCopyChunkBytes) {
+        const length = Math.min(rawCopyChunkBytes, to - offset);
+        await writeNonZeroRuns(volume, offset, await readAt(offset, length));
+      }
+    };
+    let done = 0;
+    for (const extent of extents) {
+      await writeGap(done, extent.physicalBlock * blockBytes);
+      let block = 0;
+      while (block < extent.blocks) {
+        // Chunks end where the file's own offset is a multiple of extentBlocksMax.
+        const logical = extent.logicalBlock + block;
+        const count = Math.min(
+          extent.blocks - block,
+          extentBlocksMax - (logical % extentBlocksMax),
+        );
+        const offset = (extent.physicalBlock + block) * blockBytes;
+        await volume.write(offset, await readAt(offset, count * blockBytes));
+        block += count;
+      }
+      done = (extent.physicalBlock + extent.blocks) * blockBytes;
+    }
+    await writeGap(done, size);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Creates the read-only volume, writes the filesystem into it, uploads and snapshots it. */
 async function fillVolume(
   dataDir: DataDir,
@@ -281,18 +331,7 @@ async function fillVolume(
   try {
     const volume = await dataDir.openVolume(name, { filling: true });
     try {
-      const handle = await fs.open(filesystem, 'r');
-      try {
-        const chunk = Buffer.alloc(rawCopyChunkBytes);
-        for (let offset = 0; offset < size; offset += rawCopyChunkBytes) {
-          const length = Math.min(rawCopyChunkBytes, size - offset);
-          const { bytesRead } = await handle.read(chunk, 0, length, offset);
-          chunk.fill(0, bytesRead, length);
-          await writeNonZeroRuns(volume, offset, chunk.subarray(0, length));
-        }
-      } finally {
-        await handle.close();
-      }
+      await writeFileAware(volume, filesystem, size);
       await volume.flush();
       const label = `image ${origin.digest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
       const snapshot = await createSnapshot(volume, dataDir.store, label);

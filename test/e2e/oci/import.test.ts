@@ -283,6 +283,31 @@ describe('import-oci', { timeout: 300_000 }, () => {
     );
   });
 
+  it('is file-aware: two copies of a file in one image are stored once', async () => {
+    const dir = path.join(sandbox.dir, 'copies');
+    const content = randomBytes(4 * 1024 * 1024);
+    handLayout(dir, [
+      {
+        architecture: 'amd64',
+        layers: [
+          writeTar([
+            { path: 'a/copy', content },
+            // Shifts the second copy off any 1 MiB alignment the first had.
+            { path: 'a/spacer', content: randomBytes(3 * 4096 + 17) },
+            { path: 'b/copy', content },
+          ]),
+        ],
+      },
+    ]);
+    const result = json(await sandbox.cli(['import-oci', `oci:${dir}`, 'copies', '--json']));
+    expect(result.fileBytes as number).toBeGreaterThan(2 * content.length);
+    expect(result.storedBytes as number).toBeLessThan(1.5 * content.length);
+    const debugfs = await checkFilesystem('copies');
+    const out = path.join(sandbox.dir, 'copy.out');
+    await debugfs(`dump /b/copy ${out}`);
+    expect(fs.readFileSync(out).equals(content)).toBe(true);
+  });
+
   it('gives a writable fork of the imported image', async () => {
     json(await sandbox.cli(['volume', 'init', 'vm1', '--from', 'img1', '--json']));
     const server = await sandbox.serve(['vm1', 'img1']);
