@@ -24,11 +24,13 @@ import { Decompress } from 'fzstd';
 import { assert } from '../assert.js';
 import { blockBytes, extentBlocksMax, rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { UlidMint } from '../ids/ulid.js';
+import { isUlid, ulidTime, UlidMint } from '../ids/ulid.js';
 import { createSnapshot } from '../snapshot/snapshots.js';
 import { roundUp } from '../units.js';
 import type { DataDir } from '../volume/data-dir.js';
 import { writeNonZeroRuns } from '../volume/raw-copy.js';
+import { nodeFs } from '../fs/node-fs.js';
+import { VolumeLock } from '../volume/lock.js';
 import type { Volume } from '../volume/volume.js';
 import { fileExtents } from './ext4-extents.js';
 import { formatPlatform, openImageSource, parseImageRef } from './image.js';
@@ -91,8 +93,12 @@ export async function importOciImage(
 ): Promise<ImportOciResult> {
   const started = Date.now();
   const ref = parseImageRef(reference);
-  const scratch = path.join(dataDir.root, 'tmp', `import-${mint.next()}`);
+  const scratchRoot = path.join(dataDir.root, 'tmp');
+  await sweepScratch(scratchRoot);
+  const scratch = path.join(scratchRoot, `import-${mint.next()}`);
   await fs.mkdir(scratch, { recursive: true });
+  // Held while the import runs, so a later sweep knows the scratch is in use.
+  const lock = await VolumeLock.acquire(nodeFs, scratch, 'image import');
   try {
     const source = await openImageSource(ref, scratch, { insecure: options.insecure === true });
     try {
@@ -155,6 +161,20 @@ export async function importOciImage(
     }
   } finally {
     await fs.rm(scratch, { recursive: true, force: true });
+    await lock.release();
+  }
+}
+
+/** Removes scratch directories of imports that died (nobody holds their lock). */
+async function sweepScratch(root: string): Promise<void> {
+  const entries = await fs.readdir(root).catch(() => [] as string[]);
+  for (const entry of entries) {
+    const id = entry.slice('import-'.length);
+    // A young one may be an import between making its directory and locking it.
+    if (!entry.startsWith('import-') || !isUlid(id) || Date.now() - ulidTime(id) < 60_000) continue;
+    const dir = path.join(root, entry);
+    const holder = await VolumeLock.holder(nodeFs, dir).catch(() => null);
+    if (holder === null) await fs.rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -335,6 +355,7 @@ async function fillVolume(
       await volume.flush();
       const label = `image ${origin.digest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
       const snapshot = await createSnapshot(volume, dataDir.store, label);
+      await dataDir.finishImport(name);
       return { storedBytes: volume.stats().segmentBytes, snapshotId: snapshot.id };
     } finally {
       await volume.close();

@@ -108,6 +108,9 @@ const statfsMagic = {
   tmpfs: 0x01021994,
 } as const;
 
+/** Present in the directory of a volume an import is still filling. */
+export const importingMarker = 'importing';
+
 /** `.creating-*` directories older than this are debris from a crashed init. */
 const creatingDebrisAgeMs = 10 * 60 * 1000;
 
@@ -165,6 +168,33 @@ export class DataDir {
   async initVolume(name: string, sizeBytes: number): Promise<VolumeSummary> {
     validateVolumeName(name);
     return this.createVolume(name, validateVolumeSize(sizeBytes), undefined);
+  }
+
+  /** Marks an imported volume complete: usable from now on (COMMIT POINT of the import). */
+  async finishImport(name: string): Promise<void> {
+    const dir = this.volumeDir(name);
+    this.fs.unlink(path.join(dir, importingMarker));
+    await this.fs.fsyncDir(dir);
+  }
+
+  /**
+   * Deletes image volumes whose import died (the marker is still there, no
+   * process holds the volume, and it is older than any import in progress
+   * could be without holding it).
+   */
+  private async sweepImports(): Promise<void> {
+    for (const name of this.fs.readdir(this.volumesDir)) {
+      if (name.startsWith('.')) continue;
+      const dir = this.volumeDir(name);
+      if (this.fs.stat(path.join(dir, importingMarker)) === undefined) continue;
+      const descriptor = tryReadDescriptor(this.fs, dir);
+      if (descriptor === undefined || Date.now() - ulidTime(descriptor.id) < creatingDebrisAgeMs) {
+        continue;
+      }
+      if ((await VolumeLock.holder(this.fs, dir)) !== null) continue;
+      this.log.info(`removing volume ${name}: its image import did not finish`);
+      await this.deleteVolume(name, { force: true, importing: true });
+    }
   }
 
   /** A read-only volume for an imported image (`openVolume(name, { filling: true })` writes it). */
@@ -227,6 +257,7 @@ export class DataDir {
     image?: { readonly: true; origin: VolumeOrigin },
   ): Promise<VolumeSummary> {
     const final = this.volumeDir(name);
+    await this.sweepImports();
     if (this.fs.stat(final) !== undefined) throw volumeExists(name);
     await this.sweepCreating();
     const id = this.mint.next();
@@ -247,6 +278,9 @@ export class DataDir {
     try {
       for (const dir of ['wal', 'pending', 'index', 'cache'])
         this.fs.mkdirp(path.join(staging, dir));
+      // An image volume is not usable until its import says so (finishImport).
+      if (image !== undefined)
+        this.fs.close(this.fs.open(path.join(staging, importingMarker), 'create'));
       // Written first: it tells a later sweep of this staging directory which
       // fork record to remove.
       const fd = this.fs.open(path.join(staging, descriptorFileName), 'create');
@@ -291,6 +325,7 @@ export class DataDir {
     const summaries: VolumeSummary[] = [];
     for (const name of this.fs.readdir(this.volumesDir)) {
       if (name.startsWith('.')) continue;
+      if (this.fs.stat(path.join(this.volumeDir(name), importingMarker)) !== undefined) continue;
       try {
         summaries.push(summarize(readDescriptor(this.fs, this.volumeDir(name))));
       } catch (error) {
@@ -332,7 +367,7 @@ export class DataDir {
    * (the import writing it).
    */
   async openVolume(name: string, options: { filling?: boolean } = {}): Promise<Volume> {
-    const dir = this.existingVolumeDir(name);
+    const dir = this.existingVolumeDir(name, { importing: options.filling === true });
     const descriptor = readDescriptor(this.fs, dir);
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     try {
@@ -354,8 +389,11 @@ export class DataDir {
    * sweep; a fork made from one of its snapshots is deleted with a check
    * whether that snapshot was taken just for forks and is now unused.
    */
-  async deleteVolume(name: string, options: { force: boolean }): Promise<void> {
-    const dir = this.existingVolumeDir(name);
+  async deleteVolume(
+    name: string,
+    options: { force: boolean; importing?: boolean },
+  ): Promise<void> {
+    const dir = this.existingVolumeDir(name, { importing: options.importing ?? options.force });
     const descriptor = readDescriptor(this.fs, dir);
     await this.sweepCreating();
     const forks = await readForks(this.store, descriptor.id);
@@ -672,6 +710,7 @@ export class DataDir {
     options: ImportOciOptions,
   ): Promise<ImportOciResult> {
     validateVolumeName(name);
+    await this.sweepImports();
     if (this.fs.stat(this.volumeDir(name)) !== undefined) throw volumeExists(name);
     return importOciImage(this, reference, name, options);
   }
@@ -706,12 +745,20 @@ export class DataDir {
     return path.join(this.volumesDir, validateVolumeName(name));
   }
 
-  private existingVolumeDir(name: string): string {
+  private existingVolumeDir(name: string, options: { importing?: boolean } = {}): string {
     const dir = this.volumeDir(name);
     if (this.fs.stat(path.join(dir, descriptorFileName)) === undefined) {
       throw new ElideError('ELIDE_VOLUME_NOT_FOUND', `volume ${name} does not exist`, {
         volume: name,
       });
+    }
+    if (options.importing !== true && this.fs.stat(path.join(dir, importingMarker)) !== undefined) {
+      throw new ElideError(
+        'ELIDE_VOLUME_NOT_FOUND',
+        `volume ${name} is still being imported (if that import died, the next import or ` +
+          '`volume init` removes it, or `volume delete --force` does now)',
+        { volume: name },
+      );
     }
     return dir;
   }
