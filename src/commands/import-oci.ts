@@ -54,6 +54,16 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
       summary: `Platform to pick from a multi-platform image [default: ${formatPlatform(hostPlatform())}].`,
       helpValue: 'OS/ARCH[/VARIANT]',
     }),
+    'dedup-from': Flags.string({
+      summary:
+        'Reuse data of this volume (repeatable) [default: every volume in the data directory].',
+      description:
+        'Files this image shares with those volumes are not stored again. The new volume keeps ' +
+        'working if they are deleted: their store objects stay until the last import that ' +
+        'refers to them is deleted too.',
+      multiple: true,
+      helpValue: 'NAME',
+    }),
     insecure: Flags.boolean({
       summary: 'Allow plain HTTP to the registry (docker:// references).',
       default: false,
@@ -71,6 +81,9 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
         dataDir.importOci(ref, name, {
           platform,
           insecure: this.flags.insecure,
+          ...(this.flags['dedup-from'] === undefined
+            ? {}
+            : { dedupFrom: this.flags['dedup-from'] }),
           ...(this.flags.size === undefined ? {} : { sizeBytes: this.flags.size }),
           onProgress: (progress) =>
             status.update(
@@ -89,7 +102,8 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     this.log(
       `imported ${ref} (${result.platform}, ${result.digest.slice(0, 19)}) into read-only volume ` +
         `${name}: ${formatBytesExact(result.size)}, ${result.files} files, ` +
-        `${formatBytes(result.storedBytes)} stored`,
+        `${formatBytes(result.storedBytes)} stored, ${formatBytes(result.dedupedBytes)} of file ` +
+        'data already stored',
     );
     return result;
   }

@@ -28,6 +28,8 @@ export function hashKey(hash: Buffer): string {
 
 export class ExtentIndex {
   private readonly locations = new Map<string, ExtentLocation>();
+  /** Copies in stored segments that a local copy displaced (setLocalCopy): still deduplicable. */
+  private readonly storedCopies = new Map<string, ExtentLocation>();
 
   get size(): number {
     return this.locations.size;
@@ -66,7 +68,25 @@ export class ExtentIndex {
     const existing = this.locations.get(key);
     const onlyInStore =
       existing?.kind === 'segment' && !existing.segment.isPresent(existing.extent);
+    if (onlyInStore) this.storedCopies.set(key, existing);
     if (existing === undefined || onlyInStore) this.locations.set(key, location);
+  }
+
+  /**
+   * A copy of the extent in a segment, even when reads use a local copy:
+   * what promotion may deduplicate against (a stored copy need not be cached).
+   */
+  segmentCopy(hash: Buffer): ExtentLocation | undefined {
+    const current = this.locations.get(hashKey(hash));
+    return current?.kind === 'segment' ? current : this.storedCopies.get(hashKey(hash));
+  }
+
+  /** Forgets displaced stored copies in `segment` (GC removed it). */
+  forgetStoredCopiesIn(segment: SegmentReader): void {
+    for (const [key, location] of this.storedCopies) {
+      if (location.kind === 'segment' && location.segment === segment)
+        this.storedCopies.delete(key);
+    }
   }
 
   values(): IterableIterator<ExtentLocation> {

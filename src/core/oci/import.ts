@@ -25,12 +25,14 @@ import { assert } from '../assert.js';
 import { blockBytes, extentBlocksMax, rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { isUlid, ulidTime, UlidMint } from '../ids/ulid.js';
+import { blake3 } from '../hash.js';
 import { createSnapshot } from '../snapshot/snapshots.js';
 import { roundUp } from '../units.js';
 import type { DataDir } from '../volume/data-dir.js';
 import { writeNonZeroRuns } from '../volume/raw-copy.js';
 import { nodeFs } from '../fs/node-fs.js';
 import { VolumeLock } from '../volume/lock.js';
+import type { AncestorRef } from '../volume/descriptor.js';
 import type { Volume } from '../volume/volume.js';
 import { fileExtents } from './ext4-extents.js';
 import { formatPlatform, openImageSource, parseImageRef } from './image.js';
@@ -44,6 +46,8 @@ export interface ImportOciOptions {
   sizeBytes?: number;
   /** Plain HTTP to a registry. */
   insecure?: boolean;
+  /** Volumes whose data to reuse; every volume in the data directory when absent. */
+  dedupFrom?: readonly string[];
   onProgress?: (progress: ImportProgress) => void;
 }
 
@@ -74,6 +78,10 @@ export interface ImportOciResult {
   fileBytes: number;
   /** Bytes this import added to storage (the new volume's segments). */
   storedBytes: number;
+  /** File data found already stored (in the volumes deduplicated against, or earlier in this image). */
+  dedupedBytes: number;
+  /** Volumes whose data this import reuses. */
+  dedupFrom: string[];
   /** Device nodes and FIFOs the layers held, which were skipped. */
   skippedSpecial: number;
   /** Extended attributes the layers held, which were not applied. */
@@ -131,11 +139,9 @@ export async function importOciImage(
       await fs.rm(rootfs, { recursive: true, force: true });
       progress('volume', image.layers.length, imageBytes);
       const platform = formatPlatform(image.platform);
-      const { storedBytes, snapshotId } = await fillVolume(dataDir, name, filesystem, size, {
-        image: reference,
-        digest: image.digest,
-        platform,
-      });
+      const sources = await dataDir.dedupSources(options.dedupFrom);
+      const origin = { image: reference, digest: image.digest, platform };
+      const filled = await fillVolume(dataDir, name, filesystem, size, origin, sources);
       const stats = builder.stats;
       return {
         name,
@@ -150,10 +156,12 @@ export async function importOciImage(
         hardlinks: stats.hardlinks,
         imageBytes,
         fileBytes: stats.fileBytes,
-        storedBytes,
+        storedBytes: filled.storedBytes,
+        dedupedBytes: filled.dedupedBytes,
+        dedupFrom: sources.map((source) => source.name),
         skippedSpecial: stats.skippedSpecial,
         skippedXattrs: stats.skippedXattrs,
-        snapshotId,
+        snapshotId: filled.snapshotId,
         durationMs: Date.now() - started,
       };
     } finally {
@@ -299,7 +307,8 @@ async function buildExt4(
  * which the engine stores once. Everything else (metadata, directories) is
  * written as it lies, all-zero blocks skipped.
  */
-async function writeFileAware(volume: Volume, filesystem: string, size: number): Promise<void> {
+async function writeFileAware(volume: Volume, filesystem: string, size: number): Promise<number> {
+  let dedupedBytes = 0;
   const { blockBytes: fsBlockBytes, extents } = await fileExtents(filesystem);
   assert(fsBlockBytes === blockBytes, 'the filesystem is built with the volume block size');
   const handle = await fs.open(filesystem, 'r');
@@ -328,7 +337,9 @@ async function writeFileAware(volume: Volume, filesystem: string, size: number):
           extentBlocksMax - (logical % extentBlocksMax),
         );
         const offset = (extent.physicalBlock + block) * blockBytes;
-        await volume.write(offset, await readAt(offset, count * blockBytes));
+        const data = await readAt(offset, count * blockBytes);
+        if (volume.hasSegmentCopy(blake3(data))) dedupedBytes += data.length;
+        await volume.write(offset, data);
         block += count;
       }
       done = (extent.physicalBlock + extent.blocks) * blockBytes;
@@ -337,6 +348,7 @@ async function writeFileAware(volume: Volume, filesystem: string, size: number):
   } finally {
     await handle.close();
   }
+  return dedupedBytes;
 }
 
 /** Creates the read-only volume, writes the filesystem into it, uploads and snapshots it. */
@@ -346,17 +358,18 @@ async function fillVolume(
   filesystem: string,
   size: number,
   origin: { image: string; digest: string; platform: string },
-): Promise<{ storedBytes: number; snapshotId: string }> {
-  await dataDir.initImageVolume(name, size, origin);
+  sources: AncestorRef[],
+): Promise<{ storedBytes: number; dedupedBytes: number; snapshotId: string }> {
+  await dataDir.initImageVolume(name, size, origin, sources);
   try {
     const volume = await dataDir.openVolume(name, { filling: true });
     try {
-      await writeFileAware(volume, filesystem, size);
+      const dedupedBytes = await writeFileAware(volume, filesystem, size);
       await volume.flush();
       const label = `image ${origin.digest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
       const snapshot = await createSnapshot(volume, dataDir.store, label);
       await dataDir.finishImport(name);
-      return { storedBytes: volume.stats().segmentBytes, snapshotId: snapshot.id };
+      return { storedBytes: volume.stats().segmentBytes, dedupedBytes, snapshotId: snapshot.id };
     } finally {
       await volume.close();
     }

@@ -45,12 +45,22 @@ export interface SnapshotManifest {
   deleting?: true;
 }
 
-/** Kept under the parent: a snapshot with forks cannot be deleted, nor its volume. */
+/**
+ * Kept under the parent: a snapshot with forks cannot be deleted, nor its
+ * volume. A `dedup` record is an import that refers to bodies of the
+ * snapshot: the snapshot stays, and deleting the volume keeps its objects in
+ * the store (`retained`) until the last such record goes.
+ */
 export interface ForkRecord {
   version: 1;
   volumeId: Ulid;
   name: string;
   snapshotId: Ulid;
+  dedup?: true;
+}
+
+export function retainedKey(volumeId: Ulid): string {
+  return `volumes/${volumeId}/retained`;
 }
 
 export function nameKey(name: string): string {
@@ -161,12 +171,17 @@ export function decodeForkRecord(bytes: Buffer, key: string): ForkRecord {
   if (!isUlidValue(value.volumeId)) bad(key, 'volumeId');
   if (typeof value.name !== 'string') bad(key, 'name');
   if (!isUlidValue(value.snapshotId)) bad(key, 'snapshotId');
-  return {
+  const record: ForkRecord = {
     version: 1,
     volumeId: value.volumeId,
     name: value.name,
     snapshotId: value.snapshotId,
   };
+  if (value.dedup !== undefined) {
+    if (value.dedup !== true) bad(key, 'dedup');
+    record.dedup = true;
+  }
+  return record;
 }
 
 function isUlidValue(value: unknown): value is Ulid {

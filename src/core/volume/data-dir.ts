@@ -39,6 +39,7 @@ import {
   encodeRecord,
   forkKey,
   nameKey,
+  retainedKey,
   volumePrefix,
   type ForkRecord,
   type NameRecord,
@@ -202,12 +203,43 @@ export class DataDir {
     name: string,
     sizeBytes: number,
     origin: VolumeOrigin,
+    extentSources: AncestorRef[] = [],
   ): Promise<VolumeSummary> {
     validateVolumeName(name);
     return this.createVolume(name, validateVolumeSize(sizeBytes), undefined, {
       readonly: true,
       origin,
+      extentSources,
     });
+  }
+
+  /**
+   * The snapshots an import deduplicates against: of the volumes named, or
+   * of every volume in the data directory. An imported (read-only) volume's
+   * latest snapshot; for others the latest if the volume has not changed
+   * since, else a new one (through its server if it is served).
+   */
+  async dedupSources(names: readonly string[] | undefined): Promise<AncestorRef[]> {
+    const chosen = names ?? (await this.listVolumes()).map((volume) => volume.name);
+    const sources: AncestorRef[] = [];
+    for (const name of new Set(chosen)) {
+      const descriptor = readDescriptor(this.fs, this.existingVolumeDir(name));
+      let manifest: SnapshotManifest | undefined;
+      if (descriptor.readonly === true) {
+        const manifests = await readManifests(this.store, descriptor.id);
+        manifest = manifests.filter((m) => m.deleting !== true).pop();
+      } else {
+        const { value } = await this.withVolume(name, { op: 'snapshot', args: { latest: true } });
+        manifest = value as SnapshotManifest;
+      }
+      if (manifest !== undefined && manifest.segments.length > 0) {
+        sources.push({ volumeId: descriptor.id, name, snapshotId: manifest.id, seq: manifest.seq });
+      }
+      // Bodies the volume itself reads from elsewhere are reused from where they are.
+      sources.push(...(descriptor.ancestors ?? []), ...(descriptor.extentSources ?? []));
+    }
+    const unique = new Map(sources.map((source) => [source.snapshotId, source]));
+    return [...unique.values()];
   }
 
   /**
@@ -254,7 +286,7 @@ export class DataDir {
     name: string,
     size: number,
     fork: { parent: VolumeDescriptor; ancestors: AncestorRef[] } | undefined,
-    image?: { readonly: true; origin: VolumeOrigin },
+    image?: { readonly: true; origin: VolumeOrigin; extentSources: AncestorRef[] },
   ): Promise<VolumeSummary> {
     const final = this.volumeDir(name);
     await this.sweepImports();
@@ -269,7 +301,11 @@ export class DataDir {
       createdAt: new Date().toISOString(),
     };
     if (fork !== undefined) descriptor.ancestors = fork.ancestors;
-    if (image !== undefined) Object.assign(descriptor, image);
+    if (image !== undefined) {
+      descriptor.readonly = true;
+      descriptor.origin = image.origin;
+      if (image.extentSources.length > 0) descriptor.extentSources = image.extentSources;
+    }
     const staging = path.join(this.volumesDir, `.creating-${id}`);
     const undo: Array<() => Promise<void>> = [async () => this.fs.removeTree(staging)];
     const rollback = async (): Promise<void> => {
@@ -304,6 +340,20 @@ export class DataDir {
         // record or has removed the manifest, which this then fails to read.
         await materializeAncestors(this.fs, this.store, staging, fork.ancestors);
       }
+      const sources = descriptor.extentSources ?? [];
+      for (const source of sources) {
+        const record: ForkRecord = {
+          version: 1,
+          volumeId: id,
+          name,
+          snapshotId: source.snapshotId,
+          dedup: true,
+        };
+        await this.store.putIfAbsent(forkKey(source.volumeId, id), encodeRecord(record));
+        undo.push(() => this.store.delete(forkKey(source.volumeId, id)));
+      }
+      // After the records, for the same reason as a fork's.
+      if (sources.length > 0) await materializeAncestors(this.fs, this.store, staging, sources);
       await this.fs.fsyncDir(staging);
       await this.store.put(`${volumePrefix(id)}volume.json`, encodeDescriptor(descriptor));
       undo.push(() => this.store.delete(`${volumePrefix(id)}volume.json`));
@@ -396,7 +446,7 @@ export class DataDir {
     const dir = this.existingVolumeDir(name, { importing: options.importing ?? options.force });
     const descriptor = readDescriptor(this.fs, dir);
     await this.sweepCreating();
-    const forks = await readForks(this.store, descriptor.id);
+    const forks = (await readForks(this.store, descriptor.id)).filter((fork) => !fork.dedup);
     if (forks.length > 0) {
       throw new ElideError(
         'ELIDE_IN_USE',
@@ -420,7 +470,14 @@ export class DataDir {
           );
         }
       }
-      const manifests = await readManifests(this.store, descriptor.id);
+      // Imports that deduplicated against this volume keep its objects
+      // (finishDelete); only its snapshots that nothing refers to go now.
+      const referenced = new Set(
+        (await readForks(this.store, descriptor.id)).map((fork) => fork.snapshotId),
+      );
+      const manifests = (await readManifests(this.store, descriptor.id)).filter(
+        (manifest) => !referenced.has(manifest.id),
+      );
       await deleteManifests(this.store, descriptor.id, name, manifests);
       this.fs.rename(dir, doomed);
       await this.fs.fsyncDir(this.volumesDir);
@@ -430,18 +487,41 @@ export class DataDir {
     await this.finishDelete(doomed, descriptor);
     const parent = descriptor.ancestors?.[0];
     if (parent !== undefined) await this.dropUnusedForkBase(parent);
+    for (const source of descriptor.extentSources ?? []) await this.dropUnusedForkBase(source);
   }
 
-  /** Removes a committed delete's objects in the store, then its local tree. */
+  /**
+   * Removes a committed delete's objects in the store, then its local tree.
+   * A volume that imports still refer to (dedup records) is only marked
+   * `retained`: its objects go when the last of them is deleted.
+   */
   private async finishDelete(doomed: string, descriptor: VolumeDescriptor): Promise<void> {
-    for await (const object of this.store.list(volumePrefix(descriptor.id))) {
-      await this.store.delete(object.key);
+    if ((await readForks(this.store, descriptor.id)).length > 0) {
+      await this.store.put(retainedKey(descriptor.id), encodeDescriptor(descriptor));
+    } else {
+      await this.deleteObjects(descriptor.id);
     }
     const record = await this.readNameRecord(descriptor.name);
     if (record?.volumeId === descriptor.id) await this.store.delete(nameKey(descriptor.name));
     const parent = descriptor.ancestors?.[0];
     if (parent !== undefined) await this.store.delete(forkKey(parent.volumeId, descriptor.id));
+    for (const source of descriptor.extentSources ?? []) {
+      await this.store.delete(forkKey(source.volumeId, descriptor.id));
+      // The last import referring to a deleted volume takes its objects with it.
+      const retained = (await this.store.head(retainedKey(source.volumeId))) !== undefined;
+      if (retained && (await readForks(this.store, source.volumeId)).length === 0) {
+        await this.deleteObjects(source.volumeId);
+      }
+    }
     this.fs.removeTree(doomed);
+  }
+
+  private async deleteObjects(volumeId: Ulid): Promise<void> {
+    // The marker last: a crash part way leaves it for the next delete to finish.
+    for await (const object of this.store.list(volumePrefix(volumeId))) {
+      if (object.key !== retainedKey(volumeId)) await this.store.delete(object.key);
+    }
+    await this.store.delete(retainedKey(volumeId));
   }
 
   /** The snapshot `volume init --from NAME` took goes with its last fork. */

@@ -25,6 +25,11 @@ export interface VolumeDescriptor {
   createdAt: string;
   /** For a fork: the snapshots it reads through, its parent's first. */
   ancestors?: AncestorRef[];
+  /**
+   * Snapshots of other volumes whose bodies this one may refer to (an
+   * import's cross-volume dedup); unlike ancestors, none of their claims show.
+   */
+  extentSources?: AncestorRef[];
   /** Refuses guest writes (an imported image); fork it to write. */
   readonly?: true;
   /** Where an imported volume came from. */
@@ -87,7 +92,7 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
       `${source}: descriptor version ${String(record.version)} is not supported`,
     );
   }
-  const { id, name, sizeBytes, createdAt, ancestors, readonly, origin } = record;
+  const { id, name, sizeBytes, createdAt, ancestors, extentSources, readonly, origin } = record;
   if (
     typeof id !== 'string' ||
     !isUlid(id) ||
@@ -110,6 +115,9 @@ export function decodeDescriptor(bytes: Buffer, source: string): VolumeDescripto
     createdAt,
   };
   if (ancestors !== undefined) descriptor.ancestors = decodeAncestors(ancestors, source);
+  if (extentSources !== undefined) {
+    descriptor.extentSources = decodeAncestors(extentSources, source);
+  }
   if (readonly !== undefined) {
     if (readonly !== true)
       throw new ElideError('ELIDE_VOLUME_CORRUPT', `${source}: invalid readonly`);

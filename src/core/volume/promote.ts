@@ -60,7 +60,7 @@ export function planPromotion(input: {
   for (const record of wal.records) {
     if (record.kind !== 'data') continue;
     const key = hashKey(record.hash);
-    if (included.has(key) || storedEarlier(extents.get(record.hash), wal)) continue;
+    if (included.has(key) || storedEarlier(extents.segmentCopy(record.hash), wal)) continue;
     included.add(key);
     bodies.push({
       hash: record.hash,

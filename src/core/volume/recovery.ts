@@ -159,17 +159,27 @@ export async function recoverVolume(
         claims.push(claim);
       }
     }
-    for (const ancestor of descriptor.ancestors ?? []) {
+    // Ancestors show their claims up to their snapshot's seq; extent sources
+    // (an import's dedup) lend only bodies.
+    const readThrough = [
+      ...(descriptor.ancestors ?? []).map((ref) => ({ ref, claims: true })),
+      ...(descriptor.extentSources ?? []).map((ref) => ({ ref, claims: false })),
+    ];
+    const opened = new Set<Ulid>();
+    for (const { ref: ancestor, claims: visible } of readThrough) {
       const manifest = readAncestorManifest(fs, volumeDir, ancestor);
-      seqMax = Math.max(seqMax, ancestor.seq);
+      if (visible) seqMax = Math.max(seqMax, ancestor.seq);
       for (const id of manifest.segments) {
+        // A segment two entries share is opened once (claims of a fork's ancestors all show).
+        if (opened.has(id) && !visible) continue;
+        opened.add(id);
         const segment = StoredSegment.open(fs, ancestorDirs(volumeDir), id, ancestor.volumeId);
         ancestors.push(segment);
         for (const extent of segment.index.extents) {
           extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
         }
         for (const claim of segment.index.claims) {
-          if (claim.seq > ancestor.seq) continue;
+          if (!visible || claim.seq > ancestor.seq) continue;
           checkClaimRange(claim, volumeBlocks, segment.path);
           claims.push(claim);
           ancestorClaims.push(claim);

@@ -701,7 +701,10 @@ export class Volume implements UploadHost {
       if (copy === undefined) this.extents.delete(hash);
       else this.extents.set(hash, copy);
     }
-    for (const segment of pass.inputs) this.stored.detach(segment);
+    for (const segment of pass.inputs) {
+      this.stored.detach(segment);
+      this.extents.forgetStoredCopiesIn(segment);
+    }
     if (this.invariants) this.checkInvariants('gc');
     try {
       await this.fs.fsyncDir(this.pendingDir);
@@ -727,6 +730,11 @@ export class Volume implements UploadHost {
     this.checkWritable();
     assert(this.uploader !== null, 'writable volumes upload');
     return this.uploader.deleteRetired(retentionMs);
+  }
+
+  /** Whether a segment (this volume's, or one it reads through) already holds the extent. */
+  hasSegmentCopy(hash: Buffer): boolean {
+    return this.extents.segmentCopy(hash) !== undefined;
   }
 
   /** Set once the volume has stopped after a failed sync (invariant 7). */
@@ -1214,7 +1222,11 @@ export class Volume implements UploadHost {
     while (this.promotionsInFlight.size > 0) await Promise.all([...this.promotionsInFlight]);
   }
 
-  /** Synchronous: the segment is committed, so point every extent the WAL held at it. */
+  /**
+   * Synchronous: the segment is committed, so point every extent the WAL held
+   * at it, or, for a body left out because a stored segment holds it, at
+   * that segment.
+   */
   private applyPromotion(wal: WalFile, segment: SegmentFile): void {
     this.segments.set(segment.id, segment);
     for (const extent of segment.index.extents) {
@@ -1222,6 +1234,13 @@ export class Volume implements UploadHost {
       if (location === undefined || location.kind === 'wal') {
         this.extents.set(extent.hash, { kind: 'segment', segment, extent });
       }
+    }
+    for (const record of wal.records) {
+      const location = record.kind === 'data' ? this.extents.get(record.hash) : undefined;
+      if (location?.kind !== 'wal' || location.wal !== wal) continue;
+      const stored = this.extents.segmentCopy(record.hash);
+      assert(stored !== undefined, 'a body left out of a promotion is in a segment');
+      this.extents.set(record.hash, stored);
     }
     wal.retired = true;
     this.uploader?.notify();

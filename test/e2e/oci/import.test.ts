@@ -177,7 +177,11 @@ describe('import-oci', { timeout: 300_000 }, () => {
   });
 
   it('applies the second version: the changed file changes, the deleted one is gone', async () => {
-    json(await sandbox.cli(['import-oci', `oci:${layout}:v2`, 'img2', '--json']));
+    const result = json(await sandbox.cli(['import-oci', `oci:${layout}:v2`, 'img2', '--json']));
+    // Everything but a few small files is already stored in img1.
+    expect(result.dedupFrom).toContain('img1');
+    expect(result.dedupedBytes as number).toBeGreaterThanOrEqual(big.length);
+    expect(result.storedBytes as number).toBeLessThan(big.length / 4);
     const debugfs = await checkFilesystem('img2');
     expect(await debugfs('cat /etc/motd')).toBe('version two\n');
     expect(await debugfs('cat /etc/added')).toBe('new in two\n');
@@ -306,6 +310,38 @@ describe('import-oci', { timeout: 300_000 }, () => {
     const out = path.join(sandbox.dir, 'copy.out');
     await debugfs(`dump /b/copy ${out}`);
     expect(fs.readFileSync(out).equals(content)).toBe(true);
+  });
+
+  it('keeps a deduplicated import readable when the volume it reused is deleted', async () => {
+    // Deduplicated only against an unrelated image: src stores blob.bin itself.
+    json(
+      await sandbox.cli([
+        'import-oci',
+        `oci:${layout}:v1`,
+        'src',
+        '--dedup-from',
+        'copies',
+        '--json',
+      ]),
+    );
+    const second = json(
+      await sandbox.cli(['import-oci', `oci:${layout}:v2`, 'dep', '--dedup-from', 'src', '--json']),
+    );
+    expect(second.dedupFrom).toEqual(expect.arrayContaining(['src', 'copies']));
+    expect(second.dedupedBytes as number).toBeGreaterThanOrEqual(big.length);
+    const srcId = json(await sandbox.cli(['volume', 'info', 'src', '--json'])).id as string;
+    expect((await sandbox.cli(['volume', 'delete', 'src', '--force'])).code).toBe(0);
+    const objects = path.join(sandbox.dataDir, 'store', 'objects', 'volumes', srcId);
+    expect(fs.existsSync(path.join(objects, 'retained'))).toBe(true);
+    // Nothing cached: every byte of blob.bin is fetched from src's retained objects.
+    expect(json(await sandbox.cli(['volume', 'evict', 'dep', '--json'])).cacheBytes).toBe(0);
+    const debugfs = await checkFilesystem('dep');
+    const blob = path.join(sandbox.dir, 'dep-blob.out');
+    await debugfs(`dump /srv/data/blob.bin ${blob}`);
+    expect(fs.readFileSync(blob).equals(big)).toBe(true);
+    // The last import referring to src takes its objects with it.
+    expect((await sandbox.cli(['volume', 'delete', 'dep', '--force'])).code).toBe(0);
+    expect(fs.existsSync(objects)).toBe(false);
   });
 
   it('gives a writable fork of the imported image', async () => {
