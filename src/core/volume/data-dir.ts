@@ -446,15 +446,7 @@ export class DataDir {
     const dir = this.existingVolumeDir(name, { importing: options.importing ?? options.force });
     const descriptor = readDescriptor(this.fs, dir);
     await this.sweepCreating();
-    const forks = (await readForks(this.store, descriptor.id)).filter((fork) => !fork.dedup);
-    if (forks.length > 0) {
-      throw new ElideError(
-        'ELIDE_IN_USE',
-        `volume ${name} has forks (${forks.map((fork) => fork.name).join(', ')}); ` +
-          'delete them first',
-        { forks: forks.map((fork) => fork.name) },
-      );
-    }
+    refuseForks(name, await readForks(this.store, descriptor.id));
     await this.refuseServedViews(dir, name);
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     const doomed = path.join(this.volumesDir, `.deleting-${descriptor.id}`);
@@ -471,10 +463,11 @@ export class DataDir {
         }
       }
       // Imports that deduplicated against this volume keep its objects
-      // (finishDelete); only its snapshots that nothing refers to go now.
-      const referenced = new Set(
-        (await readForks(this.store, descriptor.id)).map((fork) => fork.snapshotId),
-      );
+      // (finishDelete); only its snapshots that nothing refers to go now. A
+      // fork made since the first check refuses the delete after all.
+      const records = await readForks(this.store, descriptor.id);
+      refuseForks(name, records);
+      const referenced = new Set(records.map((record) => record.snapshotId));
       const manifests = (await readManifests(this.store, descriptor.id)).filter(
         (manifest) => !referenced.has(manifest.id),
       );
@@ -871,6 +864,17 @@ export class DataDir {
       this.fs.removeTree(dir);
     }
   }
+}
+
+/** A volume with forks (not imports that only reuse its data) cannot be deleted. */
+function refuseForks(name: string, records: readonly ForkRecord[]): void {
+  const forks = records.filter((record) => record.dedup !== true).map((record) => record.name);
+  if (forks.length === 0) return;
+  throw new ElideError(
+    'ELIDE_IN_USE',
+    `volume ${name} has forks (${forks.join(', ')}); delete them first`,
+    { forks },
+  );
 }
 
 function stringArg(args: Record<string, unknown>, name: string): string {
