@@ -75,12 +75,18 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     const platform =
       this.flags.platform === undefined ? hostPlatform() : parsePlatform(this.flags.platform);
     const status = startStatus(`importing ${ref}`, { enabled: this.showsProgress() });
+    // Ctrl-C or SIGTERM stops the import, which then removes what it made.
+    const interrupted = new AbortController();
+    const onSignal = (): void => interrupted.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     let result: ImportOciResult;
     try {
       result = await this.withDataDir((dataDir) =>
         dataDir.importOci(ref, name, {
           platform,
           insecure: this.flags.insecure,
+          signal: interrupted.signal,
           ...(this.flags['dedup-from'] === undefined
             ? {}
             : { dedupFrom: this.flags['dedup-from'] }),
@@ -98,6 +104,8 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
       );
     } finally {
       status.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
     this.log(
       `imported ${ref} (${result.platform}, ${result.digest.slice(0, 19)}) into read-only volume ` +

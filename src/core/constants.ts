@@ -102,6 +102,8 @@ export const snapshotLabelBytesMax = 256;
 export const tarBlockBytes = 512;
 /** PAX and GNU long-name headers larger than this are refused. */
 export const tarMetaBytesMax = 1024 * 1024;
+/** Staging an image checks free space after this many bytes of files. */
+export const rootfsSpaceCheckBytes = 64 * 1024 * 1024;
 /** Symlinks followed while resolving one path inside an image's root. */
 export const rootfsSymlinkHopsMax = 40;
 /** Image manifests, indexes and configs larger than this are refused. */

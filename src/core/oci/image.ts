@@ -245,9 +245,17 @@ class OciLayoutSource implements ImageSource {
     if (descriptor.size > ociDocumentBytesMax) {
       throw invalid(this.description, `a ${descriptor.size}-byte manifest or config`);
     }
-    const bytes = await fs.readFile(this.blobPath(descriptor)).catch(() => {
+    const file = this.blobPath(descriptor);
+    const stat = await fs.stat(file).catch(() => {
       throw invalid(this.description, `blob ${descriptor.digest} is missing`);
     });
+    if (stat.size !== descriptor.size) {
+      throw invalid(
+        this.description,
+        `blob ${descriptor.digest} does not match its digest or size`,
+      );
+    }
+    const bytes = await fs.readFile(file);
     checkDigest(bytes, descriptor, this.description);
     return parseJson(bytes, this.description);
   }
@@ -294,9 +302,10 @@ class DockerArchiveSource implements ImageSource {
     }
     if (chosen.Layers.length > ociLayersMax) throw invalid(this.description, 'too many layers');
     const configFile = this.member(chosen.Config);
-    const configBytes = await fs.readFile(configFile);
-    if (configBytes.length > ociDocumentBytesMax)
+    if ((await fs.stat(configFile)).size > ociDocumentBytesMax) {
       throw invalid(this.description, 'config too large');
+    }
+    const configBytes = await fs.readFile(configFile);
     const configDigest = `sha256:${createHash('sha256').update(configBytes).digest('hex')}`;
     const config = parseJson(configBytes, this.description);
     const layers: Descriptor[] = [];

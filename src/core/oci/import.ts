@@ -48,6 +48,10 @@ export interface ImportOciOptions {
   insecure?: boolean;
   /** Volumes whose data to reuse; every volume in the data directory when absent. */
   dedupFrom?: readonly string[];
+  /** Aborts the import (SIGINT); it then cleans up like any failure. */
+  signal?: AbortSignal;
+  /** Free space the staging tree and image must leave on the data directory's filesystem. */
+  freeSpaceReserveBytes?: number;
   onProgress?: (progress: ImportProgress) => void;
 }
 
@@ -102,9 +106,11 @@ export async function importOciImage(
   const started = Date.now();
   const ref = parseImageRef(reference);
   const scratchRoot = path.join(dataDir.root, 'tmp');
+  await fs.mkdir(scratchRoot, { recursive: true, mode: 0o700 });
   await sweepScratch(scratchRoot);
   const scratch = path.join(scratchRoot, `import-${mint.next()}`);
-  await fs.mkdir(scratch, { recursive: true });
+  // Private: the staging tree may hold set-id programs owned by root.
+  await fs.mkdir(scratch, { mode: 0o700 });
   // Held while the import runs, so a later sweep knows the scratch is in use.
   const lock = await VolumeLock.acquire(nodeFs, scratch, 'image import');
   try {
@@ -113,7 +119,17 @@ export async function importOciImage(
       const image = await source.resolve(options.platform);
       const rootfs = path.join(scratch, 'rootfs');
       await fs.mkdir(rootfs);
-      const builder = new RootfsBuilder(rootfs, source.description);
+      const reserve = options.freeSpaceReserveBytes ?? 0;
+      const checkSpace = async (): Promise<void> => {
+        const space = await fs.statfs(scratch);
+        if (space.bavail * space.bsize < reserve) {
+          throw new ElideError(
+            'ELIDE_NO_SPACE',
+            `importing ${reference} would eat into the free-space reserve of ${dataDir.root}`,
+          );
+        }
+      };
+      const builder = new RootfsBuilder(rootfs, source.description, checkSpace);
       const progress = (phase: ImportProgress['phase'], layersDone: number, bytes: number) =>
         options.onProgress?.({
           phase,
@@ -131,17 +147,30 @@ export async function importOciImage(
         await applyLayer(file, layer, image.diffIds[i]!, builder, source.description);
         await fs.rm(file);
         progress('layers', i + 1, imageBytes);
+        options.signal?.throwIfAborted();
       }
+      await builder.finish();
       progress('filesystem', image.layers.length, imageBytes);
       const filesystem = path.join(scratch, 'image.ext4');
       const size = roundUp(options.sizeBytes ?? filesystemSize(builder.stats), blockBytes);
       await buildExt4(rootfs, filesystem, size, builder.stats);
-      await fs.rm(rootfs, { recursive: true, force: true });
+      await setOwners(filesystem, builder.owners);
+      await checkSpace();
+      await removeTree(rootfs);
       progress('volume', image.layers.length, imageBytes);
+      options.signal?.throwIfAborted();
       const platform = formatPlatform(image.platform);
       const sources = await dataDir.dedupSources(options.dedupFrom);
       const origin = { image: reference, digest: image.digest, platform };
-      const filled = await fillVolume(dataDir, name, filesystem, size, origin, sources);
+      const filled = await fillVolume(
+        dataDir,
+        name,
+        filesystem,
+        size,
+        origin,
+        sources,
+        options.signal,
+      );
       const stats = builder.stats;
       return {
         name,
@@ -167,9 +196,33 @@ export async function importOciImage(
     } finally {
       await source.close();
     }
+  } catch (error) {
+    // An interruption reports as such, not as whatever step it cut short.
+    if (options.signal?.aborted === true) {
+      throw new ElideError('ELIDE_IO', `import of ${reference} into ${name} was interrupted`);
+    }
+    throw error;
   } finally {
-    await fs.rm(scratch, { recursive: true, force: true });
+    await removeTree(scratch).catch(() => {});
     await lock.release();
+  }
+}
+
+/** Removes a tree even where the image made directories read-only. */
+async function removeTree(dir: string): Promise<void> {
+  try {
+    await fs.rm(dir, { recursive: true, force: true });
+  } catch (error) {
+    if (systemErrorCode(error) !== 'EACCES' && systemErrorCode(error) !== 'EPERM') throw error;
+    await makeWritable(dir);
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function makeWritable(dir: string): Promise<void> {
+  await fs.chmod(dir, 0o700).catch(() => {});
+  for (const entry of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (entry.isDirectory()) await makeWritable(path.join(dir, entry.name));
   }
 }
 
@@ -182,7 +235,8 @@ async function sweepScratch(root: string): Promise<void> {
     if (!entry.startsWith('import-') || !isUlid(id) || Date.now() - ulidTime(id) < 60_000) continue;
     const dir = path.join(root, entry);
     const holder = await VolumeLock.holder(nodeFs, dir).catch(() => null);
-    if (holder === null) await fs.rm(dir, { recursive: true, force: true });
+    // A leftover that cannot be removed must not stop this import.
+    if (holder === null) await removeTree(dir).catch(() => {});
   }
 }
 
@@ -251,7 +305,8 @@ async function* zstdDecompress(input: AsyncIterable<Buffer>): AsyncGenerator<Uin
  */
 function filesystemSize(stats: RootfsStats): number {
   const entries = stats.files + stats.directories + stats.symlinks + stats.hardlinks;
-  const data = stats.fileBytes + (stats.files + stats.directories) * blockBytes;
+  // A symlink whose target does not fit in its inode takes a block too.
+  const data = stats.fileBytes + (stats.files + stats.directories + stats.symlinks) * blockBytes;
   const metadata = entries * 256 + 64 * 1024 * 1024;
   return roundUp(Math.ceil((data + metadata) * 1.25), 1024 * 1024);
 }
@@ -281,23 +336,7 @@ async function buildExt4(
     file,
     `${size / 1024}k`,
   ];
-  await new Promise<void>((resolve, reject) => {
-    execFile('mke2fs', args, { maxBuffer: 4 * 1024 * 1024 }, (error, _stdout, stderr) => {
-      if (error === null) return resolve();
-      if (systemErrorCode(error) === 'ENOENT') {
-        reject(new ElideError('ELIDE_IO', 'mke2fs not found: install e2fsprogs to import images'));
-        return;
-      }
-      const reason = stderr.trim().split('\n').pop() ?? error.message;
-      reject(
-        new ElideError(
-          'ELIDE_IO',
-          `mke2fs could not build a ${size}-byte filesystem from the image (${reason}); ` +
-            'a larger --size may help',
-        ),
-      );
-    });
-  });
+  await run('mke2fs', args, undefined, `building a ${size}-byte filesystem from the image`);
 }
 
 /**
@@ -307,7 +346,12 @@ async function buildExt4(
  * which the engine stores once. Everything else (metadata, directories) is
  * written as it lies, all-zero blocks skipped.
  */
-async function writeFileAware(volume: Volume, filesystem: string, size: number): Promise<number> {
+async function writeFileAware(
+  volume: Volume,
+  filesystem: string,
+  size: number,
+  signal: AbortSignal | undefined,
+): Promise<number> {
   let dedupedBytes = 0;
   const { blockBytes: fsBlockBytes, extents } = await fileExtents(filesystem);
   assert(fsBlockBytes === blockBytes, 'the filesystem is built with the volume block size');
@@ -321,6 +365,7 @@ async function writeFileAware(volume: Volume, filesystem: string, size: number):
     };
     const writeGap = async (from: number, to: number): Promise<void> => {
       for (let offset = from; offset < to; offset += rawCopyChunkBytes) {
+        signal?.throwIfAborted();
         const length = Math.min(rawCopyChunkBytes, to - offset);
         await writeNonZeroRuns(volume, offset, await readAt(offset, length));
       }
@@ -328,6 +373,7 @@ async function writeFileAware(volume: Volume, filesystem: string, size: number):
     let done = 0;
     for (const extent of extents) {
       await writeGap(done, extent.physicalBlock * blockBytes);
+      signal?.throwIfAborted();
       let block = 0;
       while (block < extent.blocks) {
         // Chunks end where the file's own offset is a multiple of extentBlocksMax.
@@ -351,6 +397,63 @@ async function writeFileAware(volume: Volume, filesystem: string, size: number):
   return dedupedBytes;
 }
 
+/**
+ * Writes owners into the built filesystem with `debugfs -w` when the staging
+ * tree could not carry them (the import does not run as root; `mke2fs -d`
+ * copies the staging files' owners, which are then the importing user).
+ */
+export async function setOwners(
+  filesystem: string,
+  owners: ReadonlyMap<string, { uid: number; gid: number }>,
+): Promise<void> {
+  if (owners.size === 0) return;
+  const lines: string[] = [];
+  for (const [file, { uid, gid }] of owners) {
+    if (/["\n\\]/.test(file)) {
+      throw new ElideError(
+        'ELIDE_IMAGE_INVALID',
+        `cannot set the owner of ${JSON.stringify(file)} without running as root`,
+      );
+    }
+    lines.push(`sif "${file}" uid ${uid}`, `sif "${file}" gid ${gid}`);
+  }
+  await run(
+    'debugfs',
+    ['-w', '-f', '-', filesystem],
+    lines.join('\n') + '\n',
+    'setting file owners',
+  );
+}
+
+/** Runs an e2fsprogs tool, failing with its last error line. */
+function run(
+  program: string,
+  args: string[],
+  input: string | undefined,
+  what: string,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const options = { maxBuffer: 64 * 1024 * 1024 };
+    const child = execFile(program, args, options, (error, _stdout, stderr) => {
+      // debugfs exits 0 whatever its commands did: anything but its banner is an error.
+      const complaints = stderr
+        .split('\n')
+        .filter((line) => line.trim() !== '' && !/^debugfs \d/.test(line));
+      if (error === null && (program !== 'debugfs' || complaints.length === 0)) return resolve();
+      if (error !== null && systemErrorCode(error) === 'ENOENT') {
+        reject(
+          new ElideError('ELIDE_IO', `${program} not found: install e2fsprogs to import images`),
+        );
+        return;
+      }
+      const reason = complaints.pop() ?? error?.message ?? 'failed';
+      const hint = program === 'mke2fs' ? '; a larger --size may help' : '';
+      reject(new ElideError('ELIDE_IO', `${what} failed (${program}: ${reason})${hint}`));
+    });
+    child.stdin?.end(input ?? '');
+  });
+}
+
 /** Creates the read-only volume, writes the filesystem into it, uploads and snapshots it. */
 async function fillVolume(
   dataDir: DataDir,
@@ -359,22 +462,26 @@ async function fillVolume(
   size: number,
   origin: { image: string; digest: string; platform: string },
   sources: AncestorRef[],
+  signal: AbortSignal | undefined,
 ): Promise<{ storedBytes: number; dedupedBytes: number; snapshotId: string }> {
   await dataDir.initImageVolume(name, size, origin, sources);
+  let committed = false;
   try {
     const volume = await dataDir.openVolume(name, { filling: true });
     try {
-      const dedupedBytes = await writeFileAware(volume, filesystem, size);
+      const dedupedBytes = await writeFileAware(volume, filesystem, size, signal);
       await volume.flush();
       const label = `image ${origin.digest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
       const snapshot = await createSnapshot(volume, dataDir.store, label);
       await dataDir.finishImport(name);
+      committed = true;
       return { storedBytes: volume.stats().segmentBytes, dedupedBytes, snapshotId: snapshot.id };
     } finally {
       await volume.close();
     }
   } catch (error) {
-    await dataDir.deleteVolume(name, { force: true }).catch(() => {});
+    // A volume whose import committed stays, whatever closing it said.
+    if (!committed) await dataDir.deleteVolume(name, { force: true }).catch(() => {});
     throw error;
   }
 }

@@ -74,7 +74,7 @@ export class RegistrySource implements ImageSource {
     const layers = checkDescriptors(document.layers, this.description, 'layers');
     if (config!.size > ociDocumentBytesMax) throw invalid(this.description, 'config too large');
     const response = await this.get(`/blobs/${config!.digest}`, '*/*', registryRequestTimeoutMs);
-    const bytes = Buffer.from(await response.arrayBuffer());
+    const bytes = await this.readCapped(response, 'config');
     const configDigest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     if (configDigest !== config!.digest) {
       throw invalid(this.description, `config ${config!.digest} does not match its digest`);
@@ -110,10 +110,7 @@ export class RegistrySource implements ImageSource {
       manifestAccept,
       registryRequestTimeoutMs,
     );
-    const declared = Number(response.headers.get('content-length') ?? '0');
-    if (declared > ociDocumentBytesMax) throw invalid(this.description, 'manifest too large');
-    const bytes = Buffer.from(await response.arrayBuffer());
-    if (bytes.length > ociDocumentBytesMax) throw invalid(this.description, 'manifest too large');
+    const bytes = await this.readCapped(response, 'manifest');
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     const document = parseJson(bytes, this.description) as ManifestDocument;
     if (document.mediaType === undefined) {
@@ -178,11 +175,35 @@ export class RegistrySource implements ImageSource {
         `${this.description}: token request: HTTP ${response.status}`,
       );
     }
-    const body = (await response.json()) as { token?: unknown; access_token?: unknown };
+    const body = parseJson(await this.readCapped(response, 'token response'), this.description) as {
+      token?: unknown;
+      access_token?: unknown;
+    };
     const token = body.token ?? body.access_token;
     if (typeof token !== 'string')
       throw invalid(this.description, 'token response without a token');
     return token;
+  }
+
+  /** A document body, refused as soon as it passes ociDocumentBytesMax. */
+  private async readCapped(response: Response, what: string): Promise<Buffer> {
+    const declared = Number(response.headers.get('content-length') ?? '0');
+    if (declared > ociDocumentBytesMax || response.body === null) {
+      await response.body?.cancel();
+      if (response.body === null) return Buffer.alloc(0);
+      throw invalid(this.description, `${what} too large`);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      size += chunk.length;
+      if (size > ociDocumentBytesMax) {
+        await response.body.cancel().catch(() => {});
+        throw invalid(this.description, `${what} too large`);
+      }
+      chunks.push(Buffer.from(chunk));
+    }
+    return Buffer.concat(chunks);
   }
 
   private async fetch(

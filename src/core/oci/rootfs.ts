@@ -19,7 +19,7 @@
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { rootfsSymlinkHopsMax } from '../constants.js';
+import { rootfsSpaceCheckBytes, rootfsSymlinkHopsMax } from '../constants.js';
 import { ElideError } from '../errors.js';
 import type { TarEntry } from './tar.js';
 
@@ -35,8 +35,6 @@ export interface RootfsStats {
   skippedSpecial: number;
   /** Extended attributes present in the layers but not applied. */
   skippedXattrs: number;
-  /** Entries whose owner could not be set (not running as root). */
-  ownersNotSet: number;
 }
 
 export class RootfsBuilder {
@@ -49,48 +47,69 @@ export class RootfsBuilder {
     fileBytes: 0,
     skippedSpecial: 0,
     skippedXattrs: 0,
-    ownersNotSet: 0,
   };
   /** Paths (relative, cleaned) written by the layer being applied: opaque whiteouts spare them. */
   private layerPaths = new Set<string>();
-  private readonly canChown = process.getuid?.() === 0;
+  /** Directories made opaque in the layer being applied (each is cleared once). */
+  private opaqueDirs = new Set<string>();
+  /**
+   * Directory metadata, applied when the tree is complete: a read-only mode
+   * must not stop later entries going in, nor their creation change the
+   * directory's mtime.
+   */
+  private readonly directoryMetadata = new Map<string, TarEntry>();
+  /**
+   * Owners to write into the built filesystem afterwards (debugfs), when this
+   * process cannot set them in the staging tree (not root).
+   */
+  readonly owners = new Map<string, { uid: number; gid: number }>();
+
+  /** File bytes written since free space was last checked. */
+  private sinceSpaceCheck = 0;
 
   constructor(
     readonly root: string,
     private readonly source: string,
+    /** Fails (ELIDE_NO_SPACE) when staging would eat into the free-space reserve. */
+    private readonly checkSpace: () => Promise<void> = async () => {},
+    private readonly canChown = process.getuid?.() === 0,
   ) {}
 
   /** Starts a new layer (opaque whiteouts only hide what earlier layers wrote). */
   beginLayer(): void {
     this.layerPaths = new Set();
+    this.opaqueDirs = new Set();
+  }
+
+  /** Applies directory modes, owners and times, deepest first; call once all layers are in. */
+  async finish(): Promise<void> {
+    const directories = [...this.directoryMetadata.entries()].sort(
+      ([a], [b]) => b.split(path.sep).length - a.split(path.sep).length,
+    );
+    for (const [directory, entry] of directories) {
+      const stat = await lstatOrNull(directory);
+      if (stat?.isDirectory() === true) await this.setMetadata(directory, entry, false);
+    }
   }
 
   async apply(entry: TarEntry, body: () => AsyncIterable<Buffer>): Promise<void> {
     const parts = cleanPath(entry.path, this.source);
     if (parts.length === 0) {
       // The root itself: only its metadata.
-      if (entry.type === 'directory') await this.setMetadata(this.root, entry, false);
+      if (entry.type === 'directory') this.directoryMetadata.set(this.root, entry);
       return;
     }
     const name = parts[parts.length - 1]!;
-    const parent = await this.resolveDirectory(parts.slice(0, -1));
+    if (name.startsWith('.wh.')) {
+      await this.whiteout(parts.slice(0, -1), name);
+      return;
+    }
+    const parent = await this.resolveDirectory(parts.slice(0, -1), true);
+    if (parent === undefined) throw this.invalid(`no directory for ${entry.path}`);
     const target = path.join(parent, name);
     const relative = path.relative(this.root, target);
     if (entry.xattrs.size > 0) this.stats.skippedXattrs += entry.xattrs.size;
 
-    if (name === '.wh..wh..opq') {
-      this.stats.whiteouts++;
-      for (const child of await fs.readdir(parent)) {
-        const childPath = path.join(parent, child);
-        if (!this.layerPaths.has(path.relative(this.root, childPath))) await removeAll(childPath);
-      }
-      return;
-    }
-    if (name.startsWith('.wh.')) {
-      this.stats.whiteouts++;
-      await removeAll(path.join(parent, name.slice('.wh.'.length)));
-      return;
-    }
     switch (entry.type) {
       case 'directory': {
         const existing = await lstatOrNull(target);
@@ -99,7 +118,7 @@ export class RootfsBuilder {
           await fs.mkdir(target, { mode: 0o700 });
         }
         this.stats.directories++;
-        await this.setMetadata(target, entry, false);
+        this.directoryMetadata.set(target, entry);
         break;
       }
       case 'file': {
@@ -114,6 +133,11 @@ export class RootfsBuilder {
           for await (const chunk of body()) {
             await handle.write(chunk, 0, chunk.length, written);
             written += chunk.length;
+            this.sinceSpaceCheck += chunk.length;
+            if (this.sinceSpaceCheck >= rootfsSpaceCheckBytes) {
+              this.sinceSpaceCheck = 0;
+              await this.checkSpace();
+            }
           }
           this.stats.fileBytes += written;
         } finally {
@@ -132,9 +156,10 @@ export class RootfsBuilder {
       case 'hardlink': {
         const sourceParts = cleanPath(entry.linkName, this.source);
         if (sourceParts.length === 0) throw this.invalid(`hard link ${entry.path} to the root`);
-        const sourceDir = await this.resolveDirectory(sourceParts.slice(0, -1));
-        const linked = path.join(sourceDir, sourceParts[sourceParts.length - 1]!);
-        const stat = await lstatOrNull(linked);
+        const sourceDir = await this.resolveDirectory(sourceParts.slice(0, -1), false);
+        const linked =
+          sourceDir === undefined ? '' : path.join(sourceDir, sourceParts[sourceParts.length - 1]!);
+        const stat = sourceDir === undefined ? null : await lstatOrNull(linked);
         if (stat === null || stat.isDirectory()) {
           throw this.invalid(`hard link ${entry.path} to ${entry.linkName}, which is not a file`);
         }
@@ -153,10 +178,50 @@ export class RootfsBuilder {
   }
 
   /**
-   * The host path of directory `parts` inside the root, made if missing,
-   * following symlinks among them with the root as `/`.
+   * A whiteout: `.wh..wh..opq` hides everything lower layers put in its
+   * directory (once per layer and directory), `.wh.NAME` removes NAME. A
+   * whiteout for a directory that does not exist changes nothing.
    */
-  private async resolveDirectory(parts: readonly string[]): Promise<string> {
+  private async whiteout(parentParts: readonly string[], name: string): Promise<void> {
+    this.stats.whiteouts++;
+    const parent = await this.resolveDirectory(parentParts, false);
+    if (parent === undefined) return;
+    if (name === '.wh..wh..opq') {
+      if (this.opaqueDirs.has(parent)) return;
+      this.opaqueDirs.add(parent);
+      await this.clearLower(parent);
+      return;
+    }
+    const hidden = name.slice('.wh.'.length);
+    if (hidden === '' || hidden === '.' || hidden === '..') {
+      throw this.invalid(`a whiteout named ${JSON.stringify(name)}`);
+    }
+    await removeAll(path.join(parent, hidden));
+  }
+
+  /** Removes what earlier layers put under `directory`, keeping this layer's entries. */
+  private async clearLower(directory: string): Promise<void> {
+    for (const child of await fs.readdir(directory)) {
+      const childPath = path.join(directory, child);
+      if (!this.layerPaths.has(path.relative(this.root, childPath))) {
+        await removeAll(childPath);
+        continue;
+      }
+      const stat = await lstatOrNull(childPath);
+      if (stat?.isDirectory() === true) await this.clearLower(childPath);
+    }
+  }
+
+  /**
+   * The host path of directory `parts` inside the root, following symlinks
+   * among them with the root as `/`. Missing directories are made when
+   * `create` (and a file in the way is replaced); otherwise the result is
+   * undefined.
+   */
+  private async resolveDirectory(
+    parts: readonly string[],
+    create: boolean,
+  ): Promise<string | undefined> {
     const resolved: string[] = [];
     const queue = [...parts];
     let hops = 0;
@@ -170,6 +235,7 @@ export class RootfsBuilder {
       const host = path.join(this.root, ...resolved, part);
       const stat = await lstatOrNull(host);
       if (stat === null) {
+        if (!create) return undefined;
         await fs.mkdir(host, { mode: 0o755 });
       } else if (stat.isSymbolicLink()) {
         if (++hops > rootfsSymlinkHopsMax) {
@@ -180,6 +246,7 @@ export class RootfsBuilder {
         queue.unshift(...link.split('/'));
         continue;
       } else if (!stat.isDirectory()) {
+        if (!create) return undefined;
         // A later layer puts a directory where a file was.
         await fs.unlink(host);
         await fs.mkdir(host, { mode: 0o755 });
@@ -191,9 +258,8 @@ export class RootfsBuilder {
 
   private async setMetadata(target: string, entry: TarEntry, isLink: boolean): Promise<void> {
     if (this.canChown) await fs.lchown(target, entry.uid, entry.gid);
-    else if (entry.uid !== process.getuid?.() || entry.gid !== process.getgid?.()) {
-      this.stats.ownersNotSet++;
-    }
+    else
+      this.owners.set('/' + path.relative(this.root, target), { uid: entry.uid, gid: entry.gid });
     // chmod after chown: chown clears set-id bits.
     if (!isLink) await fs.chmod(target, entry.mode);
     const time = new Date(entry.mtime * 1000);

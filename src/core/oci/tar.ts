@@ -127,6 +127,9 @@ export async function* readTar(
         xattrs.set(key.slice('SCHILY.xattr.'.length), Buffer.from(value));
       }
     }
+    if (typeFlag === 'S') {
+      throw invalid(source, `${path}: GNU sparse entries are not supported`);
+    }
     const type: TarEntryType =
       typeFlag === '0' || typeFlag === '\0' || typeFlag === '7'
         ? 'file'

@@ -784,8 +784,19 @@ export class DataDir {
   ): Promise<ImportOciResult> {
     validateVolumeName(name);
     await this.sweepImports();
+    if (this.fs.stat(path.join(this.volumeDir(name), importingMarker)) !== undefined) {
+      throw new ElideError(
+        'ELIDE_VOLUME_EXISTS',
+        `volume ${name} is being imported, or its import died; ` +
+          `\`elide volume delete ${name} --force\` removes it`,
+        { volume: name },
+      );
+    }
     if (this.fs.stat(this.volumeDir(name)) !== undefined) throw volumeExists(name);
-    return importOciImage(this, reference, name, options);
+    return importOciImage(this, reference, name, {
+      freeSpaceReserveBytes: this.freeSpaceReserveBytes,
+      ...options,
+    });
   }
 
   async exportRaw(

@@ -3,11 +3,13 @@
  * hostile archives that try to write outside it (`..`, absolute names,
  * symlinks pointing out, writes through symlinks, bad headers).
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isElideError } from '../../../../src/core/index.js';
+import { setOwners } from '../../../../src/core/oci/import.js';
 import { RootfsBuilder } from '../../../../src/core/oci/rootfs.js';
 import { readTar } from '../../../../src/core/oci/tar.js';
 import { chunks, writeTar, type TarInput } from '../../../support/tar-writer.js';
@@ -126,6 +128,77 @@ describe('applying layers', () => {
     ]);
     expect(builder.stats.skippedSpecial).toBe(1);
     expect(fs.existsSync(path.join(root, 'dev/fifo'))).toBe(false);
+  });
+});
+
+describe('applying layers: review findings', () => {
+  it('refuses whiteouts named ".wh.", ".wh..", ".wh..." instead of deleting above them', async () => {
+    for (const name of ['.wh.', '.wh..', '.wh...']) {
+      for (const where of ['', 'etc/']) {
+        const { root } = sandbox();
+        const builder = new RootfsBuilder(root, 'test');
+        await apply(builder, [{ path: 'etc/hostname', content: 'x' }]);
+        const error = await apply(builder, [{ path: `${where}${name}` }]).catch((e: unknown) => e);
+        expect(isElideError(error, 'ELIDE_IMAGE_INVALID'), `${where}${name}`).toBe(true);
+        expect(read(root, 'etc/hostname')).toBe('x');
+      }
+    }
+  });
+
+  it('a whiteout for a missing path changes nothing (no directories appear, no file is replaced)', async () => {
+    const { root } = sandbox();
+    const builder = new RootfsBuilder(root, 'test');
+    await apply(builder, [{ path: 'etc/passwd', content: 'root:x:0:0' }]);
+    await apply(builder, [{ path: 'etc/passwd/.wh.nothing' }, { path: 'var/lib/.wh.x' }]);
+    expect(fs.statSync(path.join(root, 'etc/passwd')).isFile()).toBe(true);
+    expect(fs.existsSync(path.join(root, 'var'))).toBe(false);
+  });
+
+  it("an opaque whiteout after an explicit subdirectory hides that subdirectory's lower contents too", async () => {
+    const { root } = sandbox();
+    const builder = new RootfsBuilder(root, 'test');
+    await apply(builder, [{ path: 'dir/sub/old', content: 'lower' }]);
+    await apply(builder, [
+      { path: 'dir/', type: 'directory' },
+      { path: 'dir/sub/', type: 'directory' },
+      { path: 'dir/sub/new', content: 'upper' },
+      { path: 'dir/.wh..wh..opq' },
+      { path: 'dir/.wh..wh..opq' },
+    ]);
+    expect(fs.readdirSync(path.join(root, 'dir/sub'))).toEqual(['new']);
+  });
+
+  it('applies directory modes and times after their contents, so read-only directories fill', async () => {
+    const { root } = sandbox();
+    const builder = new RootfsBuilder(root, 'test');
+    await apply(builder, [
+      { path: 'usr/', type: 'directory', mode: 0o555 },
+      { path: 'usr/bin/', type: 'directory', mode: 0o555 },
+      { path: 'usr/bin/tool', content: 'x', mode: 0o755 },
+    ]);
+    await builder.finish();
+    expect(fs.statSync(path.join(root, 'usr/bin')).mode & 0o777).toBe(0o555);
+    expect(fs.statSync(path.join(root, 'usr/bin')).mtimeMs).toBe(1_700_000_000_000);
+    expect(read(root, 'usr/bin/tool')).toBe('x');
+  });
+
+  it('records owners for the built filesystem when it cannot set them itself', async () => {
+    const { root } = sandbox();
+    const builder = new RootfsBuilder(root, 'test', async () => {}, false);
+    await apply(builder, [
+      { path: 'etc/', type: 'directory' },
+      { path: 'etc/shadow', content: 'x', uid: 0, gid: 42, mode: 0o640 },
+      { path: 'home/user/file', content: 'y', uid: 1000, gid: 1000 },
+    ]);
+    await builder.finish();
+    expect(builder.owners.get('/etc/shadow')).toEqual({ uid: 0, gid: 42 });
+    const image = path.join(path.dirname(root), 'fs.ext4');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', root, image, '16M']);
+    await setOwners(image, builder.owners);
+    const stat = (file: string) =>
+      execFileSync('debugfs', ['-R', `stat ${file}`, image], { stdio: 'pipe' }).toString();
+    expect(stat('/etc/shadow')).toMatch(/User:\s+0\s+Group:\s+42/);
+    expect(stat('/home/user/file')).toMatch(/User:\s+1000\s+Group:\s+1000/);
   });
 });
 
