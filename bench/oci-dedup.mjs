@@ -3,14 +3,15 @@
 // `elide import-oci` stores anew when the first version is already in the data directory.
 // Two Debian rootfs trees are built with debootstrap (minbase, and minbase plus a few packages),
 // each becomes a one-layer image in an OCI layout (umoci), and the second is imported once into
-// a data directory that already holds the first and once into an empty one.
+// a data directory that already holds the first and once into an empty one (in each run).
 // Writes the figures into docs/benchmarks.md between the oci-dedup-bench markers.
 // Run with `npm run bench:oci` (builds first).
 // Options (env): ELIDE_BENCH_DIR (default ./bench/out; the rootfs trees and the OCI layout are
 // cached in its oci-dedup-cache directory and reused by later runs), ELIDE_BENCH_SUITE (default
 // bookworm), ELIDE_BENCH_INCLUDE (the packages v2 adds, default curl,ca-certificates,less),
 // ELIDE_BENCH_MIRROR (default: the first URIs of /etc/apt/sources.list.d/debian.sources),
-// ELIDE_BENCH_KEEP=1 (keep the work dir with both data directories).
+// ELIDE_BENCH_RUNS (default 3), ELIDE_BENCH_KEEP=1 (keep the work dir with every run's data
+// directories).
 // Needs root (debootstrap, unless the cache is there), debootstrap, umoci, e2fsprogs on PATH.
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -355,7 +356,6 @@ async function main() {
   };
   const v2 = { storedBytes: med(results.v2, 'storedBytes'), fileBytes: results.v2[0].fileBytes };
   const alone = { storedBytes: med(results.alone, 'storedBytes') };
-  const v1 = results.v1[0];
   const fractions = results.v2.map((x, i) => x.storedBytes / results.alone[i].storedBytes);
   const row = (label, list) =>
     `| ${label} | ${bytesFig(list, 'fileBytes')} | ${bytesFig(list, 'storedBytes')} | ` +
@@ -390,6 +390,8 @@ async function main() {
     );
   };
   const skipped = (r) => `${r.skippedSpecial} device nodes or FIFOs, ${r.skippedXattrs} xattrs`;
+  const first = { v1: results.v1[0], v2: results.v2[0] };
+  const eachFraction = fractions.map((f) => `${(100 * f).toFixed(1)}%`).join(' / ');
   const section = [
     `Measured ${new Date().toISOString().slice(0, 10)} by \`${envParts.join(' ')}\` on ` +
       `${cpus.length}× ${cpus[0]?.model ?? 'unknown CPU'}, ` +
@@ -407,39 +409,43 @@ async function main() {
     `- v1: \`debootstrap ${versions[0].args.join(' ')} ${suite} DIR MIRROR\`: ${tree('v1')}.`,
     `- v2: \`debootstrap ${versions[1].args.join(' ')} ${suite} DIR MIRROR\`: ${tree('v2')}. ` +
       `The ${added.length} packages it adds (${include} and their dependencies, ` +
-      `${num(addedKib / 1024)} MiB installed): ${added.join(', ')}. By content, ` +
-      `${newFiles.toLocaleString('en-US')} of its files (${mibText(newBytes)}) match no file of ` +
-      `v1; ${changed.length} of them (${mibText(changedBytes)}) are at paths v1 also has, with ` +
-      `other content (largest: ${changed
+      `${num(addedKib / 1024)} MiB installed): ${added.join(', ')}.`,
+    `- By content, ${newFiles.toLocaleString('en-US')} of v2's files (${mibText(newBytes)}) ` +
+      `match no file of v1; ${changed.length} of them (${mibText(changedBytes)}) are at paths ` +
+      `v1 also has, with other content (largest: ${changed
         .slice(0, 3)
         .map((c) => `\`/${c.file}\``)
-        .join(', ')}).`,
+        .join(', ')}). The rest of v2 is file for file in v1.`,
     '',
     'Each tree is one layer of one image in one OCI layout (`umoci init --layout L`, ' +
       '`umoci new --image L:vN`, `umoci insert --image L:vN DIR /`; gzip layers of ' +
-      `${mibText(v1.imageBytes)} and ${mibText(v2.imageBytes)}, the \`imageBytes\` below). Then ` +
-      '`elide import-oci oci:L:v1 v1 --json` and `elide import-oci oci:L:v2 v2 --json` into data ' +
-      'dir A (v2 deduplicates against every volume already there, here v1), and ' +
-      '`elide import-oci oci:L:v2 v2 --json` alone into an empty data dir B. `storedBytes` is what ' +
-      "the import added to storage (the new volume's segments: file data and filesystem " +
-      'metadata, all-zero blocks left out, after LZ4 where it pays); `dedupedBytes` is file data ' +
-      'found already stored (in v1, or earlier in the same image); "store grew by" is the bytes ' +
-      "of the files in the `file://` store's directory after the import minus before (segments, " +
-      'snapshot and volume records). Import times are the JSON `durationMs`, and in brackets the ' +
-      'wall time of the whole CLI process; one run each.',
+      `${mibText(first.v1.imageBytes)} and ${mibText(first.v2.imageBytes)}). ` +
+      `${runs} run${runs === 1 ? '' : 's'}, each with fresh data directories: ` +
+      '`elide import-oci oci:L:v1 v1 --json`, then `elide import-oci oci:L:v2 v2 --json`, into ' +
+      'data dir A (v2 deduplicates against every volume already there, here v1), and ' +
+      '`elide import-oci oci:L:v2 v2 --json` alone into an empty data dir B. Columns: ' +
+      "`storedBytes` is what the import added to storage (the new volume's segments: file data " +
+      'and filesystem metadata, all-zero blocks left out, LZ4 where it pays); `dedupedBytes` is ' +
+      'file data found already stored (in v1, or earlier in the same image), counted in whole ' +
+      '4 KiB blocks, so it does not add up with `fileBytes` (exact file sizes); "store grew by" ' +
+      "is the bytes of the files in the `file://` store's directory after the import minus " +
+      'before (segments, snapshot and volume records); import time is the JSON `durationMs` ' +
+      `(the CLI process took ${(Math.min(...walls) / 1000).toFixed(1)}-` +
+      `${(Math.max(...walls) / 1000).toFixed(1)} s longer). Figures are medians, with the range ` +
+      'where the runs differ.',
     '',
     table,
     '',
     `**Importing v2 next to v1 stored ${pct(v2.storedBytes, alone.storedBytes)} of the bytes ` +
       `that importing it alone stores** (${mibText(v2.storedBytes)} against ` +
-      `${mibText(alone.storedBytes)}), and ${pct(v2.storedBytes, v2.fileBytes)} of its ` +
-      `${mibText(v2.fileBytes)} of file data. Image sizes: v1 ${mibText(v1.imageBytes)}, v2 ` +
-      `${mibText(v2.imageBytes)} (gzip); filesystems (\`size\`) ${mibText(v1.size)} and ` +
-      `${mibText(v2.size)}. Skipped by the imports: v1 ${skipped(v1)}; v2 ${skipped(v2)}.`,
+      `${mibText(alone.storedBytes)}; each run ${eachFraction}), and ` +
+      `${pct(v2.storedBytes, v2.fileBytes)} of its ${mibText(v2.fileBytes)} of file data. ` +
+      `Filesystem sizes (\`size\`): v1 ${mibText(first.v1.size)}, v2 ${mibText(first.v2.size)}. ` +
+      `Skipped by the imports: v1 ${skipped(first.v1)}; v2 ${skipped(first.v2)}.`,
     '',
-    'Check: `elide volume export-raw v2 IMG` from data dir A, then `e2fsck -fn IMG` exited ' +
-      `${check.fsckStatus}, and every one of the ${check.files.toLocaleString('en-US')} regular ` +
-      'files of the v2 tree (by path) has the same SHA-256 in `debugfs -R "rdump / DIR" IMG`.',
+    'Check (first run): `elide volume export-raw v2 IMG` from data dir A, then `e2fsck -fn IMG` ' +
+      `exited ${check.fsckStatus}, and every one of the ${check.files.toLocaleString('en-US')} ` +
+      'regular-file paths of the v2 tree has the same SHA-256 in `debugfs -R "rdump / DIR" IMG`.',
   ].join('\n');
 
   writeDocSection('oci-dedup-bench', 'Image import: deduplication across versions', section);

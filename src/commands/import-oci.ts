@@ -15,7 +15,8 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
 
   static override description =
     "The image's layers are checked against their digests and applied in order (whiteouts, " +
-    'hard links, symlinks, permissions and ownership), in a staging area no archive entry can ' +
+    'hard links, symlinks, permissions, ownership, extended attributes), in a staging area no ' +
+    'archive entry can ' +
     'escape; the merged tree becomes an ext4 filesystem (mke2fs -d, sized automatically unless ' +
     '--size is given) in a new read-only volume NAME, which is uploaded and snapshotted. Fork it ' +
     'to boot it: `elide volume init vm1 --from NAME`. REF uses skopeo transport syntax: ' +
@@ -23,7 +24,8 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     'and docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST] pulled from a registry (docker.io by default; ' +
     'anonymous or bearer-token access; --insecure allows plain HTTP). ' +
     'A multi-platform image is resolved to --platform. A failed import leaves nothing behind. ' +
-    'Device nodes, FIFOs and extended attributes in layers are skipped (and counted in --json).';
+    'Extended attributes are kept; device nodes and FIFOs in layers are skipped (and counted in ' +
+    '--json).';
 
   static override examples = [
     {

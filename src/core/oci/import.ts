@@ -155,6 +155,7 @@ export async function importOciImage(
       const size = roundUp(options.sizeBytes ?? filesystemSize(builder.stats), blockBytes);
       await buildExt4(rootfs, filesystem, size, builder.stats);
       await setOwners(filesystem, builder.owners);
+      await setXattrs(filesystem, builder.xattrs, scratch);
       await checkSpace();
       await removeTree(rootfs);
       progress('volume', image.layers.length, imageBytes);
@@ -422,6 +423,37 @@ export async function setOwners(
     ['-w', '-f', '-', filesystem],
     lines.join('\n') + '\n',
     'setting file owners',
+  );
+}
+
+/** Writes extended attributes into the built filesystem with `debugfs -w` (`ea_set`). */
+export async function setXattrs(
+  filesystem: string,
+  xattrs: ReadonlyMap<string, ReadonlyMap<string, Buffer>>,
+  scratch: string,
+): Promise<void> {
+  if (xattrs.size === 0) return;
+  const lines: string[] = [];
+  let n = 0;
+  for (const [file, attributes] of xattrs) {
+    if (/["\n\\]/.test(file)) {
+      throw new ElideError(
+        'ELIDE_IMAGE_INVALID',
+        `cannot set attributes of ${JSON.stringify(file)}`,
+      );
+    }
+    for (const [name, value] of attributes) {
+      // Values may be binary (security.capability): debugfs reads them from a file.
+      const valueFile = path.join(scratch, `xattr-${n++}`);
+      await fs.writeFile(valueFile, value);
+      lines.push(`ea_set -f "${valueFile}" "${file}" ${name}`);
+    }
+  }
+  await run(
+    'debugfs',
+    ['-w', '-f', '-', filesystem],
+    lines.join('\n') + '\n',
+    'setting extended attributes',
   );
 }
 

@@ -14,7 +14,8 @@
  *   non-directory inside the root.
  * Whiteouts (`.wh.NAME`, `.wh..wh..opq`) remove what lower layers put there.
  * Device nodes and FIFOs cannot be made without privileges Node lacks; they
- * are counted and skipped, as are extended attributes.
+ * are counted and skipped. Extended attributes (and owners, when not running
+ * as root) are recorded and written into the built filesystem afterwards.
  */
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -33,7 +34,7 @@ export interface RootfsStats {
   fileBytes: number;
   /** Device nodes and FIFOs, which cannot be created here. */
   skippedSpecial: number;
-  /** Extended attributes present in the layers but not applied. */
+  /** Extended attributes with names or sizes elide does not write (skipped). */
   skippedXattrs: number;
 }
 
@@ -63,6 +64,8 @@ export class RootfsBuilder {
    * process cannot set them in the staging tree (not root).
    */
   readonly owners = new Map<string, { uid: number; gid: number }>();
+  /** Extended attributes to write into the built filesystem (Node cannot set them here). */
+  readonly xattrs = new Map<string, Map<string, Buffer>>();
 
   /** File bytes written since free space was last checked. */
   private sinceSpaceCheck = 0;
@@ -108,7 +111,6 @@ export class RootfsBuilder {
     if (parent === undefined) throw this.invalid(`no directory for ${entry.path}`);
     const target = path.join(parent, name);
     const relative = path.relative(this.root, target);
-    if (entry.xattrs.size > 0) this.stats.skippedXattrs += entry.xattrs.size;
 
     switch (entry.type) {
       case 'directory': {
@@ -257,9 +259,23 @@ export class RootfsBuilder {
   }
 
   private async setMetadata(target: string, entry: TarEntry, isLink: boolean): Promise<void> {
+    const inImage = '/' + path.relative(this.root, target);
     if (this.canChown) await fs.lchown(target, entry.uid, entry.gid);
-    else
-      this.owners.set('/' + path.relative(this.root, target), { uid: entry.uid, gid: entry.gid });
+    else this.owners.set(inImage, { uid: entry.uid, gid: entry.gid });
+    const kept = new Map<string, Buffer>();
+    for (const [name, value] of entry.xattrs) {
+      // Names go into a debugfs script: only the plain ones the kernel uses.
+      if (
+        /^(user|trusted|security|system)\.[\w.@:+-]{1,200}$/.test(name) &&
+        value.length <= 65536
+      ) {
+        kept.set(name, value);
+      } else {
+        this.stats.skippedXattrs++;
+      }
+    }
+    if (kept.size > 0) this.xattrs.set(inImage, kept);
+    else this.xattrs.delete(inImage);
     // chmod after chown: chown clears set-id bits.
     if (!isLink) await fs.chmod(target, entry.mode);
     const time = new Date(entry.mtime * 1000);

@@ -208,6 +208,44 @@ describe('import-oci', { timeout: 300_000 }, () => {
     }
   });
 
+  it('imports zstd layers, and keeps extended attributes', async () => {
+    const zstd = path.join(sandbox.dir, 'zstd');
+    await runOk('skopeo', [
+      'copy',
+      '--dest-compress-format',
+      'zstd',
+      `oci:${layout}:v2`,
+      `oci:${zstd}:v2`,
+    ]);
+    json(await sandbox.cli(['import-oci', `oci:${zstd}:v2`, 'from-zstd', '--json']));
+    const fromZstd = await checkFilesystem('from-zstd');
+    expect(await fromZstd('cat /etc/motd')).toBe('version two\n');
+
+    const withXattrs = path.join(sandbox.dir, 'xattrs');
+    handLayout(withXattrs, [
+      {
+        architecture: 'amd64',
+        layers: [
+          writeTar([
+            {
+              path: 'usr/bin/ping',
+              content: 'binary',
+              mode: 0o755,
+              pax: {
+                'SCHILY.xattr.security.capability': '\u0001\u0000\u0000\u0002',
+                'SCHILY.xattr.user.origin': 'test',
+              },
+            },
+          ]),
+        ],
+      },
+    ]);
+    json(await sandbox.cli(['import-oci', `oci:${withXattrs}`, 'with-xattrs', '--json']));
+    const listed = await (await checkFilesystem('with-xattrs'))('ea_list /usr/bin/ping');
+    expect(listed).toMatch(/security\.capability \(4\) = 01 00 00 02/);
+    expect(listed).toMatch(/user\.origin \(4\) = "test"/);
+  });
+
   it('pulls from a registry, anonymously and with a bearer token', async () => {
     const registry = await startRegistry(path.join(sandbox.dir, 'registry'));
     const front = await startTokenFront(registry.address);
