@@ -32,7 +32,10 @@ const keep = process.env.ELIDE_BENCH_KEEP === '1';
 const runs = positiveInt('ELIDE_BENCH_RUNS', 3);
 const variant = 'minbase';
 const mib = (bytes) => bytes / 2 ** 20;
-const mibText = (bytes) => `${mib(bytes) < 10 ? mib(bytes).toFixed(2) : num(mib(bytes))} MiB`;
+const mibText = (bytes) =>
+  bytes < 2 ** 20
+    ? `${num(bytes / 1024)} KiB`
+    : `${mib(bytes) < 10 ? mib(bytes).toFixed(2) : num(mib(bytes))} MiB`;
 const pct = (part, whole) => `${((100 * part) / whole).toFixed(1)}%`;
 const secs = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -231,9 +234,9 @@ async function importOci(dataDir, ref, name) {
   const wallMs = Date.now() - start;
   const storeGrowth = filesBytes(store) - before;
   console.log(
-    `import-oci ${ref} ${name} (${path.basename(dataDir)}): ${mibText(result.fileBytes)} of files, ` +
-      `stored ${mibText(result.storedBytes)} (${result.storedBytes} B), deduped ${mibText(result.dedupedBytes)} ` +
-      `(from ${result.dedupFrom.join(', ') || 'nothing'}), store +${mibText(storeGrowth)}, ` +
+    `import-oci ${name} into ${path.basename(dataDir)}: ${result.fileBytes} B of files, ` +
+      `stored ${result.storedBytes} B, deduped ${result.dedupedBytes} B ` +
+      `(from ${result.dedupFrom.join(', ') || 'nothing'}), store +${storeGrowth} B, ` +
       `${secs(result.durationMs)} (${secs(wallMs)} wall)`,
   );
   return { ...result, wallMs, storeGrowth, env };
@@ -350,8 +353,8 @@ async function main() {
   const bytesFig = (list, key) => {
     const values = list.map((x) => x[key]);
     const [low, high] = [Math.min(...values), Math.max(...values)];
-    return low === high
-      ? mibText(low)
+    return mibText(low) === mibText(high)
+      ? mibText(median(values))
       : `${mibText(median(values))} (${mibText(low)}-${mibText(high)})`;
   };
   const v2 = { storedBytes: med(results.v2, 'storedBytes'), fileBytes: results.v2[0].fileBytes };

@@ -385,7 +385,7 @@ async function writeFileAware(
         );
         const offset = (extent.physicalBlock + block) * blockBytes;
         const data = await readAt(offset, count * blockBytes);
-        if (volume.hasSegmentCopy(blake3(data))) dedupedBytes += data.length;
+        if (volume.hasExtent(blake3(data))) dedupedBytes += data.length;
         await volume.write(offset, data);
         block += count;
       }

@@ -732,9 +732,9 @@ export class Volume implements UploadHost {
     return this.uploader.deleteRetired(retentionMs);
   }
 
-  /** Whether a segment (this volume's, or one it reads through) already holds the extent. */
-  hasSegmentCopy(hash: Buffer): boolean {
-    return this.extents.segmentCopy(hash) !== undefined;
+  /** Whether the volume already holds the extent (in a log, or a segment it owns or reads through). */
+  hasExtent(hash: Buffer): boolean {
+    return this.extents.has(hash) || this.extents.segmentCopy(hash) !== undefined;
   }
 
   /** Set once the volume has stopped after a failed sync (invariant 7). */
