@@ -382,6 +382,22 @@ describe('import-oci', { timeout: 300_000 }, () => {
     expect(fs.existsSync(objects)).toBe(false);
   });
 
+  it('sizes the filesystem to --size when given, and refuses a size too small for the image', async () => {
+    const sized = json(
+      await sandbox.cli(['import-oci', `oci:${layout}:v1`, 'sized', '--size', '256M', '--json']),
+    );
+    expect(sized.size).toBe(256 * 1024 * 1024);
+    expect(json(await sandbox.cli(['volume', 'info', 'sized', '--json'])).size).toBe(
+      256 * 1024 * 1024,
+    );
+    expect(await (await checkFilesystem('sized'))('cat /etc/motd')).toBe('version one\n');
+    const tiny = await sandbox.cli(['import-oci', `oci:${layout}:v1`, 'tiny', '--size', '1M']);
+    expect(tiny.code).not.toBe(0);
+    expect(tiny.stderr.trim().split('\n')).toHaveLength(1);
+    expect(tiny.stderr).toMatch(/mke2fs/);
+    expect((await sandbox.cli(['volume', 'info', 'tiny'])).code).toBe(3);
+  });
+
   it('gives a writable fork of the imported image', async () => {
     json(await sandbox.cli(['volume', 'init', 'vm1', '--from', 'img1', '--json']));
     const server = await sandbox.serve(['vm1', 'img1']);
