@@ -110,11 +110,6 @@ export class StoredSegment implements SegmentReader {
     return segment;
   }
 
-  /** A segment known from the store whose index was just fetched; nothing cached yet. */
-  static fetchedIndex(dirs: CacheDirs, index: SegmentIndex): StoredSegment {
-    return new StoredSegment(dirs, index, null);
-  }
-
   /** The presence map that marks every extent present (written before adoption). */
   static fullPresentMap(index: SegmentIndex): Buffer {
     const bits = new Uint8Array(bitmapBytes(index.extents.length)).fill(0xff);
