@@ -9,7 +9,7 @@
 // default 256M; the volume is 1 GiB or this, whichever is larger), ELIDE_BENCH_SECONDS (each
 // foreground fio run, default 15), ELIDE_BENCH_RUNS (default 3).
 // Needs fio (with the nbd engine) on PATH.
-import { spawn } from 'node:child_process';
+
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,8 +23,8 @@ import {
   parseSize,
   positiveInt,
   run,
+  serveElide,
   stop,
-  track,
   version,
 } from './harness.mjs';
 
@@ -106,34 +106,8 @@ async function elide(env, args) {
 async function startElide(env) {
   await elide(env, ['volume', 'init', 'bench', '--size', String(volumeBytes)]);
   const logFile = path.join(work, 'elide.log');
-  const log = fs.createWriteStream(logFile);
-  const child = track(
-    spawn(process.execPath, [elideBin, 'serve', 'nbd', 'bench', '--listen', '127.0.0.1:0'], {
-      env,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    }),
-  );
-  let seen = '';
-  child.stderr.on('data', (chunk) => {
-    log.write(chunk);
-    seen += chunk;
-  });
-  const uri = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
-    const check = () => {
-      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
-      if (match !== null) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stderr.on('data', check);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
-    });
-  });
-  return { uri, child, logFile, env, output: () => seen };
+  const { uri, child, output } = await serveElide(elideBin, 'bench', { env, logFile });
+  return { uri, child, logFile, env, output };
 }
 
 /** One `elide gc bench --json` through the server; its summary and client-side wall span. */

@@ -86,3 +86,42 @@ export function median(values) {
 
 export const num = (value) =>
   value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
+
+/**
+ * Starts `node ELIDE_BIN serve nbd NAME --listen 127.0.0.1:0` (after `nodeArgs`), copies its
+ * stderr to `logFile`, and resolves once its ready line names the URI.
+ */
+export async function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }) {
+  const log = fs.createWriteStream(logFile);
+  const child = track(
+    spawn(
+      process.execPath,
+      [...nodeArgs, elideBin, 'serve', 'nbd', name, '--listen', '127.0.0.1:0'],
+      {
+        env,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    ),
+  );
+  let seen = '';
+  child.stderr.on('data', (chunk) => {
+    log.write(chunk);
+    seen += chunk;
+  });
+  const uri = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
+    const check = () => {
+      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stderr.on('data', check);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
+    });
+  });
+  return { child, uri, output: () => seen };
+}

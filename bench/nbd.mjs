@@ -21,6 +21,7 @@ import {
   parseSize,
   positiveInt,
   run,
+  serveElide,
   stop,
   track,
   version,
@@ -96,30 +97,7 @@ async function startElide(dataDir) {
     env,
   });
   const logFile = path.join(work, 'elide.log');
-  const log = fs.createWriteStream(logFile);
-  const child = track(
-    spawn(process.execPath, [elideBin, 'serve', 'nbd', 'bench', '--listen', '127.0.0.1:0'], {
-      env,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    }),
-  );
-  const uri = await new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
-    child.stderr.on('data', (chunk) => {
-      log.write(chunk);
-      seen += chunk;
-      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
-      if (match !== null) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
-    });
-  });
+  const { uri, child } = await serveElide(elideBin, 'bench', { env, logFile });
   return { name: 'elide', uri, child, logFile, env };
 }
 

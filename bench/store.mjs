@@ -9,7 +9,7 @@
 // NBD server and `volume sync` under `node --cpu-prof` and keep the profiles there),
 // ELIDE_BENCH_KEEP=1 (keep the work dir, with radosgw's log, after stopping it).
 // Needs fio (with the nbd engine) and Ceph (ceph-mon, ceph-osd, radosgw) on PATH.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -32,8 +32,8 @@ import {
   parseSize,
   positiveInt,
   run,
+  serveElide,
   stop,
-  track,
   version,
 } from './harness.mjs';
 
@@ -347,35 +347,9 @@ function writeRandomFile(file) {
 }
 
 async function startServer(env, logFile) {
-  const node = profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
-  const log = fs.createWriteStream(logFile);
-  const child = track(
-    spawn(process.execPath, [...node, elideBin, 'serve', 'nbd', 'v', '--listen', '127.0.0.1:0'], {
-      env,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    }),
-  );
-  let seen = '';
-  child.stderr.on('data', (chunk) => {
-    log.write(chunk);
-    seen += chunk;
-  });
-  const uri = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
-    const check = () => {
-      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
-      if (match !== null) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stderr.on('data', check);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
-    });
-  });
-  return { child, uri, logFile, output: () => seen };
+  const nodeArgs = profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  const { child, uri, output } = await serveElide(elideBin, 'v', { env, logFile, nodeArgs });
+  return { child, uri, logFile, output };
 }
 
 function fioArgs(uri, output) {
