@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
 import {
-  children,
+  exitPaths,
   logTail,
   median,
   num,
@@ -73,28 +73,8 @@ const loopGc = ['--retention', '0', '--min-live', '0.9'];
 
 // Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
 let work;
-let cleaning;
+const { cleanup } = exitPaths({ work: () => work, notice: 'stopping servers' });
 const stderrNotes = [];
-
-async function cleanup() {
-  cleaning ??= (async () => {
-    await Promise.all([...children].map((child) => stop(child, 10_000)));
-    if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-// Last resort if the process exits without going through cleanup().
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-  if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
-});
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    process.stderr.write(`bench: ${signal}, stopping servers\n`);
-    cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
-  });
-}
 
 /** Runs an elide command with the bench's data directory; anything on stderr is kept. */
 async function elide(env, args) {

@@ -2,6 +2,7 @@
 // (tracked so every exit path can stop them), and figure formatting.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 
 /** Every child started through `track`, so that exit paths (errors, signals) can stop it. */
 export const children = new Set();
@@ -43,6 +44,43 @@ export async function stop(child, ms = 30_000) {
     child.kill('SIGKILL');
     await exited(child, 5_000);
   }
+}
+
+/**
+ * A benchmark's exit paths. `cleanup()` (shared by all callers) stops every
+ * tracked child, then `stopOthers`, then removes `work()` unless `keep`;
+ * SIGINT and SIGTERM run it and exit; a bare process exit kills the children,
+ * runs `stopOthersSync` and removes `work()`. `signalled()` says whether a
+ * signal started the cleanup (errors after one come from stopping servers).
+ */
+export function exitPaths({ work, keep = false, stopOthers, stopOthersSync, notice }) {
+  let cleaning;
+  let signalled = false;
+  const removeWork = () => {
+    const dir = work();
+    if (dir !== undefined && !keep) fs.rmSync(dir, { recursive: true, force: true });
+  };
+  const cleanup = () => {
+    cleaning ??= (async () => {
+      await Promise.all([...children].map((child) => stop(child, 10_000)));
+      await stopOthers?.();
+      removeWork();
+    })();
+    return cleaning;
+  };
+  process.on('exit', () => {
+    for (const child of children) child.kill('SIGKILL');
+    stopOthersSync?.();
+    removeWork();
+  });
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => {
+      signalled = true;
+      process.stderr.write(`bench: ${signal}, ${notice}\n`);
+      cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
+    });
+  }
+  return { cleanup, signalled: () => signalled };
 }
 
 /** Runs a tracked command; resolves with its output, rejects with it on a non-zero exit. */

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
 import {
-  children,
+  exitPaths,
   logTail,
   median,
   num,
@@ -47,27 +47,7 @@ const headline = (w) => (w.bs === '1M' ? 'mibPerS' : 'iops');
 
 // Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
 let work;
-let cleaning;
-
-async function cleanup() {
-  cleaning ??= (async () => {
-    await Promise.all([...children].map((child) => stop(child, 10_000)));
-    if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-// Last resort if the process exits without going through cleanup().
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-  if (work !== undefined) fs.rmSync(work, { recursive: true, force: true });
-});
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    process.stderr.write(`bench: ${signal}, stopping servers\n`);
-    cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
-  });
-}
+const { cleanup } = exitPaths({ work: () => work, notice: 'stopping servers' });
 
 function freePort() {
   return new Promise((resolve, reject) => {

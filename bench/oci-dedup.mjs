@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
-import { children, median, num, positiveInt, run, stop, version } from './harness.mjs';
+import { exitPaths, median, num, positiveInt, run, version } from './harness.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
@@ -57,27 +57,8 @@ const versions = [
 const cacheKey = { tool: 'debootstrap', suite, mirror, variant, include };
 
 let work;
-let cleaning;
+const { cleanup } = exitPaths({ work: () => work, keep, notice: 'stopping' });
 const stderrNotes = [];
-
-async function cleanup() {
-  cleaning ??= (async () => {
-    await Promise.all([...children].map((child) => stop(child, 10_000)));
-    if (work !== undefined && !keep) fs.rmSync(work, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-  if (work !== undefined && !keep) fs.rmSync(work, { recursive: true, force: true });
-});
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    process.stderr.write(`bench: ${signal}, stopping\n`);
-    cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
-  });
-}
 
 /** A tool's version line, from stdout or stderr (mke2fs -V writes to stderr). */
 function toolVersion(command, args) {

@@ -24,7 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { writeDocSection } from './doc-section.mjs';
 import {
-  children,
+  exitPaths,
   exited,
   logTail,
   median,
@@ -33,7 +33,6 @@ import {
   positiveInt,
   run,
   serveElide,
-  stop,
   version,
 } from './harness.mjs';
 
@@ -63,8 +62,6 @@ const clockTicks = 100; // USER_HZ on Linux
 let work;
 let cephDir;
 let cephStarted = false;
-let cleaning;
-let signalled = false; // errors after a signal come from stopping the servers
 const stderrNotes = [];
 
 function stopCephSync() {
@@ -77,31 +74,17 @@ function stopCephSync() {
   }
 }
 
-async function cleanup() {
-  cleaning ??= (async () => {
-    await Promise.all([...children].map((child) => stop(child, 10_000)));
-    if (cephStarted) {
-      cephStarted = false;
-      await run('bash', [path.join(cephScripts, 'stop.sh'), cephDir]).catch(() => undefined);
-    }
-    if (work !== undefined && !keep) fs.rmSync(work, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-// Last resort if the process exits without going through cleanup().
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-  stopCephSync();
-  if (work !== undefined && !keep) fs.rmSync(work, { recursive: true, force: true });
+const { cleanup, signalled } = exitPaths({
+  work: () => work,
+  keep,
+  notice: 'stopping servers',
+  stopOthers: async () => {
+    if (!cephStarted) return;
+    cephStarted = false;
+    await run('bash', [path.join(cephScripts, 'stop.sh'), cephDir]).catch(() => undefined);
+  },
+  stopOthersSync: stopCephSync,
 });
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    signalled = true;
-    process.stderr.write(`bench: ${signal}, stopping servers\n`);
-    cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
-  });
-}
 
 /** Runs a command; resolves to { stdout, stderr, pid }, rejects with its output on failure. */
 
@@ -696,7 +679,7 @@ try {
   await main();
   await cleanup();
 } catch (error) {
-  if (signalled) await new Promise(() => undefined); // the signal handler exits
+  if (signalled()) await new Promise(() => undefined); // the signal handler exits
   process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
   if (stderrNotes.length > 0)
     process.stderr.write(`elide wrote to stderr:\n${stderrNotes.join('\n')}\n`);
