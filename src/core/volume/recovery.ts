@@ -28,7 +28,12 @@ import type { Fs } from '../fs/types.js';
 import { isZeroHash } from '../hash.js';
 import { isUlid, type Ulid } from '../ids/ulid.js';
 import { LbaMap } from '../lbamap/index.js';
-import { SegmentFile, segmentSuffix, tmpSuffix } from '../segment/segment-file.js';
+import {
+  SegmentFile,
+  segmentSuffix,
+  tmpSuffix,
+  type SegmentReader,
+} from '../segment/segment-file.js';
 import {
   StoredSegment,
   indexSuffix,
@@ -90,6 +95,20 @@ export async function recoverVolume(
   const observe = (id: Ulid): void => {
     if (idMax === undefined || id > idMax) idMax = id;
   };
+  /** Takes a segment's extents into the index and its claims up to `seqBound` into the map. */
+  const admit = (segment: SegmentReader, seqBound: number): Claim[] => {
+    for (const extent of segment.index.extents) {
+      extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
+    }
+    const taken: Claim[] = [];
+    for (const claim of segment.index.claims) {
+      if (claim.seq > seqBound) continue;
+      checkClaimRange(claim, volumeBlocks, segment.path);
+      claims.push(claim);
+      taken.push(claim);
+    }
+    return taken;
+  };
 
   try {
     let changedPending = false;
@@ -110,13 +129,7 @@ export async function recoverVolume(
       segments.set(id, segment);
       observe(id);
       seqMax = Math.max(seqMax, segment.index.header.seqMax);
-      for (const extent of segment.index.extents) {
-        extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
-      }
-      for (const claim of segment.index.claims) {
-        checkClaimRange(claim, volumeBlocks, segment.path);
-        claims.push(claim);
-      }
+      admit(segment, Infinity);
     }
     // The segments trusted below (a WAL they name is deleted) must have
     // durable directory entries: their rename may not have been fsynced yet.
@@ -151,13 +164,7 @@ export async function recoverVolume(
     for (const segment of stored) {
       observe(segment.id);
       seqMax = Math.max(seqMax, segment.index.header.seqMax);
-      for (const extent of segment.index.extents) {
-        extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
-      }
-      for (const claim of segment.index.claims) {
-        checkClaimRange(claim, volumeBlocks, segment.path);
-        claims.push(claim);
-      }
+      admit(segment, Infinity);
     }
     // Ancestors show their claims up to their snapshot's seq; extent sources
     // (an import's dedup) lend only bodies.
@@ -175,15 +182,8 @@ export async function recoverVolume(
         opened.add(id);
         const segment = StoredSegment.open(fs, ancestorDirs(volumeDir), id, ancestor.volumeId);
         ancestors.push(segment);
-        for (const extent of segment.index.extents) {
-          extents.setIfAbsent(extent.hash, { kind: 'segment', segment, extent });
-        }
-        for (const claim of segment.index.claims) {
-          if (!visible || claim.seq > ancestor.seq) continue;
-          checkClaimRange(claim, volumeBlocks, segment.path);
-          claims.push(claim);
-          ancestorClaims.push(claim);
-        }
+        // A loop, not a spread: a segment may hold up to 2^20 claims.
+        for (const claim of admit(segment, visible ? ancestor.seq : -1)) ancestorClaims.push(claim);
       }
     }
     if (writable && ancestors.length > 0) {
