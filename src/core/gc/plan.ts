@@ -196,7 +196,8 @@ function packPasses<S extends GcSegment>(
       passes.push(pass);
     }
     pass.inputs.push(segment);
-    pass.claims.push(...keptClaims);
+    // A loop, not a spread: a segment may hold up to 2^20 claims.
+    for (const claim of keptClaims) pass.claims.push(claim);
     pass.inputBytes += segment.objectBytes;
     pass.seqMax = Math.max(pass.seqMax, segment.index.header.seqMax);
     for (const extent of segment.index.extents) {

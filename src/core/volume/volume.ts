@@ -1414,9 +1414,11 @@ export class Volume implements UploadHost {
       offsetBlocks: number;
       seq: number;
     }> = [];
-    for (const segment of this.segments.values()) claims.push(...segment.index.claims);
-    for (const segment of this.ownStored()) claims.push(...segment.index.claims);
-    claims.push(...this.ancestorClaims);
+    // Loops, not spreads: a segment may hold up to 2^20 claims.
+    for (const segment of [...this.segments.values(), ...this.ownStored()]) {
+      for (const claim of segment.index.claims) claims.push(claim);
+    }
+    for (const claim of this.ancestorClaims) claims.push(claim);
     for (const wal of this.wals) {
       if (wal.retired) continue;
       for (const record of wal.records) claims.push({ ...record, offsetBlocks: 0 });
