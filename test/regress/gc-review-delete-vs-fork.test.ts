@@ -4,14 +4,11 @@
  * made from an existing snapshot in between (which takes no parent lock)
  * is left reading through a snapshot whose manifest and segments are gone.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDir, isElideError } from '../../src/core/index.js';
-import { openStore } from '../../src/core/store/index.js';
+import { isElideError } from '../../src/core/index.js';
 import type { ObjectEntry } from '../../src/core/store/index.js';
 import { FaultyStore } from '../support/faulty-store.js';
+import { dataDirSandbox, takeSnapshot } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';
 
 const mib = 1024 * 1024;
@@ -37,24 +34,15 @@ class GatedStore extends FaultyStore {
 
 describe('volume delete vs fork creation', () => {
   it('never deletes a parent a fork reads through', async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-'));
-    cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-    const inner = await openStore(`file://${path.join(root, 'store')}`, root);
-    const store = new GatedStore(inner);
-    const dataDir = await DataDir.open({ dataDir: root, store, invariants: true });
-    cleanups.push(async () => {
-      await dataDir.close();
-      await inner.close();
+    const { dataDir, store } = await dataDirSandbox(cleanups, {
+      wrap: (inner) => new GatedStore(inner),
     });
     await dataDir.initVolume('v', 16 * mib);
     const data = pattern(mib, 5);
     const snap = await (async () => {
       const parent = await dataDir.openVolume('v');
       await parent.write(0, data);
-      const manifest = (await dataDir.performControl(parent, {
-        op: 'snapshot',
-        args: { label: '' },
-      })) as { id: string };
+      const manifest = { id: await takeSnapshot(dataDir, parent) };
       await parent.close();
       return manifest.id;
     })();

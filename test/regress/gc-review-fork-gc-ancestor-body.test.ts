@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DataDir } from '../../src/core/index.js';
+import { takeSnapshot } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';
 
 const mib = 1024 * 1024;
@@ -26,10 +27,7 @@ async function scenario(invariants: boolean) {
   const parent = await dataDir.openVolume('v');
   const data = pattern(64 * 1024, 42);
   await parent.write(0, data);
-  const snapshot = (await dataDir.performControl(parent, {
-    op: 'snapshot',
-    args: { label: '' },
-  })) as { id: string };
+  const snapshot = { id: await takeSnapshot(dataDir, parent) };
   await parent.close();
   await dataDir.forkVolume('child', `v@${snapshot.id}`);
   const child = await dataDir.openVolume('child');

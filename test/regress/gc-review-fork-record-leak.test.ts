@@ -4,13 +4,10 @@
  * record under the parent for ever: nothing sweeps it, and the parent's
  * snapshot and the parent itself can never be deleted again.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDir, isElideError } from '../../src/core/index.js';
-import { openStore } from '../../src/core/store/index.js';
+import { isElideError } from '../../src/core/index.js';
 import { FaultyStore } from '../support/faulty-store.js';
+import { dataDirSandbox, takeSnapshot } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';
 
 const mib = 1024 * 1024;
@@ -32,22 +29,13 @@ class FailOneDelete extends FaultyStore {
 
 describe('fork record after an interrupted fork delete', () => {
   it('does not keep the parent snapshot pinned for ever', async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-'));
-    cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-    const inner = await openStore(`file://${path.join(root, 'store')}`, root);
-    const store = new FailOneDelete(inner);
-    const dataDir = await DataDir.open({ dataDir: root, store, invariants: true });
-    cleanups.push(async () => {
-      await dataDir.close();
-      await inner.close();
+    const { dataDir, store } = await dataDirSandbox(cleanups, {
+      wrap: (inner) => new FailOneDelete(inner),
     });
     await dataDir.initVolume('v', 16 * mib);
     const parent = await dataDir.openVolume('v');
     await parent.write(0, pattern(mib, 1));
-    const snap = (await dataDir.performControl(parent, {
-      op: 'snapshot',
-      args: { label: '' },
-    })) as { id: string };
+    const snap = { id: await takeSnapshot(dataDir, parent) };
     await parent.close();
     await dataDir.forkVolume('child', `v@${snap.id}`);
     const child = await dataDir.openVolume('child');

@@ -6,14 +6,12 @@
  * store's consistent point goes backwards until P is uploaded again.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDir } from '../../src/core/index.js';
-import { openStore } from '../../src/core/store/index.js';
 import type { ObjectInfo } from '../../src/core/store/index.js';
 import { decodeHead } from '../../src/core/upload/records.js';
 import { FaultyStore } from '../support/faulty-store.js';
+import { dataDirSandbox } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';
 
 const mib = 1024 * 1024;
@@ -32,14 +30,8 @@ class HeadRecorder extends FaultyStore {
 
 describe('head after a crash between the head write and adoption', () => {
   it('never stops listing a segment the store already had', async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-'));
-    cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-    const inner = await openStore(`file://${path.join(root, 'store')}`, root);
-    const store = new HeadRecorder(inner);
-    const dataDir = await DataDir.open({ dataDir: root, store, invariants: true });
-    cleanups.push(async () => {
-      await dataDir.close();
-      await inner.close();
+    const { root, dataDir, store } = await dataDirSandbox(cleanups, {
+      wrap: (inner) => new HeadRecorder(inner),
     });
     await dataDir.initVolume('v', 16 * mib);
     let volume = await dataDir.openVolume('v');

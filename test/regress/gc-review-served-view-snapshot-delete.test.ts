@@ -3,11 +3,9 @@
  * served (volume delete now does). Once the manifest is gone, GC rewrites
  * and deletes the segments the served view reads from.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDir, isElideError } from '../../src/core/index.js';
+import { isElideError } from '../../src/core/index.js';
+import { dataDirSandbox, takeSnapshot } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';
 
 const mib = 1024 * 1024;
@@ -18,18 +16,12 @@ afterEach(async () => {
 
 describe('snapshot delete vs a served view', () => {
   it('refuses, or the view keeps reading its snapshot', async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-'));
-    cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-    const dataDir = await DataDir.open({ dataDir: root, invariants: true, walBytesMax: mib });
-    cleanups.push(() => dataDir.close());
+    const { dataDir } = await dataDirSandbox(cleanups, { walBytesMax: mib });
     await dataDir.initVolume('v', 16 * mib);
     const data = pattern(2 * mib, 1);
     const parent = await dataDir.openVolume('v');
     await parent.write(0, data);
-    const snap = (await dataDir.performControl(parent, {
-      op: 'snapshot',
-      args: { label: '' },
-    })) as { id: string };
+    const snap = { id: await takeSnapshot(dataDir, parent) };
     await parent.close();
     const view = await dataDir.openSnapshotView('v', snap.id); // "serve nbd v@SNAP"
     cleanups.push(() => view.close().catch(() => {}));

@@ -6,14 +6,10 @@
  * marked manifest keeps its segments from GC: a fork made just before the
  * mark, with the unmark failing too, still reads its data.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDir } from '../../src/core/index.js';
-import { openStore } from '../../src/core/store/index.js';
 import type { ObjectInfo } from '../../src/core/store/index.js';
 import { FaultyStore } from '../support/faulty-store.js';
+import { dataDirSandbox, takeSnapshot } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';
 
 const mib = 1024 * 1024;
@@ -42,29 +38,16 @@ class RacingStore extends FaultyStore {
 
 describe('snapshot delete racing a fork', () => {
   it('never leaves a fork without the snapshot it reads', async () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-review-'));
-    cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-    const inner = await openStore(`file://${path.join(root, 'store')}`, root);
-    const store = new RacingStore(inner);
-    const dataDir = await DataDir.open({
-      dataDir: root,
-      store,
-      invariants: true,
+    const { dataDir, store } = await dataDirSandbox(cleanups, {
+      wrap: (inner) => new RacingStore(inner),
       walBytesMax: mib,
-    });
-    cleanups.push(async () => {
-      await dataDir.close();
-      await inner.close();
     });
     await dataDir.initVolume('v', 16 * mib);
     const parent = await dataDir.openVolume('v');
     cleanups.push(() => parent.close().catch(() => {}));
     const data = pattern(2 * mib, 1);
     await parent.write(0, data);
-    const snap = (await dataDir.performControl(parent, {
-      op: 'snapshot',
-      args: { label: '' },
-    })) as { id: string };
+    const snap = { id: await takeSnapshot(dataDir, parent) };
 
     // The fork is made just before the delete marks the manifest ...
     store.beforeMark = async () => {
