@@ -340,11 +340,6 @@ export class Uploader {
     });
   }
 
-  /** The retired segments the head names (what `deleteRetired` would consider). */
-  async retiredSegments(): Promise<RetiredSegment[]> {
-    return (await this.serialised(() => this.currentHead())).retired;
-  }
-
   private serialised<T>(work: () => Promise<T>): Promise<T> {
     const run = this.headWrites.then(work, work);
     this.headWrites = run.catch(() => {});
