@@ -76,10 +76,17 @@ export const syncAttemptsMax = 4;
 export const syncRoundsMax = 3;
 /** A demand fetch smaller than this reads ahead into the following uncached extents. */
 export const fetchBytesMin = 256 * 1024;
-/** Sequential demand fetches double their read-ahead up to this. */
+/** Sequential reads are fetched at most this far ahead of the reader (the window doubles up to it). */
 export const fetchReadAheadBytesMax = 32 * 1024 * 1024;
+/**
+ * A read that starts up to this far behind where sequential reads have got
+ * to still continues the stream: requests in flight complete out of order.
+ */
+export const readAheadSlackBytes = 16 * 1024 * 1024;
 /** One ranged GET fetches at most this; a larger window goes as several GETs at once. */
 export const fetchRunBytesMax = 4 * 1024 * 1024;
+/** Fetch buffers (fetchRunBytesMax each) a volume keeps for reuse once nothing holds them. */
+export const fetchBuffersIdleMax = 4;
 /** A read that must fetch fails with ELIDE_STORE_UNAVAILABLE after this long. */
 export const fetchTimeoutMsDefault = 30_000;
 /** Presence maps of freshly fetched extents are made durable at most this often. */
@@ -149,6 +156,7 @@ assert(walFileHeaderBytes % walRecordAlignBytes === 0, 'first record is aligned'
 assert(volumeBytesMax % blockBytes === 0, 'volumeBytesMax is whole blocks');
 assert(Number.isSafeInteger(volumeBytesMax * 2), 'byte offsets stay exact doubles');
 assert(extentBytesMax <= walBytesMax, 'one extent fits in a WAL');
+assert(extentBytesMax <= fetchRunBytesMax, 'one extent fits in a fetch buffer');
 assert(
   compressionSampleBytes % compressionSampleRunBytes === 0 &&
     compressionSampleBytes / compressionSampleRunBytes > 1,

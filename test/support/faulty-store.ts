@@ -22,6 +22,13 @@ export class FaultyStore implements ObjectStore {
   failGets = 0;
   /** While true, reads never answer. */
   hangGets = false;
+  /**
+   * Reads to answer only after lateGetMs, having first overwritten the
+   * caller's `into` buffer with 0xee: a store still writing after its caller
+   * gave up on it.
+   */
+  lateGets = 0;
+  lateGetMs = 0;
   readonly getRanges: Array<ByteRange | undefined> = [];
   /** putFile reads the file and puts a copy (a same-disk file store would hard-link it). */
   copyFiles = false;
@@ -51,14 +58,25 @@ export class FaultyStore implements ObjectStore {
     return this.maybeFailPut(key, () => this.inner.putFile(key, path));
   }
 
-  get(key: string, range?: ByteRange): Promise<Buffer> {
+  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
     if (this.hangGets) return new Promise(() => {});
     if (this.failGets > 0) {
       this.failGets--;
       return Promise.reject(unavailable('get', key));
     }
     this.getRanges.push(range);
-    return this.inner.get(key, range);
+    if (this.lateGets > 0) {
+      this.lateGets--;
+      return new Promise((resolve, reject) => {
+        setTimeout(() => {
+          this.inner.get(key, range, into).then((bytes) => {
+            into?.fill(0xee);
+            resolve(bytes);
+          }, reject);
+        }, this.lateGetMs);
+      });
+    }
+    return this.inner.get(key, range, into);
   }
 
   head(key: string): Promise<ObjectInfo | undefined> {

@@ -1,10 +1,12 @@
 /**
  * SegmentCache: one volume's stored segments and the local cache of their
  * bodies. Reads of uncached extents fetch them here: ranged GETs of the
- * needed extents (neighbours coalesced, bounded read-ahead that grows while
- * fetches are sequential), each extent checked against its BLAKE3 before it
- * is written to the cache. The cache is bounded by an optional byte budget,
- * enforced by evicting whole segments, least recently used first.
+ * needed extents (neighbours coalesced, at least fetchBytesMin per GET),
+ * each extent checked against its BLAKE3 before it is written to the cache.
+ * Read-ahead is the volume's (it knows the guest's address order); here it
+ * is only `prefetch`, a fetch nobody waits for. The cache is bounded by an
+ * optional byte budget, enforced by evicting whole segments, least recently
+ * used first.
  */
 import { ElideError, errorText } from '../errors.js';
 import type { Fs } from '../fs/types.js';
@@ -14,13 +16,9 @@ import type { Ulid } from '../ids/ulid.js';
 import { decodeExtentBody } from '../segment/codec.js';
 import type { SegmentExtent } from '../segment/format.js';
 import type { ObjectStore } from '../store/index.js';
-import {
-  fetchBytesMin,
-  fetchReadAheadBytesMax,
-  fetchRunBytesMax,
-  presenceSaveDelayMs,
-} from '../constants.js';
+import { fetchBytesMin, fetchRunBytesMax, presenceSaveDelayMs } from '../constants.js';
 import { segmentKey } from '../upload/records.js';
+import { FetchBufferPool, type FetchLease } from './fetch-buffers.js';
 import type { StoredSegment } from './stored-segment.js';
 
 export interface FetchRequest {
@@ -35,16 +33,13 @@ export interface SegmentCacheOptions {
   /** Cached body bytes to keep at most; undefined for no bound. */
   cacheBytesMax?: number;
   fetchTimeoutMs: number;
-}
-
-/** A sequential reader of one segment, as seen by its fetches. */
-interface Stream {
-  /** Body offset just past the last extent fetched. */
-  end: number;
-  /** Bytes of the last fetch. */
-  window: number;
-  /** A read at or past this body offset starts the next read-ahead. */
-  mark: number;
+  /**
+   * Called with each fetched extent's plaintext once it has passed its hash
+   * check, so the reader that asked for it need not read and hash it again.
+   * `lease` is set when `plain` is a view of a pooled fetch buffer: keeping
+   * `plain` past the call takes `lease.retain()`, and a `release()` later.
+   */
+  onVerified?: (extent: SegmentExtent, plain: Buffer, lease: FetchLease | undefined) => void;
 }
 
 /** Consecutive extents of one segment fetched with one ranged GET. */
@@ -62,10 +57,7 @@ export class SegmentCache {
   private readonly segments = new Map<Ulid, StoredSegment>();
   /** Fetches in flight by segment id and extent body offset, so concurrent reads share them. */
   private readonly inFlight = new Map<string, Promise<void>>();
-  /** Per segment: where fetching ended, the last window, and the read-ahead mark. */
-  private readonly streams = new Map<Ulid, Stream>();
-  /** The last window of any stream: a stream crossing into the next segment keeps its pace. */
-  private lastStreamWindow = 0;
+  private readonly buffers = new FetchBufferPool();
   private saveTimer: NodeJS.Timeout | null = null;
   private savePromise: Promise<void> = Promise.resolve();
   private closed = false;
@@ -106,6 +98,35 @@ export class SegmentCache {
    * it returns does not match the index.
    */
   async fetch(requests: readonly FetchRequest[]): Promise<void> {
+    await Promise.all(this.start(requests));
+    this.scheduleSave();
+    try {
+      await this.enforceBudget();
+    } catch (error) {
+      // The fetch succeeded; a failed eviction only leaves the cache larger.
+      this.log.warn(`evicting cached segments failed: ${errorText(error)}`);
+    }
+  }
+
+  /**
+   * Starts fetching what is not present or on its way, and returns at once:
+   * read-ahead. A failure is only logged; a read of the extent fetches it
+   * again and reports its own error.
+   */
+  prefetch(requests: readonly FetchRequest[]): void {
+    if (this.closed) return;
+    for (const run of this.start(requests)) {
+      run
+        .then(() => {
+          this.scheduleSave();
+          return this.enforceBudget();
+        })
+        .catch((error: unknown) => this.log.debug(`read-ahead failed: ${errorText(error)}`));
+    }
+  }
+
+  /** Starts runs for the requested extents; returns them and the fetches already running. */
+  private start(requests: readonly FetchRequest[]): Array<Promise<void>> {
     const waits: Array<Promise<void>> = [];
     const wanted = new Map<StoredSegment, Set<SegmentExtent>>();
     for (const { segment, extent } of requests) {
@@ -123,21 +144,13 @@ export class SegmentCache {
     for (const [segment, extents] of wanted) {
       for (const run of this.planRuns(segment, extents)) waits.push(this.startRun(run));
     }
-    await Promise.all(waits);
-    this.scheduleSave();
-    try {
-      await this.enforceBudget();
-    } catch (error) {
-      // The fetch succeeded; a failed eviction only leaves the cache larger.
-      this.log.warn(`evicting cached segments failed: ${errorText(error)}`);
-    }
+    return waits;
   }
 
   /** Takes a segment GC replaced out of use; `discard` then removes its files. */
   detach(segment: StoredSegment): void {
     if (this.segments.get(segment.id) !== segment) return;
     this.segments.delete(segment.id);
-    this.streams.delete(segment.id);
   }
 
   /** Once no fetch writes into a detached segment, removes its cache files and index. */
@@ -160,7 +173,6 @@ export class SegmentCache {
       freed += segment.cachedBytes;
       await segment.evict(this.fs);
     }
-    this.streams.clear();
     return freed;
   }
 
@@ -183,7 +195,6 @@ export class SegmentCache {
       if (this.closed) return;
       if (!evictable(segment)) continue;
       total -= segment.cachedBytes;
-      this.streams.delete(segment.id);
       await segment.evict(this.fs);
     }
   }
@@ -200,122 +211,38 @@ export class SegmentCache {
   }
 
   /**
-   * A read of a cached extent of a stored segment: if it passes the
-   * read-ahead mark of a sequential stream, the next window is fetched in
-   * the background, so a sequential reader finds its data already fetched
-   * (or in flight) instead of waiting for one window at a time.
-   */
-  noteRead(segment: StoredSegment, extent: SegmentExtent): void {
-    const stream = this.streams.get(segment.id);
-    if (stream === undefined || extent.bodyOffset < stream.mark || this.closed) return;
-    this.readAhead(segment, stream);
-  }
-
-  /**
-   * Groups wanted extents into runs of body-adjacent uncached extents and
-   * extends each run with read-ahead: at least fetchBytesMin, and double the
-   * previous window when the run starts where the segment's last fetch ended
-   * (or at the start of a segment right after a sequential stream elsewhere).
-   * A sequential run also starts the next window in the background.
+   * Groups wanted extents into runs of body-adjacent uncached extents, each
+   * extended into the following uncached extents up to fetchBytesMin, so a
+   * small read costs one GET of a useful size. Long runs go as several GETs
+   * of at most fetchRunBytesMax (one fetch buffer) at once: each one's
+   * extents become readable as soon as it lands, not when the whole run has.
    */
   private planRuns(segment: StoredSegment, wanted: Set<SegmentExtent>): FetchRun[] {
-    const order = segment.index.extents;
     const runs: FetchRun[] = [];
     let current: FetchRun | null = null;
-    let currentBytes = 0;
-    let window = 0;
-    let sequential = false;
-    /** Body offset where the last group of adjacent runs starts. */
-    let groupStart = 0;
-    for (let i = 0; i < order.length; i++) {
-      const extent = order[i]!;
+    /** Bytes of the current group of adjacent runs. */
+    let groupBytes = 0;
+    for (const extent of segment.index.extents) {
       const isWanted = wanted.has(extent);
       const fetchable =
         !segment.isPresent(extent) && !this.inFlight.has(flightKey(segment, extent));
-      if (current !== null && fetchable && (isWanted || currentBytes < window)) {
-        // Long runs go as several GETs at once: each one's extents become
-        // readable as soon as it lands, not when the whole window has.
-        if (current.bytes >= fetchRunBytesMax) {
+      if (current !== null && fetchable && (isWanted || groupBytes < fetchBytesMin)) {
+        if (current.bytes + extent.storedBytes > fetchRunBytesMax) {
           current = { segment, extents: [], bytes: 0 };
           runs.push(current);
         }
         current.extents.push(extent);
         current.bytes += extent.storedBytes;
-        currentBytes += extent.storedBytes;
+        groupBytes += extent.storedBytes;
         continue;
       }
       current = null;
       if (!isWanted || !fetchable) continue;
-      const stream = this.streams.get(segment.id);
-      const previous =
-        stream !== undefined && stream.end === extent.bodyOffset
-          ? stream.window
-          : i === 0
-            ? this.lastStreamWindow
-            : 0;
-      sequential = previous > 0;
-      window = sequential
-        ? Math.min(fetchReadAheadBytesMax, Math.max(fetchBytesMin, previous * 2))
-        : fetchBytesMin;
       current = { segment, extents: [extent], bytes: extent.storedBytes };
-      currentBytes = extent.storedBytes;
-      groupStart = extent.bodyOffset;
+      groupBytes = extent.storedBytes;
       runs.push(current);
     }
-    const last = runs[runs.length - 1];
-    if (last !== undefined) {
-      const end = last.extents[last.extents.length - 1]!;
-      const stream = {
-        end: end.bodyOffset + end.storedBytes,
-        window: end.bodyOffset + end.storedBytes - groupStart,
-        // Only a stream seen to be sequential reads ahead on cache hits.
-        mark: sequential ? groupStart : Number.POSITIVE_INFINITY,
-      };
-      this.streams.set(segment.id, stream);
-      this.lastStreamWindow = stream.window;
-      if (sequential) this.readAhead(segment, stream);
-    }
     return runs;
-  }
-
-  /** Starts fetching the window after `stream.end` in the background (errors surface on read). */
-  private readAhead(segment: StoredSegment, stream: Stream): void {
-    const window = Math.min(fetchReadAheadBytesMax, stream.window * 2);
-    const runs: FetchRun[] = [];
-    let bytes = 0;
-    for (const extent of segment.index.extents) {
-      if (extent.bodyOffset < stream.end) continue;
-      if (bytes >= window || segment.isPresent(extent)) break;
-      if (this.inFlight.has(flightKey(segment, extent))) break;
-      let run = runs[runs.length - 1];
-      if (run === undefined || run.bytes >= fetchRunBytesMax) {
-        run = { segment, extents: [], bytes: 0 };
-        runs.push(run);
-      }
-      run.extents.push(extent);
-      run.bytes += extent.storedBytes;
-      bytes += extent.storedBytes;
-    }
-    const first = runs[0]?.extents[0];
-    if (first === undefined) {
-      // Nothing left to read ahead in this segment: stop marking.
-      stream.mark = Number.POSITIVE_INFINITY;
-      return;
-    }
-    stream.mark = first.bodyOffset;
-    stream.end = first.bodyOffset + bytes;
-    stream.window = bytes;
-    this.lastStreamWindow = bytes;
-    for (const run of runs) {
-      this.startRun(run)
-        .then(() => {
-          this.scheduleSave();
-          return this.enforceBudget();
-        })
-        .catch((error: unknown) => {
-          this.log.debug(`read-ahead of ${segment.id} failed: ${errorText(error)}`);
-        });
-    }
   }
 
   private startRun(run: FetchRun): Promise<void> {
@@ -337,35 +264,51 @@ export class SegmentCache {
     const length = last.bodyOffset + last.storedBytes - first.bodyOffset;
     // A fork reads its ancestors' segments under their own volumes' keys.
     const key = segmentKey(segment.index.header.volumeId, segment.id);
-    const bytes = await withTimeout(
-      this.store.get(key, { offset: start, length }),
-      this.options.fetchTimeoutMs,
-      () => `fetching ${length} bytes of ${key} from ${this.store.url}`,
-    );
-    if (bytes.length !== length) {
-      throw new ElideError(
-        'ELIDE_STORE_UNAVAILABLE',
-        `${this.store.url} returned ${bytes.length} of ${length} bytes of ${key}`,
+    const lease = this.buffers.lease();
+    let bytes: Buffer;
+    try {
+      bytes = await withTimeout(
+        this.store.get(key, { offset: start, length }, lease.buffer),
+        this.options.fetchTimeoutMs,
+        () => `fetching ${length} bytes of ${key} from ${this.store.url}`,
       );
+    } catch (error) {
+      // A GET that timed out may still be writing into the buffer.
+      lease.abandon();
+      throw error;
     }
+    const pooled = lease.holds(bytes);
     const writes: Array<Promise<void>> = [];
-    for (const extent of extents) {
-      const at = extent.bodyOffset - first.bodyOffset;
-      const stored = bytes.subarray(at, at + extent.storedBytes);
-      const source = `${key} in ${this.store.url}`;
-      const plain = decodeExtentBody(stored, extent.codec, extent.plainBlocks, source);
-      if (!blake3(plain).equals(extent.hash)) {
+    try {
+      if (bytes.length !== length) {
         throw new ElideError(
-          'ELIDE_EXTENT_CORRUPT',
-          `extent ${extent.hash.toString('hex')} fetched from ${source} does not match its hash`,
+          'ELIDE_STORE_UNAVAILABLE',
+          `${this.store.url} returned ${bytes.length} of ${length} bytes of ${key}`,
         );
       }
-      // An eviction of this segment must be durable before new bytes go in.
-      await segment.settled();
-      if (this.closed) break;
-      writes.push(segment.writeFetched(this.fs, extent, stored));
+      for (const extent of extents) {
+        const at = extent.bodyOffset - first.bodyOffset;
+        const stored = bytes.subarray(at, at + extent.storedBytes);
+        const source = `${key} in ${this.store.url}`;
+        const plain = decodeExtentBody(stored, extent.codec, extent.plainBlocks, source);
+        if (!blake3(plain).equals(extent.hash)) {
+          throw new ElideError(
+            'ELIDE_EXTENT_CORRUPT',
+            `extent ${extent.hash.toString('hex')} fetched from ${source} does not match its hash`,
+          );
+        }
+        this.options.onVerified?.(extent, plain, pooled && lease.holds(plain) ? lease : undefined);
+        // An eviction of this segment must be durable before new bytes go in.
+        await segment.settled();
+        if (this.closed) break;
+        writes.push(segment.writeFetched(this.fs, extent, stored));
+      }
+      await Promise.all(writes);
+    } finally {
+      // The cache writes read the buffer until they settle, failed or not.
+      await Promise.allSettled(writes);
+      lease.release();
     }
-    await Promise.all(writes);
   }
 
   private scheduleSave(): void {

@@ -173,7 +173,7 @@ export class FileStore implements ObjectStore {
     });
   }
 
-  get(key: string, range?: ByteRange): Promise<Buffer> {
+  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
     return this.track(async () => {
       validateStoreKey(key);
       if (range !== undefined) validateByteRange(range);
@@ -185,7 +185,7 @@ export class FileStore implements ObjectStore {
           const size = (await handle.stat()).size;
           const start = Math.min(range?.offset ?? 0, size);
           const end = range === undefined ? size : Math.min(range.offset + range.length, size);
-          return await readFully(handle, start, end - start);
+          return await readFully(handle, start, end - start, into);
         } finally {
           await handle.close();
         }
@@ -688,8 +688,16 @@ function storeError(op: string, url: string, key: string | undefined, error: unk
   );
 }
 
-async function readFully(handle: FileHandle, position: number, length: number): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(length);
+async function readFully(
+  handle: FileHandle,
+  position: number,
+  length: number,
+  into?: Buffer,
+): Promise<Buffer> {
+  const out =
+    into !== undefined && length <= into.length
+      ? into.subarray(0, length)
+      : Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await handle.read(out, done, length - done, position + done);

@@ -291,7 +291,7 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  get(key: string, range?: ByteRange): Promise<Buffer> {
+  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
     return this.track(async () => {
       validateStoreKey(key);
       if (range !== undefined) validateByteRange(range);
@@ -302,14 +302,18 @@ export class S3Store implements ObjectStore {
         if ((await this.headObject('get', key)) === undefined) throw this.notFound(key);
         data = Buffer.alloc(0);
       } else {
-        data = await this.getObject(key, range);
+        data = await this.getObject(key, range, into);
       }
       this.counters.getBytes += data.length;
       return data;
     });
   }
 
-  private getObject(key: string, range: ByteRange | undefined): Promise<Buffer> {
+  private getObject(
+    key: string,
+    range: ByteRange | undefined,
+    into: Buffer | undefined,
+  ): Promise<Buffer> {
     const op = 'get';
     return this.request(op, key, range?.length ?? 0, isBodyInterrupted, async (signal, extend) => {
       let output;
@@ -331,7 +335,7 @@ export class S3Store implements ObjectStore {
       }
       const length = output.ContentLength;
       if (range === undefined && length !== undefined) extend(transferMs(length));
-      const body = await readBody(output.Body, length, signal);
+      const body = await readBody(output.Body, length, signal, into);
       if (range !== undefined && output.ContentRange === undefined) {
         // The server ignored the Range header and sent the whole object.
         const start = Math.min(range.offset, body.length);
@@ -636,13 +640,15 @@ class BodyInterrupted extends Error {
 }
 
 /**
- * Reads a GET body into one Buffer, preallocated when the length is known;
- * a body longer or shorter than Content-Length is an error.
+ * Reads a GET body into one Buffer (`into` when the length is known and
+ * fits, else one preallocated); a body longer or shorter than
+ * Content-Length is an error.
  */
 async function readBody(
   body: unknown,
   length: number | undefined,
   signal: AbortSignal,
+  into: Buffer | undefined,
 ): Promise<Buffer> {
   if (!(body instanceof Readable)) {
     if (length === 0 || body === undefined) return Buffer.alloc(0);
@@ -661,7 +667,10 @@ async function readBody(
       for await (const chunk of body) chunks.push(chunk as Buffer);
       return Buffer.concat(chunks);
     }
-    const out = Buffer.allocUnsafe(length);
+    const out =
+      into !== undefined && length <= into.length
+        ? into.subarray(0, length)
+        : Buffer.allocUnsafe(length);
     let done = 0;
     for await (const chunk of body) {
       const part = chunk as Buffer;

@@ -55,9 +55,11 @@ export interface ObjectStore {
   /**
    * The object's bytes, or the part of them in `range`. A range running past
    * the end is clipped (empty if it starts at or after the end).
-   * ELIDE_STORE_NOT_FOUND if `key` does not exist.
+   * ELIDE_STORE_NOT_FOUND if `key` does not exist. When `into` is given and
+   * the bytes fit, they may be read into it and a view of it returned (the
+   * caller checks which); it is written only until the promise settles.
    */
-  get(key: string, range?: ByteRange): Promise<Buffer>;
+  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer>;
   /** Size and version, or undefined if `key` does not exist. */
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Objects whose key starts with `prefix` (any string, not only up to a '/'), in bytewise key order. */

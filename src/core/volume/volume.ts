@@ -27,6 +27,10 @@ import {
   walBacklogCountMax,
   walDeferredRecordBytesMax,
   extentCacheBytesMax,
+  fetchBytesMin,
+  fetchReadAheadBytesMax,
+  fetchRunBytesMax,
+  readAheadSlackBytes,
   syncRoundsMax,
   walBytesMax,
   walRecordHeaderBytes,
@@ -133,6 +137,8 @@ export class Volume implements UploadHost {
   private readonly promotionRunner: PromotionRunner;
   private readonly space: FreeSpaceGuard;
   private readonly cache = new ExtentCache(extentCacheBytesMax);
+  /** Where sequential reads have got to, how far ahead they have been fetched, and the window. */
+  private readonly readStream = { nextLba: 0, aheadLba: 0, windowBlocks: 0 };
   private readonly mint: UlidMint;
   private readonly lbaMap: LbaMap;
   private readonly extents: ExtentIndex;
@@ -192,6 +198,11 @@ export class Volume implements UploadHost {
       log: options.log,
       cacheBytesMax: options.cacheBytesMax,
       fetchTimeoutMs: options.fetchTimeoutMs,
+      // The reader that asked for a fetched extent finds it here, already verified.
+      onVerified: (extent, plain, lease) => {
+        lease?.retain();
+        this.cache.set(hashKey(extent.hash), plain, lease && (() => lease.release()));
+      },
     });
     for (const segment of [...state.stored, ...state.ancestors]) this.stored.add(segment);
     this.ancestors = new Set(state.ancestors);
@@ -252,8 +263,57 @@ export class Volume implements UploadHost {
     this.checkOpen();
     this.checkRange(offsetBytes, target.length);
     const missing = this.tryReadInto(offsetBytes, target);
-    if (missing.length === 0) return;
-    return this.fetchAndRead(offsetBytes, target, missing);
+    // The demand fetch starts first; read-ahead queues behind it.
+    const fetching =
+      missing.length === 0 ? undefined : this.fetchAndRead(offsetBytes, target, missing);
+    if (this.stored.size > 0 && target.length > 0) {
+      this.readAhead(
+        Math.floor(offsetBytes / blockBytes),
+        Math.ceil((offsetBytes + target.length) / blockBytes),
+      );
+    }
+    return fetching;
+  }
+
+  /**
+   * Sequential read-ahead over the guest's addresses, not the segments'
+   * layout: while reads keep arriving at (or a little behind, as concurrent
+   * requests complete out of order) where the last ones ended, the window
+   * doubles from fetchBytesMin up to fetchReadAheadBytesMax, and uncached
+   * extents within that distance ahead are fetched in the background, in
+   * steps of at least one fetchRunBytesMax so every GET has a useful size.
+   * Any other read resets the window.
+   */
+  private readAhead(startLba: number, endLba: number): void {
+    const stream = this.readStream;
+    const slackBlocks = Math.max(stream.windowBlocks, readAheadSlackBytes / blockBytes);
+    const sequential = startLba <= stream.nextLba && startLba + slackBlocks >= stream.nextLba;
+    if (!sequential) {
+      stream.windowBlocks = 0;
+      stream.nextLba = endLba;
+      stream.aheadLba = endLba;
+      return;
+    }
+    stream.nextLba = Math.max(stream.nextLba, endLba);
+    stream.windowBlocks = Math.min(
+      fetchReadAheadBytesMax / blockBytes,
+      Math.max(fetchBytesMin / blockBytes, stream.windowBlocks * 2),
+    );
+    const from = Math.max(stream.aheadLba, stream.nextLba);
+    const to = Math.min(this.sizeBytes / blockBytes, stream.nextLba + stream.windowBlocks);
+    if (to - from < Math.min(stream.windowBlocks, fetchRunBytesMax / blockBytes)) return;
+    stream.aheadLba = to;
+    const requests: FetchRequest[] = [];
+    for (const piece of this.lbaMap.lookup(from, to - from)) {
+      const hash = piece.mapping?.hash;
+      if (hash === undefined || isZeroHash(hash) || this.cache.has(hashKey(hash))) continue;
+      const location = this.extents.get(hash);
+      if (location?.kind !== 'segment' || !(location.segment instanceof StoredSegment)) continue;
+      if (!location.segment.isPresent(location.extent)) {
+        requests.push({ segment: location.segment, extent: location.extent });
+      }
+    }
+    if (requests.length > 0) this.stored.prefetch(requests);
   }
 
   /** Reads what is local; returns the extents to fetch first (and `target` is then incomplete). */
@@ -1315,7 +1375,6 @@ export class Volume implements UploadHost {
       return;
     }
     if (location.kind === 'segment' && location.segment instanceof StoredSegment && missing) {
-      this.stored.noteRead(location.segment, location.extent);
       try {
         this.readLocatedBlocks(location, key, hash, firstBlock, count, target);
       } catch (error) {

@@ -42,6 +42,18 @@ async function setup(
   return { dir, store, dataDir, volume };
 }
 
+/** cacheBytes once background fetches have stopped changing it. */
+async function settledCacheBytes(volume: Volume): Promise<number> {
+  let last = -1;
+  for (let i = 0; i < 100; i++) {
+    const now = volume.stats().cacheBytes;
+    if (now === last) return now;
+    last = now;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return last;
+}
+
 async function writeRandom(volume: Volume, bytes: number): Promise<Buffer> {
   const data = randomBytes(bytes);
   for (let at = 0; at < bytes; at += mib) await volume.write(at, data.subarray(at, at + mib));
@@ -125,6 +137,37 @@ describe('eviction and demand fetch', () => {
 
     expect((await volume.read(0, data.length)).equals(data)).toBe(true);
     expect(volume.stats().cacheBytes).toBe(32 * mib);
+  });
+
+  it('a sequential reader is fetched ahead across segment boundaries', async () => {
+    // 8 MiB segments: the read-ahead must carry on into the segments after the one being read.
+    const { volume } = await setup({ walBytesMax: 8 * mib });
+    const data = await writeRandom(volume, 48 * mib);
+    await volume.sync();
+    await volume.evict();
+    for (let at = 0; at < 12 * mib; at += mib) {
+      expect((await volume.read(at, mib)).equals(data.subarray(at, at + mib))).toBe(true);
+    }
+    const cached = await settledCacheBytes(volume);
+    expect(cached).toBeGreaterThanOrEqual(32 * mib);
+    expect(cached).toBeLessThanOrEqual(48 * mib);
+    expect((await volume.read(0, data.length)).equals(data)).toBe(true);
+  });
+
+  it('never reuses the buffer of a fetch that timed out while the store may still write into it', async () => {
+    const { store, volume } = await setup({ fetchTimeoutMs: 200 });
+    const data = await writeRandom(volume, 2 * mib);
+    await volume.sync();
+    await volume.evict();
+    store.lateGets = 1;
+    store.lateGetMs = 600;
+    const error = await volume.read(0, mib).catch((caught: unknown) => caught);
+    expect(isElideError(error, 'ELIDE_STORE_UNAVAILABLE'), String(error)).toBe(true);
+    // Fetched again (into another buffer) and kept in memory, verified.
+    expect((await volume.read(0, mib)).equals(data.subarray(0, mib))).toBe(true);
+    // The late answer scribbles over the buffer it was given.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect((await volume.read(0, 2 * mib)).equals(data)).toBe(true);
   });
 
   it('a sub-block write to an evicted block fetches it first (read-modify-write)', async () => {
