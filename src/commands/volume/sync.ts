@@ -12,7 +12,8 @@ export default class VolumeSync extends ElideCommand<typeof VolumeSync> {
     'whether or not `elide serve nbd` is serving the volume: a running server does the work ' +
     'through its control socket. If writes keep arriving it tries three rounds, then fails ' +
     'rather than report data as uploaded that is not. Exits non-zero with one line on stderr ' +
-    'when the store keeps failing.';
+    'when the store keeps failing. --json prints {name, uploadPendingBytes, durationMs, ' +
+    'viaServer}; durationMs is the time the sync itself took, without starting the command.';
 
   static override examples = [
     { description: 'Make sure the store holds everything.', command: 'elide volume sync vm1' },

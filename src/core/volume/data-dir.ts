@@ -89,6 +89,8 @@ export interface DataDirOptions {
 export interface SyncResult {
   name: string;
   uploadPendingBytes: number;
+  /** Time the volume spent on the sync (promotion, uploads, head), without opening it or starting the CLI. */
+  durationMs: number;
   /** Whether a running server did the work (through its control socket). */
   viaServer: boolean;
 }
@@ -651,9 +653,14 @@ export class DataDir {
   async performControl(volume: Volume, request: ControlRequest): Promise<object> {
     const args = request.args ?? {};
     switch (request.op) {
-      case 'sync':
+      case 'sync': {
+        const startedMs = performance.now();
         await volume.sync();
-        return { uploadPendingBytes: volume.stats().uploadPendingBytes };
+        return {
+          uploadPendingBytes: volume.stats().uploadPendingBytes,
+          durationMs: Math.round(performance.now() - startedMs),
+        };
+      }
       case 'evict': {
         const evictedBytes = await volume.evict();
         return { evictedBytes, cacheBytes: volume.stats().cacheBytes };
@@ -683,8 +690,11 @@ export class DataDir {
    */
   async syncVolume(name: string): Promise<SyncResult> {
     const { value, viaServer } = await this.withVolume(name, { op: 'sync' });
-    const { uploadPendingBytes } = value as { uploadPendingBytes: number };
-    return { name, uploadPendingBytes, viaServer };
+    const { uploadPendingBytes, durationMs } = value as {
+      uploadPendingBytes: number;
+      durationMs: number;
+    };
+    return { name, uploadPendingBytes, durationMs, viaServer };
   }
 
   /** Drops every cached segment body that is safely in the store. */

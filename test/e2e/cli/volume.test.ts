@@ -318,7 +318,12 @@ describe('volume sync and evict', () => {
     expect((await sandbox.cli(['volume', 'import-raw', file, 'synced'])).code).toBe(0);
 
     const synced = json(await sandbox.cli(['volume', 'sync', 'synced', '--json']));
-    expect(synced).toEqual({ name: 'synced', uploadPendingBytes: 0, viaServer: false });
+    expect(synced).toEqual({
+      name: 'synced',
+      uploadPendingBytes: 0,
+      durationMs: expect.any(Number),
+      viaServer: false,
+    });
     const info = json(await sandbox.cli(['volume', 'info', 'synced', '--json']));
     expect(info).toMatchObject({ uploadPendingBytes: 0, cacheBytes: source.length });
 

@@ -85,7 +85,12 @@ describe('a volume on radosgw, through the CLI and NBD clients', () => {
       expect(copied.code, copied.stderr).toBe(0);
 
       const synced = json(await cli(['volume', 'sync', 'disk', '--json']));
-      expect(synced).toEqual({ name: 'disk', uploadPendingBytes: 0, viaServer: true });
+      expect(synced).toEqual({
+        name: 'disk',
+        uploadPendingBytes: 0,
+        durationMs: expect.any(Number),
+        viaServer: true,
+      });
       const evicted = json(await cli(['volume', 'evict', 'disk', '--json']));
       expect(evicted).toMatchObject({ name: 'disk', cacheBytes: 0, viaServer: true });
       expect(evicted.evictedBytes).toBeGreaterThanOrEqual(256 * MiB);
