@@ -25,8 +25,12 @@ export const walRecordAlignBytes = 32;
 export const walBytesMax = 32 * 1024 * 1024;
 /** WAL records up to this size may be group-appended (deferred within one event-loop turn). */
 export const walDeferredRecordBytesMax = 64 * 1024 + 96;
+/** Group-appended records are copied into staging buffers of this size (reused once written). */
+export const walStagingBytes = 256 * 1024;
 /** Sealed WALs awaiting promotion before new writes wait for promotion to catch up. */
 export const walBacklogCountMax = 4;
+/** Promotion reads a WAL's payloads through a window of this size. */
+export const promotionReadBytes = 1024 * 1024;
 /** Sealed WALs of one volume promoted at the same time. */
 export const promotionConcurrencyMax = 2;
 
@@ -57,6 +61,11 @@ export const compressionEntropyBitsMax = 7;
 /** Bytes the entropy gate samples per extent, in contiguous runs of compressionSampleRunBytes. */
 export const compressionSampleBytes = 2048;
 export const compressionSampleRunBytes = 64;
+/**
+ * Smaller extents sample an eighth of their bytes, but at least this many:
+ * 512 random bytes still read as about 7.6 bits, well above the gate.
+ */
+export const compressionSampleBytesMin = 512;
 /** Extents up to this size are compressed on the event loop (cheaper than a threadpool hop). */
 export const compressionInlineBytesMax = 64 * 1024;
 /** Segment bodies are written in batches of about this size. */
@@ -156,9 +165,16 @@ assert(walFileHeaderBytes % walRecordAlignBytes === 0, 'first record is aligned'
 assert(volumeBytesMax % blockBytes === 0, 'volumeBytesMax is whole blocks');
 assert(Number.isSafeInteger(volumeBytesMax * 2), 'byte offsets stay exact doubles');
 assert(extentBytesMax <= walBytesMax, 'one extent fits in a WAL');
+assert(walDeferredRecordBytesMax <= walStagingBytes, 'a deferred record fits in a staging buffer');
 assert(extentBytesMax <= fetchRunBytesMax, 'one extent fits in a fetch buffer');
+assert(extentBytesMax <= promotionReadBytes, 'one extent fits in the promotion read window');
 assert(
   compressionSampleBytes % compressionSampleRunBytes === 0 &&
     compressionSampleBytes / compressionSampleRunBytes > 1,
   'the entropy sample is several whole runs',
+);
+assert(
+  compressionSampleBytesMin % compressionSampleRunBytes === 0 &&
+    compressionSampleBytesMin <= compressionSampleBytes,
+  'the smallest entropy sample is whole runs',
 );

@@ -19,6 +19,7 @@ import {
   compressionRatioMin,
   compressionInlineBytesMax,
   compressionSampleBytes,
+  compressionSampleBytesMin,
   compressionSampleRunBytes,
   extentBlocksMax,
 } from '../constants.js';
@@ -105,15 +106,22 @@ export function decodeExtentBody(
 }
 
 /**
- * Shannon entropy in bits per byte of `compressionSampleBytes` bytes taken as
- * short contiguous runs spread over `data` (all of it when shorter): a cheap
+ * Shannon entropy in bits per byte of up to `compressionSampleBytes` bytes
+ * (an eighth of a small extent, at least `compressionSampleBytesMin`) taken
+ * as short contiguous runs spread over `data` (all of it when shorter): a cheap
  * predictor of whether LZ4 can help. Runs, not single bytes at a fixed
  * stride: a power-of-two stride lands on the same field of every sector in
  * aligned data (fio stamps each 512-byte sector), which looks like zero
  * entropy when the rest is random.
  */
 export function sampledEntropyBits(data: Uint8Array): number {
-  const samples = Math.min(compressionSampleBytes, data.length);
+  // An eighth of a small extent is enough: the gate runs for every 4 KiB write.
+  const eighth =
+    Math.floor(data.length / 8 / compressionSampleRunBytes) * compressionSampleRunBytes;
+  const samples = Math.min(
+    data.length,
+    Math.max(compressionSampleBytesMin, Math.min(compressionSampleBytes, eighth)),
+  );
   if (samples === 0) return 0;
   // Runs once per extent at promotion: reuse the histogram and look up c·log2(c).
   entropyCounts.fill(0);

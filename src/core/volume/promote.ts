@@ -16,7 +16,8 @@
  * promoted by the segment's `sourceWalId` and deletes it.
  */
 import path from 'node:path';
-import { blockBytes, extentBytesMax } from '../constants.js';
+import { assert } from '../assert.js';
+import { blockBytes, promotionReadBytes } from '../constants.js';
 import { ElideError } from '../errors.js';
 import { hashKey, type ExtentIndex, type ExtentLocation } from '../extent-index/extent-index.js';
 import type { Fs } from '../fs/types.js';
@@ -106,16 +107,10 @@ export async function buildSegment(fs: Fs, plan: PromotionPlan): Promise<Segment
   const walFd = fs.open(plan.walPath, 'read');
   const writer = SegmentWriter.create(fs, plan.pendingDir, plan.segmentId, indexBytes);
   try {
-    const scratch = Buffer.allocUnsafe(extentBytesMax);
+    const wal = new WalWindow(fs, walFd, plan.walPath);
     const extents: SegmentExtent[] = [];
     for (const body of plan.bodies) {
-      const plain = scratch.subarray(0, body.lengthBlocks * blockBytes);
-      if (fs.read(walFd, plain, 0, plain.length, body.payloadOffset) !== plain.length) {
-        throw new ElideError(
-          'ELIDE_WAL_CORRUPT',
-          `${plan.walPath}: short read at ${body.payloadOffset}`,
-        );
-      }
+      const plain = wal.read(body.payloadOffset, body.lengthBlocks * blockBytes);
       if (!blake3(plain).equals(body.hash)) {
         throw new ElideError(
           'ELIDE_WAL_CORRUPT',
@@ -148,5 +143,35 @@ export async function buildSegment(fs: Fs, plan: PromotionPlan): Promise<Segment
     throw error;
   } finally {
     fs.close(walFd);
+  }
+}
+
+/**
+ * Reads a WAL's payloads in order through one window of promotionReadBytes:
+ * the payloads of small writes lie back to back, so one read serves hundreds
+ * of them instead of a pread each. A view stays valid until the next read.
+ */
+class WalWindow {
+  private readonly buffer = Buffer.allocUnsafe(promotionReadBytes);
+  private start = 0;
+  private end = 0;
+
+  constructor(
+    private readonly fs: Fs,
+    private readonly fd: number,
+    private readonly path: string,
+  ) {}
+
+  read(offset: number, length: number): Buffer {
+    assert(length <= this.buffer.length, 'a payload fits in the window');
+    if (offset < this.start || offset + length > this.end) {
+      const got = this.fs.read(this.fd, this.buffer, 0, this.buffer.length, offset);
+      if (got < length) {
+        throw new ElideError('ELIDE_WAL_CORRUPT', `${this.path}: short read at ${offset}`);
+      }
+      this.start = offset;
+      this.end = offset + got;
+    }
+    return this.buffer.subarray(offset - this.start, offset - this.start + length);
   }
 }

@@ -41,6 +41,13 @@ describe('sampledEntropyBits', () => {
     expect(sampledEntropyBits(data)).toBeGreaterThan(7.5);
   });
 
+  it('samples only part of a 4 KiB extent, and still tells random from compressible', () => {
+    for (let i = 0; i < 200; i++) {
+      expect(sampledEntropyBits(randomBytes(4096))).toBeGreaterThan(compressionEntropyBitsMax);
+    }
+    expect(sampledEntropyBits(compressible(1))).toBeLessThan(compressionEntropyBitsMax);
+  });
+
   it('is exactly 1 bit for two evenly mixed symbols', () => {
     const buf = Buffer.alloc(8192);
     buf.fill(1, 4096);
