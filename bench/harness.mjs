@@ -129,17 +129,25 @@ export const num = (value) =>
  * Starts `node ELIDE_BIN serve nbd NAME --listen 127.0.0.1:0` (after `nodeArgs`), copies its
  * stderr to `logFile`, and resolves once its ready line names the URI.
  */
-export async function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }) {
+export function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }) {
+  return serveUntilReady([...nodeArgs, elideBin, 'serve', 'nbd', name, '--listen', '127.0.0.1:0'], {
+    env,
+    logFile,
+    what: 'elide serve',
+  });
+}
+
+/**
+ * Starts `node ARGS` and resolves once it prints "serving nbd://..." on stderr
+ * (elide's ready line, and bench/null-nbd-server.mjs's), with that URI.
+ */
+export async function serveUntilReady(args, { env, logFile, what }) {
   const log = fs.createWriteStream(logFile);
   const child = track(
-    spawn(
-      process.execPath,
-      [...nodeArgs, elideBin, 'serve', 'nbd', name, '--listen', '127.0.0.1:0'],
-      {
-        env,
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
-    ),
+    spawn(process.execPath, args, {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
   );
   let seen = '';
   child.stderr.on('data', (chunk) => {
@@ -147,9 +155,9 @@ export async function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }
     seen += chunk;
   });
   const uri = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`elide did not start:\n${seen}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${seen}`)), 30_000);
     const check = () => {
-      const match = /elide: serving (nbd:\/\/\S+)/.exec(seen);
+      const match = /serving (nbd:\/\/\S+)/.exec(seen);
       if (match !== null) {
         clearTimeout(timer);
         resolve(match[1]);
@@ -158,7 +166,7 @@ export async function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }
     child.stderr.on('data', check);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`elide serve exited (${code ?? signal}) before serving:\n${seen}`));
+      reject(new Error(`${what} exited (${code ?? signal}) before serving:\n${seen}`));
     });
   });
   return { child, uri, output: () => seen };

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // NBD throughput: fio's nbd engine against `elide serve nbd` and against `nbdkit file`
-// serving a raw file on the same disk, alternating servers per workload in one run.
+// serving a raw file on the same disk, alternating servers per workload in one run. A third
+// server, elide's NBD layer over a backend that stores nothing (bench/null-nbd-server.mjs),
+// shows the ceiling of the protocol layer alone on this machine.
 // Writes the figures into docs/benchmarks.md between the nbd-bench markers.
 // Run with `npm run bench:nbd` (builds first).
 // Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SECONDS (default 10),
@@ -22,6 +24,7 @@ import {
   positiveInt,
   run,
   serveElide,
+  serveUntilReady,
   stop,
   track,
   version,
@@ -79,6 +82,15 @@ async function startElide(dataDir) {
   const logFile = path.join(work, 'elide.log');
   const { uri, child } = await serveElide(elideBin, 'bench', { env, logFile });
   return { name: 'elide', uri, child, logFile, env };
+}
+
+async function startNull() {
+  const logFile = path.join(work, 'null.log');
+  const { uri, child } = await serveUntilReady(
+    [path.join(repo, 'bench', 'null-nbd-server.mjs'), String(sizeBytes)],
+    { env: process.env, logFile, what: 'the null NBD server' },
+  );
+  return { name: 'null', uri, child, logFile };
 }
 
 async function startNbdkit(file) {
@@ -156,11 +168,12 @@ async function main() {
   work = fs.mkdtempSync(path.join(base, 'nbd-'));
   const elide = await startElide(path.join(work, 'elide-data'));
   const nbdkit = await startNbdkit(path.join(work, 'nbdkit.raw'));
-  const servers = [elide, nbdkit];
-  console.log(`elide ${elide.uri}  nbdkit ${nbdkit.uri}  work dir ${work}`);
+  const nullServer = await startNull();
+  const servers = [elide, nbdkit, nullServer];
+  console.log(`elide ${elide.uri}  nbdkit ${nbdkit.uri}  null ${nullServer.uri}  work dir ${work}`);
 
   // Precondition: a full sequential write pass, so that reads hit real data on both servers.
-  for (const server of servers) {
+  for (const server of [elide, nbdkit]) {
     const fill = await fio(server, workloads[0], false);
     console.log(`fill ${server.name}: ${num(fill.mibPerS)} MiB/s`);
   }
@@ -192,6 +205,7 @@ async function main() {
     ).stdout,
   );
   await stop(nbdkit.child);
+  await stop(nullServer.child);
 
   const summary = {};
   for (const server of servers) {
@@ -215,21 +229,29 @@ async function main() {
     const ratio = e.median[headline(workload)] / k.median[headline(workload)];
     const target = targets[workload.key];
     const status = ratio >= target ? 'met' : 'not met';
-    return `| ${workload.label} | ${cell(workload, e)} | ${cell(workload, k)} | ${ratio.toFixed(2)}× | ≥${target}× ${status} |`;
+    const n = summary.null[workload.key];
+    const ceiling = n.median[headline(workload)] / k.median[headline(workload)];
+    return (
+      `| ${workload.label} | ${cell(workload, e)} | ${cell(workload, k)} | ` +
+      `${ratio.toFixed(2)}× | ≥${target}× ${status} | ${cell(workload, n)} | ${ceiling.toFixed(2)}× |`
+    );
   });
   const table = [
-    '| workload | elide | nbdkit file | elide/nbdkit ratio | target |',
-    '|---|---|---|---|---|',
+    '| workload | elide | nbdkit file | elide/nbdkit ratio | target | null server (NBD layer only) | null/nbdkit |',
+    '|---|---|---|---|---|---|---|',
     ...rows,
   ].join('\n');
   const perRun = [
-    `| workload | elide, each run | nbdkit file, each run |`,
-    '|---|---|---|',
+    `| workload | elide, each run | nbdkit file, each run | null server, each run |`,
+    '|---|---|---|---|',
     ...workloads.map((workload) => {
       const unit = headline(workload) === 'mibPerS' ? 'MiB/s' : 'IOPS';
       const list = (name) =>
         summary[name][workload.key].runs.map((f) => num(f[headline(workload)])).join(' / ');
-      return `| ${workload.label} | ${list('elide')} ${unit} | ${list('nbdkit')} ${unit} |`;
+      return (
+        `| ${workload.label} | ${list('elide')} ${unit} | ${list('nbdkit')} ${unit} | ` +
+        `${list('null')} ${unit} |`
+      );
     }),
   ].join('\n');
 
@@ -261,7 +283,11 @@ async function main() {
       'MiB/s for sequential and IOPS for random workloads. fio writes its default buffer ' +
       'contents (random, scrambled per write, so nothing deduplicates or compresses). ' +
       'Neither side syncs: these jobs send no flush, and nbdkit `file` only calls ' +
-      'fdatasync when a client flushes, just as elide only syncs its log on a flush.',
+      'fdatasync when a client flushes, just as elide only syncs its log on a flush. ' +
+      "The null server (`bench/null-nbd-server.mjs`) is elide's NBD layer, the code " +
+      '`serve nbd` runs, over a backend that stores nothing: writes are dropped and reads ' +
+      'return zeros. It needs no fill and runs third in each workload; its ratio to nbdkit ' +
+      'is the most any backend behind this protocol layer could reach here.',
     '',
     'fio parameters (`fio --ioengine=nbd --uri=URI --output-format=json --output=FILE ...`):',
     '',

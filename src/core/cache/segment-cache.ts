@@ -8,7 +8,7 @@
  * optional byte budget, enforced by evicting whole segments, least recently
  * used first.
  */
-import { ElideError, errorText } from '../errors.js';
+import { ElideError, errorText, isElideError } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
@@ -98,7 +98,21 @@ export class SegmentCache {
    * it returns does not match the index.
    */
   async fetch(requests: readonly FetchRequest[]): Promise<void> {
-    await Promise.all(this.start(requests));
+    const outcomes = await Promise.allSettled(this.start(requests));
+    const failure = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (failure !== undefined) {
+      const missing = requests.filter(
+        ({ segment, extent }) =>
+          !segment.isPresent(extent) && this.segments.get(segment.id) === segment,
+      );
+      // A run shared with other reads, or extended past what was asked, may
+      // have failed on a damaged neighbour: fetch what is still missing on
+      // its own. Any other failure (the store) would only fail again.
+      if (missing.length > 0 && !isElideError(failure.reason, 'ELIDE_EXTENT_CORRUPT')) {
+        throw failure.reason;
+      }
+      if (missing.length > 0) await Promise.all(this.start(missing, true));
+    }
     this.scheduleSave();
     try {
       await this.enforceBudget();
@@ -110,8 +124,8 @@ export class SegmentCache {
 
   /**
    * Starts fetching what is not present or on its way, and returns at once:
-   * read-ahead. A failure is only logged; a read of the extent fetches it
-   * again and reports its own error.
+   * read-ahead. A failure is only logged: a read that was waiting on the
+   * failed run fetches its own extents again (see `fetch`).
    */
   prefetch(requests: readonly FetchRequest[]): void {
     if (this.closed) return;
@@ -125,15 +139,18 @@ export class SegmentCache {
     }
   }
 
-  /** Starts runs for the requested extents; returns them and the fetches already running. */
-  private start(requests: readonly FetchRequest[]): Array<Promise<void>> {
+  /**
+   * Starts runs for the requested extents; returns them and the fetches
+   * already running. `exact` fetches only what was asked, in runs of its own.
+   */
+  private start(requests: readonly FetchRequest[], exact = false): Array<Promise<void>> {
     const waits: Array<Promise<void>> = [];
     const wanted = new Map<StoredSegment, Set<SegmentExtent>>();
     for (const { segment, extent } of requests) {
       // A segment GC removed meanwhile: the caller looks the extent up again.
       if (segment.isPresent(extent) || this.segments.get(segment.id) !== segment) continue;
       const running = this.inFlight.get(flightKey(segment, extent));
-      if (running !== undefined) {
+      if (running !== undefined && !exact) {
         waits.push(running);
         continue;
       }
@@ -142,7 +159,10 @@ export class SegmentCache {
       set.add(extent);
     }
     for (const [segment, extents] of wanted) {
-      for (const run of this.planRuns(segment, extents)) waits.push(this.startRun(run));
+      const runs = exact
+        ? [...extents].map((extent) => ({ segment, extents: [extent], bytes: extent.storedBytes }))
+        : this.planRuns(segment, extents);
+      for (const run of runs) waits.push(this.startRun(run));
     }
     return waits;
   }
@@ -264,20 +284,21 @@ export class SegmentCache {
     const length = last.bodyOffset + last.storedBytes - first.bodyOffset;
     // A fork reads its ancestors' segments under their own volumes' keys.
     const key = segmentKey(segment.index.header.volumeId, segment.id);
-    const lease = this.buffers.lease();
+    // Only a long run fills enough of a pooled buffer to be worth keeping views of it.
+    const lease = length > fetchRunBytesMax / 2 ? this.buffers.lease() : undefined;
     let bytes: Buffer;
     try {
       bytes = await withTimeout(
-        this.store.get(key, { offset: start, length }, lease.buffer),
+        this.store.get(key, { offset: start, length }, lease?.buffer),
         this.options.fetchTimeoutMs,
         () => `fetching ${length} bytes of ${key} from ${this.store.url}`,
       );
     } catch (error) {
       // A GET that timed out may still be writing into the buffer.
-      lease.abandon();
+      lease?.abandon();
       throw error;
     }
-    const pooled = lease.holds(bytes);
+    const pooled = lease?.holds(bytes) === true;
     const writes: Array<Promise<void>> = [];
     try {
       if (bytes.length !== length) {
@@ -297,7 +318,7 @@ export class SegmentCache {
             `extent ${extent.hash.toString('hex')} fetched from ${source} does not match its hash`,
           );
         }
-        this.options.onVerified?.(extent, plain, pooled && lease.holds(plain) ? lease : undefined);
+        this.options.onVerified?.(extent, plain, pooled && lease?.holds(plain) ? lease : undefined);
         // An eviction of this segment must be durable before new bytes go in.
         await segment.settled();
         if (this.closed) break;
@@ -307,7 +328,7 @@ export class SegmentCache {
     } finally {
       // The cache writes read the buffer until they settle, failed or not.
       await Promise.allSettled(writes);
-      lease.release();
+      lease?.release();
     }
   }
 

@@ -5,6 +5,11 @@
  * small LRU pays. An entry may come with a release callback (its memory is a
  * pooled fetch buffer), called once the entry is dropped; callers copy out of
  * `get`'s result at once and never keep it.
+ *
+ * The bound is on memory held, not on bytes viewed: an entry is often a view
+ * of a larger buffer (a 1 MiB extent of a 4 MiB fetch), which stays alive as
+ * long as any view of it does. So each backing ArrayBuffer is charged whole,
+ * once, while at least one entry views it.
  */
 import { assert } from '../assert.js';
 
@@ -15,10 +20,17 @@ interface Entry {
 
 export class ExtentCache {
   private readonly entries = new Map<string, Entry>();
+  /** Entries viewing each backing buffer. */
+  private readonly views = new Map<ArrayBufferLike, number>();
   private bytes = 0;
 
   constructor(private readonly bytesMax: number) {
     assert(bytesMax >= 0, 'cache size is not negative');
+  }
+
+  /** Bytes of the backing buffers the entries keep alive. */
+  get heldBytes(): number {
+    return this.bytes;
   }
 
   get(key: string): Buffer | undefined {
@@ -36,13 +48,15 @@ export class ExtentCache {
   }
 
   set(key: string, value: Buffer, release?: () => void): void {
-    if (value.length > this.bytesMax) {
+    this.drop(key);
+    if (value.buffer.byteLength > this.bytesMax) {
       release?.();
       return;
     }
-    this.drop(key);
     this.entries.set(key, { value, release });
-    this.bytes += value.length;
+    const views = this.views.get(value.buffer) ?? 0;
+    if (views === 0) this.bytes += value.buffer.byteLength;
+    this.views.set(value.buffer, views + 1);
     for (const oldest of this.entries.keys()) {
       if (this.bytes <= this.bytesMax) break;
       this.drop(oldest);
@@ -53,7 +67,14 @@ export class ExtentCache {
     const entry = this.entries.get(key);
     if (entry === undefined) return;
     this.entries.delete(key);
-    this.bytes -= entry.value.length;
+    const backing = entry.value.buffer;
+    const views = this.views.get(backing)! - 1;
+    if (views === 0) {
+      this.views.delete(backing);
+      this.bytes -= backing.byteLength;
+    } else {
+      this.views.set(backing, views);
+    }
     entry.release?.();
   }
 }

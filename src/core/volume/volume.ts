@@ -277,31 +277,36 @@ export class Volume implements UploadHost {
 
   /**
    * Sequential read-ahead over the guest's addresses, not the segments'
-   * layout: while reads keep arriving at (or a little behind, as concurrent
-   * requests complete out of order) where the last ones ended, the window
-   * doubles from fetchBytesMin up to fetchReadAheadBytesMax, and uncached
-   * extents within that distance ahead are fetched in the background, in
-   * steps of at least one fetchRunBytesMax so every GET has a useful size.
-   * Any other read resets the window.
+   * layout. A read that starts exactly where the furthest read so far ended
+   * doubles the window, from fetchBytesMin up to fetchReadAheadBytesMax; one
+   * a little behind it (concurrent requests complete out of order) keeps the
+   * window; any other read resets it, so random reads never read ahead.
+   * Uncached extents within the window past the furthest read are fetched in
+   * the background, in steps of at least fetchRunBytesMax so every GET has a
+   * useful size (the volume's last blocks excepted).
    */
   private readAhead(startLba: number, endLba: number): void {
     const stream = this.readStream;
-    const slackBlocks = Math.max(stream.windowBlocks, readAheadSlackBytes / blockBytes);
-    const sequential = startLba <= stream.nextLba && startLba + slackBlocks >= stream.nextLba;
-    if (!sequential) {
+    if (startLba === stream.nextLba) {
+      stream.windowBlocks = Math.min(
+        fetchReadAheadBytesMax / blockBytes,
+        Math.max(fetchBytesMin / blockBytes, stream.windowBlocks * 2),
+      );
+    } else if (
+      startLba > stream.nextLba ||
+      startLba + readAheadSlackBytes / blockBytes < stream.nextLba
+    ) {
       stream.windowBlocks = 0;
       stream.nextLba = endLba;
       stream.aheadLba = endLba;
       return;
     }
     stream.nextLba = Math.max(stream.nextLba, endLba);
-    stream.windowBlocks = Math.min(
-      fetchReadAheadBytesMax / blockBytes,
-      Math.max(fetchBytesMin / blockBytes, stream.windowBlocks * 2),
-    );
+    const volumeBlocks = this.sizeBytes / blockBytes;
     const from = Math.max(stream.aheadLba, stream.nextLba);
-    const to = Math.min(this.sizeBytes / blockBytes, stream.nextLba + stream.windowBlocks);
-    if (to - from < Math.min(stream.windowBlocks, fetchRunBytesMax / blockBytes)) return;
+    const to = Math.min(volumeBlocks, stream.nextLba + stream.windowBlocks);
+    const step = Math.min(stream.windowBlocks, fetchRunBytesMax / blockBytes);
+    if (to <= from || (to - from < step && to < volumeBlocks)) return;
     stream.aheadLba = to;
     const requests: FetchRequest[] = [];
     for (const piece of this.lbaMap.lookup(from, to - from)) {

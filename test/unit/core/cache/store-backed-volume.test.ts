@@ -154,20 +154,48 @@ describe('eviction and demand fetch', () => {
     expect((await volume.read(0, data.length)).equals(data)).toBe(true);
   });
 
+  it('a read waiting on a read-ahead that fails on a damaged neighbour fetches its own extent', async () => {
+    const { dir, volume } = await setup();
+    // 4 KiB writes: 1024 extents of one block each, in one segment.
+    const data = randomBytes(4 * mib);
+    for (let at = 0; at < data.length; at += 4096) {
+      await volume.write(at, data.subarray(at, at + 4096));
+    }
+    await volume.sync();
+    await volume.evict();
+    const segmentsDir = path.join(dir, 'store', 'objects', 'volumes', volume.volumeId, 'segments');
+    for (const id of fs.readdirSync(segmentsDir)) {
+      const object = path.join(segmentsDir, id);
+      const bytes = fs.readFileSync(object);
+      const at = bytes.indexOf(data.subarray(260 * 4096, 261 * 4096));
+      if (at < 0) continue;
+      bytes[at + 7]! ^= 0xff;
+      fs.writeFileSync(object, bytes);
+    }
+    // The first read starts a read-ahead of blocks 256..319; the second read joins it.
+    const first = volume.read(0, mib);
+    const second = volume.read(300 * 4096, 4096);
+    expect((await first).equals(data.subarray(0, mib))).toBe(true);
+    expect((await second).equals(data.subarray(300 * 4096, 301 * 4096))).toBe(true);
+    const damaged = await volume.read(260 * 4096, 4096).catch((caught: unknown) => caught);
+    expect(isElideError(damaged, 'ELIDE_EXTENT_CORRUPT'), String(damaged)).toBe(true);
+  });
+
   it('never reuses the buffer of a fetch that timed out while the store may still write into it', async () => {
-    const { store, volume } = await setup({ fetchTimeoutMs: 200 });
-    const data = await writeRandom(volume, 2 * mib);
+    const { store, volume } = await setup({ fetchTimeoutMs: 200, walBytesMax: 8 * mib });
+    const data = await writeRandom(volume, 4 * mib);
     await volume.sync();
     await volume.evict();
     store.lateGets = 1;
     store.lateGetMs = 600;
-    const error = await volume.read(0, mib).catch((caught: unknown) => caught);
+    // One 4 MiB GET: long enough to land in a pooled buffer.
+    const error = await volume.read(0, 4 * mib).catch((caught: unknown) => caught);
     expect(isElideError(error, 'ELIDE_STORE_UNAVAILABLE'), String(error)).toBe(true);
     // Fetched again (into another buffer) and kept in memory, verified.
-    expect((await volume.read(0, mib)).equals(data.subarray(0, mib))).toBe(true);
+    expect((await volume.read(0, 4 * mib)).equals(data)).toBe(true);
     // The late answer scribbles over the buffer it was given.
     await new Promise((resolve) => setTimeout(resolve, 700));
-    expect((await volume.read(0, 2 * mib)).equals(data)).toBe(true);
+    expect((await volume.read(0, 4 * mib)).equals(data)).toBe(true);
   });
 
   it('a sub-block write to an evicted block fetches it first (read-modify-write)', async () => {

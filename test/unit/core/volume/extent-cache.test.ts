@@ -1,13 +1,18 @@
-/** The in-memory LRU of verified extents: its byte bound, and releasing pooled memory it drops. */
+/** The in-memory LRU of verified extents: its bound on memory held, and releasing pooled memory it drops. */
 import { describe, expect, it } from 'vitest';
 import { ExtentCache } from '../../../../src/core/volume/extent-cache.js';
 
+/** A value with a backing buffer of its own, of exactly `bytes`. */
+function own(bytes: number, fill = 0): Buffer {
+  return Buffer.alloc(bytes, fill);
+}
+
 describe('ExtentCache', () => {
   it('drops least recently used entries past its bound, releasing each exactly once', () => {
-    const cache = new ExtentCache(3 * 1024);
+    const cache = new ExtentCache(3 * 4096);
     const released: string[] = [];
     const put = (key: string): void =>
-      cache.set(key, Buffer.alloc(1024, key), () => released.push(key));
+      cache.set(key, own(4096, key.charCodeAt(0)), () => released.push(key));
     put('a');
     put('b');
     put('c');
@@ -18,19 +23,35 @@ describe('ExtentCache', () => {
     expect(cache.has('a')).toBe(true);
     put('a');
     expect(released).toEqual(['b', 'a']);
-    cache.set('big', Buffer.alloc(4 * 1024), () => released.push('big'));
+    cache.set('big', own(4 * 4096), () => released.push('big'));
     expect(released).toEqual(['b', 'a', 'big']);
     expect(cache.has('big')).toBe(false);
     expect(['a', 'c', 'd'].every((key) => cache.has(key))).toBe(true);
   });
 
   it('has() does not count as a use', () => {
-    const cache = new ExtentCache(2);
-    cache.set('x', Buffer.alloc(1));
-    cache.set('y', Buffer.alloc(1));
+    const cache = new ExtentCache(3 * 4096);
+    cache.set('x', own(4096));
+    cache.set('y', own(4096));
+    cache.set('w', own(4096));
     expect(cache.has('x')).toBe(true);
-    cache.set('z', Buffer.alloc(1));
+    cache.set('z', own(4096));
     expect(cache.has('x')).toBe(false);
     expect(cache.has('y')).toBe(true);
+  });
+
+  it('charges the whole buffer a view keeps alive, once for all its views', () => {
+    const cache = new ExtentCache(8 * 4096);
+    const shared = Buffer.alloc(4 * 4096);
+    for (let i = 0; i < 4; i++) cache.set(`s${i}`, shared.subarray(i * 4096, (i + 1) * 4096));
+    expect(cache.heldBytes).toBe(4 * 4096);
+    // Small views of separate large buffers: each keeps its whole buffer alive.
+    cache.set('p', Buffer.alloc(4 * 4096).subarray(0, 4096));
+    expect(cache.heldBytes).toBe(8 * 4096);
+    cache.set('q', Buffer.alloc(4 * 4096).subarray(0, 4096));
+    // The shared buffer goes only when its last view does: s0..s3 all leave before p is touched.
+    expect(['s0', 's1', 's2', 's3'].some((key) => cache.has(key))).toBe(false);
+    expect(cache.heldBytes).toBe(8 * 4096);
+    expect(cache.has('p') && cache.has('q')).toBe(true);
   });
 });
