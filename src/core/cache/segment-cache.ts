@@ -108,18 +108,12 @@ export class SegmentCache {
       // A run shared with other reads, or extended past what was asked, may
       // have failed on a damaged neighbour: fetch what is still missing on
       // its own. Any other failure (the store) would only fail again.
-      if (missing.length > 0 && !isElideError(failure.reason, 'ELIDE_EXTENT_CORRUPT')) {
-        throw failure.reason;
+      if (missing.length > 0) {
+        if (!isElideError(failure.reason, 'ELIDE_EXTENT_CORRUPT')) throw failure.reason;
+        await Promise.all(this.start(missing, true));
       }
-      if (missing.length > 0) await Promise.all(this.start(missing, true));
     }
-    this.scheduleSave();
-    try {
-      await this.enforceBudget();
-    } catch (error) {
-      // The fetch succeeded; a failed eviction only leaves the cache larger.
-      this.log.warn(`evicting cached segments failed: ${errorText(error)}`);
-    }
+    await this.afterFetch();
   }
 
   /**
@@ -130,12 +124,21 @@ export class SegmentCache {
   prefetch(requests: readonly FetchRequest[]): void {
     if (this.closed) return;
     for (const run of this.start(requests)) {
-      run
-        .then(() => {
-          this.scheduleSave();
-          return this.enforceBudget();
-        })
-        .catch((error: unknown) => this.log.debug(`read-ahead failed: ${errorText(error)}`));
+      run.then(
+        () => this.afterFetch(),
+        (error: unknown) => this.log.debug(`read-ahead failed: ${errorText(error)}`),
+      );
+    }
+  }
+
+  /** After fetched bytes went in: save presence maps soon, and keep the cache within its budget. */
+  private async afterFetch(): Promise<void> {
+    this.scheduleSave();
+    try {
+      await this.enforceBudget();
+    } catch (error) {
+      // The fetch succeeded; a failed eviction only leaves the cache larger.
+      this.log.warn(`evicting cached segments failed: ${errorText(error)}`);
     }
   }
 
@@ -298,7 +301,6 @@ export class SegmentCache {
       lease?.abandon();
       throw error;
     }
-    const pooled = lease?.holds(bytes) === true;
     const writes: Array<Promise<void>> = [];
     try {
       if (bytes.length !== length) {
@@ -318,7 +320,8 @@ export class SegmentCache {
             `extent ${extent.hash.toString('hex')} fetched from ${source} does not match its hash`,
           );
         }
-        this.options.onVerified?.(extent, plain, pooled && lease?.holds(plain) ? lease : undefined);
+        // `plain` is a view of the lease only for a raw extent the store put into it.
+        this.options.onVerified?.(extent, plain, lease?.holds(plain) === true ? lease : undefined);
         // An eviction of this segment must be durable before new bytes go in.
         await segment.settled();
         if (this.closed) break;

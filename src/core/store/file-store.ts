@@ -33,6 +33,7 @@ import { isUlid, UlidMint } from '../ids/ulid.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 import {
   checkStoreValueSize,
+  getTarget,
   validateByteRange,
   validateStoreKey,
   validateStorePrefix,
@@ -694,10 +695,7 @@ async function readFully(
   length: number,
   into?: Buffer,
 ): Promise<Buffer> {
-  const out =
-    into !== undefined && length <= into.length
-      ? into.subarray(0, length)
-      : Buffer.allocUnsafe(length);
+  const out = getTarget(length, into);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await handle.read(out, done, length - done, position + done);

@@ -44,6 +44,7 @@ import { ElideError, isElideError, systemErrorCode } from '../errors.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 import {
   checkStoreValueSize,
+  getTarget,
   validateByteRange,
   validateStoreKey,
   validateStorePrefix,
@@ -667,10 +668,7 @@ async function readBody(
       for await (const chunk of body) chunks.push(chunk as Buffer);
       return Buffer.concat(chunks);
     }
-    const out =
-      into !== undefined && length <= into.length
-        ? into.subarray(0, length)
-        : Buffer.allocUnsafe(length);
+    const out = getTarget(length, into);
     let done = 0;
     for await (const chunk of body) {
       const part = chunk as Buffer;

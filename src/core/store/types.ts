@@ -153,3 +153,10 @@ export function checkStoreValueSize(key: string, sizeBytes: number): void {
     );
   }
 }
+
+/** Where `get` puts a body of `length` bytes: a view of the caller's `into` when it fits, else a new buffer. */
+export function getTarget(length: number, into: Buffer | undefined): Buffer {
+  return into !== undefined && length <= into.length
+    ? into.subarray(0, length)
+    : Buffer.allocUnsafe(length);
+}

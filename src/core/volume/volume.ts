@@ -405,10 +405,7 @@ export class Volume implements UploadHost {
     try {
       this.checkWritable();
       this.checkRange(offsetBytes, lengthBytes);
-      if (this.backlogBytes() > walBacklogCountMax * this.walBytesMax) {
-        return this.mutateLater(offsetBytes, lengthBytes, options, apply);
-      }
-      if (!this.edgeBlocksLocal(offsetBytes, lengthBytes)) {
+      if (this.backlogged() || !this.edgeBlocksLocal(offsetBytes, lengthBytes)) {
         return this.mutateLater(offsetBytes, lengthBytes, options, apply);
       }
       apply();
@@ -985,9 +982,9 @@ export class Volume implements UploadHost {
    */
   private async admit(): Promise<void> {
     for (;;) {
-      const backlog = this.backlogBytes();
       const oldest = this.wals.find((wal) => wal.sealed && !wal.retired);
-      if (backlog <= walBacklogCountMax * this.walBytesMax || oldest === undefined) return;
+      if (!this.backlogged() || oldest === undefined) return;
+      const backlog = this.backlogBytes();
       // The attempt in flight, or a new one if the last attempt failed.
       await this.schedulePromotion(oldest);
       this.checkWritable();
@@ -1003,6 +1000,11 @@ export class Volume implements UploadHost {
         );
       }
     }
+  }
+
+  /** Whether sealed logs waiting for promotion exceed walBacklogCountMax full WALs. */
+  private backlogged(): boolean {
+    return this.backlogBytes() > walBacklogCountMax * this.walBytesMax;
   }
 
   /** Bytes of sealed logs waiting for promotion. */

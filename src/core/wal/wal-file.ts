@@ -123,15 +123,13 @@ export class WalFile {
     const start = this.sizeBytes;
     const bytes = header.length + (payload?.length ?? 0);
     assert(bytes <= walStagingBytes, 'a deferred record fits in one staging buffer');
-    if (this.staging === null || this.stagedBytes + bytes > this.staging.length) {
-      // A staging buffer is reused only once written; a full one waits in `deferred`.
-      if (this.staging !== null && this.stagedBytes > 0) {
-        this.deferred.push(this.staging.subarray(0, this.stagedBytes));
-        this.staging = null;
-      }
-      this.staging ??= Buffer.allocUnsafeSlow(walStagingBytes);
+    if (this.staging !== null && this.stagedBytes + bytes > this.staging.length) {
+      // A staging buffer is reused only once written: a full one waits in `deferred`.
+      this.deferred.push(this.staging.subarray(0, this.stagedBytes));
+      this.staging = null;
       this.stagedBytes = 0;
     }
+    this.staging ??= Buffer.allocUnsafeSlow(walStagingBytes);
     header.copy(this.staging, this.stagedBytes);
     payload?.copy(this.staging, this.stagedBytes + header.length);
     this.stagedBytes += bytes;
