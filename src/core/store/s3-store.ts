@@ -145,22 +145,20 @@ export class S3Store implements ObjectStore {
     const timeoutMs = options.timeoutMs ?? timeoutMsFromEnv();
     assert(Number.isSafeInteger(timeoutMs) && timeoutMs > 0, 'timeoutMs is a positive integer');
     const endpoint = endpointFromEnv();
-    const client = withoutNodeVersionWarning(
-      () =>
-        new S3Client({
-          ...(endpoint === undefined ? {} : { endpoint, region: regionOrDefault() }),
-          forcePathStyle: forcePathStyleFromEnv(endpoint !== undefined),
-          requestChecksumCalculation: 'WHEN_REQUIRED',
-          responseChecksumValidation: 'WHEN_REQUIRED',
-          retryMode: 'standard',
-          maxAttempts: s3AttemptsMax,
-          requestHandler: {
-            connectionTimeout: Math.min(timeoutMs, timerMsMax),
-            socketTimeout: Math.min(timeoutMs, timerMsMax),
-          },
-          logger: silentLogger,
-        }),
-    );
+    silenceNodeVersionWarning();
+    const client = new S3Client({
+      ...(endpoint === undefined ? {} : { endpoint, region: regionOrDefault() }),
+      forcePathStyle: forcePathStyleFromEnv(endpoint !== undefined),
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      retryMode: 'standard',
+      maxAttempts: s3AttemptsMax,
+      requestHandler: {
+        connectionTimeout: Math.min(timeoutMs, timerMsMax),
+        socketTimeout: Math.min(timeoutMs, timerMsMax),
+      },
+      logger: silentLogger,
+    });
     return new S3Store(client, bucket, prefix, timeoutMs);
   }
 
@@ -839,7 +837,7 @@ function regionOrDefault(): () => Promise<string> {
   let region: Promise<string> | undefined;
   return () =>
     (region ??= (async () => {
-      const probe = withoutNodeVersionWarning(() => new S3Client({ logger: silentLogger }));
+      const probe = new S3Client({ logger: silentLogger });
       try {
         return await probe.config.region();
       } catch {
@@ -851,18 +849,14 @@ function regionOrDefault(): () => Promise<string> {
 }
 
 /**
- * Builds a client without the SDK's one-time "versions after January 2027
- * will require Node 22" process warning: elide pins the SDK and supports
- * Node 20, so the warning would only be noise on a user's terminal. A user's
- * own setting of the variable wins.
+ * Turns off the SDK's one-time "versions after January 2027 will require
+ * Node 22" process warning for this process: elide pins the SDK and supports
+ * Node 20, so the warning is only noise on a user's terminal. It is set for
+ * the whole process, not around one constructor, because the SDK also builds
+ * clients lazily during a first request (STS or SSO for profile
+ * credentials). A user's own non-empty setting of the variable wins.
  */
-function withoutNodeVersionWarning(make: () => S3Client): S3Client {
+function silenceNodeVersionWarning(): void {
   const name = 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED';
-  if (process.env[name] !== undefined) return make();
-  process.env[name] = 'true';
-  try {
-    return make();
-  } finally {
-    delete process.env[name];
-  }
+  if ((process.env[name] ?? '') === '') process.env[name] = 'true';
 }
