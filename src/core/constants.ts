@@ -158,6 +158,21 @@ export const volumeNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const storeKeyBytesMax = 1024;
 export const storeValueBytesMax = 5 * 1024 * 1024 * 1024;
 
+/**
+ * The object-store HTTP transport (store/http/): each connection reads into
+ * one fixed buffer of httpReadBufferBytes, so a response body costs no
+ * allocation per socket read.
+ */
+export const httpReadBufferBytes = 256 * 1024;
+/** Longest response head (status line and headers) accepted. */
+export const httpHeadBytesMax = 64 * 1024;
+/** Longest chunk-size or trailer line of a chunked body accepted. */
+export const httpChunkLineBytesMax = 8 * 1024;
+/** Connections to one server at once; more requests wait for one to free up. */
+export const httpConnectionsPerOriginMax = 50;
+/** An idle kept-alive connection is closed after this long. */
+export const httpIdleConnectionMs = 4000;
+
 assert(blockBytes === 1 << blockShift, 'blockShift matches blockBytes');
 assert(walRecordHeaderBytes % walRecordAlignBytes === 0, 'record header keeps alignment');
 assert(blockBytes % walRecordAlignBytes === 0, 'record payloads keep alignment');

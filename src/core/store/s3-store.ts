@@ -49,6 +49,7 @@ import {
   validateStoreKey,
   validateStorePrefix,
 } from './types.js';
+import { ResponseBody, HttpTransport } from './http/transport.js';
 import { openSourceFile } from './source-file.js';
 
 export interface S3StoreOptions {
@@ -153,10 +154,10 @@ export class S3Store implements ObjectStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       retryMode: 'standard',
       maxAttempts: s3AttemptsMax,
-      requestHandler: {
-        connectionTimeout: Math.min(timeoutMs, timerMsMax),
-        socketTimeout: Math.min(timeoutMs, timerMsMax),
-      },
+      requestHandler: new HttpTransport({
+        connectionTimeoutMs: Math.min(timeoutMs, timerMsMax),
+        socketTimeoutMs: Math.min(timeoutMs, timerMsMax),
+      }),
       logger: silentLogger,
     });
     return new S3Store(client, bucket, prefix, timeoutMs);
@@ -661,6 +662,15 @@ async function readBody(
   const onAbort = (): void => void body.destroy(signal.reason as Error);
   signal.addEventListener('abort', onAbort, { once: true });
   try {
+    if (body instanceof ResponseBody && length !== undefined) {
+      // The transport's own body: copied from its read buffer straight into place.
+      const out = getTarget(length, into);
+      const done = await body.readInto(out);
+      if (done !== length) {
+        throw new BodyInterrupted(`the body ended after ${done} of ${length} bytes`);
+      }
+      return out;
+    }
     if (length === undefined) {
       const chunks: Buffer[] = [];
       for await (const chunk of body) chunks.push(chunk as Buffer);

@@ -1,0 +1,528 @@
+/**
+ * The S3 client's HTTP transport for requests without a body (GET, HEAD,
+ * DELETE): HTTP/1.1 over kept-alive connections, each reading into one fixed
+ * buffer (net's `onread`), so a response body costs no allocation per socket
+ * read. A GET body can be copied straight into the caller's buffer
+ * (`ResponseBody.readInto`). Node's own HTTP client, which the SDK uses by
+ * default, allocates a buffer for every socket read and parses through
+ * streams; demand fetch spent most of its CPU there (docs/benchmarks.md).
+ * Requests with a body (PUT, POST) go to the SDK's NodeHttpHandler.
+ */
+import net from 'node:net';
+import { Readable } from 'node:stream';
+import tls from 'node:tls';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import {
+  httpConnectionsPerOriginMax,
+  httpIdleConnectionMs,
+  httpReadBufferBytes,
+} from '../../constants.js';
+import { HttpProtocolError, ResponseParser } from './response-parser.js';
+import type { ResponseHead, ResponseSink } from './response-parser.js';
+
+type HttpRequest = Parameters<NodeHttpHandler['handle']>[0];
+type HttpHandlerOptions = NonNullable<Parameters<NodeHttpHandler['handle']>[1]>;
+type HttpResponse = Awaited<ReturnType<NodeHttpHandler['handle']>>['response'];
+
+export interface HttpTransportOptions {
+  /** Time allowed to open a connection (TCP and TLS). */
+  connectionTimeoutMs: number;
+  /** Time a request may wait for any byte from the server. */
+  socketTimeoutMs: number;
+}
+
+/** Errors shaped as the SDK's retry policy and the store's error mapping expect. */
+function timeoutError(message: string): Error {
+  return Object.assign(new Error(message), { name: 'TimeoutError', code: 'ETIMEDOUT' });
+}
+
+function abortError(signal: AbortSignal): Error {
+  const error = new Error('the request was aborted', { cause: signal.reason });
+  error.name = 'AbortError';
+  return error;
+}
+
+/**
+ * The transport, in the shape of the SDK's HttpHandler (requestHandler).
+ * Connections are pooled per origin (scheme, host, port).
+ */
+export class HttpTransport {
+  readonly metadata = { handlerProtocol: 'http/1.1' };
+  private readonly pools = new Map<string, OriginPool>();
+  private readonly withBody: NodeHttpHandler;
+  private destroyed = false;
+
+  constructor(private readonly options: HttpTransportOptions) {
+    this.withBody = new NodeHttpHandler({
+      connectionTimeout: options.connectionTimeoutMs,
+      socketTimeout: options.socketTimeoutMs,
+    });
+  }
+
+  async handle(
+    request: HttpRequest,
+    options: HttpHandlerOptions = {},
+  ): Promise<{ response: HttpResponse }> {
+    if (hasBody(request.body)) return this.withBody.handle(request, options);
+    if (this.destroyed) throw new Error('the HTTP transport is closed');
+    const signal = options.abortSignal as AbortSignal | undefined;
+    if (signal?.aborted === true) throw abortError(signal);
+    const pool = this.poolFor(request);
+    const message = encodeRequest(request);
+    // A kept-alive connection the server closed meanwhile fails before any response byte;
+    // the request (without a body, so idempotent here) then goes out on a fresh connection.
+    for (let fresh = false; ; fresh = true) {
+      const connection = await pool.acquire(fresh, signal);
+      try {
+        return { response: await connection.exchange(request.method, message, signal) };
+      } catch (error) {
+        if (!(error instanceof StaleConnection)) throw error;
+      }
+    }
+  }
+
+  updateHttpClientConfig(): void {
+    // Fixed at construction.
+  }
+
+  httpHandlerConfigs(): Record<string, never> {
+    return {};
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    for (const pool of this.pools.values()) pool.destroy();
+    this.pools.clear();
+    this.withBody.destroy();
+  }
+
+  private poolFor(request: HttpRequest): OriginPool {
+    const secure = request.protocol === 'https:';
+    if (!secure && request.protocol !== 'http:') {
+      throw new Error(`unsupported protocol ${request.protocol}`);
+    }
+    const host = request.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = request.port ?? (secure ? 443 : 80);
+    const key = `${request.protocol}//${request.hostname}:${port}`;
+    let pool = this.pools.get(key);
+    if (pool === undefined) {
+      pool = new OriginPool({ secure, host, port }, this.options);
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+}
+
+function hasBody(body: unknown): boolean {
+  if (body === undefined || body === null) return false;
+  if (typeof body === 'string') return body.length > 0;
+  if (body instanceof Uint8Array) return body.length > 0;
+  return true;
+}
+
+/** The request line and headers. No CR, LF or NUL may reach the wire inside a field. */
+function encodeRequest(request: HttpRequest): string {
+  let target = request.path === '' ? '/' : request.path;
+  const query = encodeQuery(request.query ?? {});
+  if (query !== '') target += `?${query}`;
+  const fields = Object.entries(request.headers);
+  if (!fields.some(([name]) => name.toLowerCase() === 'host')) {
+    const port = request.port === undefined ? '' : `:${request.port}`;
+    fields.push(['host', `${request.hostname}${port}`]);
+  }
+  let text = `${request.method} ${target} HTTP/1.1\r\n`;
+  for (const [name, value] of fields) text += `${name}: ${value}\r\n`;
+  if (/[\r\n\0]/.test([request.method, target, ...fields.flat()].join(''))) {
+    throw new Error('a request line or header contains a line break');
+  }
+  return `${text}\r\n`;
+}
+
+function escape(text: string): string {
+  return encodeURIComponent(text).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
+
+function encodeQuery(query: Record<string, string | string[] | null>): string {
+  const parts: string[] = [];
+  for (const name of Object.keys(query).sort()) {
+    const value = query[name];
+    if (value === null || value === undefined) parts.push(escape(name));
+    else if (Array.isArray(value))
+      for (const v of value) parts.push(`${escape(name)}=${escape(v)}`);
+    else parts.push(`${escape(name)}=${escape(value)}`);
+  }
+  return parts.join('&');
+}
+
+interface Origin {
+  secure: boolean;
+  host: string;
+  port: number;
+}
+
+/** The connections to one origin: idle ones (most recently used first) and waiting requests. */
+class OriginPool {
+  private readonly idle: Connection[] = [];
+  private count = 0;
+  private readonly waiting: Array<{ fresh: boolean; give: (connection: Connection) => void }> = [];
+  private destroyed = false;
+
+  constructor(
+    private readonly origin: Origin,
+    private readonly options: HttpTransportOptions,
+  ) {}
+
+  async acquire(fresh: boolean, signal: AbortSignal | undefined): Promise<Connection> {
+    if (!fresh) {
+      const connection = this.idle.pop();
+      if (connection !== undefined) {
+        connection.leaveIdle();
+        return connection;
+      }
+    }
+    if (this.count < httpConnectionsPerOriginMax) return this.open();
+    return new Promise<Connection>((resolve, reject) => {
+      const entry = { fresh, give: (connection: Connection) => finish(() => resolve(connection)) };
+      const onAbort = (): void => finish(() => reject(abortError(signal!)));
+      const finish = (settle: () => void): void => {
+        signal?.removeEventListener('abort', onAbort);
+        const at = this.waiting.indexOf(entry);
+        if (at >= 0) this.waiting.splice(at, 1);
+        settle();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(entry);
+    });
+  }
+
+  /** Takes back a connection whose response has ended and which may carry another request. */
+  release(connection: Connection): void {
+    if (this.destroyed) {
+      connection.destroy();
+      return;
+    }
+    const waiter = this.waiting[0];
+    if (waiter !== undefined && !waiter.fresh) {
+      waiter.give(connection);
+      return;
+    }
+    if (waiter !== undefined) {
+      // Someone needs a fresh connection: this one makes room for it.
+      connection.destroy();
+      return;
+    }
+    this.idle.push(connection);
+    connection.enterIdle();
+  }
+
+  /** A connection closed: forget it, and open one for a waiting request if there is room now. */
+  closed(connection: Connection): void {
+    this.count--;
+    const at = this.idle.indexOf(connection);
+    if (at >= 0) this.idle.splice(at, 1);
+    const waiter = this.waiting[0];
+    if (waiter !== undefined && !this.destroyed) waiter.give(this.open());
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    for (const connection of this.idle.splice(0)) connection.destroy();
+  }
+
+  private open(): Connection {
+    this.count++;
+    return new Connection(this.origin, this.options, this);
+  }
+}
+
+/** A request failed on a reused connection before any byte of its response arrived. */
+class StaleConnection extends Error {
+  override name = 'StaleConnection';
+}
+
+/** One request and its response, on one connection. */
+interface Exchange {
+  head: { resolve: (response: HttpResponse) => void; reject: (error: Error) => void } | null;
+  body: ResponseBody | null;
+  signal: AbortSignal | undefined;
+  onAbort: () => void;
+}
+
+class Connection implements ResponseSink {
+  private readonly socket: net.Socket;
+  private readonly parser = new ResponseParser(this);
+  private exchangeNow: Exchange | null = null;
+  private used = false;
+  private closed = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    origin: Origin,
+    private readonly options: HttpTransportOptions,
+    private readonly pool: OriginPool,
+  ) {
+    const onread = {
+      buffer: Buffer.allocUnsafe(httpReadBufferBytes),
+      callback: (bytes: number, buffer: Uint8Array): boolean => this.onRead(bytes, buffer),
+    };
+    const connectEvent = origin.secure ? 'secureConnect' : 'connect';
+    const address = { host: origin.host, port: origin.port, onread };
+    // tls.connect takes `onread` as net.connect does; @types/node only declares it for net.
+    const secure: tls.ConnectionOptions & net.TcpSocketConnectOpts = {
+      ...address,
+      servername: servername(origin.host),
+    };
+    this.socket = origin.secure ? tls.connect(secure) : net.connect(address);
+    this.socket.setNoDelay(true);
+    this.connectTimer = setTimeout(
+      () => this.fail(timeoutError(`no connection within ${options.connectionTimeoutMs} ms`)),
+      options.connectionTimeoutMs,
+    );
+    this.socket.once(connectEvent, () => clearTimeout(this.connectTimer));
+    this.socket.on('timeout', () =>
+      this.fail(timeoutError(`no response within ${options.socketTimeoutMs} ms`)),
+    );
+    this.socket.on('error', (error) => this.fail(error));
+    this.socket.on('close', () => this.onClose());
+  }
+
+  /** Sends the request; resolves with the response once its head is in. */
+  exchange(
+    method: string,
+    message: string,
+    signal: AbortSignal | undefined,
+  ): Promise<HttpResponse> {
+    return new Promise<HttpResponse>((resolve, reject) => {
+      const exchange: Exchange = {
+        head: { resolve, reject },
+        body: null,
+        signal,
+        onAbort: () => this.fail(abortError(signal!)),
+      };
+      this.exchangeNow = exchange;
+      signal?.addEventListener('abort', exchange.onAbort, { once: true });
+      this.parser.begin(method);
+      this.socket.setTimeout(this.options.socketTimeoutMs);
+      this.socket.write(message, 'latin1');
+    });
+  }
+
+  leaveIdle(): void {
+    clearTimeout(this.idleTimer);
+    this.socket.ref();
+  }
+
+  enterIdle(): void {
+    this.socket.setTimeout(0);
+    this.idleTimer = setTimeout(() => this.destroy(), httpIdleConnectionMs);
+    this.idleTimer.unref();
+    this.socket.unref();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** Reading paused by a body nobody reads yet, or by a stream reader's backpressure. */
+  resume(): void {
+    if (!this.closed) this.socket.resume();
+  }
+
+  // ResponseSink: called by the parser, inside onRead.
+
+  head(head: ResponseHead): void {
+    const exchange = this.exchangeNow!;
+    exchange.signal?.removeEventListener('abort', exchange.onAbort);
+    const body = new ResponseBody(this);
+    exchange.body = body;
+    const settle = exchange.head!;
+    exchange.head = null;
+    settle.resolve({
+      statusCode: head.statusCode,
+      reason: head.reason,
+      headers: head.headers,
+      body,
+    } as HttpResponse);
+  }
+
+  body(buffer: Buffer, start: number, end: number): void {
+    this.exchangeNow!.body!.deliver(buffer, start, end);
+  }
+
+  end(): void {
+    const exchange = this.exchangeNow!;
+    this.exchangeNow = null;
+    this.used = true;
+    this.socket.setTimeout(0);
+    exchange.body!.finish();
+    if (!this.parser.reusable) {
+      this.destroy();
+      return;
+    }
+    // Released after the current read is handled, so no new request shares its bytes.
+    queueMicrotask(() => {
+      if (!this.closed) this.pool.release(this);
+    });
+  }
+
+  private onRead(bytes: number, buffer: Uint8Array): boolean {
+    const data = buffer as Buffer;
+    try {
+      this.parser.feed(data, 0, bytes);
+    } catch (error) {
+      this.fail(error as Error);
+      return false;
+    }
+    const body = this.exchangeNow?.body;
+    return body === undefined || body === null || !body.paused;
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.idleTimer);
+    if (this.exchangeNow !== null) {
+      try {
+        this.parser.closed(); // ends a body read until close
+      } catch (error) {
+        this.fail(error as Error);
+      }
+    }
+    this.fail(new HttpProtocolError('the connection closed'));
+    this.pool.closed(this);
+  }
+
+  /** Fails the request in progress, if any, and closes the connection. */
+  private fail(error: Error): void {
+    const exchange = this.exchangeNow;
+    this.exchangeNow = null;
+    this.socket.destroy();
+    if (exchange === null) return;
+    exchange.signal?.removeEventListener('abort', exchange.onAbort);
+    if (exchange.head !== null) {
+      const stale = this.used && !this.parser.started && !(error.name === 'AbortError');
+      exchange.head.reject(stale ? new StaleConnection(error.message, { cause: error }) : error);
+    } else {
+      exchange.body!.fail(error);
+    }
+  }
+}
+
+function servername(host: string): string | undefined {
+  return net.isIP(host) === 0 ? host : undefined;
+}
+
+/**
+ * A response body. Read it as a stream, or copy it whole into a buffer with
+ * readInto (no stream machinery). Until one of the two starts, the first
+ * bytes are kept and the connection stops reading.
+ */
+export class ResponseBody extends Readable {
+  private mode: 'unclaimed' | 'stream' | 'into' = 'unclaimed';
+  private held: Buffer[] = [];
+  private target: Buffer | null = null;
+  private filled = 0;
+  private ended = false;
+  private failure: Error | null = null;
+  private settle: { resolve: (bytes: number) => void; reject: (error: Error) => void } | null =
+    null;
+  /** The connection should stop reading until the reader asks for more. */
+  paused = false;
+
+  constructor(private readonly connection: Connection) {
+    super();
+  }
+
+  /**
+   * Copies the whole body into `target` from its start; resolves with the
+   * length once it has ended. A body longer than `target` is an error.
+   */
+  readInto(target: Buffer): Promise<number> {
+    if (this.mode !== 'unclaimed') throw new Error('the body is already being read');
+    this.mode = 'into';
+    this.target = target;
+    return new Promise<number>((resolve, reject) => {
+      this.settle = { resolve, reject };
+      for (const chunk of this.held.splice(0)) {
+        if (!this.copy(chunk, 0, chunk.length)) return;
+      }
+      if (this.failure !== null) reject(this.failure);
+      else if (this.ended) resolve(this.filled);
+      else this.wake();
+    });
+  }
+
+  /** Body bytes from the connection (valid only during the call). */
+  deliver(buffer: Buffer, start: number, end: number): void {
+    if (this.mode === 'into') {
+      this.copy(buffer, start, end);
+    } else if (this.mode === 'stream') {
+      if (!this.push(Buffer.from(buffer.subarray(start, end)))) this.paused = true;
+    } else {
+      this.held.push(Buffer.from(buffer.subarray(start, end)));
+      this.paused = true;
+    }
+  }
+
+  finish(): void {
+    this.ended = true;
+    if (this.mode === 'into') this.settle?.resolve(this.filled);
+    else if (this.mode === 'stream') this.push(null);
+  }
+
+  fail(error: Error): void {
+    if (this.ended) return;
+    this.failure = error;
+    if (this.mode === 'into') this.settle?.reject(error);
+    else if (this.mode === 'stream') this.destroy(error);
+  }
+
+  override _read(): void {
+    if (this.mode === 'unclaimed') {
+      this.mode = 'stream';
+      for (const chunk of this.held.splice(0)) this.push(chunk);
+      if (this.failure !== null) {
+        this.destroy(this.failure);
+        return;
+      }
+      if (this.ended) {
+        this.push(null);
+        return;
+      }
+    }
+    this.wake();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // A body left unread makes its connection unusable for the next response.
+    if (!this.ended) this.connection.destroy();
+    if (this.mode === 'into' && !this.ended && this.failure === null) {
+      this.settle?.reject(error ?? new Error('the body was closed before it ended'));
+    }
+    callback(error);
+  }
+
+  private wake(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.connection.resume();
+  }
+
+  private copy(buffer: Buffer, start: number, end: number): boolean {
+    const target = this.target!;
+    if (this.filled + (end - start) > target.length) {
+      const error = new HttpProtocolError(`the body is longer than ${target.length} bytes`);
+      this.connection.destroy();
+      this.failure = error;
+      this.settle?.reject(error);
+      return false;
+    }
+    buffer.copy(target, this.filled, start, end);
+    this.filled += end - start;
+    return true;
+  }
+}
