@@ -22,6 +22,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { HttpTransport } from '../dist/core/store/http/transport.js';
 import { writeDocSection } from './doc-section.mjs';
 import {
   exitPaths,
@@ -57,6 +58,10 @@ const fioRead = { rw: 'read', bs: '1M', qd: 8 };
 const targets = { upload: 0.7, coldRead: 0.7 };
 const keep = process.env.ELIDE_BENCH_KEEP === '1';
 const clockTicks = 100; // USER_HZ on Linux
+// Each measured phase starts once the machine has used under 0.25 cores for 500 ms (at most 20 s).
+const settleCoresMax = 0.25;
+const settleWindowMs = 500;
+const settleMsMax = 20_000;
 
 // Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
 let work;
@@ -232,6 +237,19 @@ function machineBusySeconds() {
 }
 
 /**
+ * Waits (at most settleMsMax) until the machine is nearly idle: radosgw and its OSD go on working
+ * for a while after a batch of PUTs, and a GET phase that starts meanwhile measures that work.
+ */
+async function settle() {
+  const deadline = Date.now() + settleMsMax;
+  while (Date.now() < deadline) {
+    const before = machineBusySeconds();
+    await new Promise((resolve) => setTimeout(resolve, settleWindowMs));
+    if ((machineBusySeconds() - before) / (settleWindowMs / 1000) < settleCoresMax) return;
+  }
+}
+
+/**
  * CPU seconds used between two calls by radosgw, the OSD, this process (the raw S3 client),
  * the whole machine and (when given) one more process.
  */
@@ -256,9 +274,12 @@ function cpuMeter(extraPid) {
   };
 }
 
-function s3Client(ceph) {
+/**
+ * An S3 client as the product configures it (src/core/store/s3-store.ts), with elide's HTTP
+ * transport; `nodeHttp` swaps in the SDK's default Node.js HTTP handler instead.
+ */
+function s3Client(ceph, { nodeHttp = false } = {}) {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  // As the product configures it (src/core/store/s3-store.ts).
   return new S3Client({
     endpoint: ceph.endpoint,
     region: 'us-east-1',
@@ -268,6 +289,14 @@ function s3Client(ceph) {
     responseChecksumValidation: 'WHEN_REQUIRED',
     retryMode: 'standard',
     maxAttempts: 3,
+    ...(nodeHttp
+      ? {}
+      : {
+          requestHandler: new HttpTransport({
+            connectionTimeoutMs: 30_000,
+            socketTimeoutMs: 30_000,
+          }),
+        }),
   });
 }
 
@@ -305,16 +334,30 @@ async function rawPut(client, bucket, keys, bodies) {
   return mib(keys.length * objectBytes) / seconds;
 }
 
+/**
+ * GETs every key, whole, `concurrency` at a time. A body from elide's transport is copied into
+ * one reused buffer per worker (as elide's fetches are); the SDK's own stream is only counted.
+ */
 async function rawGet(client, bucket, keys, concurrency) {
   const { seconds } = await timed(() =>
     pool(keys.length, concurrency, async (i) => {
       const output = await client.send(new GetObjectCommand({ Bucket: bucket, Key: keys[i] }));
       let got = 0;
-      for await (const chunk of output.Body) got += chunk.length;
+      if (typeof output.Body.readInto === 'function') {
+        got = await output.Body.readInto(rawGetBuffer(i % concurrency));
+      } else {
+        for await (const chunk of output.Body) got += chunk.length;
+      }
       if (got !== objectBytes) throw new Error(`GET ${keys[i]}: ${got} of ${objectBytes} bytes`);
     }),
   );
   return mib(keys.length * objectBytes) / seconds;
+}
+
+const rawGetBuffers = [];
+function rawGetBuffer(slot) {
+  rawGetBuffers[slot] ??= Buffer.allocUnsafe(objectBytes);
+  return rawGetBuffers[slot];
 }
 
 function writeRandomFile(file) {
@@ -368,25 +411,34 @@ async function info(env) {
   return JSON.parse((await elide(env, ['volume', 'info', 'v', '--json'])).stdout);
 }
 
-async function oneRun(r, ceph, client, bucket, bodies, imageFile) {
+async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile) {
   const result = { run: r };
   const keys = Array.from({ length: objectCount }, (_, i) => `raw/run${r}/obj-${i}`);
   const windows = {};
+  await settle();
   let cpu = cpuMeter();
   let from = Date.now();
   result.rawPut = await rawPut(client, bucket, keys, bodies);
   windows.rawPut = [from, Date.now(), 'PUT', `/raw/run${r}/`];
   result.rawPutCpu = cpu();
   for (const qd of getConcurrencies) {
+    await settle();
     cpu = cpuMeter();
     from = Date.now();
     result[`rawGet${qd}`] = await rawGet(client, bucket, keys, qd);
     windows[`rawGet${qd}`] = [from, Date.now(), 'GET', `/raw/run${r}/`];
     result[`rawGet${qd}Cpu`] = cpu();
   }
+  await settle();
+  cpu = cpuMeter();
+  from = Date.now();
+  result.rawGetNodeHttp = await rawGet(nodeHttpClient, bucket, keys, 4);
+  windows.rawGetNodeHttp = [from, Date.now(), 'GET', `/raw/run${r}/`];
+  result.rawGetNodeHttpCpu = cpu();
   console.log(
     `run ${r}/${runs} raw PUT x${putConcurrency} ${num(result.rawPut)} MiB/s, ` +
-      getConcurrencies.map((qd) => `GET x${qd} ${num(result[`rawGet${qd}`])} MiB/s`).join(', '),
+      getConcurrencies.map((qd) => `GET x${qd} ${num(result[`rawGet${qd}`])} MiB/s`).join(', ') +
+      `, GET x4 with the SDK's Node.js HTTP handler ${num(result.rawGetNodeHttp)} MiB/s`,
   );
 
   const dataDir = path.join(work, `data-${r}`);
@@ -413,6 +465,7 @@ async function oneRun(r, ceph, client, bucket, bodies, imageFile) {
   result.storedBytes = before.storedBytes;
   result.segments = before.segments;
   counters = rgwCounters();
+  await settle();
   cpu = cpuMeter();
   from = Date.now();
   const synced = await timed(() => elide(env, ['volume', 'sync', 'v', '--json']));
@@ -445,6 +498,7 @@ async function oneRun(r, ceph, client, bucket, bodies, imageFile) {
     );
   const server = await startServer(env, path.join(work, `serve-${r}.log`));
   counters = rgwCounters();
+  await settle();
   cpu = cpuMeter(server.child.pid);
   const coldFrom = { us: process.hrtime.bigint() / 1000n, wall: new Date().toISOString() };
   from = Date.now();
@@ -513,6 +567,7 @@ async function main() {
       `(memstore ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB), work dir ${work}`,
   );
   const client = s3Client(ceph);
+  const nodeHttpClient = s3Client(ceph, { nodeHttp: true });
   const bucket = `elide-bench-${process.pid}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 
@@ -527,11 +582,13 @@ async function main() {
   const warmKeys = bodies.slice(0, 4).map((_, i) => `warm-up/obj-${i}`);
   await rawPut(client, bucket, warmKeys, bodies);
   await rawGet(client, bucket, warmKeys, 4);
+  await rawGet(nodeHttpClient, bucket, warmKeys, 4);
 
   const results = [];
   for (let r = 1; r <= runs; r++)
-    results.push(await oneRun(r, ceph, client, bucket, bodies, imageFile));
+    results.push(await oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile));
   client.destroy();
+  nodeHttpClient.destroy();
 
   const m = (key) => median(results.map((result) => result[key]));
   const each = (key) => results.map((result) => num(result[key])).join(' / ');
@@ -557,6 +614,9 @@ async function main() {
       `${num(m('rawGet8'))} MiB/s | ${(m('coldRead') / m('rawGet8')).toFixed(2)}× | - |`,
     `| context: cold read vs GetObject ×1 (one request at a time) | ${num(m('coldRead'))} MiB/s | ` +
       `${num(m('rawGet1'))} MiB/s | ${(m('coldRead') / m('rawGet1')).toFixed(2)}× | - |`,
+    `| context: cold read vs GetObject ×4 through the SDK's default Node.js HTTP handler | ` +
+      `${num(m('coldRead'))} MiB/s | ${num(m('rawGetNodeHttp'))} MiB/s | ` +
+      `${(m('coldRead') / m('rawGetNodeHttp')).toFixed(2)}× | - |`,
     `| context: warm sequential read (same fio job again, all cached) | ` +
       `${num(m('warmRead'))} MiB/s | - | - | - |`,
   ].join('\n');
@@ -565,6 +625,7 @@ async function main() {
     '|---|---|',
     `| raw PutObject ×${putConcurrency} | ${each('rawPut')} |`,
     ...getConcurrencies.map((qd) => `| raw GetObject ×${qd} | ${each(`rawGet${qd}`)} |`),
+    `| raw GetObject ×4, SDK's Node.js HTTP handler | ${each('rawGetNodeHttp')} |`,
     `| elide upload (\`volume sync\`, its durationMs) | ${each('upload')} |`,
     `| elide upload (\`volume sync\`, whole command) | ${each('uploadWithCli')} |`,
     `| elide \`import-raw\` + \`sync\` | ${each('importAndUpload')} |`,
@@ -603,6 +664,13 @@ async function main() {
       cpu: 'rawGet1Cpu',
       client: 'bench',
     },
+    {
+      name: "raw GetObject ×4, SDK's Node.js HTTP handler",
+      key: 'rawGetNodeHttp',
+      rate: 'rawGetNodeHttp',
+      cpu: 'rawGetNodeHttpCpu',
+      client: 'bench',
+    },
     { name: 'elide cold read', key: 'cold', rate: 'coldRead', cpu: 'coldCpu', client: 'elide' },
   ];
   const med = (f) => median(results.map(f));
@@ -635,12 +703,16 @@ async function main() {
     'One radosgw for the whole run (`scripts/ceph/start.sh`: one monitor, one memstore OSD, ' +
       `so the store keeps everything in RAM; ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB), one ` +
       `bucket, and ${runs} run${runs === 1 ? '' : 's'}, each with a fresh key prefix, data ` +
-      'directory and volume. Four 32 MiB objects are written and read once before the first run (the first requests after start are slower). Each run measures, in this order:',
+      'directory and volume. Four 32 MiB objects are written and read once before the first run (the first requests after start are slower). Each run measures, in this order, each phase starting once the machine has used under ' +
+      `${settleCoresMax} cores for ${settleWindowMs} ms (radosgw and its OSD go on working after a batch of PUTs; at most ${settleMsMax / 1000} s):`,
     '',
     `- raw PutObject: ${objectCount} objects of 32 MiB (elide's segment size) of random data, ` +
       `${putConcurrency} in flight (elide uploads four segments at once), with ` +
       '`@aws-sdk/client-s3` configured as elide configures it (path style, checksums only when ' +
-      'required, region us-east-1); then GetObject of all of them, whole, 4, then 8, then 1 in flight. ' +
+      "required, region us-east-1, elide's HTTP transport for requests without a body); then " +
+      'GetObject of all of them, whole, 4, then 8, then 1 in flight, each body copied into a ' +
+      "reused 32 MiB buffer (as elide's fetches copy into theirs); then 4 in flight again " +
+      "through the SDK's default Node.js HTTP handler (the body only counted), for context. " +
       'MiB/s is the bytes over the wall time of the batch.',
     `- elide upload: \`elide volume import-raw IMAGE v\` of a ${gib} GiB file of random ` +
       'data (incompressible, nothing deduplicates), with `ELIDE_STORE=s3://BUCKET/elide-runN` ' +

@@ -92,8 +92,12 @@ export const fetchReadAheadBytesMax = 32 * 1024 * 1024;
  * to still continues the stream: requests in flight complete out of order.
  */
 export const readAheadSlackBytes = 16 * 1024 * 1024;
-/** One ranged GET fetches at most this; a larger window goes as several GETs at once. */
-export const fetchRunBytesMax = 4 * 1024 * 1024;
+/**
+ * One ranged GET fetches at most this; a larger window goes as several GETs at
+ * once. 8 MiB rather than 4 halves the per-request work of the SDK (signing,
+ * middleware), worth about 15% of cold sequential read on the bench machine.
+ */
+export const fetchRunBytesMax = 8 * 1024 * 1024;
 /** Fetch buffers (fetchRunBytesMax each) a volume keeps for reuse once nothing holds them. */
 export const fetchBuffersIdleMax = 4;
 /** A read that must fetch fails with ELIDE_STORE_UNAVAILABLE after this long. */

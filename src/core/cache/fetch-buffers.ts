@@ -1,8 +1,9 @@
 /**
  * The buffers fetched runs land in, reused instead of allocated per GET.
  * Every new Buffer is external memory to V8, and a cold sequential read that
- * allocated one per 4 MiB GET (on top of the socket's own 64 KiB chunks)
- * paid for a full garbage collection every few tens of megabytes.
+ * allocated one per GET paid for a full garbage collection every few tens of
+ * megabytes. (The S3 transport, store/http/, likewise reads each connection
+ * into one fixed buffer.)
  *
  * A buffer has holders: the fetch that filled it, until its bytes are in the
  * cache file, and each verified extent the volume keeps in memory as a view

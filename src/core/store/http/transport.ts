@@ -358,15 +358,11 @@ class Connection implements ResponseSink {
     this.exchangeNow = null;
     this.used = true;
     this.socket.setTimeout(0);
+    // Back to the pool before the reader hears of the end, so its next request reuses this
+    // connection. Stray bytes after the response still fail it (the parser is idle).
+    if (this.parser.reusable) this.pool.release(this);
+    else this.destroy();
     exchange.body!.finish();
-    if (!this.parser.reusable) {
-      this.destroy();
-      return;
-    }
-    // Released after the current read is handled, so no new request shares its bytes.
-    queueMicrotask(() => {
-      if (!this.closed) this.pool.release(this);
-    });
   }
 
   private onRead(bytes: number, buffer: Uint8Array): boolean {
