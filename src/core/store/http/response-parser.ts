@@ -31,6 +31,11 @@ export class HttpProtocolError extends Error {
   readonly code = 'ECONNRESET';
 }
 
+/** The connection ended before the response did (or before any of it arrived). */
+export class ConnectionClosedEarly extends HttpProtocolError {
+  override name = 'ConnectionClosedEarly';
+}
+
 type State =
   | 'idle'
   | 'head'
@@ -50,6 +55,8 @@ export class ResponseParser {
   private method = '';
   private readonly headBuffer = Buffer.allocUnsafe(httpHeadBytesMax);
   private headLength = 0;
+  /** Bytes of the current response have arrived since `begin`. */
+  private received = false;
   /** Body bytes still expected in the current length-framed body or chunk. */
   private remaining = 0;
   /** The chunk-size or trailer line read so far. */
@@ -65,7 +72,7 @@ export class ResponseParser {
 
   /** Whether bytes of a response have arrived since `begin`. */
   get started(): boolean {
-    return this.state !== 'head' || this.headLength > 0;
+    return this.received;
   }
 
   /** Expects the response to a request made with `method`. */
@@ -74,10 +81,12 @@ export class ResponseParser {
     this.method = method;
     this.state = 'head';
     this.headLength = 0;
+    this.received = false;
   }
 
   /** Parses `buffer[start, end)`; throws HttpProtocolError on input that is not a response. */
   feed(buffer: Buffer, start: number, end: number): void {
+    if (start < end) this.received = true;
     let at = start;
     while (at < end) {
       switch (this.state) {
@@ -119,11 +128,19 @@ export class ResponseParser {
       return;
     }
     if (this.state !== 'idle') {
-      throw new HttpProtocolError('the connection closed before the response was complete');
+      throw new ConnectionClosedEarly('the connection closed before the response was complete');
     }
   }
 
   private feedHead(buffer: Buffer, at: number, end: number): number {
+    if (this.headLength === 0) {
+      // Usually the whole head is in the first read: parse it in place, no copy.
+      const found = buffer.subarray(at, end).indexOf(crlfcrlf);
+      if (found >= 0 && found + crlfcrlf.length <= httpHeadBytesMax) {
+        this.parseHead(buffer.toString('latin1', at, at + found));
+        return at + found + crlfcrlf.length;
+      }
+    }
     const take = Math.min(end - at, httpHeadBytesMax - this.headLength);
     const searchFrom = Math.max(0, this.headLength - 3);
     buffer.copy(this.headBuffer, this.headLength, at, at + take);
@@ -176,11 +193,16 @@ export class ResponseParser {
       }
       this.state = 'chunk-size';
       this.line = '';
+      // Both framings at once is how request smuggling starts: read this one, reuse nothing.
+      if (contentLength !== undefined) this.keepAlive = false;
     } else if (contentLength !== undefined) {
-      if (!/^\d{1,15}$/.test(contentLength)) {
+      // A repeated field arrives joined ("5, 5"): acceptable only when every value agrees.
+      const values = new Set(contentLength.split(',').map((value) => value.trim()));
+      const [value] = values;
+      if (values.size !== 1 || !/^\d{1,15}$/.test(value!)) {
         throw new HttpProtocolError(`bad Content-Length ${JSON.stringify(contentLength)}`);
       }
-      this.remaining = Number(contentLength);
+      this.remaining = Number(value);
       this.state = 'length';
       if (this.remaining === 0) this.finish();
     } else {
@@ -191,8 +213,8 @@ export class ResponseParser {
 
   /** Reads one CRLF-terminated line of the chunked framing, then acts on it. */
   private feedLine(buffer: Buffer, at: number, end: number): number {
-    const newline = buffer.indexOf(0x0a, at);
-    const stop = newline < 0 || newline >= end ? end : newline + 1;
+    const newline = buffer.subarray(at, end).indexOf(0x0a);
+    const stop = newline < 0 ? end : at + newline + 1;
     this.line += buffer.toString('latin1', at, stop);
     if (this.line.length > httpChunkLineBytesMax) {
       throw new HttpProtocolError(`a chunked-coding line is longer than ${httpChunkLineBytesMax}`);

@@ -17,7 +17,7 @@ import {
   httpIdleConnectionMs,
   httpReadBufferBytes,
 } from '../../constants.js';
-import { HttpProtocolError, ResponseParser } from './response-parser.js';
+import { ConnectionClosedEarly, HttpProtocolError, ResponseParser } from './response-parser.js';
 import type { ResponseHead, ResponseSink } from './response-parser.js';
 
 type HttpRequest = Parameters<NodeHttpHandler['handle']>[0];
@@ -71,12 +71,14 @@ export class HttpTransport {
     const message = encodeRequest(request);
     // A kept-alive connection the server closed meanwhile fails before any response byte;
     // the request (without a body, so idempotent here) then goes out on a fresh connection.
+    const idempotent = idempotentMethods.has(request.method);
     for (let fresh = false; ; fresh = true) {
       const connection = await pool.acquire(fresh, signal);
       try {
         return { response: await connection.exchange(request.method, message, signal) };
       } catch (error) {
         if (!(error instanceof StaleConnection)) throw error;
+        if (!idempotent) throw error.cause;
       }
     }
   }
@@ -113,6 +115,8 @@ export class HttpTransport {
   }
 }
 
+const idempotentMethods = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
+
 function hasBody(body: unknown): boolean {
   if (body === undefined || body === null) return false;
   if (typeof body === 'string') return body.length > 0;
@@ -132,9 +136,10 @@ function encodeRequest(request: HttpRequest): string {
   }
   let text = `${request.method} ${target} HTTP/1.1\r\n`;
   for (const [name, value] of fields) text += `${name}: ${value}\r\n`;
-  if (/[\r\n\0]/.test([request.method, target, ...fields.flat()].join(''))) {
-    throw new Error('a request line or header contains a line break');
-  }
+  const all = [request.method, target, ...fields.flat()].join('');
+  if (/[\r\n\0]/.test(all)) throw new Error('a request line or header contains a line break');
+  // Sent as latin1: anything beyond it would be mangled silently.
+  if (/[\u0100-\uffff]/.test(all)) throw new Error('a request header is not latin1 text');
   return `${text}\r\n`;
 }
 
@@ -166,8 +171,12 @@ interface Origin {
 /** The connections to one origin: idle ones (most recently used first) and waiting requests. */
 class OriginPool {
   private readonly idle: Connection[] = [];
-  private count = 0;
-  private readonly waiting: Array<{ fresh: boolean; give: (connection: Connection) => void }> = [];
+  private readonly all = new Set<Connection>();
+  private readonly waiting: Array<{
+    fresh: boolean;
+    give: (connection: Connection) => void;
+    refuse: (error: Error) => void;
+  }> = [];
   private destroyed = false;
 
   constructor(
@@ -176,6 +185,7 @@ class OriginPool {
   ) {}
 
   async acquire(fresh: boolean, signal: AbortSignal | undefined): Promise<Connection> {
+    if (this.destroyed) throw new Error('the HTTP transport is closed');
     if (!fresh) {
       const connection = this.idle.pop();
       if (connection !== undefined) {
@@ -183,9 +193,13 @@ class OriginPool {
         return connection;
       }
     }
-    if (this.count < httpConnectionsPerOriginMax) return this.open();
+    if (this.all.size < httpConnectionsPerOriginMax) return this.open();
     return new Promise<Connection>((resolve, reject) => {
-      const entry = { fresh, give: (connection: Connection) => finish(() => resolve(connection)) };
+      const entry = {
+        fresh,
+        give: (connection: Connection) => finish(() => resolve(connection)),
+        refuse: (error: Error) => finish(() => reject(error)),
+      };
       const onAbort = (): void => finish(() => reject(abortError(signal!)));
       const finish = (settle: () => void): void => {
         signal?.removeEventListener('abort', onAbort);
@@ -220,7 +234,7 @@ class OriginPool {
 
   /** A connection closed: forget it, and open one for a waiting request if there is room now. */
   closed(connection: Connection): void {
-    this.count--;
+    this.all.delete(connection);
     const at = this.idle.indexOf(connection);
     if (at >= 0) this.idle.splice(at, 1);
     const waiter = this.waiting[0];
@@ -229,12 +243,16 @@ class OriginPool {
 
   destroy(): void {
     this.destroyed = true;
-    for (const connection of this.idle.splice(0)) connection.destroy();
+    this.idle.length = 0;
+    for (const connection of this.all) connection.destroy();
+    for (const waiter of [...this.waiting])
+      waiter.refuse(new Error('the HTTP transport is closed'));
   }
 
   private open(): Connection {
-    this.count++;
-    return new Connection(this.origin, this.options, this);
+    const connection = new Connection(this.origin, this.options, this);
+    this.all.add(connection);
+    return connection;
   }
 }
 
@@ -257,6 +275,8 @@ class Connection implements ResponseSink {
   private exchangeNow: Exchange | null = null;
   private used = false;
   private closed = false;
+  /** onRead returned false: the socket reads nothing until resumed. */
+  private readingStopped = false;
   private idleTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
 
@@ -327,16 +347,27 @@ class Connection implements ResponseSink {
     this.socket.destroy();
   }
 
-  /** Reading paused by a body nobody reads yet, or by a stream reader's backpressure. */
-  resume(): void {
-    if (!this.closed) this.socket.resume();
+  /**
+   * Restarts reading that `body` stopped (nobody read it yet, or its stream
+   * reader pushed back). Only the body of the response in progress may: an
+   * ended one's connection may already carry another response.
+   */
+  resume(body: ResponseBody): void {
+    if (this.exchangeNow?.body !== body) return;
+    this.restartReading();
+  }
+
+  private restartReading(): void {
+    if (!this.readingStopped || this.closed) return;
+    this.readingStopped = false;
+    this.socket.resume();
   }
 
   // ResponseSink: called by the parser, inside onRead.
 
   head(head: ResponseHead): void {
     const exchange = this.exchangeNow!;
-    exchange.signal?.removeEventListener('abort', exchange.onAbort);
+    // The abort listener stays until the body has ended: an abort also cancels reading it.
     const body = new ResponseBody(this);
     exchange.body = body;
     const settle = exchange.head!;
@@ -356,8 +387,12 @@ class Connection implements ResponseSink {
   end(): void {
     const exchange = this.exchangeNow!;
     this.exchangeNow = null;
+    exchange.signal?.removeEventListener('abort', exchange.onAbort);
     this.used = true;
     this.socket.setTimeout(0);
+    // Over TLS, later callbacks of one read pass may end the response after an earlier one
+    // stopped reading; the next response on this connection must be read.
+    this.restartReading();
     // Back to the pool before the reader hears of the end, so its next request reuses this
     // connection. Stray bytes after the response still fail it (the parser is idle).
     if (this.parser.reusable) this.pool.release(this);
@@ -373,8 +408,9 @@ class Connection implements ResponseSink {
       this.fail(error as Error);
       return false;
     }
-    const body = this.exchangeNow?.body;
-    return body === undefined || body === null || !body.paused;
+    if (this.exchangeNow?.body?.paused !== true) return true;
+    this.readingStopped = true;
+    return false;
   }
 
   private onClose(): void {
@@ -388,7 +424,7 @@ class Connection implements ResponseSink {
         this.fail(error as Error);
       }
     }
-    this.fail(new HttpProtocolError('the connection closed'));
+    this.fail(new ConnectionClosedEarly('the connection closed'));
     this.pool.closed(this);
   }
 
@@ -400,12 +436,19 @@ class Connection implements ResponseSink {
     if (exchange === null) return;
     exchange.signal?.removeEventListener('abort', exchange.onAbort);
     if (exchange.head !== null) {
-      const stale = this.used && !this.parser.started && !(error.name === 'AbortError');
+      const stale = this.used && !this.parser.started && isConnectionLost(error);
       exchange.head.reject(stale ? new StaleConnection(error.message, { cause: error }) : error);
     } else {
       exchange.body!.fail(error);
     }
   }
+}
+
+/** The peer closed or reset the connection (not a timeout, an abort or a bad response). */
+function isConnectionLost(error: Error): boolean {
+  if (error instanceof HttpProtocolError) return error instanceof ConnectionClosedEarly;
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
 }
 
 function servername(host: string): string | undefined {
@@ -505,10 +548,11 @@ export class ResponseBody extends Readable {
   private wake(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.connection.resume();
+    this.connection.resume(this);
   }
 
   private copy(buffer: Buffer, start: number, end: number): boolean {
+    if (this.failure !== null) return false; // nothing more lands in a rejected read
     const target = this.target!;
     if (this.filled + (end - start) > target.length) {
       const error = new HttpProtocolError(`the body is longer than ${target.length} bytes`);

@@ -146,6 +146,22 @@ describe('ResponseParser', () => {
     expect(keep.heads[0]!.keepAlive).toBe(true);
   });
 
+  it('takes a repeated Content-Length that agrees, and reuses nothing framed two ways', () => {
+    const repeated = recorder();
+    repeated.parser.begin('GET');
+    feed(repeated.parser, ok('Content-Length: 2\r\nContent-Length: 2', 'hi'));
+    expect(repeated.bodies[0]!.toString()).toBe('hi');
+    expect(repeated.parser.reusable).toBe(true);
+    const both = recorder();
+    both.parser.begin('GET');
+    feed(
+      both.parser,
+      ok('Content-Length: 5\r\nTransfer-Encoding: chunked', '2\r\nhi\r\n0\r\n\r\n'),
+    );
+    expect(both.bodies[0]!.toString()).toBe('hi');
+    expect(both.parser.reusable).toBe(false);
+  });
+
   it('reports a connection that closes mid-response', () => {
     const r = recorder();
     r.parser.begin('GET');

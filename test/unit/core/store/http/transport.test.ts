@@ -46,6 +46,73 @@ async function serve(handler: Handler, options?: https.ServerOptions) {
   return { port, sockets, connections: () => connections };
 }
 
+let certificate: { key: Buffer; cert: Buffer } | undefined;
+
+/** A self-signed certificate for localhost, made once per file with openssl. */
+function selfSigned(): https.ServerOptions {
+  if (certificate === undefined) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-tls-'));
+    try {
+      const key = path.join(dir, 'key.pem');
+      const cert = path.join(dir, 'cert.pem');
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=localhost',
+        ].concat(['-keyout', key, '-out', cert]),
+        { stdio: 'ignore' },
+      );
+      certificate = { key: fs.readFileSync(key), cert: fs.readFileSync(cert) };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return certificate;
+}
+
+/** Runs `work` with certificate checks off (Node reads the variable at each connection). */
+async function trustingAnyCertificate(work: () => Promise<void>): Promise<void> {
+  const saved = process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+  const warn = process.emitWarning;
+  process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0';
+  process.emitWarning = () => undefined; // "certificate verification disabled"
+  try {
+    await work();
+  } finally {
+    process.emitWarning = warn;
+    if (saved === undefined) delete process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+    else process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = saved;
+  }
+}
+
+/**
+ * A server that answers the first request on each connection and closes the connection
+ * when a second one arrives on it, as a server closing an idle connection does when a
+ * request crosses its close. Records each request's method.
+ */
+async function dropSecondRequest() {
+  const methods: string[] = [];
+  const server = net.createServer((socket) => {
+    let seen = 0;
+    socket.on('data', (data) => {
+      methods.push(data.toString('latin1').split(' ', 1)[0]!);
+      if (++seen === 1) socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      else socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => void server.close());
+  return { port: (server.address() as net.AddressInfo).port, requests: () => methods };
+}
+
 function transport(options: { socketTimeoutMs?: number } = {}): HttpTransport {
   const made = new HttpTransport({
     connectionTimeoutMs: 2000,
@@ -145,23 +212,15 @@ describe('HttpTransport', () => {
     expect(server.connections()).toBe(1);
   });
 
-  it('sends a request again on a fresh connection when the kept-alive one was closed', async () => {
-    let served = 0;
-    const server = await serve((_req, res) => {
-      served++;
-      res.setHeader('content-length', 2);
-      res.end('ok');
-    });
+  it('sends a GET again on a fresh connection when the kept-alive one was closed', async () => {
+    const server = await dropSecondRequest();
     const client = transport();
-    const first = await client.handle(request(server.port, '/'));
-    await readStream(first.response.body);
-    // The server drops its idle connections without a word, as servers do after a timeout.
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    for (const socket of server.sockets) socket.destroy();
-    const second = await client.handle(request(server.port, '/'));
-    expect((await readStream(second.response.body)).toString()).toBe('ok');
-    expect(served).toBe(2);
-    expect(server.connections()).toBe(2);
+    for (let i = 0; i < 2; i++) {
+      const { response } = await client.handle(request(server.port, '/'));
+      expect((await readStream(response.body)).toString()).toBe('ok');
+    }
+    // The second GET met the closing connection and went again on a new one.
+    expect(server.requests()).toEqual(['GET', 'GET', 'GET']);
   });
 
   it('fails a request whose response breaks off, with a code the retry policy knows', async () => {
@@ -240,55 +299,113 @@ describe('HttpTransport', () => {
   });
 
   it('speaks TLS, and checks the certificate', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-tls-'));
-    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const key = path.join(dir, 'key.pem');
-    const cert = path.join(dir, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
     const payload = randomBytes(1024 * 1024);
-    const server = await serve(
-      (_req, res) => {
-        res.setHeader('content-length', payload.length);
-        res.end(payload);
-      },
-      { key: fs.readFileSync(key), cert: fs.readFileSync(cert) },
-    );
+    const server = await serve((_req, res) => {
+      res.setHeader('content-length', payload.length);
+      res.end(payload);
+    }, selfSigned());
     const secure = { protocol: 'https:', hostname: 'localhost' };
-    // Self-signed: refused by default.
     await expect(transport().handle(request(server.port, '/', secure))).rejects.toThrow(
       /self-signed|self signed/,
     );
-    const saved = process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
-    process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0';
-    const quiet = process.emitWarning;
-    process.emitWarning = () => undefined;
-    try {
+    await trustingAnyCertificate(async () => {
       const { response } = await transport().handle(request(server.port, '/', secure));
       const target = Buffer.alloc(payload.length);
       await (response.body as ResponseBody).readInto(target);
       expect(target.equals(payload)).toBe(true);
-    } finally {
-      process.emitWarning = quiet;
-      if (saved === undefined) delete process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
-      else process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = saved;
-    }
+    });
+  });
+
+  it('keeps reading a TLS connection whose last response a slow reader held back', async () => {
+    // Over TLS one read pass can end the response after an earlier callback of the pass
+    // stopped reading; the connection went back to the pool stopped, and the next request on
+    // it waited for the socket timeout.
+    const payload = Buffer.alloc(40_000, 0x61);
+    const server = await serve((_req, res) => {
+      res.setHeader('content-length', payload.length);
+      res.end(payload);
+    }, selfSigned());
+    await trustingAnyCertificate(async () => {
+      const client = transport({ socketTimeoutMs: 3000 });
+      for (let i = 0; i < 3; i++) {
+        const started = Date.now();
+        const { response } = await client.handle(
+          request(server.port, '/', { protocol: 'https:', hostname: 'localhost' }),
+        );
+        let got = 0;
+        for await (const chunk of response.body as Readable) {
+          got += (chunk as Buffer).length;
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        expect(got).toBe(payload.length);
+        expect(Date.now() - started).toBeLessThan(1500);
+      }
+    });
+  });
+
+  it('cancels reading a body when the signal aborts after the head', async () => {
+    const server = await serve((_req, res) => {
+      res.setHeader('content-length', 10);
+      res.write('1'); // and nothing more
+    });
+    const controller = new AbortController();
+    const { response } = await transport().handle(request(server.port, '/'), {
+      abortSignal: controller.signal,
+    });
+    setTimeout(() => controller.abort(), 50);
+    const started = Date.now();
+    await expect(readStream(response.body)).rejects.toMatchObject({ name: 'AbortError' });
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('refuses requests still waiting for a connection once destroyed', async () => {
+    const server = await serve(() => undefined); // never answers
+    const client = transport();
+    const requests = Array.from({ length: httpConnectionsPerOriginMax + 1 }, () =>
+      client.handle(request(server.port, '/')).then(
+        () => 'answered',
+        (error: Error) => error.message,
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    client.destroy();
+    const outcomes = await Promise.race([
+      Promise.all(requests),
+      new Promise((resolve) => setTimeout(() => resolve('still pending'), 2000)),
+    ]);
+    // The one waiting for a connection is refused; those in flight fail as their sockets close.
+    expect(outcomes).toContain('the HTTP transport is closed');
+    expect(outcomes).not.toContain('answered');
+  });
+
+  it('writes nothing more into the target once a read failed', async () => {
+    const net2 = net.createServer((socket) => {
+      socket.once('data', () =>
+        socket.write(
+          'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' +
+            '4\r\nAAAA\r\n4\r\nBBBB\r\n2\r\nCC\r\n0\r\n\r\n',
+        ),
+      );
+    });
+    await new Promise<void>((resolve) => net2.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => void net2.close());
+    const { response } = await transport().handle(
+      request((net2.address() as net.AddressInfo).port, '/'),
+    );
+    const target = Buffer.alloc(6, 0x2e);
+    await expect((response.body as ResponseBody).readInto(target)).rejects.toThrow(
+      /longer than 6 bytes/,
+    );
+    expect(target.toString()).toBe('AAAA..');
+  });
+
+  it('does not send a bodiless POST again when its kept-alive connection was closed', async () => {
+    const server = await dropSecondRequest();
+    const client = transport();
+    await readStream((await client.handle(request(server.port, '/'))).response.body);
+    await expect(client.handle(request(server.port, '/', { method: 'POST' }))).rejects.toThrow(
+      /closed/,
+    );
+    expect(server.requests()).toEqual(['GET', 'POST']);
   });
 });
