@@ -7,7 +7,9 @@
 // Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SIZE (volume and raw data per
 // run, default 1G), ELIDE_BENCH_RUNS (default 3), ELIDE_BENCH_CPU_PROF (a directory: run the
 // NBD server and `volume sync` under `node --cpu-prof` and keep the profiles there),
-// ELIDE_BENCH_KEEP=1 (keep the work dir, with radosgw's log, after stopping it).
+// ELIDE_BENCH_KEEP=1 (keep the work dir, with radosgw's log, after stopping it),
+// ELIDE_BENCH_LINK_RATE (the rate of the shaped-link lane, a tc rate, default 1gbit;
+// `off` skips the lane, which also needs root and tc with HTB).
 // Needs fio (with the nbd engine) and Ceph (ceph-mon, ceph-osd, radosgw) on PATH.
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -22,6 +24,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { fetchRunBytesMax } from '../dist/core/constants.js';
 import { HttpTransport } from '../dist/core/store/http/transport.js';
 import { writeDocSection } from './doc-section.mjs';
 import {
@@ -47,16 +50,27 @@ const sizeBytes = Math.max(objectBytes, Math.ceil(parseSize(sizeText) / 4096) * 
 const objectCount = Math.ceil(sizeBytes / objectBytes);
 const rawBytes = objectCount * objectBytes;
 const putConcurrency = 4; // elide uploads four segments at once
-const getConcurrencies = [4, 8, 1];
+// Whole objects at three depths, and the shape of elide's own fetches: ranges of fetchRunBytesMax.
+const getBatches = [
+  { id: '4', qd: 4 },
+  { id: '8', qd: 8 },
+  { id: '1', qd: 1 },
+  { id: 'Range4', qd: 4, rangeBytes: fetchRunBytesMax },
+];
+/** "GetObject ×4", or "GetObject of 8 MiB ranges ×4". */
+const batchName = ({ qd, rangeBytes }) =>
+  `GetObject ${rangeBytes === undefined ? '' : `of ${mib(rangeBytes)} MiB ranges `}×${qd}`;
 const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
 const profDir = process.env.ELIDE_BENCH_CPU_PROF
   ? path.resolve(process.env.ELIDE_BENCH_CPU_PROF)
   : undefined;
 // Room for every run's raw objects and volume (RGW frees deleted data only after its GC delay).
-const memstoreBytes = runs * (rawBytes + Math.ceil(sizeBytes * 1.1)) + 2 ** 30;
+const memstoreBytes = (runs + 1) * rawBytes + runs * Math.ceil(sizeBytes * 1.1) + 2 ** 30;
 const fioRead = { rw: 'read', bs: '1M', qd: 8 };
 const targets = { upload: 0.7, coldRead: 0.7 };
 const keep = process.env.ELIDE_BENCH_KEEP === '1';
+const linkRate = process.env.ELIDE_BENCH_LINK_RATE ?? '1gbit';
+const linkGetBatches = getBatches.filter((batch) => batch.id !== '8');
 const clockTicks = 100; // USER_HZ on Linux
 // Each measured phase starts once the machine has used under 0.25 cores for 500 ms (at most 20 s).
 const settleCoresMax = 0.25;
@@ -70,6 +84,7 @@ let cephStarted = false;
 const stderrNotes = [];
 
 function stopCephSync() {
+  unshapeStoreLink();
   if (!cephStarted) return;
   cephStarted = false;
   try {
@@ -84,6 +99,7 @@ const { cleanup, signalled } = exitPaths({
   keep,
   notice: 'stopping servers',
   stopOthers: async () => {
+    unshapeStoreLink();
     if (!cephStarted) return;
     cephStarted = false;
     await run('bash', [path.join(cephScripts, 'stop.sh'), cephDir]).catch(() => undefined);
@@ -91,7 +107,59 @@ const { cleanup, signalled } = exitPaths({
   stopOthersSync: stopCephSync,
 });
 
-/** Runs a command; resolves to { stdout, stderr, pid }, rejects with its output on failure. */
+/**
+ * The shaped-link lane stands in for a store across a network: traffic to and from radosgw's
+ * port on the loopback device goes through HTB classes of `linkRate` each way (no added
+ * latency: this kernel has no netem). Everything else on 127.0.0.1 (NBD, Ceph's own traffic)
+ * is unclassified and passes unshaped.
+ */
+let linkShaped = false;
+
+/** Why the shaped-link lane cannot run here, or undefined when it can. */
+function linkLaneUnavailable() {
+  if (linkRate === 'off') return 'ELIDE_BENCH_LINK_RATE=off';
+  if (process.getuid?.() !== 0) return 'not root (tc needs it)';
+  if (version('tc', ['-V']) === 'unknown') return 'no tc';
+  return undefined;
+}
+
+function tc(args) {
+  execFileSync('tc', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function shapeStoreLink(port) {
+  tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'htb', 'default', '99']);
+  linkShaped = true;
+  // Loopback segments are up to 64 KiB (GSO): bursts and quanta sized for them.
+  const shape = ['htb', 'rate', linkRate, 'ceil', linkRate, 'burst', '256k', 'cburst', '256k'];
+  tc(['class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:1', ...shape, 'quantum', '65536']);
+  tc(['class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:2', ...shape, 'quantum', '65536']);
+  const filter = [
+    'filter',
+    'add',
+    'dev',
+    'lo',
+    'parent',
+    '1:',
+    'protocol',
+    'ip',
+    'prio',
+    '1',
+    'u32',
+  ];
+  tc([...filter, 'match', 'ip', 'sport', String(port), '0xffff', 'flowid', '1:1']);
+  tc([...filter, 'match', 'ip', 'dport', String(port), '0xffff', 'flowid', '1:2']);
+}
+
+function unshapeStoreLink() {
+  if (!linkShaped) return;
+  linkShaped = false;
+  try {
+    tc(['qdisc', 'del', 'dev', 'lo', 'root']);
+  } catch (error) {
+    process.stderr.write(`bench: removing the shaping on lo failed: ${error.message}\n`);
+  }
+}
 
 const timeBin = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 const cpuTag = 'ELIDE_BENCH_CPU';
@@ -300,12 +368,12 @@ function s3Client(ceph, { nodeHttp = false } = {}) {
   });
 }
 
-/** Runs task(0..count-1) with `concurrency` in flight. */
+/** Runs task(0..count-1, worker) with `concurrency` workers, each one task at a time. */
 async function pool(count, concurrency, task) {
   let next = 0;
   await Promise.all(
-    Array.from({ length: Math.min(count, concurrency) }, async () => {
-      while (next < count) await task(next++);
+    Array.from({ length: Math.min(count, concurrency) }, async (_, worker) => {
+      while (next < count) await task(next++, worker);
     }),
   );
 }
@@ -335,20 +403,31 @@ async function rawPut(client, bucket, keys, bodies) {
 }
 
 /**
- * GETs every key, whole, `concurrency` at a time. A body from elide's transport is copied into
- * one reused buffer per worker (as elide's fetches are); the SDK's own stream is only counted.
+ * GETs every key, whole or in ranges of `rangeBytes`, `qd` requests at a time. A body from elide's
+ * transport is copied into a reused buffer per worker (as elide's fetches are); the SDK's own
+ * stream is only counted.
  */
-async function rawGet(client, bucket, keys, concurrency) {
+async function rawGet(client, bucket, keys, { qd, rangeBytes }) {
+  const step = rangeBytes ?? objectBytes;
+  const requests = keys.flatMap((key) =>
+    Array.from({ length: Math.ceil(objectBytes / step) }, (_, i) => ({ key, offset: i * step })),
+  );
   const { seconds } = await timed(() =>
-    pool(keys.length, concurrency, async (i) => {
-      const output = await client.send(new GetObjectCommand({ Bucket: bucket, Key: keys[i] }));
+    pool(requests.length, qd, async (i, worker) => {
+      const { key, offset } = requests[i];
+      const length = Math.min(step, objectBytes - offset);
+      const range =
+        rangeBytes === undefined ? {} : { Range: `bytes=${offset}-${offset + length - 1}` };
+      const output = await client.send(
+        new GetObjectCommand({ Bucket: bucket, Key: key, ...range }),
+      );
       let got = 0;
       if (typeof output.Body.readInto === 'function') {
-        got = await output.Body.readInto(rawGetBuffer(i % concurrency));
+        got = await output.Body.readInto(rawGetBuffer(worker));
       } else {
         for await (const chunk of output.Body) got += chunk.length;
       }
-      if (got !== objectBytes) throw new Error(`GET ${keys[i]}: ${got} of ${objectBytes} bytes`);
+      if (got !== length) throw new Error(`GET ${key} at ${offset}: ${got} of ${length} bytes`);
     }),
   );
   return mib(keys.length * objectBytes) / seconds;
@@ -411,6 +490,53 @@ async function info(env) {
   return JSON.parse((await elide(env, ['volume', 'info', 'v', '--json'])).stdout);
 }
 
+/**
+ * Evicts the volume, serves it, and reads it all once with fio (and, with `warm`, once more from
+ * the cache). MiB/s as fio reports it; the window, CPU and radosgw's counters cover the cold pass.
+ */
+async function coldRead(env, tag, { warm }) {
+  await elide(env, ['volume', 'evict', 'v', '--json']);
+  const evicted = await info(env);
+  if (evicted.cacheBytes !== 0 || evicted.uploadPendingBytes !== 0)
+    throw new Error(
+      `after evict: cacheBytes ${evicted.cacheBytes}, uploadPendingBytes ${evicted.uploadPendingBytes}`,
+    );
+  const server = await startServer(env, path.join(work, `serve-${tag}.log`));
+  const counters = rgwCounters();
+  await settle();
+  const cpu = cpuMeter(server.child.pid);
+  const coldFrom = { us: process.hrtime.bigint() / 1000n, wall: new Date().toISOString() };
+  const from = Date.now();
+  const cold = await fio(server);
+  const window = [from, Date.now(), 'GET', `/${env.ELIDE_STORE.split('/').at(-1)}/`];
+  const afterCold = rgwCounters();
+  if (profDir !== undefined || keep)
+    console.log(
+      `cold read ${tag}: monotonic ${coldFrom.us} to ${process.hrtime.bigint() / 1000n} ` +
+        `µs (for profile-summary --from/--to), ${coldFrom.wall} to ${new Date().toISOString()}`,
+    );
+  const measured = {
+    window,
+    cpu: cpu(),
+    mibPerS: cold.mibPerS,
+    seconds: cold.seconds,
+    getBytes: afterCold.getB - counters.getB,
+    gets: afterCold.get - counters.get,
+  };
+  if (warm) measured.warmMibPerS = (await fio(server)).mibPerS;
+  server.child.kill('SIGTERM');
+  if (!(await exited(server.child, 60_000))) throw new Error('elide serve did not exit on SIGTERM');
+  if (server.child.exitCode !== 0)
+    throw new Error(`elide serve exited ${server.child.exitCode}:\n${server.output()}`);
+  const servedLines = server
+    .output()
+    .split('\n')
+    .filter((line) => line.trim() !== '' && !/elide: serving nbd:\/\//.test(line));
+  if (servedLines.length > 0)
+    stderrNotes.push(`elide serve nbd (run ${tag}): ${servedLines.join('\n')}`);
+  return measured;
+}
+
 async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile) {
   const result = { run: r };
   const keys = Array.from({ length: objectCount }, (_, i) => `raw/run${r}/obj-${i}`);
@@ -421,23 +547,23 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
   result.rawPut = await rawPut(client, bucket, keys, bodies);
   windows.rawPut = [from, Date.now(), 'PUT', `/raw/run${r}/`];
   result.rawPutCpu = cpu();
-  for (const qd of getConcurrencies) {
+  for (const batch of getBatches) {
     await settle();
     cpu = cpuMeter();
     from = Date.now();
-    result[`rawGet${qd}`] = await rawGet(client, bucket, keys, qd);
-    windows[`rawGet${qd}`] = [from, Date.now(), 'GET', `/raw/run${r}/`];
-    result[`rawGet${qd}Cpu`] = cpu();
+    result[`rawGet${batch.id}`] = await rawGet(client, bucket, keys, batch);
+    windows[`rawGet${batch.id}`] = [from, Date.now(), 'GET', `/raw/run${r}/`];
+    result[`rawGet${batch.id}Cpu`] = cpu();
   }
   await settle();
   cpu = cpuMeter();
   from = Date.now();
-  result.rawGetNodeHttp = await rawGet(nodeHttpClient, bucket, keys, 4);
+  result.rawGetNodeHttp = await rawGet(nodeHttpClient, bucket, keys, { qd: 4 });
   windows.rawGetNodeHttp = [from, Date.now(), 'GET', `/raw/run${r}/`];
   result.rawGetNodeHttpCpu = cpu();
   console.log(
     `run ${r}/${runs} raw PUT x${putConcurrency} ${num(result.rawPut)} MiB/s, ` +
-      getConcurrencies.map((qd) => `GET x${qd} ${num(result[`rawGet${qd}`])} MiB/s`).join(', ') +
+      getBatches.map((b) => `${batchName(b)} ${num(result[`rawGet${b.id}`])} MiB/s`).join(', ') +
       `, GET x4 with the SDK's Node.js HTTP handler ${num(result.rawGetNodeHttp)} MiB/s`,
   );
 
@@ -490,43 +616,14 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
   );
 
   // Cold read: nothing cached, every byte fetched from the store through NBD.
-  await elide(env, ['volume', 'evict', 'v', '--json']);
-  const evicted = await info(env);
-  if (evicted.cacheBytes !== 0 || evicted.uploadPendingBytes !== 0)
-    throw new Error(
-      `after evict: cacheBytes ${evicted.cacheBytes}, uploadPendingBytes ${evicted.uploadPendingBytes}`,
-    );
-  const server = await startServer(env, path.join(work, `serve-${r}.log`));
-  counters = rgwCounters();
-  await settle();
-  cpu = cpuMeter(server.child.pid);
-  const coldFrom = { us: process.hrtime.bigint() / 1000n, wall: new Date().toISOString() };
-  from = Date.now();
-  const cold = await fio(server);
-  windows.cold = [from, Date.now(), 'GET', `/elide-run${r}/`];
-  const afterCold = rgwCounters();
-  if (profDir !== undefined || keep)
-    console.log(
-      `run ${r}/${runs} cold read: monotonic ${coldFrom.us} to ${process.hrtime.bigint() / 1000n} ` +
-        `µs (for profile-summary --from/--to), ${coldFrom.wall} to ${new Date().toISOString()}`,
-    );
-  result.coldCpu = cpu();
+  const cold = await coldRead(env, `${r}`, { warm: true });
+  windows.cold = cold.window;
+  result.coldCpu = cold.cpu;
   result.coldRead = cold.mibPerS;
   result.coldSeconds = cold.seconds;
-  result.coldGetBytes = afterCold.getB - counters.getB;
-  result.coldGets = afterCold.get - counters.get;
-  const warm = await fio(server);
-  result.warmRead = warm.mibPerS;
-  server.child.kill('SIGTERM');
-  if (!(await exited(server.child, 60_000))) throw new Error('elide serve did not exit on SIGTERM');
-  if (server.child.exitCode !== 0)
-    throw new Error(`elide serve exited ${server.child.exitCode}:\n${server.output()}`);
-  const servedLines = server
-    .output()
-    .split('\n')
-    .filter((line) => line.trim() !== '' && !/elide: serving nbd:\/\//.test(line));
-  if (servedLines.length > 0)
-    stderrNotes.push(`elide serve nbd (run ${r}): ${servedLines.join('\n')}`);
+  result.coldGetBytes = cold.getBytes;
+  result.coldGets = cold.gets;
+  result.warmRead = cold.warmMibPerS;
   const after = await info(env);
   result.cacheAfter = after.cacheBytes;
   console.log(
@@ -534,6 +631,26 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
       `(store served ${num(mib(result.coldGetBytes))} MiB in ${result.coldGets} GETs, ` +
       `cache after ${num(mib(result.cacheAfter))} MiB), warm read ${num(result.warmRead)} MiB/s`,
   );
+
+  if (linkLaneUnavailable() === undefined) {
+    shapeStoreLink(Number(new URL(ceph.endpoint).port));
+    try {
+      for (const batch of linkGetBatches) {
+        await settle();
+        result[`linkGet${batch.id}`] = await rawGet(client, bucket, keys, batch);
+      }
+      result.linkCold = (await coldRead(env, `${r}-link`, { warm: false })).mibPerS;
+    } finally {
+      unshapeStoreLink();
+    }
+    console.log(
+      `run ${r}/${runs} over a ${linkRate} link: ` +
+        linkGetBatches
+          .map((b) => `${batchName(b)} ${num(result[`linkGet${b.id}`])} MiB/s`)
+          .join(', ') +
+        `, elide cold read ${num(result.linkCold)} MiB/s`,
+    );
+  }
   await new Promise((resolve) => setTimeout(resolve, 500)); // radosgw writes its log behind
   result.phaseSeconds = Object.fromEntries(
     Object.entries(windows).map(([name, [fromMs, toMs]]) => [name, (toMs - fromMs) / 1000]),
@@ -577,12 +694,16 @@ async function main() {
     crypto.randomBytes(objectBytes),
   );
 
-  // Warm-up, not measured: the first requests after start are much slower (new pools, first
-  // allocations in the memstore).
-  const warmKeys = bodies.slice(0, 4).map((_, i) => `warm-up/obj-${i}`);
+  // Warm-up, not measured: the first requests after radosgw starts are slower, so a run's worth
+  // of objects is written and read in every shape, twice, before the first run.
+  const warmKeys = Array.from({ length: objectCount }, (_, i) => `warm-up/obj-${i}`);
   await rawPut(client, bucket, warmKeys, bodies);
-  await rawGet(client, bucket, warmKeys, 4);
-  await rawGet(nodeHttpClient, bucket, warmKeys, 4);
+  const warmUp = [];
+  for (let round = 0; round < 2; round++) {
+    for (const batch of getBatches) warmUp.push(await rawGet(client, bucket, warmKeys, batch));
+    await rawGet(nodeHttpClient, bucket, warmKeys, { qd: 4 });
+  }
+  console.log(`warm-up GETs: ${warmUp.map((rate) => `${num(rate)}`).join(', ')} MiB/s`);
 
   const results = [];
   for (let r = 1; r <= runs; r++)
@@ -592,45 +713,85 @@ async function main() {
 
   const m = (key) => median(results.map((result) => result[key]));
   const each = (key) => results.map((result) => num(result[key])).join(' / ');
+  const eachRatio = (key, base) =>
+    results.map((result) => `${(result[key] / result[base]).toFixed(2)}×`).join(' / ');
   const status = (ratio, target) => `≥${target}× ${ratio >= target ? 'met' : 'not met'}`;
   const uploadRatio = m('upload') / m('rawPut');
-  const coldRatio = m('coldRead') / m('rawGet4');
+  // The headline compares with the fastest GetObject batch of each run: what the store can give.
+  for (const result of results) {
+    result.rawGetBest = Math.max(...getBatches.map((b) => result[`rawGet${b.id}`]));
+    if (result.linkCold !== undefined)
+      result.linkGetBest = Math.max(...linkGetBatches.map((b) => result[`linkGet${b.id}`]));
+  }
+  const coldRatio = m('coldRead') / m('rawGetBest');
+  const linked = results.every((result) => result.linkCold !== undefined);
+  const row = (label, elide, raw) =>
+    `| ${label} | ${num(m(elide))} MiB/s | ${num(m(raw))} MiB/s | ` +
+    `${(m(elide) / m(raw)).toFixed(2)}× | - |`;
   const table = [
     '| workload | elide | raw S3 | ratio | target met? |',
     '|---|---|---|---|---|',
     `| upload: \`volume sync\` of the pending segments vs PutObject ×${putConcurrency} | ` +
       `${num(m('upload'))} MiB/s | ${num(m('rawPut'))} MiB/s | ${uploadRatio.toFixed(2)}× | ` +
       `${status(uploadRatio, targets.upload)} |`,
-    `| cold sequential read (fio over NBD, 1 MiB, iodepth 8) vs GetObject ×4 | ` +
-      `${num(m('coldRead'))} MiB/s | ${num(m('rawGet4'))} MiB/s | ${coldRatio.toFixed(2)}× | ` +
+    `| cold sequential read (fio over NBD, 1 MiB, iodepth 8) vs the fastest GetObject batch ` +
+      `(${getBatches.map(batchName).join(', ')}) of each run | ` +
+      `${num(m('coldRead'))} MiB/s | ${num(m('rawGetBest'))} MiB/s | ${coldRatio.toFixed(2)}× | ` +
       `${status(coldRatio, targets.coldRead)} |`,
-    `| context: \`volume sync\` as a whole command (CLI start-up and volume open included) vs PutObject ×${putConcurrency} | ` +
-      `${num(m('uploadWithCli'))} MiB/s | ${num(m('rawPut'))} MiB/s | ` +
-      `${(m('uploadWithCli') / m('rawPut')).toFixed(2)}× | - |`,
-    `| context: \`import-raw\` start to \`sync\` end vs PutObject ×${putConcurrency} | ` +
-      `${num(m('importAndUpload'))} MiB/s | ${num(m('rawPut'))} MiB/s | ` +
-      `${(m('importAndUpload') / m('rawPut')).toFixed(2)}× | - |`,
-    `| context: cold read vs GetObject ×8 | ${num(m('coldRead'))} MiB/s | ` +
-      `${num(m('rawGet8'))} MiB/s | ${(m('coldRead') / m('rawGet8')).toFixed(2)}× | - |`,
-    `| context: cold read vs GetObject ×1 (one request at a time) | ${num(m('coldRead'))} MiB/s | ` +
-      `${num(m('rawGet1'))} MiB/s | ${(m('coldRead') / m('rawGet1')).toFixed(2)}× | - |`,
-    `| context: cold read vs GetObject ×4 through the SDK's default Node.js HTTP handler | ` +
-      `${num(m('coldRead'))} MiB/s | ${num(m('rawGetNodeHttp'))} MiB/s | ` +
-      `${(m('coldRead') / m('rawGetNodeHttp')).toFixed(2)}× | - |`,
+    row(
+      `context: \`volume sync\` as a whole command (CLI start-up and volume open included) vs PutObject ×${putConcurrency}`,
+      'uploadWithCli',
+      'rawPut',
+    ),
+    row(
+      `context: \`import-raw\` start to \`sync\` end vs PutObject ×${putConcurrency}`,
+      'importAndUpload',
+      'rawPut',
+    ),
+    ...getBatches.map((b) =>
+      row(`context: cold read vs ${batchName(b)}`, 'coldRead', `rawGet${b.id}`),
+    ),
+    row(
+      "context: cold read vs GetObject ×4 through the SDK's default Node.js HTTP handler",
+      'coldRead',
+      'rawGetNodeHttp',
+    ),
+    ...(linked
+      ? [
+          row(
+            `context: store behind a ${linkRate}/s link, cold read vs the fastest GetObject batch ` +
+              `(${linkGetBatches.map(batchName).join(', ')}) over the same link`,
+            'linkCold',
+            'linkGetBest',
+          ),
+        ]
+      : []),
     `| context: warm sequential read (same fio job again, all cached) | ` +
       `${num(m('warmRead'))} MiB/s | - | - | - |`,
   ].join('\n');
   const perRun = [
-    '| figure, MiB/s | each run |',
+    '| figure (MiB/s unless a ratio) | each run |',
     '|---|---|',
     `| raw PutObject ×${putConcurrency} | ${each('rawPut')} |`,
-    ...getConcurrencies.map((qd) => `| raw GetObject ×${qd} | ${each(`rawGet${qd}`)} |`),
+    ...getBatches.map((b) => `| raw ${batchName(b)} | ${each(`rawGet${b.id}`)} |`),
     `| raw GetObject ×4, SDK's Node.js HTTP handler | ${each('rawGetNodeHttp')} |`,
     `| elide upload (\`volume sync\`, its durationMs) | ${each('upload')} |`,
     `| elide upload (\`volume sync\`, whole command) | ${each('uploadWithCli')} |`,
     `| elide \`import-raw\` + \`sync\` | ${each('importAndUpload')} |`,
     `| elide cold read | ${each('coldRead')} |`,
     `| elide warm read | ${each('warmRead')} |`,
+    ...(linked
+      ? [
+          ...linkGetBatches.map(
+            (b) =>
+              `| raw ${batchName(b)} over the ${linkRate}/s link | ${each(`linkGet${b.id}`)} |`,
+          ),
+          `| elide cold read over the ${linkRate}/s link | ${each('linkCold')} |`,
+        ]
+      : []),
+    `| ratio, upload / raw PutObject ×${putConcurrency} | ${eachRatio('upload', 'rawPut')} |`,
+    `| ratio, cold read / fastest GetObject batch | ${eachRatio('coldRead', 'rawGetBest')} |`,
+    ...(linked ? [`| ratio, over the link | ${eachRatio('linkCold', 'linkGetBest')} |`] : []),
   ].join('\n');
 
   const secondsList = (key) => results.map((result) => result[key].toFixed(2)).join(' / ');
@@ -643,27 +804,13 @@ async function main() {
   const phases = [
     { name: 'raw PutObject ×4', key: 'rawPut', rate: 'rawPut', cpu: 'rawPutCpu', client: 'bench' },
     { name: 'elide `volume sync`', key: 'sync', rate: 'upload', cpu: 'syncCpu', client: 'elide' },
-    {
-      name: 'raw GetObject ×4',
-      key: 'rawGet4',
-      rate: 'rawGet4',
-      cpu: 'rawGet4Cpu',
+    ...getBatches.map((batch) => ({
+      name: `raw ${batchName(batch)}`,
+      key: `rawGet${batch.id}`,
+      rate: `rawGet${batch.id}`,
+      cpu: `rawGet${batch.id}Cpu`,
       client: 'bench',
-    },
-    {
-      name: 'raw GetObject ×8',
-      key: 'rawGet8',
-      rate: 'rawGet8',
-      cpu: 'rawGet8Cpu',
-      client: 'bench',
-    },
-    {
-      name: 'raw GetObject ×1',
-      key: 'rawGet1',
-      rate: 'rawGet1',
-      cpu: 'rawGet1Cpu',
-      client: 'bench',
-    },
+    })),
     {
       name: "raw GetObject ×4, SDK's Node.js HTTP handler",
       key: 'rawGetNodeHttp',
@@ -703,15 +850,20 @@ async function main() {
     'One radosgw for the whole run (`scripts/ceph/start.sh`: one monitor, one memstore OSD, ' +
       `so the store keeps everything in RAM; ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB), one ` +
       `bucket, and ${runs} run${runs === 1 ? '' : 's'}, each with a fresh key prefix, data ` +
-      'directory and volume. Four 32 MiB objects are written and read once before the first run (the first requests after start are slower). Each run measures, in this order, each phase starting once the machine has used under ' +
+      `directory and volume. Before the first run, ${objectCount} objects of 32 MiB are ` +
+      'written and read twice in every shape below (not measured: the first requests after ' +
+      "radosgw starts are slower; here the warm-up's GETs went at " +
+      `${warmUp.map(num).join(', ')} MiB/s). Each run measures, in this order, each phase ` +
+      'starting once the machine has used under ' +
       `${settleCoresMax} cores for ${settleWindowMs} ms (radosgw and its OSD go on working after a batch of PUTs; at most ${settleMsMax / 1000} s):`,
     '',
     `- raw PutObject: ${objectCount} objects of 32 MiB (elide's segment size) of random data, ` +
       `${putConcurrency} in flight (elide uploads four segments at once), with ` +
       '`@aws-sdk/client-s3` configured as elide configures it (path style, checksums only when ' +
       "required, region us-east-1, elide's HTTP transport for requests without a body); then " +
-      'GetObject of all of them, whole, 4, then 8, then 1 in flight, each body copied into a ' +
-      "reused 32 MiB buffer (as elide's fetches copy into theirs); then 4 in flight again " +
+      'GetObject of all of them, whole, 4, then 8, then 1 in flight, then in ranges of ' +
+      `${mib(fetchRunBytesMax)} MiB (the size of elide's fetches), 4 in flight, each body copied into a ` +
+      "reused 32 MiB buffer (as elide's fetches copy into theirs); then whole, 4 in flight again " +
       "through the SDK's default Node.js HTTP handler (the body only counted), for context. " +
       'MiB/s is the bytes over the wall time of the batch.',
     `- elide upload: \`elide volume import-raw IMAGE v\` of a ${gib} GiB file of random ` +
@@ -729,6 +881,14 @@ async function main() {
         .filter((arg) => !/^--(name|ioengine|uri|output)/.test(arg))
         .join(' ')}\` (not time-based); MiB/s as fio reports it. The warm read is the same fio ` +
       'job again on the same server, every body now cached.',
+    linked
+      ? `- store behind a link (context): radosgw's port on the loopback device shaped to ` +
+        `${linkRate}/s each way (\`tc\` HTB classes matched on that port; this kernel has no ` +
+        "netem, so no latency is added, and NBD and Ceph's own traffic stay unshaped), " +
+        `then ${linkGetBatches.map(batchName).join(', ')} of the same objects and ` +
+        'another cold read (evict, serve, one fio pass) of the same volume; the shaping is ' +
+        'removed after.'
+      : `- store behind a link: not measured (${linkLaneUnavailable()}).`,
     '',
     table,
     '',
