@@ -51,12 +51,15 @@ const objectCount = Math.ceil(sizeBytes / objectBytes);
 const rawBytes = objectCount * objectBytes;
 const putConcurrency = 4; // elide uploads four segments at once
 // Whole objects at three depths, and the shape of elide's own fetches: ranges of fetchRunBytesMax.
+// A batch deeper than its request count (a small ELIDE_BENCH_SIZE) would only repeat a shallower one.
 const getBatches = [
   { id: '4', qd: 4 },
   { id: '8', qd: 8 },
   { id: '1', qd: 1 },
   { id: 'Range4', qd: 4, rangeBytes: fetchRunBytesMax },
-];
+].filter(
+  ({ qd, rangeBytes }) => qd <= objectCount * Math.ceil(objectBytes / (rangeBytes ?? objectBytes)),
+);
 /** "GetObject ×4", or "GetObject of 8 MiB ranges ×4". */
 const batchName = ({ qd, rangeBytes }) =>
   `GetObject ${rangeBytes === undefined ? '' : `of ${mib(rangeBytes)} MiB ranges `}×${qd}`;
@@ -65,7 +68,10 @@ const profDir = process.env.ELIDE_BENCH_CPU_PROF
   ? path.resolve(process.env.ELIDE_BENCH_CPU_PROF)
   : undefined;
 // Room for every run's raw objects and volume (RGW frees deleted data only after its GC delay).
-const memstoreBytes = (runs + 1) * rawBytes + runs * Math.ceil(sizeBytes * 1.1) + 2 ** 30;
+// Ceph refuses writes once the OSD is 95% full: 10% to spare.
+const memstoreBytes = Math.ceil(
+  ((runs + 1) * rawBytes + runs * Math.ceil(sizeBytes * 1.1) + 2 ** 30) / 0.9,
+);
 const fioRead = { rw: 'read', bs: '1M', qd: 8 };
 const targets = { upload: 0.7, coldRead: 0.7 };
 const keep = process.env.ELIDE_BENCH_KEEP === '1';
@@ -109,57 +115,94 @@ const { cleanup, signalled } = exitPaths({
 
 /**
  * The shaped-link lane stands in for a store across a network: traffic to and from radosgw's
- * port on the loopback device goes through HTB classes of `linkRate` each way (no added
- * latency: this kernel has no netem). Everything else on 127.0.0.1 (NBD, Ceph's own traffic)
- * is unclassified and passes unshaped.
+ * port on the loopback device goes through HTB classes of `linkRate` each way (rate only, no
+ * added latency). Everything else on 127.0.0.1 (NBD, Ceph's own traffic) is unclassified and
+ * passes unshaped. The qdisc has its own handle, so any exit path (and the next run, after a
+ * SIGKILL) can find it and take it off `lo` whatever state this process was in.
  */
-let linkShaped = false;
+const linkHandle = 'e1de';
+/** Why the lane does not run (probeLinkLane), or undefined. */
+let linkUnavailable;
+/** Set from before the qdisc is added until it is known to be gone. */
+let linkShaping = false;
 
-/** Why the shaped-link lane cannot run here, or undefined when it can. */
-function linkLaneUnavailable() {
+function tc(args) {
+  return execFileSync('tc', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function linkQdiscPresent() {
+  return tc(['qdisc', 'show', 'dev', 'lo', 'root']).includes(`htb ${linkHandle}:`);
+}
+
+/**
+ * Why the shaped-link lane cannot run here, or undefined when it can: probes once by adding and
+ * removing the qdisc (root may still lack CAP_NET_ADMIN, or the kernel HTB), after removing one a
+ * killed earlier run left. Another root qdisc on `lo` is somebody else's: the lane is skipped.
+ */
+function probeLinkLane() {
   if (linkRate === 'off') return 'ELIDE_BENCH_LINK_RATE=off';
   if (process.getuid?.() !== 0) return 'not root (tc needs it)';
   if (version('tc', ['-V']) === 'unknown') return 'no tc';
-  return undefined;
-}
-
-function tc(args) {
-  execFileSync('tc', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    unshapeStoreLink(true);
+    const root = tc(['qdisc', 'show', 'dev', 'lo', 'root']);
+    if (!/^qdisc noqueue /.test(root)) return `lo already has a root qdisc: ${root.trim()}`;
+    linkShaping = true;
+    tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', `${linkHandle}:`, 'htb', 'default', '99']);
+    unshapeStoreLink();
+    return undefined;
+  } catch (error) {
+    unshapeStoreLink();
+    return `tc failed: ${error.message.split('\n')[0]}`;
+  }
 }
 
 function shapeStoreLink(port) {
-  tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'htb', 'default', '99']);
-  linkShaped = true;
+  linkShaping = true;
+  const root = `${linkHandle}:`;
+  tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', root, 'htb', 'default', '99']);
   // Loopback segments are up to 64 KiB (GSO): bursts and quanta sized for them.
   const shape = ['htb', 'rate', linkRate, 'ceil', linkRate, 'burst', '256k', 'cburst', '256k'];
-  tc(['class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:1', ...shape, 'quantum', '65536']);
-  tc(['class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:2', ...shape, 'quantum', '65536']);
-  const filter = [
-    'filter',
-    'add',
-    'dev',
-    'lo',
-    'parent',
-    '1:',
-    'protocol',
-    'ip',
-    'prio',
-    '1',
-    'u32',
-  ];
-  tc([...filter, 'match', 'ip', 'sport', String(port), '0xffff', 'flowid', '1:1']);
-  tc([...filter, 'match', 'ip', 'dport', String(port), '0xffff', 'flowid', '1:2']);
+  for (const [classid, direction] of [
+    ['1', 'sport'],
+    ['2', 'dport'],
+  ]) {
+    const flowid = `${linkHandle}:${classid}`;
+    tc([
+      'class',
+      'add',
+      'dev',
+      'lo',
+      'parent',
+      root,
+      'classid',
+      flowid,
+      ...shape,
+      'quantum',
+      '65536',
+    ]);
+    tc([
+      ...['filter', 'add', 'dev', 'lo', 'parent', root, 'protocol', 'ip', 'prio', '1', 'u32'],
+      ...['match', 'ip', direction, String(port), '0xffff', 'flowid', flowid],
+    ]);
+  }
 }
 
-function unshapeStoreLink() {
-  if (!linkShaped) return;
-  linkShaped = false;
+/** Takes the lane's qdisc off `lo` if it may be there (`always`: look even if not set here). */
+function unshapeStoreLink(always = false) {
+  if (!linkShaping && !always) return;
   try {
-    tc(['qdisc', 'del', 'dev', 'lo', 'root']);
+    if (linkQdiscPresent()) tc(['qdisc', 'del', 'dev', 'lo', 'root', 'handle', `${linkHandle}:`]);
+    linkShaping = false;
   } catch (error) {
     process.stderr.write(`bench: removing the shaping on lo failed: ${error.message}\n`);
   }
 }
+
+// Off `lo` at once on a signal, before the slower cleanup of servers (a SIGKILL may follow).
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'])
+  process.prependListener(signal, () => unshapeStoreLink());
+process.on('SIGHUP', () => process.exit(129));
 
 const timeBin = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 const cpuTag = 'ELIDE_BENCH_CPU';
@@ -632,24 +675,30 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
       `cache after ${num(mib(result.cacheAfter))} MiB), warm read ${num(result.warmRead)} MiB/s`,
   );
 
-  if (linkLaneUnavailable() === undefined) {
-    shapeStoreLink(Number(new URL(ceph.endpoint).port));
+  if (linkUnavailable === undefined) {
     try {
-      for (const batch of linkGetBatches) {
-        await settle();
-        result[`linkGet${batch.id}`] = await rawGet(client, bucket, keys, batch);
+      shapeStoreLink(Number(new URL(ceph.endpoint).port));
+    } catch (error) {
+      linkUnavailable = `tc failed: ${error.message.split('\n')[0]}`;
+    }
+    try {
+      if (linkUnavailable === undefined) {
+        for (const batch of linkGetBatches) {
+          await settle();
+          result[`linkGet${batch.id}`] = await rawGet(client, bucket, keys, batch);
+        }
+        result.linkCold = (await coldRead(env, `${r}-link`, { warm: false })).mibPerS;
+        console.log(
+          `run ${r}/${runs} over a ${linkRate} link: ` +
+            linkGetBatches
+              .map((b) => `${batchName(b)} ${num(result[`linkGet${b.id}`])} MiB/s`)
+              .join(', ') +
+            `, elide cold read ${num(result.linkCold)} MiB/s`,
+        );
       }
-      result.linkCold = (await coldRead(env, `${r}-link`, { warm: false })).mibPerS;
     } finally {
       unshapeStoreLink();
     }
-    console.log(
-      `run ${r}/${runs} over a ${linkRate} link: ` +
-        linkGetBatches
-          .map((b) => `${batchName(b)} ${num(result[`linkGet${b.id}`])} MiB/s`)
-          .join(', ') +
-        `, elide cold read ${num(result.linkCold)} MiB/s`,
-    );
   }
   await new Promise((resolve) => setTimeout(resolve, 500)); // radosgw writes its log behind
   result.phaseSeconds = Object.fromEntries(
@@ -683,6 +732,8 @@ async function main() {
     `radosgw ${ceph.endpoint} started in ${cephStart.seconds.toFixed(1)} s ` +
       `(memstore ${(memstoreBytes / 2 ** 30).toFixed(1)} GiB), work dir ${work}`,
   );
+  linkUnavailable = probeLinkLane();
+  if (linkUnavailable !== undefined) console.log(`no shaped-link lane: ${linkUnavailable}`);
   const client = s3Client(ceph);
   const nodeHttpClient = s3Client(ceph, { nodeHttp: true });
   const bucket = `elide-bench-${process.pid}`;
@@ -698,12 +749,19 @@ async function main() {
   // of objects is written and read in every shape, twice, before the first run.
   const warmKeys = Array.from({ length: objectCount }, (_, i) => `warm-up/obj-${i}`);
   await rawPut(client, bucket, warmKeys, bodies);
-  const warmUp = [];
+  const warmUpRates = new Map();
   for (let round = 0; round < 2; round++) {
-    for (const batch of getBatches) warmUp.push(await rawGet(client, bucket, warmKeys, batch));
+    for (const batch of getBatches) {
+      const rates = warmUpRates.get(batchName(batch)) ?? [];
+      rates.push(await rawGet(client, bucket, warmKeys, batch));
+      warmUpRates.set(batchName(batch), rates);
+    }
     await rawGet(nodeHttpClient, bucket, warmKeys, { qd: 4 });
   }
-  console.log(`warm-up GETs: ${warmUp.map((rate) => `${num(rate)}`).join(', ')} MiB/s`);
+  const warmUp = [...warmUpRates]
+    .map(([name, rates]) => `${name} ${rates.map(num).join(' then ')}`)
+    .join(', ');
+  console.log(`warm-up GETs (MiB/s): ${warmUp}`);
 
   const results = [];
   for (let r = 1; r <= runs; r++)
@@ -852,8 +910,8 @@ async function main() {
       `bucket, and ${runs} run${runs === 1 ? '' : 's'}, each with a fresh key prefix, data ` +
       `directory and volume. Before the first run, ${objectCount} objects of 32 MiB are ` +
       'written and read twice in every shape below (not measured: the first requests after ' +
-      "radosgw starts are slower; here the warm-up's GETs went at " +
-      `${warmUp.map(num).join(', ')} MiB/s). Each run measures, in this order, each phase ` +
+      "radosgw starts are slower; in MiB/s, the warm-up's GETs through elide's transport went " +
+      `at ${warmUp}). Each run measures, in this order, each phase ` +
       'starting once the machine has used under ' +
       `${settleCoresMax} cores for ${settleWindowMs} ms (radosgw and its OSD go on working after a batch of PUTs; at most ${settleMsMax / 1000} s):`,
     '',
@@ -861,9 +919,10 @@ async function main() {
       `${putConcurrency} in flight (elide uploads four segments at once), with ` +
       '`@aws-sdk/client-s3` configured as elide configures it (path style, checksums only when ' +
       "required, region us-east-1, elide's HTTP transport for requests without a body); then " +
-      'GetObject of all of them, whole, 4, then 8, then 1 in flight, then in ranges of ' +
-      `${mib(fetchRunBytesMax)} MiB (the size of elide's fetches), 4 in flight, each body copied into a ` +
-      "reused 32 MiB buffer (as elide's fetches copy into theirs); then whole, 4 in flight again " +
+      `${getBatches.map(batchName).join(', then ')} of all of them (whole objects, or ranges ` +
+      `of ${mib(fetchRunBytesMax)} MiB, the size of elide's fetches; ×N is the requests in ` +
+      'flight), each body copied into a buffer its worker reuses (as elide copies into pooled ' +
+      'fetch buffers); then whole, 4 in flight again ' +
       "through the SDK's default Node.js HTTP handler (the body only counted), for context. " +
       'MiB/s is the bytes over the wall time of the batch.',
     `- elide upload: \`elide volume import-raw IMAGE v\` of a ${gib} GiB file of random ` +
@@ -883,18 +942,19 @@ async function main() {
       'job again on the same server, every body now cached.',
     linked
       ? `- store behind a link (context): radosgw's port on the loopback device shaped to ` +
-        `${linkRate}/s each way (\`tc\` HTB classes matched on that port; this kernel has no ` +
-        "netem, so no latency is added, and NBD and Ceph's own traffic stay unshaped), " +
+        `${linkRate}/s each way (\`tc\` HTB classes matched on that port: a rate limit only, ` +
+        "no latency is added; NBD and Ceph's own traffic stay unshaped), " +
         `then ${linkGetBatches.map(batchName).join(', ')} of the same objects and ` +
         'another cold read (evict, serve, one fio pass) of the same volume; the shaping is ' +
         'removed after.'
-      : `- store behind a link: not measured (${linkLaneUnavailable()}).`,
+      : `- store behind a link: not measured (${linkUnavailable}).`,
     '',
     table,
     '',
     perRun,
     '',
-    `Figures are medians of the runs. Upload: ${uploadNote}. \`sync\` PUT ` +
+    'Figures are medians of the runs, and the ratios in the first table are ratios of those ' +
+      `medians (the per-run ratios are in the second). Upload: ${uploadNote}. \`sync\` PUT ` +
       `${mibList('syncPutBytes')} MiB in ${results.map((r) => r.syncPuts).join(' / ')} requests ` +
       `(radosgw's counters; ${results[0].segments} segments, ${num(mib(results[0].storedBytes))} ` +
       `MiB stored) in ${secondsList('syncWorkSeconds')} s (${secondsList('syncSeconds')} s for the whole ` +
