@@ -130,6 +130,12 @@ function tc(args) {
   return execFileSync('tc', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/** Adds the lane's root qdisc (unclassified traffic passes unshaped); marked before it may exist. */
+function addLinkQdisc() {
+  linkShaping = true;
+  tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', `${linkHandle}:`, 'htb', 'default', '99']);
+}
+
 function linkQdiscPresent() {
   return tc(['qdisc', 'show', 'dev', 'lo', 'root']).includes(`htb ${linkHandle}:`);
 }
@@ -147,8 +153,7 @@ function probeLinkLane() {
     unshapeStoreLink(true);
     const root = tc(['qdisc', 'show', 'dev', 'lo', 'root']);
     if (!/^qdisc noqueue /.test(root)) return `lo already has a root qdisc: ${root.trim()}`;
-    linkShaping = true;
-    tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', `${linkHandle}:`, 'htb', 'default', '99']);
+    addLinkQdisc();
     unshapeStoreLink();
     return undefined;
   } catch (error) {
@@ -158,9 +163,8 @@ function probeLinkLane() {
 }
 
 function shapeStoreLink(port) {
-  linkShaping = true;
+  addLinkQdisc();
   const root = `${linkHandle}:`;
-  tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', root, 'htb', 'default', '99']);
   // Loopback segments are up to 64 KiB (GSO): bursts and quanta sized for them.
   const shape = ['htb', 'rate', linkRate, 'ceil', linkRate, 'burst', '256k', 'cburst', '256k'];
   for (const [classid, direction] of [
@@ -749,17 +753,14 @@ async function main() {
   // of objects is written and read in every shape, twice, before the first run.
   const warmKeys = Array.from({ length: objectCount }, (_, i) => `warm-up/obj-${i}`);
   await rawPut(client, bucket, warmKeys, bodies);
-  const warmUpRates = new Map();
+  const warmUpRates = getBatches.map(() => []);
   for (let round = 0; round < 2; round++) {
-    for (const batch of getBatches) {
-      const rates = warmUpRates.get(batchName(batch)) ?? [];
-      rates.push(await rawGet(client, bucket, warmKeys, batch));
-      warmUpRates.set(batchName(batch), rates);
-    }
+    for (const [i, batch] of getBatches.entries())
+      warmUpRates[i].push(await rawGet(client, bucket, warmKeys, batch));
     await rawGet(nodeHttpClient, bucket, warmKeys, { qd: 4 });
   }
-  const warmUp = [...warmUpRates]
-    .map(([name, rates]) => `${name} ${rates.map(num).join(' then ')}`)
+  const warmUp = getBatches
+    .map((batch, i) => `${batchName(batch)} ${warmUpRates[i].map(num).join(' then ')}`)
     .join(', ');
   console.log(`warm-up GETs (MiB/s): ${warmUp}`);
 
