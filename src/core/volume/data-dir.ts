@@ -416,16 +416,21 @@ export class DataDir {
   /**
    * Opens a volume under its single-writer lock: for reading and writing,
    * or only reading for a read-only (imported) volume unless `filling`
-   * (the import writing it).
+   * (the import writing it). `readOnly` opens any volume for reading only:
+   * a command that only reads never writes to the store.
    */
-  async openVolume(name: string, options: { filling?: boolean } = {}): Promise<Volume> {
+  async openVolume(
+    name: string,
+    options: { filling?: boolean; readOnly?: boolean } = {},
+  ): Promise<Volume> {
     const dir = this.existingVolumeDir(name, { importing: options.filling === true });
     const descriptor = readDescriptor(this.fs, dir);
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     try {
       return await Volume.open({
         ...this.volumeOptions(dir, descriptor, lock),
-        readOnly: descriptor.readonly === true && options.filling !== true,
+        readOnly:
+          options.readOnly === true || (descriptor.readonly === true && options.filling !== true),
       });
     } catch (error) {
       await lock.release();
