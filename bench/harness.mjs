@@ -86,7 +86,10 @@ export function exitPaths({ work, keep = false, stopOthers, stopOthersSync, noti
 /** Runs a tracked command; resolves with its output, rejects with it on a non-zero exit. */
 export function run(command, args, options = {}) {
   return new Promise((resolve, reject) => {
-    const child = track(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
+    // Programs run in the temporary directory: fio, for one, writes state files where it runs.
+    const child = track(
+      spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: os.tmpdir(), ...options }),
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -146,6 +149,7 @@ export async function serveUntilReady(args, { env, logFile, what }) {
   const child = track(
     spawn(process.execPath, args, {
       env,
+      cwd: os.tmpdir(),
       stdio: ['ignore', 'ignore', 'pipe'],
     }),
   );

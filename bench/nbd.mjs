@@ -100,6 +100,7 @@ async function startNbdkit(file) {
   const logFile = path.join(work, 'nbdkit.log');
   const child = track(
     spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', file], {
+      cwd: work,
       stdio: ['ignore', fs.openSync(logFile, 'w'), fs.openSync(logFile, 'a')],
     }),
   );

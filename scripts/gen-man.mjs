@@ -125,11 +125,19 @@ function environmentEntries(flags) {
   return entries.join('\n');
 }
 
+/** ELIDE_INTERRUPTED exits 128 + the number of the signal received; errorCodes holds SIGINT's. */
+const interruptedStatuses = new Map([
+  [130, 'SIGINT'],
+  [143, 'SIGTERM'],
+]);
+
 function exitStatusSection() {
   const byStatus = new Map();
   for (const [code, [status]] of Object.entries(errorCodes)) {
+    if (code === 'ELIDE_INTERRUPTED') continue;
     byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
   }
+  for (const status of interruptedStatuses.keys()) byStatus.set(status, ['ELIDE_INTERRUPTED']);
   const lines = [
     '.SH EXIT STATUS',
     `${bold('0')} on success. On failure a single line ${bold('elide: ')}${italic('message')}` +
@@ -143,7 +151,9 @@ function exitStatusSection() {
         ? ' (and any unexpected error)'
         : status === 2
           ? ' (and command-line usage errors)'
-          : '';
+          : interruptedStatuses.has(status)
+            ? ` (stopped by ${interruptedStatuses.get(status)}; a second signal exits at once)`
+            : '';
     lines.push('.TP', bold(String(status)), `${codes}${esc(extra)}`);
   }
   return lines.join('\n');
@@ -204,6 +214,16 @@ function commandPage(command, commands) {
   return `${sections.join('\n')}\n`;
 }
 
+/** Which commands take --json, from their flags (serve nbd, for one, prints no result). */
+function jsonCommands(commands) {
+  const without = commands.filter((command) => command.flags?.json === undefined);
+  if (without.length === 0) return 'Every command accepts';
+  const names = without.map((command) => bold(displayId(command.id)));
+  const list =
+    names.length === 1 ? names[0] : `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
+  return `Every command but ${list} accepts`;
+}
+
 function mainPage(commands) {
   const description = config.pjson.description ?? '';
   const sections = [
@@ -217,7 +237,7 @@ function mainPage(commands) {
     '.SH DESCRIPTION',
     paragraphs(description),
     '.PP',
-    `Every command accepts ${bold('--json')}, which prints its result as a bare JSON value on` +
+    `${jsonCommands(commands)} ${bold('--json')}, which prints its result as a bare JSON value on` +
       ' standard output and nothing else; errors still go to standard error.',
     '.SH COMMANDS',
   ];
@@ -229,9 +249,10 @@ function mainPage(commands) {
       `${esc(summary)} See ${bold(pageName(command.id))}(1).`,
     );
   }
-  // The global flags are the same on every command; describe them once here.
+  // The global flags are the same on every command; describe them once here. --json is not
+  // on every command: the DESCRIPTION says which have it.
   const global = commands.length > 0 ? visibleFlags(commands[0]) : [];
-  const globalFlags = global.filter((flag) => flag.helpGroup === 'GLOBAL');
+  const globalFlags = global.filter((flag) => flag.helpGroup === 'GLOBAL' && flag.name !== 'json');
   sections.push('.SH GLOBAL OPTIONS', ...globalFlags.map(flagEntry));
   sections.push('.SH ENVIRONMENT', environmentEntries(globalFlags), exitStatusSection());
   sections.push(seeAlso(commands.map((command) => pageName(command.id))));

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { Command, Errors, Flags } from '@oclif/core';
 import type { Interfaces } from '@oclif/core';
-import { DataDir, isElideError } from '../core/index.js';
+import { belowReserveWarning, DataDir, isElideError } from '../core/index.js';
 import type { DataDirOptions, Logger, ProgressCallback } from '../core/index.js';
 import { SIZE_FORMS, sizeFlag } from './flags.js';
 import { startProgress } from './render.js';
@@ -55,7 +55,10 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
     }),
     'free-space-reserve': sizeFlag({
       summary: "Free space to keep on the data directory's filesystem [default: 128M].",
-      description: `Writes that would eat into the reserve fail with ENOSPC. SIZE is ${SIZE_FORMS}.`,
+      description:
+        'Writes that would eat into the reserve fail with ENOSPC (while df still shows free ' +
+        'space). `volume init` and `serve nbd` warn when free space is already below it, and ' +
+        `the server logs refused writes. SIZE is ${SIZE_FORMS}.`,
       env: 'ELIDE_FREE_SPACE_RESERVE',
       helpGroup: 'GLOBAL',
     }),
@@ -102,8 +105,22 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
       dataDir: resolve(this.flags['data-dir']),
       ...(this.flags.store === undefined ? {} : { storeUrl: this.flags.store }),
       ...(reserve === undefined ? {} : { freeSpaceReserveBytes: reserve }),
-      log: stderrLogger(this.flags['log-level']),
+      log: this.logger(),
     });
+  }
+
+  /** Diagnostics on stderr at --log-level and above. */
+  protected logger(): Logger {
+    return stderrLogger(this.flags['log-level']);
+  }
+
+  /**
+   * One warning when the data directory's filesystem is already below the free-space reserve:
+   * every write would fail with ENOSPC while df shows free space.
+   */
+  protected warnIfBelowReserve(dataDir: DataDir): void {
+    const warning = belowReserveWarning(dataDir.root, this.flags['free-space-reserve']);
+    if (warning !== undefined) this.logger().warn(warning);
   }
 
   /** Runs `task` against an open data directory and always closes it. */
@@ -205,7 +222,7 @@ function usageError(error: unknown, commandId: string | undefined): Error {
 const LEVEL_RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
 /** The engine's Logger: one prefixed line per message on stderr, filtered by --log-level. */
-export function stderrLogger(level: LogLevel): Logger {
+function stderrLogger(level: LogLevel): Logger {
   const write = (messageLevel: LogLevel, label: string, message: string): void => {
     if (LEVEL_RANK[messageLevel] <= LEVEL_RANK[level]) {
       process.stderr.write(`elide: ${label}: ${message}\n`);

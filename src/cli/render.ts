@@ -48,7 +48,11 @@ export function renderTable(head: readonly string[], rows: readonly (readonly st
 /** `key:   value` lines with the values aligned. */
 export function renderKeyValues(pairs: readonly (readonly [string, string])[]): string {
   const width = Math.max(0, ...pairs.map(([key]) => key.length)) + 1;
-  return pairs.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value}`).join('\n');
+  // A value of several lines keeps its later lines in the value column.
+  const indent = `\n${' '.repeat(width + 2)}`;
+  return pairs
+    .map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value.split('\n').join(indent)}`)
+    .join('\n');
 }
 
 export interface Progress {

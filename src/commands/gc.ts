@@ -7,22 +7,8 @@ import {
   gcMinLiveDefault,
   gcRetentionMsDefault,
   isElideError,
-  type GcVolumeResult,
+  type GcRunResult,
 } from '../core/index.js';
-
-/** What `--json` prints: totals, then one entry per volume. */
-export interface GcResult {
-  volumes: number;
-  segmentsRewritten: number;
-  segmentsWritten: number;
-  bytesRewritten: number;
-  bytesReclaimed: number;
-  objectsDeleted: number;
-  bytesDeleted: number;
-  passesRefused: number;
-  dryRun: boolean;
-  results: Array<GcVolumeResult & { viaServer: boolean }>;
-}
 
 export default class Gc extends ElideCommand<typeof Gc> {
   static override summary = 'Compact volumes: rewrite mostly-dead segments, reclaim dead ones.';
@@ -35,7 +21,9 @@ export default class Gc extends ElideCommand<typeof Gc> {
     'snapshot or a fork can still read is ever rewritten or deleted, and a guest write that ' +
     'races with GC always wins. A volume being served is collected by its server, through its ' +
     'control socket, without stopping guest I/O. Quiet on success, for cron: it prints nothing ' +
-    'unless --json is given; on failure it exits non-zero with one line on stderr.';
+    'unless --json is given; on failure it exits non-zero with one line on stderr. With --all, ' +
+    'a damaged volume (one `volume list` shows as damaged) is skipped with a warning on stderr ' +
+    'and listed in the JSON `skipped` array; the others are still collected.';
 
   static override examples = [
     { description: 'Collect every volume (from cron).', command: 'elide gc --all' },
@@ -81,7 +69,7 @@ export default class Gc extends ElideCommand<typeof Gc> {
     }),
   };
 
-  async run(): Promise<GcResult> {
+  async run(): Promise<GcRunResult> {
     const names: string[] = this.args.name ?? [];
     const { all } = this.flags;
     if (all === names.length > 0) {
@@ -97,34 +85,9 @@ export default class Gc extends ElideCommand<typeof Gc> {
       retentionMs: this.flags.retention ?? gcRetentionMsDefault,
       dryRun: this.flags['dry-run'],
     };
-    const { results, failures } = await this.withDataDir(async (dataDir) => {
-      const targets = all ? (await dataDir.listVolumes()).map((v) => v.name) : [...new Set(names)];
-      const results: GcResult['results'] = [];
-      const failures: Array<{ name: string; error: unknown }> = [];
-      for (const name of targets) {
-        try {
-          results.push(await dataDir.gcVolume(name, options));
-        } catch (error) {
-          // One volume's failure does not stop the others; the exit status reports it.
-          failures.push({ name, error });
-        }
-      }
-      return { results, failures };
-    });
-    const sum = (field: Exclude<keyof GcVolumeResult, 'name'>): number =>
-      results.reduce((total, result) => total + result[field], 0);
-    const summary: GcResult = {
-      volumes: results.length,
-      segmentsRewritten: sum('segmentsRewritten'),
-      segmentsWritten: sum('segmentsWritten'),
-      bytesRewritten: sum('bytesRewritten'),
-      bytesReclaimed: sum('bytesReclaimed'),
-      objectsDeleted: sum('objectsDeleted'),
-      bytesDeleted: sum('bytesDeleted'),
-      passesRefused: sum('passesRefused'),
-      dryRun: options.dryRun,
-      results,
-    };
+    const { result, failures } = await this.withDataDir((dataDir) =>
+      dataDir.gcVolumes(all ? { all: true } : { names }, options),
+    );
     const [first] = failures;
     if (first !== undefined) {
       const message = first.error instanceof Error ? first.error.message : String(first.error);
@@ -134,6 +97,6 @@ export default class Gc extends ElideCommand<typeof Gc> {
         `${prefix}gc of volume ${first.name}: ${message}`,
       );
     }
-    return summary;
+    return result;
   }
 }

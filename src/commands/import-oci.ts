@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { ElideCommand } from '../cli/base-command.js';
 import { SIZE_FORMS, sizeFlag } from '../cli/flags.js';
+import { INTERRUPT_HELP, withInterrupt } from '../cli/interrupt.js';
 import { formatBytes, formatBytesExact, startStatus } from '../cli/render.js';
 import {
   hostPlatform,
@@ -25,7 +26,7 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     'anonymous or bearer-token access; --insecure allows plain HTTP). ' +
     'A multi-platform image is resolved to --platform. A failed import leaves nothing behind. ' +
     'Extended attributes are kept; device nodes and FIFOs in layers are skipped (and counted in ' +
-    '--json).';
+    `--json). ${INTERRUPT_HELP}`;
 
   static override examples = [
     {
@@ -54,6 +55,9 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
     }),
     platform: Flags.string({
       summary: `Platform to pick from a multi-platform image [default: ${formatPlatform(hostPlatform())}].`,
+      description:
+        'Given explicitly, a single-platform image must be for it too: an image built for ' +
+        'another platform is refused, naming both.',
       helpValue: 'OS/ARCH[/VARIANT]',
     }),
     'dedup-from': Flags.string({
@@ -75,39 +79,34 @@ export default class ImportOci extends ElideCommand<typeof ImportOci> {
   async run(): Promise<ImportOciResult> {
     const { ref, name } = this.args;
     const platform =
-      this.flags.platform === undefined ? hostPlatform() : parsePlatform(this.flags.platform);
+      this.flags.platform === undefined ? undefined : parsePlatform(this.flags.platform);
     const status = startStatus(`importing ${ref}`, { enabled: this.showsProgress() });
-    // Ctrl-C or SIGTERM stops the import, which then removes what it made.
-    const interrupted = new AbortController();
-    const onSignal = (): void => interrupted.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
     let result: ImportOciResult;
     try {
-      result = await this.withDataDir((dataDir) =>
-        dataDir.importOci(ref, name, {
-          platform,
-          insecure: this.flags.insecure,
-          signal: interrupted.signal,
-          ...(this.flags['dedup-from'] === undefined
-            ? {}
-            : { dedupFrom: this.flags['dedup-from'] }),
-          ...(this.flags.size === undefined ? {} : { sizeBytes: this.flags.size }),
-          onProgress: (progress) =>
-            status.update(
-              progress.phase === 'layers'
-                ? `layers ${progress.layersDone}/${progress.layers}, ` +
-                    `${formatBytes(progress.bytes)}, ${progress.files} files`
-                : progress.phase === 'filesystem'
-                  ? `building the filesystem (${progress.files} files)`
-                  : 'writing and uploading the volume',
-            ),
-        }),
+      result = await withInterrupt(`import of ${ref} into ${name}`, (signal) =>
+        this.withDataDir((dataDir) =>
+          dataDir.importOci(ref, name, {
+            ...(platform === undefined ? {} : { platform }),
+            insecure: this.flags.insecure,
+            signal,
+            ...(this.flags['dedup-from'] === undefined
+              ? {}
+              : { dedupFrom: this.flags['dedup-from'] }),
+            ...(this.flags.size === undefined ? {} : { sizeBytes: this.flags.size }),
+            onProgress: (progress) =>
+              status.update(
+                progress.phase === 'layers'
+                  ? `layers ${progress.layersDone}/${progress.layers}, ` +
+                      `${formatBytes(progress.bytes)}, ${progress.files} files`
+                  : progress.phase === 'filesystem'
+                    ? `building the filesystem (${progress.files} files)`
+                    : 'writing and uploading the volume',
+              ),
+          }),
+        ),
       );
     } finally {
       status.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
     }
     this.log(
       `imported ${ref} (${result.platform}, ${result.digest.slice(0, 19)}) into read-only volume ` +

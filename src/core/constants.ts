@@ -11,18 +11,41 @@ export const blockShift = 12;
 
 /** Largest volume accepted (256 TiB): LBAs and byte offsets stay far below 2^53. */
 export const volumeBytesMax = 2 ** 48;
+/** Largest LBA end (exclusive) of any volume: 2^36 blocks. */
+export const volumeBlocksMax = volumeBytesMax / blockBytes;
 
 /** A guest write larger than this is split into several extents (1 MiB). */
 export const extentBlocksMax = 256;
 export const extentBytesMax = extentBlocksMax * blockBytes;
 
-/** WAL file header and per-record header sizes (see docs/formats.md). */
-export const walFileHeaderBytes = 64;
+/** WAL file header (version 2, with its two durable slots) and per-record header sizes (see docs/formats.md). */
+export const walFileHeaderBytes = 128;
+export const walDurableSlotBytes = 32;
 export const walRecordHeaderBytes = 96;
+/** The version 1 header earlier builds wrote (no durable slots); still read. */
+export const walFileHeaderBytesV1 = 64;
+/** lengthBlocks is a u32 field, so one ZERO record covers at most this many blocks. */
+export const walZeroBlocksMax = 0xffff_ffff;
 /** Records start on this alignment, which recovery uses to scan for later records. */
 export const walRecordAlignBytes = 32;
 /** A WAL is sealed and handed to promotion once it grows past this size. */
 export const walBytesMax = 32 * 1024 * 1024;
+/**
+ * One guest mutation carries at most this much (NBD's advertised maximum
+ * payload); logs rotate only between mutations, so one never splits.
+ */
+export const mutationBytesMax = 32 * 1024 * 1024;
+/**
+ * The longest a log file can be: a full log, or one mutation alone in a
+ * fresh log (records of at most one extent each). Recovery refuses a longer
+ * file before reading it.
+ */
+export const walFileBytesMax =
+  walFileHeaderBytes +
+  Math.max(
+    walBytesMax,
+    mutationBytesMax + (mutationBytesMax / extentBytesMax + 2) * walRecordHeaderBytes,
+  );
 /** WAL records up to this size may be group-appended (deferred within one event-loop turn). */
 export const walDeferredRecordBytesMax = 64 * 1024 + 96;
 /** Group-appended records are copied into staging buffers of this size (reused once written). */
@@ -33,6 +56,12 @@ export const walBacklogCountMax = 4;
 export const promotionReadBytes = 1024 * 1024;
 /** Sealed WALs of one volume promoted at the same time. */
 export const promotionConcurrencyMax = 2;
+
+/** The inventory's fixed header; logs and pending promotions it lists, each at most. */
+export const inventoryHeaderBytes = 80;
+export const inventoryIdsMax = 65536;
+/** The longest inventory: three full lists of 16-byte ids. */
+export const inventoryBytesMax = inventoryHeaderBytes + 3 * 16 * inventoryIdsMax;
 
 /** Segment header and index entry sizes (see docs/formats.md). */
 export const segmentHeaderBytes = 128;
@@ -46,6 +75,13 @@ export const segmentClaimsMax = 1 << 20;
 export const segmentInputsMax = 4096;
 export const segmentBlockCrcsMax = 1 << 20;
 export const segmentBodyBytesMax = 1024 * 1024 * 1024;
+/** The largest index (header and tables) those bounds allow; an `.idx` file is never longer. */
+export const segmentIndexBytesMax =
+  segmentHeaderBytes +
+  segmentExtentsMax * segmentExtentEntryBytes +
+  segmentClaimsMax * segmentClaimEntryBytes +
+  segmentInputsMax * segmentInputEntryBytes +
+  segmentBlockCrcsMax * segmentBlockCrcBytes;
 
 /** LZ4 output is kept only when it is at least this many times smaller. */
 export const compressionRatioMin = 1.5;

@@ -3,7 +3,10 @@
  * the CLI maps it to an exit status, the NBD server to an errno.
  */
 
-/** code → [exit status, errno reported to NBD clients]. */
+/**
+ * code → [exit status, errno reported to NBD clients]. ELIDE_INTERRUPTED's status is SIGINT's
+ * (128 + 2); the CLI reports 128 + the number of the signal it actually received.
+ */
 export const errorCodes = {
   ELIDE_INVALID_ARGUMENT: [2, 'EINVAL'],
   ELIDE_VOLUME_NOT_FOUND: [3, 'EINVAL'],
@@ -26,6 +29,7 @@ export const errorCodes = {
   ELIDE_IN_USE: [15, 'EIO'],
   ELIDE_IMAGE_INVALID: [16, 'EINVAL'],
   ELIDE_IMAGE_NOT_FOUND: [17, 'EINVAL'],
+  ELIDE_INTERRUPTED: [130, 'EIO'],
   ELIDE_IO: [1, 'EIO'],
 } as const;
 

@@ -7,8 +7,9 @@ export { parseSize, parseDuration, formatBytes, roundUp } from './units.js';
 export type { Logger } from './log.js';
 export { nullLogger } from './log.js';
 export { DataDir } from './volume/data-dir.js';
+export { belowReserveWarning } from './volume/free-space.js';
 export type { DataDirOptions, EvictResult, SyncResult } from './volume/data-dir.js';
-export type { GcOptions, GcVolumeResult } from './gc/collector.js';
+export type { GcOptions, GcRunResult, GcVolumeResult } from './gc/collector.js';
 export type { SnapshotInfo } from './snapshot/snapshots.js';
 export type { SnapshotManifest } from './upload/records.js';
 export { gcMinLiveDefault, gcRetentionMsDefault } from './constants.js';
@@ -19,7 +20,14 @@ export type {
   VolumeStats,
   WriteOptions,
 } from './volume/volume.js';
-export type { VolumeSummary, VolumeInfo, ProgressCallback, RawCopyResult } from './volume/types.js';
+export type {
+  DamagedVolume,
+  VolumeListing,
+  VolumeSummary,
+  VolumeInfo,
+  ProgressCallback,
+  RawCopyResult,
+} from './volume/types.js';
 
 const packageJson = createRequire(import.meta.url)('../../package.json') as { version: string };
 export const elideVersion: string = packageJson.version;

@@ -32,6 +32,10 @@ export class FaultyStore implements ObjectStore {
   readonly getRanges: Array<ByteRange | undefined> = [];
   /** putFile reads the file and puts a copy (a same-disk file store would hard-link it). */
   copyFiles = false;
+  /** While true, the store cannot be reached: every request fails. */
+  down = false;
+  /** Keys written (put, putFile, conditional puts), in order. */
+  readonly putKeys: string[] = [];
 
   constructor(private readonly inner: ObjectStore) {}
 
@@ -59,6 +63,7 @@ export class FaultyStore implements ObjectStore {
   }
 
   get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
+    if (this.down) return Promise.reject(unavailable('get', key));
     if (this.hangGets) return new Promise(() => {});
     if (this.failGets > 0) {
       this.failGets--;
@@ -80,6 +85,7 @@ export class FaultyStore implements ObjectStore {
   }
 
   head(key: string): Promise<ObjectInfo | undefined> {
+    if (this.down) return Promise.reject(unavailable('head', key));
     return this.inner.head(key);
   }
 
@@ -100,11 +106,14 @@ export class FaultyStore implements ObjectStore {
   }
 
   private maybeFailPut(key: string, pass: () => Promise<ObjectInfo>): Promise<ObjectInfo> {
-    if (this.refuseKeys?.test(key) === true) return Promise.reject(unavailable('put', key));
+    if (this.down || this.refuseKeys?.test(key) === true) {
+      return Promise.reject(unavailable('put', key));
+    }
     if (this.failPuts > 0) {
       this.failPuts--;
       return Promise.reject(unavailable('put', key));
     }
+    this.putKeys.push(key);
     return pass();
   }
 }

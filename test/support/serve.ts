@@ -94,7 +94,7 @@ export function run(
   return new Promise<RunResult>((resolve, reject) => {
     const child = spawn(program, args, {
       env: childEnv(options.env),
-      cwd: options.cwd ?? repoRoot,
+      cwd: options.cwd ?? tmpdir(),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];
@@ -166,7 +166,7 @@ export async function spawnBackground(
 ): Promise<Background> {
   const child = spawn(program, args, {
     env: childEnv(options.env),
-    cwd: options.cwd ?? repoRoot,
+    cwd: options.cwd ?? tmpdir(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -332,7 +332,7 @@ export async function startServe(
   ];
   const child = spawn(process.execPath, args, {
     env: childEnv({ ELIDE_DATA_DIR: options.dataDir, ...options.env }),
-    cwd: repoRoot,
+    cwd: tmpdir(),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

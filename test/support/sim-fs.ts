@@ -529,3 +529,13 @@ function splitPath(path: string, syscall: string): string[] {
 function checkOffset(value: number, syscall: string): void {
   if (!Number.isSafeInteger(value) || value < 0) throw fsError('EINVAL', syscall);
 }
+
+/** Damages one byte of a file in place (no sync): a bit flip behind elide's back. */
+export function flipByte(sim: SimFs, file: string, offset: number): void {
+  const fd = sim.open(file, 'readwrite');
+  const byte = Buffer.alloc(1);
+  sim.read(fd, byte, 0, 1, offset);
+  byte[0] = (byte[0] ?? 0) ^ 0x40;
+  sim.write(fd, byte, offset);
+  sim.close(fd);
+}

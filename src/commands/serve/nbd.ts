@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
-import { ElideCommand, stderrLogger } from '../../cli/base-command.js';
+import { exitStatusFor } from '../../cli/interrupt.js';
+import { ElideCommand } from '../../cli/base-command.js';
 import { SIZE_FORMS, sizeFlag } from '../../cli/flags.js';
 import { ElideError, nbdDefaultHost, nbdDefaultPort, serveVolumes } from '../../core/index.js';
 import type { DataDirOptions } from '../../core/index.js';
@@ -11,7 +12,8 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
     'Each volume is an export named after it. Runs in the foreground and logs to stderr; once ' +
     'it accepts connections it prints one line containing nbd://HOST:PORT/NAME for every ' +
     'export. SIGINT or SIGTERM stops accepting, lets requests in flight finish, flushes and ' +
-    'exits 0; a second signal exits at once (the write-ahead log recovers on the next start). ' +
+    'exits 0; a second signal exits at once, with 130 (SIGINT) or 143 (SIGTERM) (the ' +
+    'write-ahead log recovers on the next start). ' +
     'Volumes are exported with multi-connection support: a flush on one connection covers ' +
     'writes completed on all. While serving, `elide volume sync`, `volume evict`, ' +
     '`snapshot create`, `snapshot delete` and `gc` for a served volume are carried out by this ' +
@@ -76,12 +78,13 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
 
   async run(): Promise<void> {
     const names = this.args.name;
-    const log = stderrLogger(this.flags['log-level']);
+    const log = this.logger();
     const listen =
       this.flags.listen !== undefined || this.flags.socket === undefined
         ? parseListen(this.flags.listen ?? `${nbdDefaultHost}:${nbdDefaultPort}`)
         : undefined;
     await this.withDataDir(async (dataDir) => {
+      this.warnIfBelowReserve(dataDir);
       const service = await serveVolumes(dataDir, {
         names,
         ...(listen === undefined ? {} : { listen }),
@@ -91,13 +94,13 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
       });
       process.stderr.write(`elide: serving ${service.uris.join(' ')}\n`);
       await new Promise<void>((resolve, reject) => {
-        let stopping = false;
-        const onSignal = (signal: NodeJS.Signals): void => {
-          if (stopping) {
+        let stopping: 'SIGINT' | 'SIGTERM' | undefined;
+        const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
+          if (stopping !== undefined) {
             process.stderr.write(`elide: ${signal} again: exiting without waiting\n`);
-            process.exit(1);
+            process.exit(exitStatusFor(stopping));
           }
-          stopping = true;
+          stopping = signal;
           log.info(`${signal}: finishing requests in flight and flushing`);
           service.stop().then(resolve, reject);
         };

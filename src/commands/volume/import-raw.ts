@@ -1,5 +1,6 @@
 import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
+import { INTERRUPT_HELP, withInterrupt } from '../../cli/interrupt.js';
 import { formatBytes, formatBytesExact } from '../../cli/render.js';
 import type { RawCopyResult } from '../../core/index.js';
 
@@ -9,8 +10,8 @@ export default class VolumeImportRaw extends ElideCommand<typeof VolumeImportRaw
   static override description =
     'Creates NAME with the size of FILE rounded up to a multiple of 4096 bytes (the tail is ' +
     'zero-filled) and copies FILE into it. All-zero blocks are skipped and take no space. ' +
-    'Shows progress on stderr when it is a terminal. If the import fails or is interrupted ' +
-    '(SIGINT, SIGTERM), the half-made volume is removed.';
+    'Shows progress on stderr when it is a terminal. If the import fails, the half-made ' +
+    `volume is removed. ${INTERRUPT_HELP}`;
 
   static override examples = [
     { description: 'Import a disk image.', command: 'elide volume import-raw disk.img web-1' },
@@ -31,18 +32,13 @@ export default class VolumeImportRaw extends ElideCommand<typeof VolumeImportRaw
 
   async run(): Promise<RawCopyResult> {
     const { file, name } = this.args;
-    const interrupted = new AbortController();
-    const onSignal = (): void => interrupted.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    const result = await this.withDataDir((dataDir) =>
-      this.withProgress(`importing ${name}`, (onProgress) =>
-        dataDir.importRaw(file, name, onProgress, interrupted.signal),
+    const result = await withInterrupt(`import of ${file} into ${name}`, (signal) =>
+      this.withDataDir((dataDir) =>
+        this.withProgress(`importing ${name}`, (onProgress) =>
+          dataDir.importRaw(file, name, onProgress, signal),
+        ),
       ),
-    ).finally(() => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    });
+    );
     this.log(
       `imported ${file} into ${result.name}: ${formatBytesExact(result.size)}, ` +
         `${formatBytes(result.dataBytes)} of data, ${(result.durationMs / 1000).toFixed(1)} s`,

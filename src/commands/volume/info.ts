@@ -11,7 +11,10 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
     'deduplication and compression. Upload pending counts bytes in logs and segments not yet ' +
     'in the object store; cache counts segment bodies held locally as copies of the store. ' +
     'A fork shows the snapshot it was made from (NAME@SNAPSHOT); data it shares with it is ' +
-    'not counted in its stored bytes. ' +
+    'not counted in its stored bytes. Info changes nothing on disk: damage it finds that the ' +
+    'store cannot make good (a log or pending segment missing or damaged, or the store ' +
+    'unreachable when an index file is missing) is listed under problems (an array in --json, ' +
+    'empty for a healthy volume); see `elide volume repair`. ' +
     'With --json all byte counts are plain numbers.';
 
   static override examples = [
@@ -52,6 +55,7 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
         ['upload pending', formatBytesExact(info.uploadPendingBytes)],
         ['cache', formatBytesExact(info.cacheBytes)],
         ['in use by', info.inUseByPid === null ? '-' : `pid ${info.inUseByPid}`],
+        ['problems', info.problems.length === 0 ? '-' : info.problems.join('\n')],
       ]),
     );
     return info;

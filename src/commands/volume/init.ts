@@ -57,9 +57,12 @@ export default class VolumeInit extends ElideCommand<typeof VolumeInit> {
     if (from === undefined && size === undefined) {
       throw new UsageError("missing required flag --size (see 'elide volume init --help')");
     }
-    const volume = await this.withDataDir((dataDir) =>
-      from === undefined ? dataDir.initVolume(name, size!) : dataDir.forkVolume(name, from, size),
-    );
+    const volume = await this.withDataDir((dataDir) => {
+      this.warnIfBelowReserve(dataDir);
+      return from === undefined
+        ? dataDir.initVolume(name, size!)
+        : dataDir.forkVolume(name, from, size);
+    });
     this.log(
       `created volume ${volume.name}: ${formatBytesExact(volume.size)}, id ${volume.id}` +
         (from === undefined ? '' : `, forked from ${from}`),

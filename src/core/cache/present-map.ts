@@ -5,6 +5,7 @@
  */
 import { crc32 } from 'node:zlib';
 import { segmentExtentsMax } from '../constants.js';
+import { ElideError } from '../errors.js';
 import { readUlid, writeUlid, type Ulid } from '../ids/ulid.js';
 
 export const presentMapMagic = 'ELIDPRS\x01';
@@ -23,13 +24,24 @@ export function encodePresentMap(segmentId: Ulid, bits: Uint8Array, extentCount:
 /**
  * The bitmap, or null when `bytes` is not a valid map for this segment (any
  * damage means "fetch again", never an error: the map only caches facts the
- * store can restore).
+ * store can restore). A map of a newer format fails with
+ * ELIDE_FORMAT_UNSUPPORTED: this build leaves alone what it cannot read.
  */
 export function decodePresentMap(
   bytes: Buffer,
   segmentId: Ulid,
   extentCount: number,
+  source = 'presence map',
 ): Uint8Array | null {
+  if (bytes.length >= 8 && bytes.toString('latin1', 0, 7) === presentMapMagic.slice(0, 7)) {
+    if (bytes[7] !== presentMapMagic.charCodeAt(7)) {
+      throw new ElideError(
+        'ELIDE_FORMAT_UNSUPPORTED',
+        `${source}: presence map format version ${bytes[7]} is not one this elide reads`,
+        { file: source },
+      );
+    }
+  }
   if (extentCount > segmentExtentsMax) return null;
   if (bytes.length !== presentMapHeaderBytes + bitmapBytes(extentCount)) return null;
   if (bytes.toString('latin1', 0, 8) !== presentMapMagic) return null;

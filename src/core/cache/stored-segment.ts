@@ -6,6 +6,7 @@
  */
 import path from 'node:path';
 import { assert } from '../assert.js';
+import { segmentIndexBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { writeFileAtomic } from '../fs/atomic.js';
 import type { Fs } from '../fs/types.js';
@@ -85,14 +86,22 @@ export class StoredSegment implements SegmentReader {
    */
   static open(fs: Fs, dirs: CacheDirs, id: Ulid, volumeId: Ulid): StoredSegment {
     const indexPath = path.join(dirs.indexDir, id + indexSuffix);
-    const index = decodeSegmentIndex(fs.readFile(indexPath), indexPath);
-    checkSegmentIdentity(index, indexPath, id, volumeId);
+    const index = readIndexFile(fs, indexPath, id, volumeId);
+    return StoredSegment.withIndex(fs, dirs, index);
+  }
+
+  /**
+   * A stored segment whose index came from elsewhere (fetched from the store
+   * when `index/` lacked it): its cache files are used if they are there.
+   */
+  static withIndex(fs: Fs, dirs: CacheDirs, index: SegmentIndex): StoredSegment {
+    const id = index.header.segmentId;
     const cachePath = path.join(dirs.cacheDir, id + segmentSuffix);
     let bits: Uint8Array | null = null;
     if (fs.stat(cachePath) !== undefined) {
       const mapPath = path.join(dirs.cacheDir, id + presentSuffix);
       const map = fs.stat(mapPath) === undefined ? null : fs.readFile(mapPath);
-      bits = map === null ? null : decodePresentMap(map, id, index.extents.length);
+      bits = map === null ? null : decodePresentMap(map, id, index.extents.length, mapPath);
     }
     const segment = new StoredSegment(dirs, index, bits);
     if (fs.stat(cachePath) !== undefined) segment.fd = fs.open(cachePath, 'readwrite');
@@ -279,6 +288,24 @@ export class StoredSegment implements SegmentReader {
     assert(this.fd !== null && this.isPresent(extent), 'read only present extents');
     return this.fd;
   }
+}
+
+/**
+ * Decodes `index/<id>.idx`, checking its size against the largest index the
+ * limits allow before reading it whole. Damage is ELIDE_SEGMENT_CORRUPT.
+ */
+export function readIndexFile(fs: Fs, file: string, id: Ulid, volumeId: Ulid): SegmentIndex {
+  const size = fs.stat(file)?.sizeBytes ?? 0;
+  if (size > segmentIndexBytesMax) {
+    throw new ElideError(
+      'ELIDE_SEGMENT_CORRUPT',
+      `${file}: ${size} bytes is more than any segment index (${segmentIndexBytesMax})`,
+      { file },
+    );
+  }
+  const index = decodeSegmentIndex(fs.readFile(file), file);
+  checkSegmentIdentity(index, file, id, volumeId);
+  return index;
 }
 
 function unlinkIfPresent(fs: Fs, file: string): void {

@@ -19,14 +19,7 @@ export async function writeFileAtomic(
 ): Promise<boolean> {
   const tmp = path.join(dir, name + '.tmp');
   if (fs.stat(tmp) !== undefined) fs.unlink(tmp);
-  const fd = fs.open(tmp, 'create');
-  try {
-    let written = 0;
-    while (written < bytes.length) written += fs.write(fd, bytes.subarray(written), written);
-    await fs.fdatasync(fd);
-  } finally {
-    fs.close(fd);
-  }
+  await writeNewFileDurably(fs, tmp, bytes);
   if (!stillWanted()) {
     fs.unlink(tmp);
     return false;
@@ -34,4 +27,19 @@ export async function writeFileAtomic(
   fs.rename(tmp, path.join(dir, name));
   await fs.fsyncDir(dir);
   return true;
+}
+
+/**
+ * Creates `file` with `bytes` and fdatasyncs it (its directory entry becomes
+ * durable with the caller's fsync of the directory). Fails if it exists.
+ */
+export async function writeNewFileDurably(fs: Fs, file: string, bytes: Uint8Array): Promise<void> {
+  const fd = fs.open(file, 'create');
+  try {
+    let written = 0;
+    while (written < bytes.length) written += fs.write(fd, bytes.subarray(written), written);
+    await fs.fdatasync(fd);
+  } finally {
+    fs.close(fd);
+  }
 }

@@ -4,6 +4,7 @@
  */
 // The default import is the mutable CommonJS object, so tests can spy on its methods.
 import fs from 'node:fs';
+import nodePath from 'node:path';
 import type { Fs, FsSpace, FsStats, OpenMode } from './types.js';
 
 const openFlags: Record<OpenMode, number | string> = {
@@ -22,6 +23,25 @@ function systemError(code: string, syscall: string, message: string): NodeJS.Err
 
 function isCode(error: unknown, code: string): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}
+
+/**
+ * `mkdir -p` one directory at a time. Node's recursive mkdir reports ENOENT
+ * for a directory it cannot create on a read-only filesystem; a plain mkdir
+ * reports the real cause (EROFS, EACCES), so callers retry with this.
+ */
+export function mkdirStepwise(path: string): void {
+  const missing: string[] = [];
+  for (let at = nodePath.resolve(path); !fs.existsSync(at); at = nodePath.dirname(at)) {
+    missing.unshift(at);
+  }
+  for (const dir of missing) {
+    try {
+      fs.mkdirSync(dir);
+    } catch (error) {
+      if (!isCode(error, 'EEXIST')) throw error;
+    }
+  }
 }
 
 export class NodeFs implements Fs {
@@ -113,7 +133,12 @@ export class NodeFs implements Fs {
   }
 
   mkdirp(path: string): void {
-    fs.mkdirSync(path, { recursive: true });
+    try {
+      fs.mkdirSync(path, { recursive: true });
+    } catch (error) {
+      if (!isCode(error, 'ENOENT')) throw error;
+      mkdirStepwise(path);
+    }
   }
 
   readdir(path: string): string[] {

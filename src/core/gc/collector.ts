@@ -55,6 +55,45 @@ export interface GcVolumeResult {
   durationMs: number;
 }
 
+/** What one `elide gc` run reports: totals over the volumes, then each volume's result. */
+export interface GcRunResult {
+  volumes: number;
+  segmentsRewritten: number;
+  segmentsWritten: number;
+  bytesRewritten: number;
+  bytesReclaimed: number;
+  objectsDeleted: number;
+  bytesDeleted: number;
+  passesRefused: number;
+  dryRun: boolean;
+  results: Array<GcVolumeResult & { viaServer: boolean }>;
+  /** Volumes of `--all` left alone because they are damaged, and why. */
+  skipped: Array<{ name: string; reason: string }>;
+}
+
+/** The totals of `results`, as `elide gc --json` prints them. */
+export function summarizeGc(
+  results: GcRunResult['results'],
+  skipped: GcRunResult['skipped'],
+  dryRun: boolean,
+): GcRunResult {
+  const sum = (field: Exclude<keyof GcVolumeResult, 'name'>): number =>
+    results.reduce((total, result) => total + result[field], 0);
+  return {
+    volumes: results.length,
+    segmentsRewritten: sum('segmentsRewritten'),
+    segmentsWritten: sum('segmentsWritten'),
+    bytesRewritten: sum('bytesRewritten'),
+    bytesReclaimed: sum('bytesReclaimed'),
+    objectsDeleted: sum('objectsDeleted'),
+    bytesDeleted: sum('bytesDeleted'),
+    passesRefused: sum('passesRefused'),
+    dryRun,
+    results,
+    skipped,
+  };
+}
+
 export async function collectVolume(
   volume: Volume,
   fs: Fs,

@@ -68,6 +68,11 @@ export interface ConnectionHost {
   readonly shuttingDown: boolean;
   /** Large read-reply and write-payload buffers, shared by the server's connections. */
   readonly buffers: BufferPool;
+  /**
+   * A write refused because the data directory is below its free-space reserve. The client
+   * gets ENOSPC; the operator must hear of it too (df still shows space), but not every time.
+   */
+  refusedForSpace(exportName: string, message: string): void;
 }
 
 export class NbdConnection {
@@ -487,6 +492,9 @@ export class NbdConnection {
     if (problem !== null) return this.replyError(request, problem[0], problem[1]);
     if (this.host.shuttingDown)
       return this.replyError(request, 'ESHUTDOWN', 'server is shutting down');
+    // The protocol leaves zero-length requests to the server (it must not disconnect): they
+    // do nothing and succeed. FLUSH always has length 0 and is carried out.
+    if (request.length === 0 && request.type !== command.flush) return this.replyEmpty(request);
     const backend = found.backend;
     const fua = (request.flags & commandFlags.fua) !== 0;
     try {
@@ -538,6 +546,10 @@ export class NbdConnection {
     }
     if (type === command.blockStatus && (!this.structuredReplies || !this.metaContextSelected)) {
       return ['EINVAL', 'block status needs structured replies and base:allocation'];
+    }
+    // A status reply needs at least one descriptor, and a descriptor at least one byte.
+    if (type === command.blockStatus && length === 0) {
+      return ['EINVAL', 'block status of zero bytes'];
     }
     return null;
   }
@@ -632,6 +644,22 @@ export class NbdConnection {
     );
   }
 
+  /**
+   * Success without data. A structured read must not get a simple reply, nor an OFFSET_DATA
+   * chunk without data (it must describe at least one byte): its reply is one NONE chunk.
+   */
+  private replyEmpty(request: RequestHeader): void {
+    if (request.type !== command.read || !this.structuredReplies) return this.replyOk(request);
+    const reply = Buffer.allocUnsafe(structuredReplyHeaderBytes);
+    writeStructuredHeader(reply, 0, {
+      flags: replyFlags.done,
+      type: replyType.none,
+      cookie: request.cookie,
+      length: 0,
+    });
+    this.send(reply);
+  }
+
   private replyOk(request: RequestHeader): void {
     const reply = Buffer.allocUnsafe(simpleReplyHeaderBytes);
     writeSimpleReply(reply, 0, request.cookie, 0);
@@ -642,6 +670,9 @@ export class NbdConnection {
     const errno: NbdErrno = isElideError(error) ? error.errno : 'EIO';
     const message = error instanceof Error ? error.message : String(error);
     if (errno === 'EIO') this.host.log.warn(`nbd ${this.exported?.name ?? ''}: ${message}`);
+    if (isElideError(error, 'ELIDE_NO_SPACE')) {
+      this.host.refusedForSpace(this.exported?.name ?? '', message);
+    }
     this.replyError(request, errno, message);
   }
 

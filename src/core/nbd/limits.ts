@@ -19,6 +19,8 @@ export const nbdOutboxBytesMax = 1024 * 1024;
 export const nbdPooledBufferMinBytes = 128 * 1024;
 /** Idle pooled buffers kept per server. */
 export const nbdBufferPoolIdleBytesMax = 64 * 1024 * 1024;
+/** Writes refused for want of space are logged at most once per export per this interval. */
+export const nbdNoSpaceLogIntervalMs = 10_000;
 /** At shutdown, a client gets this long to close its side before it is disconnected. */
 export const nbdCloseGraceMs = 1000;
 /** A client must finish option haggling within this time. */

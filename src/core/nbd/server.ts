@@ -10,11 +10,13 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import type { Logger } from '../log.js';
+import path from 'node:path';
+import { ThrottledLog, type Logger } from '../log.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { NbdConnection, type ConnectionHost } from './connection.js';
 import type { NbdExport } from './export.js';
 import { BufferPool } from './buffer-pool.js';
+import { nbdNoSpaceLogIntervalMs } from './limits.js';
 
 export type ListenAddress = { host: string; port: number } | { path: string };
 
@@ -25,12 +27,18 @@ export class NbdServer implements ConnectionHost {
   private nextConnectionId = 1;
   private stopping = false;
   readonly buffers = new BufferPool();
+  private readonly noSpaceLog: ThrottledLog;
 
   constructor(
     exports: NbdExport[],
     readonly log: Logger,
   ) {
     for (const entry of exports) this.exportsByName.set(entry.name, entry);
+    this.noSpaceLog = new ThrottledLog((message) => log.warn(message), nbdNoSpaceLogIntervalMs);
+  }
+
+  refusedForSpace(exportName: string, message: string): void {
+    this.noSpaceLog.note(exportName, `nbd ${exportName}: write refused: ${message}`);
   }
 
   get shuttingDown(): boolean {
@@ -60,12 +68,14 @@ export class NbdServer implements ConnectionHost {
       server.once('error', (error) => {
         const code = systemErrorCode(error);
         const where = 'path' in address ? address.path : `${address.host}:${address.port}`;
+        const reason =
+          ('path' in address ? missingSocketDir(address.path) : undefined) ?? error.message;
         reject(
           new ElideError(
             'ELIDE_INVALID_ARGUMENT',
             code === 'EADDRINUSE'
               ? `${where} is already in use`
-              : `cannot listen on ${where}: ${error.message}`,
+              : `cannot listen on ${where}: ${reason}`,
           ),
         );
       });
@@ -100,6 +110,23 @@ export class NbdServer implements ConnectionHost {
     this.log.debug(`nbd connection ${connection.id} from ${socket.remoteAddress ?? 'unix socket'}`);
     void connection.closed.then(() => this.connections.delete(connection));
   }
+}
+
+/**
+ * Why a Unix socket cannot be made at `socketPath` when its directory is
+ * the reason. Node reports a missing directory as EACCES, which sends people
+ * looking at permissions.
+ */
+function missingSocketDir(socketPath: string): string | undefined {
+  const dir = path.dirname(socketPath);
+  try {
+    if (!fs.statSync(dir).isDirectory()) return `${dir} is not a directory`;
+  } catch (error) {
+    const code = systemErrorCode(error);
+    if (code === 'ENOENT') return `directory ${dir} does not exist`;
+    if (code === 'ENOTDIR') return `${dir} is not a directory`;
+  }
+  return undefined;
 }
 
 /**

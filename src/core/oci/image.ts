@@ -34,7 +34,7 @@ import {
 import { cleanPath } from './rootfs.js';
 import { readTar } from './tar.js';
 
-export { formatPlatform } from './manifest.js';
+export { formatPlatform, hostPlatform } from './manifest.js';
 export type { Platform } from './manifest.js';
 
 export type ImageRef =
@@ -106,20 +106,6 @@ function badRef(text: string): ElideError {
   );
 }
 
-/** The platform of this host, as image indexes name it. */
-export function hostPlatform(): Platform {
-  const architectures: Record<string, string> = {
-    x64: 'amd64',
-    arm64: 'arm64',
-    arm: 'arm',
-    ia32: '386',
-    ppc64: 'ppc64le',
-    s390x: 's390x',
-    riscv64: 'riscv64',
-  };
-  return { os: 'linux', architecture: architectures[process.arch] ?? process.arch };
-}
-
 export function parsePlatform(text: string): Platform {
   const [os, architecture, variant, extra] = text.split('/');
   if (
@@ -169,7 +155,7 @@ class OciLayoutSource implements ImageSource {
     readonly description: string,
   ) {}
 
-  async resolve(platform: Platform): Promise<ResolvedImage> {
+  async resolve(platform: Platform | undefined): Promise<ResolvedImage> {
     const layout = await readJson(path.join(this.dir, 'oci-layout'), this.description).catch(() => {
       throw new ElideError(
         'ELIDE_IMAGE_NOT_FOUND',
@@ -226,7 +212,7 @@ class OciLayoutSource implements ImageSource {
       digest: descriptor.digest,
       layers,
       diffIds: diffIdsOf(configDocument, layers.length, this.description),
-      platform: platformOf(configDocument, platform),
+      platform: platformOf(configDocument, platform, this.description),
     };
   }
 
@@ -271,7 +257,7 @@ class DockerArchiveSource implements ImageSource {
     readonly description: string,
   ) {}
 
-  async resolve(platform: Platform): Promise<ResolvedImage> {
+  async resolve(platform: Platform | undefined): Promise<ResolvedImage> {
     const entries = (await readJson(
       path.join(this.dir, 'manifest.json'),
       this.description,
@@ -324,7 +310,7 @@ class DockerArchiveSource implements ImageSource {
       digest: configDigest,
       layers,
       diffIds: diffIdsOf(config, layers.length, this.description),
-      platform: platformOf(config, platform),
+      platform: platformOf(config, platform, this.description),
     };
   }
 

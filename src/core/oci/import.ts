@@ -41,7 +41,11 @@ import { RootfsBuilder, type RootfsStats } from './rootfs.js';
 import { readTar } from './tar.js';
 
 export interface ImportOciOptions {
-  platform: Platform;
+  /**
+   * The platform asked for: picks the image of a multi-platform index, and a
+   * single-platform image must match it. Absent, an index gives the host's.
+   */
+  platform?: Platform;
   /** Size of the filesystem; by default sized from the image's contents. */
   sizeBytes?: number;
   /** Plain HTTP to a registry. */
@@ -200,7 +204,12 @@ export async function importOciImage(
   } catch (error) {
     // An interruption reports as such, not as whatever step it cut short.
     if (options.signal?.aborted === true) {
-      throw new ElideError('ELIDE_IO', `import of ${reference} into ${name} was interrupted`);
+      throw new ElideError(
+        'ELIDE_INTERRUPTED',
+        `import of ${reference} into ${name} was interrupted`,
+        {},
+        { cause: error },
+      );
     }
     throw error;
   } finally {
@@ -482,6 +491,9 @@ function run(
       const hint = program === 'mke2fs' ? '; a larger --size may help' : '';
       reject(new ElideError('ELIDE_IO', `${what} failed (${program}: ${reason})${hint}`));
     });
+    // A tool that fails early closes its stdin: the EPIPE must not crash the process (its
+    // exit status and stderr, above, say what went wrong).
+    child.stdin?.on('error', () => {});
     child.stdin?.end(input ?? '');
   });
 }
@@ -505,6 +517,8 @@ async function fillVolume(
       await volume.flush();
       const label = `image ${origin.digest.slice('sha256:'.length, 'sha256:'.length + 12)}`;
       const snapshot = await createSnapshot(volume, dataDir.store, label);
+      // Last chance to honour an interruption: past the commit point the volume stays.
+      signal?.throwIfAborted();
       await dataDir.finishImport(name);
       committed = true;
       return { storedBytes: volume.stats().segmentBytes, dedupedBytes, snapshotId: snapshot.id };

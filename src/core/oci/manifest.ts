@@ -33,10 +33,25 @@ export interface ResolvedImage {
 
 export interface ImageSource {
   readonly description: string;
-  resolve(platform: Platform): Promise<ResolvedImage>;
+  /** `platform` is the one asked for (--platform), if any (see platformOf). */
+  resolve(platform: Platform | undefined): Promise<ResolvedImage>;
   /** Copies a blob to `file`, failing unless its size and digest match. */
   fetchBlob(descriptor: Descriptor, file: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The platform of this host, as image indexes name it. */
+export function hostPlatform(): Platform {
+  const architectures: Record<string, string> = {
+    x64: 'amd64',
+    arm64: 'arm64',
+    arm: 'arm',
+    ia32: '386',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    riscv64: 'riscv64',
+  };
+  return { os: 'linux', architecture: architectures[process.arch] ?? process.arch };
 }
 
 export function formatPlatform(platform: Platform): string {
@@ -59,11 +74,13 @@ export interface ManifestDocument {
   layers?: Descriptor[];
 }
 
+/** The image of an index for `wanted`, or for this host's platform when none was asked for. */
 export function choosePlatform(
   candidates: Descriptor[],
-  platform: Platform,
+  wanted: Platform | undefined,
   source: string,
 ): Descriptor {
+  const platform = wanted ?? hostPlatform();
   const matches = candidates.filter(
     (d) =>
       d.platform?.os === platform.os &&
@@ -113,10 +130,36 @@ export function diffIdsOf(config: unknown, layers: number, source: string): stri
   return diffIds as string[];
 }
 
-export function platformOf(config: unknown, wanted: Platform): Platform {
+/**
+ * The platform an image's config names. A platform asked for explicitly
+ * must match it: a single-platform image is not chosen from an index, so
+ * nothing else would notice an amd64 image imported for `--platform
+ * linux/arm64`. Variants are compared only when both name one (configs often
+ * leave the variant out). Without an explicit platform any image goes.
+ */
+export function platformOf(
+  config: unknown,
+  wanted: Platform | undefined,
+  source: string,
+): Platform {
   const { os, architecture, variant } = config as Partial<Platform>;
-  if (typeof os !== 'string' || typeof architecture !== 'string') return wanted;
-  return typeof variant === 'string' ? { os, architecture, variant } : { os, architecture };
+  if (typeof os !== 'string' || typeof architecture !== 'string') return wanted ?? hostPlatform();
+  const actual = typeof variant === 'string' ? { os, architecture, variant } : { os, architecture };
+  if (
+    wanted !== undefined &&
+    (actual.os !== wanted.os ||
+      actual.architecture !== wanted.architecture ||
+      (actual.variant !== undefined &&
+        wanted.variant !== undefined &&
+        actual.variant !== wanted.variant))
+  ) {
+    throw new ElideError(
+      'ELIDE_IMAGE_NOT_FOUND',
+      `${source} is a ${formatPlatform(actual)} image, not ${formatPlatform(wanted)} ` +
+        '(asked for with --platform)',
+    );
+  }
+  return actual;
 }
 
 export function parseJson(bytes: Buffer, source: string): unknown {

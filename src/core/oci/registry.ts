@@ -12,7 +12,7 @@ import {
   registryBlobTimeoutMs,
   registryRequestTimeoutMs,
 } from '../constants.js';
-import { ElideError, errorText } from '../errors.js';
+import { ElideError, errorText, systemErrorCode } from '../errors.js';
 import {
   checkDescriptors,
   choosePlatform,
@@ -48,7 +48,7 @@ export class RegistrySource implements ImageSource {
     this.base = `${insecure ? 'http' : 'https'}://${endpoint}/v2/${repository}`;
   }
 
-  async resolve(platform: Platform): Promise<ResolvedImage> {
+  async resolve(platform: Platform | undefined): Promise<ResolvedImage> {
     let { document, digest } = await this.manifest(this.reference);
     if (this.reference.startsWith('sha256:') && digest !== this.reference) {
       throw invalid(this.description, `the registry sent manifest ${digest}`);
@@ -84,7 +84,7 @@ export class RegistrySource implements ImageSource {
       digest,
       layers,
       diffIds: diffIdsOf(configDocument, layers.length, this.description),
-      platform: platformOf(configDocument, platform),
+      platform: platformOf(configDocument, platform, this.description),
     };
   }
 
@@ -218,11 +218,29 @@ export class RegistrySource implements ImageSource {
         redirect: 'follow',
       });
     } catch (error) {
+      const cause = (error as { cause?: unknown }).cause ?? error;
       throw new ElideError(
         'ELIDE_IO',
-        `${this.description}: ${new URL(url).host}: ${errorText((error as { cause?: unknown }).cause ?? error)}` +
-          (url.startsWith('https:') ? ' (a plain-HTTP registry needs --insecure)' : ''),
+        `${this.description}: ${connectionProblem(new URL(url), cause)}`,
+        {},
+        { cause },
       );
     }
   }
+}
+
+/**
+ * What went wrong reaching `url`. The --insecure hint only where plain HTTP
+ * could be the answer: TLS spoken to a server that does not speak it.
+ */
+function connectionProblem(url: URL, cause: unknown): string {
+  const code = systemErrorCode(cause);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    return `could not resolve host ${url.hostname} (${code})`;
+  }
+  const text = `${url.host}: ${errorText(cause)}`;
+  const notTls = code === 'EPROTO' || code?.startsWith('ERR_SSL_') === true;
+  return url.protocol === 'https:' && notTls
+    ? `${text} (the registry may speak plain HTTP: --insecure allows that)`
+    : text;
 }

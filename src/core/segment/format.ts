@@ -46,8 +46,9 @@ import {
   segmentHeaderBytes,
   segmentInputEntryBytes,
   segmentInputsMax,
-  volumeBytesMax,
+  volumeBlocksMax,
 } from '../constants.js';
+import { isZeroRange, readSafeU64 } from '../binary.js';
 import { ElideError } from '../errors.js';
 import { blake3Concat, hashBytes, hashHex, isZeroHash } from '../hash.js';
 import { isUlid, readUlid, writeUlid } from '../ids/ulid.js';
@@ -59,8 +60,6 @@ const versionOffset = 7;
 /** Bytes of the header covered by the checksum; the checksum itself follows. */
 const checksummedHeaderBytes = 96;
 
-const volumeBlocksMax = volumeBytesMax / blockBytes;
-const maxSafe = BigInt(Number.MAX_SAFE_INTEGER);
 const u32Max = 0xffff_ffff;
 
 export type ExtentCodec = 'raw' | 'lz4';
@@ -431,16 +430,6 @@ function indexChecksum(index: Buffer): Buffer {
     index.subarray(0, checksummedHeaderBytes),
     index.subarray(segmentHeaderBytes),
   ]);
-}
-
-function readSafeU64(buf: Buffer, offset: number): number | null {
-  const value = buf.readBigUInt64LE(offset);
-  return value > maxSafe ? null : Number(value);
-}
-
-function isZeroRange(buf: Buffer, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) if (buf[i] !== 0) return false;
-  return true;
 }
 
 function corrupt(source: string, problem: string): never {

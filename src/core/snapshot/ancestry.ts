@@ -2,20 +2,131 @@
  * What a fork (or a read-only snapshot view) needs locally to read through
  * its ancestors' snapshots: each snapshot's manifest and the index of every
  * segment it lists, under `ancestors/` (docs/formats.md §1). Bodies are
- * fetched on demand from the ancestors' own keys in the store.
+ * fetched on demand from the ancestors' own keys in the store. All of it is
+ * a copy of what the store holds: a file that is missing or damaged is
+ * fetched again at open.
  */
 import path from 'node:path';
-import { segmentHeaderBytes } from '../constants.js';
-import { ElideError } from '../errors.js';
+import { ElideError, isElideError, systemErrorCode } from '../errors.js';
+import { writeFileAtomic, writeNewFileDurably } from '../fs/atomic.js';
 import type { Fs } from '../fs/types.js';
-import { decodeSegmentIndex, segmentIndexBytes } from '../segment/format.js';
-import { checkSegmentIdentity } from '../segment/segment-file.js';
-import { indexSuffix } from '../cache/stored-segment.js';
+import { fetchSegmentIndex } from '../cache/index-fetch.js';
+import {
+  StoredSegment,
+  indexSuffix,
+  readIndexFile,
+  type CacheDirs,
+} from '../cache/stored-segment.js';
+import type { Ulid } from '../ids/ulid.js';
+import type { Logger } from '../log.js';
 import type { ObjectStore } from '../store/index.js';
-import { encodeRecord, segmentKey } from '../upload/records.js';
+import { decodeSnapshotManifest, encodeRecord, type SnapshotManifest } from '../upload/records.js';
 import type { AncestorRef } from '../volume/descriptor.js';
-import { ancestorDirs, ancestorManifestPath } from '../volume/recovery.js';
 import { readManifest } from './snapshots.js';
+
+/** Where a fork keeps its ancestors' snapshot manifests, segment indexes and cached bodies. */
+export function ancestorDirs(volumeDir: string): CacheDirs {
+  return {
+    indexDir: path.join(volumeDir, 'ancestors', 'index'),
+    cacheDir: path.join(volumeDir, 'ancestors', 'cache'),
+  };
+}
+
+export function ancestorManifestPath(volumeDir: string, snapshotId: Ulid): string {
+  return path.join(volumeDir, 'ancestors', snapshotId + '.json');
+}
+
+export interface OpenAncestorsInput {
+  fs: Fs;
+  store: ObjectStore;
+  volumeDir: string;
+  ancestors: readonly AncestorRef[];
+  /** Whether files fetched again are written back (false: kept in memory only). */
+  writes: boolean;
+  log: Logger;
+}
+
+/**
+ * Each ancestor snapshot's manifest and the segments it lists, from
+ * `ancestors/`; a manifest or index that is missing or damaged is fetched
+ * from the store again.
+ */
+export async function openAncestors(
+  input: OpenAncestorsInput,
+): Promise<Array<{ ref: AncestorRef; segments: StoredSegment[] }>> {
+  const { fs, volumeDir } = input;
+  const dirs = ancestorDirs(volumeDir);
+  const opened: Array<{ ref: AncestorRef; segments: StoredSegment[] }> = [];
+  try {
+    for (const ref of input.ancestors) {
+      const manifest = await ancestorManifest(input, ref);
+      const segments: StoredSegment[] = [];
+      opened.push({ ref, segments });
+      for (const id of manifest.segments)
+        segments.push(await ancestorSegment(input, dirs, ref, id));
+    }
+  } catch (error) {
+    for (const { segments } of opened) for (const segment of segments) segment.close(fs);
+    throw error;
+  }
+  return opened;
+}
+
+async function ancestorManifest(
+  input: OpenAncestorsInput,
+  ref: AncestorRef,
+): Promise<SnapshotManifest> {
+  const { fs, store, volumeDir } = input;
+  const file = ancestorManifestPath(volumeDir, ref.snapshotId);
+  let problem: string;
+  try {
+    const manifest = decodeSnapshotManifest(fs.readFile(file), file);
+    if (manifest.volumeId === ref.volumeId && manifest.seq === ref.seq) return manifest;
+    problem = `${file} is not the snapshot the volume names`;
+  } catch (error) {
+    if (systemErrorCode(error) !== 'ENOENT' && !isElideError(error, 'ELIDE_VOLUME_CORRUPT')) {
+      throw error;
+    }
+    problem = systemErrorCode(error) === 'ENOENT' ? `${file} is missing` : `${file} is damaged`;
+  }
+  const manifest = await readManifest(store, ref.volumeId, ref.snapshotId);
+  if (manifest === undefined || manifest.seq !== ref.seq) {
+    throw new ElideError(
+      'ELIDE_SNAPSHOT_NOT_FOUND',
+      `${problem}, and snapshot ${ref.snapshotId} of volume ${ref.name} is not in ${store.url}`,
+      { file },
+    );
+  }
+  if (input.writes) {
+    await writeFileAtomic(fs, path.dirname(file), path.basename(file), encodeRecord(manifest));
+    input.log.warn(`${problem}: fetched it again from ${store.url}`);
+  }
+  return manifest;
+}
+
+async function ancestorSegment(
+  input: OpenAncestorsInput,
+  dirs: CacheDirs,
+  ref: AncestorRef,
+  id: Ulid,
+): Promise<StoredSegment> {
+  const { fs, store } = input;
+  const file = path.join(dirs.indexDir, id + indexSuffix);
+  try {
+    return StoredSegment.withIndex(fs, dirs, readIndexFile(fs, file, id, ref.volumeId));
+  } catch (error) {
+    if (systemErrorCode(error) !== 'ENOENT' && !isElideError(error, 'ELIDE_SEGMENT_CORRUPT')) {
+      throw error;
+    }
+  }
+  const { bytes, index } = await fetchSegmentIndex(store, ref.volumeId, id);
+  if (input.writes) {
+    fs.mkdirp(dirs.indexDir);
+    await writeFileAtomic(fs, dirs.indexDir, id + indexSuffix, bytes);
+    input.log.warn(`${file} was missing or damaged: fetched it again from ${store.url}`);
+  }
+  return StoredSegment.withIndex(fs, dirs, index);
+}
 
 /** Index fetches in flight at once while materialising ancestors. */
 const indexFetchConcurrency = 8;
@@ -44,15 +155,15 @@ export async function materializeAncestors(
         `snapshot ${ancestor.snapshotId} of volume ${ancestor.name} is not in ${store.url}`,
       );
     }
-    await writeDurably(fs, ancestorManifestPath(volumeDir, manifest.id), encodeRecord(manifest));
+    await writeNewFileDurably(
+      fs,
+      ancestorManifestPath(volumeDir, manifest.id),
+      encodeRecord(manifest),
+    );
     for (const id of manifest.segments) {
       jobs.push(async () => {
-        const key = segmentKey(ancestor.volumeId, id);
-        const header = await store.get(key, { offset: 0, length: segmentHeaderBytes });
-        const length = segmentIndexBytes(header, key);
-        const bytes = await store.get(key, { offset: 0, length });
-        checkSegmentIdentity(decodeSegmentIndex(bytes, key), key, id, ancestor.volumeId);
-        await writeDurably(fs, path.join(dirs.indexDir, id + indexSuffix), bytes);
+        const { bytes } = await fetchSegmentIndex(store, ancestor.volumeId, id);
+        await writeNewFileDurably(fs, path.join(dirs.indexDir, id + indexSuffix), bytes);
       });
     }
   }
@@ -62,15 +173,5 @@ export async function materializeAncestors(
   await Promise.all(workers);
   for (const dir of [dirs.indexDir, dirs.cacheDir, path.dirname(dirs.indexDir), volumeDir]) {
     await fs.fsyncDir(dir);
-  }
-}
-
-async function writeDurably(fs: Fs, file: string, bytes: Buffer): Promise<void> {
-  const fd = fs.open(file, 'create');
-  try {
-    fs.write(fd, bytes, 0);
-    await fs.fdatasync(fd);
-  } finally {
-    fs.close(fd);
   }
 }

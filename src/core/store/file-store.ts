@@ -28,6 +28,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { assert } from '../assert.js';
 import { rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
+import { mkdirStepwise } from '../fs/node-fs.js';
 import { blake3 } from '../hash.js';
 import { isUlid, UlidMint } from '../ids/ulid.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
@@ -103,8 +104,13 @@ export class FileStore implements ObjectStore {
     assert(Number.isFinite(lockWaitMs) && lockWaitMs >= 0, 'lockWaitMs is non-negative');
     const absolute = path.resolve(root);
     const store = await storeIo('open', absolute, undefined, async () => {
-      await fsp.mkdir(path.join(absolute, 'objects'), { recursive: true });
-      await fsp.mkdir(path.join(absolute, 'tmp'), { recursive: true });
+      for (const dir of ['objects', 'tmp']) {
+        await fsp.mkdir(path.join(absolute, dir), { recursive: true }).catch((error: unknown) => {
+          // Node says ENOENT where it cannot create a directory; find out why.
+          if (systemErrorCode(error) !== 'ENOENT') throw error;
+          mkdirStepwise(path.join(absolute, dir));
+        });
+      }
       return new FileStore(await fsp.realpath(absolute), lockWaitMs);
     });
     await store.sweepTmp(tmpMaxAgeMs);
@@ -681,9 +687,13 @@ function storeError(op: string, url: string, key: string | undefined, error: unk
   if (error instanceof ElideError || !(error instanceof Error)) return error;
   if (systemErrorCode(error) === undefined) return error; // a bug, not an I/O failure
   const what = key === undefined ? url : `${key} in ${url}`;
+  const reason =
+    systemErrorCode(error) === 'EROFS'
+      ? "the store's directory is on a read-only filesystem"
+      : error.message;
   return new ElideError(
     'ELIDE_STORE_UNAVAILABLE',
-    `object store ${op} of ${what} failed: ${error.message}`,
+    `object store ${op} of ${what} failed: ${reason}`,
     { key: key ?? null, errno: systemErrorCode(error) ?? null },
     { cause: error },
   );

@@ -51,6 +51,27 @@ export function isGcOutput(header: SegmentHeader): boolean {
   return header.sourceWalId === null;
 }
 
+/**
+ * The head `heads/<epoch>` of a volume in the store and its version, or
+ * undefined when there is none yet. A head naming another volume or epoch
+ * is ELIDE_VOLUME_CORRUPT.
+ */
+export async function readHead(
+  store: ObjectStore,
+  volumeId: Ulid,
+  epoch: number,
+): Promise<{ head: Head; version: string } | undefined> {
+  const key = headKey(volumeId, epoch);
+  const info = await store.head(key);
+  if (info === undefined) return undefined;
+  const head = decodeHead(await store.get(key), key);
+  if (head.volumeId !== volumeId || head.epoch !== epoch) {
+    throw new ElideError('ELIDE_VOLUME_CORRUPT', `store object ${key} names another volume`);
+  }
+  // The version read with HEAD may predate the GET; a stale one only makes the next put fail.
+  return { head, version: info.version };
+}
+
 export interface UploadHost {
   readonly name: string;
   readonly volumeId: Ulid;
@@ -63,6 +84,11 @@ export interface UploadHost {
    * GC outputs not yet confirmed (the store still needs them), and `confirmed`.
    */
   headSegments(confirmed: readonly SegmentFile[]): Ulid[];
+  /**
+   * Segments that the segments a head lists once `confirmed` are listed
+   * replace (GC inputs): the only ones that may leave the head.
+   */
+  replacedSegments(confirmed: readonly SegmentFile[]): ReadonlySet<Ulid>;
   /** PUTs the segment's file to `key` (step 1). */
   putSegment(key: string, segment: SegmentFile): Promise<void>;
   /** Moves a confirmed segment out of `pending/` (step 3). */
@@ -175,6 +201,12 @@ export class Uploader {
         { cause: error },
       );
       this.log.error(this.fatal.message);
+      return;
+    }
+    if (isElideError(error, 'ELIDE_VOLUME_CORRUPT')) {
+      // A head this host must not write: retrying would only refuse again.
+      this.fatal = error;
+      this.log.error(`${error.message}; uploads stopped`);
       return;
     }
     if (isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) {
@@ -290,6 +322,19 @@ export class Uploader {
       const unchanged = this.headVersion !== undefined || segments.length === 0;
       if (unchanged && sameIds(head.segments, segments)) return;
       const next = new Set(segments);
+      const replaced = this.host.replacedSegments(confirmed);
+      for (const id of head.segments) {
+        if (next.has(id) || replaced.has(id)) continue;
+        // The store is the authority for what is stored: a segment leaves the
+        // head only when a segment replacing it is listed, never because
+        // this host has lost track of it.
+        throw new ElideError(
+          'ELIDE_VOLUME_CORRUPT',
+          `volume ${this.host.name}: refusing to write a head that drops segment ${id}, ` +
+            'which no segment replaces (is a local index file missing?)',
+          { segment: id },
+        );
+      }
       const now = new Date().toISOString();
       const known = new Set(head.retired.map((entry) => entry.id));
       const retired: RetiredSegment[] = [
@@ -348,9 +393,8 @@ export class Uploader {
 
   private async currentHead(): Promise<Head> {
     if (this.head !== null) return this.head;
-    const key = headKey(this.host.volumeId, this.host.epoch);
-    const info = await this.store.head(key);
-    if (info === undefined) {
+    const stored = await readHead(this.store, this.host.volumeId, this.host.epoch);
+    if (stored === undefined) {
       this.head = {
         version: 2,
         volumeId: this.host.volumeId,
@@ -363,15 +407,9 @@ export class Uploader {
       this.headVersion = undefined;
       return this.head;
     }
-    const bytes = await this.store.get(key);
-    const head = decodeHead(bytes, key);
-    if (head.volumeId !== this.host.volumeId || head.epoch !== this.host.epoch) {
-      throw new ElideError('ELIDE_VOLUME_CORRUPT', `store object ${key} names another volume`);
-    }
-    // The version read with HEAD may predate the GET; a stale one only makes the next put fail.
-    this.head = head;
-    this.headVersion = info.version;
-    return head;
+    this.head = stored.head;
+    this.headVersion = stored.version;
+    return stored.head;
   }
 
   /**

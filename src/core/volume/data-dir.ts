@@ -10,9 +10,21 @@
  * remove the tree and the volume's store objects.
  */
 import path from 'node:path';
-import { fetchTimeoutMsDefault, freeSpaceReserveBytesDefault, initialEpoch } from '../constants.js';
+import {
+  fetchTimeoutMsDefault,
+  freeSpaceReserveBytesDefault,
+  initialEpoch,
+  volumeNamePattern,
+} from '../constants.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { sendControl, type ControlRequest } from '../control/control-socket.js';
-import { collectVolume, type GcOptions, type GcVolumeResult } from '../gc/collector.js';
+import {
+  collectVolume,
+  summarizeGc,
+  type GcOptions,
+  type GcRunResult,
+  type GcVolumeResult,
+} from '../gc/collector.js';
 import { importOciImage, type ImportOciOptions, type ImportOciResult } from '../oci/import.js';
 import { materializeAncestors } from '../snapshot/ancestry.js';
 import {
@@ -55,14 +67,22 @@ import {
   type VolumeDescriptor,
   type VolumeOrigin,
 } from './descriptor.js';
-import { VolumeLock } from './lock.js';
+import { readPidFile, VolumeLock } from './lock.js';
 import {
   inlinePromotionRunner,
   realFsPromotionRunner,
   type PromotionRunner,
 } from './promotion-runner.js';
 import { exportRaw, importRaw } from './raw-copy.js';
-import type { ProgressCallback, RawCopyResult, VolumeInfo, VolumeSummary } from './types.js';
+import type {
+  ProgressCallback,
+  RawCopyResult,
+  VolumeInfo,
+  VolumeListing,
+  VolumeSummary,
+} from './types.js';
+import { fetchDescriptor } from './descriptor-store.js';
+import { encodeEmptyInventory, inventoryFileName } from './inventory.js';
 import { Volume } from './volume.js';
 
 export interface DataDirOptions {
@@ -168,9 +188,20 @@ export class DataDir {
     if (this.ownsStore) await this.store.close();
   }
 
-  async initVolume(name: string, sizeBytes: number): Promise<VolumeSummary> {
+  /**
+   * Creates an empty volume. `importing` marks it as being filled (hidden
+   * and refused until `finishImport`, swept if the filler dies): an import
+   * never leaves a volume that looks complete and is not.
+   */
+  async initVolume(
+    name: string,
+    sizeBytes: number,
+    options: { importing?: boolean } = {},
+  ): Promise<VolumeSummary> {
     validateVolumeName(name);
-    return this.createVolume(name, validateVolumeSize(sizeBytes), undefined);
+    return this.createVolume(name, validateVolumeSize(sizeBytes), undefined, {
+      importing: options.importing === true,
+    });
   }
 
   /** Marks an imported volume complete: usable from now on (COMMIT POINT of the import). */
@@ -181,21 +212,22 @@ export class DataDir {
   }
 
   /**
-   * Deletes image volumes whose import died (the marker is still there, no
-   * process holds the volume, and it is older than any import in progress
-   * could be without holding it).
+   * Deletes volumes whose import died: the marker is still there, no process
+   * holds the volume, and the importing process is gone (or, if its pid may
+   * have been reused, the volume is older than any import in progress could
+   * be without holding its lock).
    */
   private async sweepImports(): Promise<void> {
     for (const name of this.fs.readdir(this.volumesDir)) {
-      if (name.startsWith('.')) continue;
+      if (name.startsWith('.') || !volumeNamePattern.test(name)) continue;
       const dir = this.volumeDir(name);
       if (this.fs.stat(path.join(dir, importingMarker)) === undefined) continue;
       const descriptor = tryReadDescriptor(this.fs, dir);
-      if (descriptor === undefined || Date.now() - ulidTime(descriptor.id) < creatingDebrisAgeMs) {
-        continue;
-      }
+      if (descriptor === undefined) continue;
+      const old = Date.now() - ulidTime(descriptor.id) >= creatingDebrisAgeMs;
+      if (!old && processAlive(readPidFile(this.fs, path.join(dir, importingMarker)))) continue;
       if ((await VolumeLock.holder(this.fs, dir)) !== null) continue;
-      this.log.info(`removing volume ${name}: its image import did not finish`);
+      this.log.info(`removing volume ${name}: its import did not finish`);
       await this.deleteVolume(name, { force: true, importing: true });
     }
   }
@@ -209,9 +241,8 @@ export class DataDir {
   ): Promise<VolumeSummary> {
     validateVolumeName(name);
     return this.createVolume(name, validateVolumeSize(sizeBytes), undefined, {
-      readonly: true,
-      origin,
-      extentSources,
+      importing: true,
+      image: { origin, extentSources },
     });
   }
 
@@ -222,10 +253,10 @@ export class DataDir {
    * since, else a new one (through its server if it is served).
    */
   async dedupSources(names: readonly string[] | undefined): Promise<AncestorRef[]> {
-    const chosen = names ?? (await this.listVolumes()).map((volume) => volume.name);
+    const chosen = names ?? (await this.volumeNames());
     const sources: AncestorRef[] = [];
     for (const name of new Set(chosen)) {
-      const descriptor = readDescriptor(this.fs, this.existingVolumeDir(name));
+      const { descriptor } = await this.descriptorOf(name);
       let manifest: SnapshotManifest | undefined;
       if (descriptor.readonly === true) {
         const manifests = await readManifests(this.store, descriptor.id);
@@ -240,8 +271,17 @@ export class DataDir {
       // Bodies the volume itself reads from elsewhere are reused from where they are.
       sources.push(...(descriptor.ancestors ?? []), ...(descriptor.extentSources ?? []));
     }
-    const unique = new Map(sources.map((source) => [source.snapshotId, source]));
-    return [...unique.values()];
+    // One source per volume, its newest snapshot: an import keeps one record
+    // under each source volume (volumes/<id>/forks/<import id>). A fork reads
+    // through an older snapshot of a volume that may also be a source itself;
+    // that older snapshot's bodies are then mostly in the newer one, and
+    // dedup only finds fewer of them, never wrong ones.
+    const newest = new Map<Ulid, AncestorRef>();
+    for (const source of sources) {
+      const kept = newest.get(source.volumeId);
+      if (kept === undefined || source.seq > kept.seq) newest.set(source.volumeId, source);
+    }
+    return [...newest.values()];
   }
 
   /**
@@ -253,7 +293,7 @@ export class DataDir {
   async forkVolume(name: string, source: string, sizeBytes?: number): Promise<VolumeSummary> {
     validateVolumeName(name);
     const { volume: sourceName, snapshotId } = parseVolumeRef(source);
-    const parent = readDescriptor(this.fs, this.existingVolumeDir(sourceName));
+    const { descriptor: parent } = await this.descriptorOf(sourceName);
     const size = validateVolumeSize(sizeBytes ?? parent.sizeBytes);
     if (size < parent.sizeBytes) {
       throw new ElideError(
@@ -288,8 +328,12 @@ export class DataDir {
     name: string,
     size: number,
     fork: { parent: VolumeDescriptor; ancestors: AncestorRef[] } | undefined,
-    image?: { readonly: true; origin: VolumeOrigin; extentSources: AncestorRef[] },
+    options: {
+      importing?: boolean;
+      image?: { origin: VolumeOrigin; extentSources: AncestorRef[] };
+    } = {},
   ): Promise<VolumeSummary> {
+    const image = options.image;
     const final = this.volumeDir(name);
     await this.sweepImports();
     if (this.fs.stat(final) !== undefined) throw volumeExists(name);
@@ -316,9 +360,9 @@ export class DataDir {
     try {
       for (const dir of ['wal', 'pending', 'index', 'cache'])
         this.fs.mkdirp(path.join(staging, dir));
-      // An image volume is not usable until its import says so (finishImport).
-      if (image !== undefined)
-        this.fs.close(this.fs.open(path.join(staging, importingMarker), 'create'));
+      // An imported volume is not usable until its import says so (finishImport).
+      if (options.importing === true) writeImportingMarker(this.fs, staging);
+      await writeFileAtomic(this.fs, staging, inventoryFileName, encodeEmptyInventory(id));
       // Written first: it tells a later sweep of this staging directory which
       // fork record to remove.
       const fd = this.fs.open(path.join(staging, descriptorFileName), 'create');
@@ -373,31 +417,53 @@ export class DataDir {
     return summarize(descriptor);
   }
 
-  async listVolumes(): Promise<VolumeSummary[]> {
-    const summaries: VolumeSummary[] = [];
+  /**
+   * Every volume in the data directory, sorted by name. A volume whose
+   * descriptor can be read neither locally nor from the store is listed as
+   * damaged, with why, rather than failing the whole list.
+   */
+  async listVolumes(): Promise<VolumeListing[]> {
+    const listings: VolumeListing[] = [];
     for (const name of this.fs.readdir(this.volumesDir)) {
-      if (name.startsWith('.')) continue;
+      if (name.startsWith('.') || !volumeNamePattern.test(name)) continue;
       if (this.fs.stat(path.join(this.volumeDir(name), importingMarker)) !== undefined) continue;
       try {
-        summaries.push(summarize(readDescriptor(this.fs, this.volumeDir(name))));
+        listings.push(summarize((await this.descriptorOf(name)).descriptor));
       } catch (error) {
         // A volume deleted while listing is simply gone.
-        if (systemErrorCode(error) !== 'ENOENT') throw error;
+        if (isElideError(error, 'ELIDE_VOLUME_NOT_FOUND')) continue;
+        const damaged =
+          isElideError(error, 'ELIDE_VOLUME_CORRUPT') ||
+          isElideError(error, 'ELIDE_FORMAT_UNSUPPORTED');
+        if (!damaged) throw error;
+        listings.push({ name, id: null, size: null, createdAt: null, damaged: error.message });
       }
     }
-    return summaries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return listings.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** The names of the volumes `listVolumes` lists as intact. */
+  async volumeNames(): Promise<string[]> {
+    return (await this.listVolumes()).filter((v) => v.id !== null).map((v) => v.name);
+  }
+
+  /**
+   * What `volume info` shows. It changes nothing on disk: damage it finds
+   * (a file missing or damaged that the store could not stand in for) is
+   * listed in `problems` instead of failing.
+   */
   async volumeInfo(name: string): Promise<VolumeInfo> {
-    const dir = this.existingVolumeDir(name);
-    const descriptor = readDescriptor(this.fs, dir);
+    const { dir, descriptor } = await this.descriptorOf(name);
     const inUseByPid = await VolumeLock.holder(this.fs, dir);
-    // A serving process may promote logs while this inspects them: retry on a vanished file.
+    // A serving process may promote logs while this inspects them: a file
+    // that vanished, or a moment between two of its steps, is looked at again.
     for (let attempt = 1; ; attempt++) {
       try {
         const volume = await Volume.open(this.volumeOptions(dir, descriptor, null));
         const stats = volume.stats();
+        const problems = [...volume.problems];
         await volume.close();
+        if (problems.length > 0 && inUseByPid !== null && attempt < 5) continue;
         return {
           ...summarize(descriptor),
           ...stats,
@@ -406,11 +472,38 @@ export class DataDir {
           readonly: descriptor.readonly === true,
           origin: descriptor.origin ?? null,
           inUseByPid,
+          problems,
         };
       } catch (error) {
         if (systemErrorCode(error) !== 'ENOENT' || attempt >= 5) throw error;
       }
     }
+  }
+
+  /**
+   * `volume repair`: opens the volume accepting the loss of damaged local
+   * data (docs/design.md §3.11). Damaged logs and segments are set aside in
+   * `damaged/` (a log keeps its valid prefix), listed files that are gone
+   * are forgotten, and what the store holds is fetched again; returns what
+   * was done, one line each.
+   */
+  async repairVolume(name: string): Promise<{ name: string; repairs: string[] }> {
+    const { dir, descriptor } = await this.descriptorOf(name, { restore: true });
+    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    let volume: Volume;
+    try {
+      volume = await Volume.open({
+        ...this.volumeOptions(dir, descriptor, lock),
+        readOnly: descriptor.readonly === true,
+        repair: true,
+      });
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+    const repairs = [...volume.problems];
+    await volume.close();
+    return { name, repairs };
   }
 
   /**
@@ -423,8 +516,10 @@ export class DataDir {
     name: string,
     options: { filling?: boolean; readOnly?: boolean } = {},
   ): Promise<Volume> {
-    const dir = this.existingVolumeDir(name, { importing: options.filling === true });
-    const descriptor = readDescriptor(this.fs, dir);
+    const { dir, descriptor } = await this.descriptorOf(name, {
+      importing: options.filling === true,
+      restore: true,
+    });
     const lock = await VolumeLock.acquire(this.fs, dir, name);
     try {
       return await Volume.open({
@@ -450,8 +545,15 @@ export class DataDir {
     name: string,
     options: { force: boolean; importing?: boolean },
   ): Promise<void> {
-    const dir = this.existingVolumeDir(name, { importing: options.importing ?? options.force });
-    const descriptor = readDescriptor(this.fs, dir);
+    let found: { dir: string; descriptor: VolumeDescriptor };
+    try {
+      found = await this.descriptorOf(name, { importing: options.importing ?? options.force });
+    } catch (error) {
+      if (!options.force || !isElideError(error, 'ELIDE_VOLUME_CORRUPT')) throw error;
+      await this.deleteDamaged(name);
+      return;
+    }
+    const { dir, descriptor } = found;
     await this.sweepCreating();
     refuseForks(name, await readForks(this.store, descriptor.id));
     await this.refuseServedViews(dir, name);
@@ -488,6 +590,37 @@ export class DataDir {
     const parent = descriptor.ancestors?.[0];
     if (parent !== undefined) await this.dropUnusedForkBase(parent);
     for (const source of descriptor.extentSources ?? []) await this.dropUnusedForkBase(source);
+  }
+
+  /**
+   * Deletes a volume whose descriptor is lost locally and in the store: its
+   * local directory goes (by the same commit point as any delete), and its
+   * name record if that names a volume the store no longer describes. Any
+   * objects it had in the store are left: without the descriptor nothing
+   * says which of them other volumes still need.
+   */
+  private async deleteDamaged(name: string): Promise<void> {
+    const dir = this.existingVolumeDir(name, { importing: true });
+    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    const doomed = path.join(this.volumesDir, `.deleting-${this.mint.next()}`);
+    try {
+      this.fs.rename(dir, doomed);
+      await this.fs.fsyncDir(this.volumesDir);
+    } finally {
+      await lock.release();
+    }
+    const record = await this.readNameRecord(name).catch(() => undefined);
+    if (record !== undefined) {
+      const descriptorKey = `${volumePrefix(record.volumeId)}${descriptorFileName}`;
+      if ((await this.store.head(descriptorKey)) === undefined) {
+        await this.store.delete(nameKey(name));
+      }
+      this.log.warn(
+        `volume ${name} was damaged; objects under ${volumePrefix(record.volumeId)} in ` +
+          `${this.store.url} are left in place`,
+      );
+    }
+    this.fs.removeTree(doomed);
   }
 
   /**
@@ -567,7 +700,7 @@ export class DataDir {
   }
 
   async listVolumeSnapshots(name: string): Promise<SnapshotInfo[]> {
-    const descriptor = readDescriptor(this.fs, this.existingVolumeDir(name));
+    const { descriptor } = await this.descriptorOf(name);
     return listSnapshots(this.store, descriptor.id);
   }
 
@@ -603,14 +736,47 @@ export class DataDir {
   }
 
   /**
+   * `elide gc`: each named volume (or every volume in the data directory),
+   * one after another. One volume's failure does not stop the others; with
+   * `all`, a damaged volume is skipped with a warning. Failures come back
+   * beside the result, for the caller to report.
+   */
+  async gcVolumes(
+    target: { names: readonly string[] } | { all: true },
+    options: GcOptions,
+  ): Promise<{ result: GcRunResult; failures: Array<{ name: string; error: unknown }> }> {
+    const skipped: GcRunResult['skipped'] = [];
+    let names: string[];
+    if ('all' in target) {
+      names = [];
+      for (const volume of await this.listVolumes()) {
+        if (volume.id !== null) names.push(volume.name);
+        else skipped.push({ name: volume.name, reason: volume.damaged });
+      }
+      for (const { name, reason } of skipped) this.log.warn(`gc: skipping ${name}: ${reason}`);
+    } else {
+      names = [...new Set(target.names)];
+    }
+    const results: GcRunResult['results'] = [];
+    const failures: Array<{ name: string; error: unknown }> = [];
+    for (const name of names) {
+      try {
+        results.push(await this.gcVolume(name, options));
+      } catch (error) {
+        failures.push({ name, error });
+      }
+    }
+    return { result: summarizeGc(results, skipped, options.dryRun), failures };
+  }
+
+  /**
    * Opens snapshot `snapshotId` of volume `name` read-only, as a volume of
    * its own: `volumes/<name>/views/<id>/` holds the indexes and cached
    * bodies, under its own lock (several views and the volume itself can be
    * served at once).
    */
   async openSnapshotView(name: string, snapshotId: string): Promise<Volume> {
-    const volumeDir = this.existingVolumeDir(name);
-    const source = readDescriptor(this.fs, volumeDir);
+    const { dir: volumeDir, descriptor: source } = await this.descriptorOf(name);
     if (!isUlid(snapshotId)) throw snapshotNotFound(name, snapshotId);
     const manifest = await readManifest(this.store, source.id, snapshotId);
     if (manifest === undefined) throw snapshotNotFound(name, snapshotId);
@@ -633,6 +799,8 @@ export class DataDir {
       try {
         for (const sub of ['wal', 'pending', 'index', 'cache'])
           this.fs.mkdirp(path.join(staging, sub));
+        const inventory = encodeEmptyInventory(descriptor.id);
+        await writeFileAtomic(this.fs, staging, inventoryFileName, inventory);
         await materializeAncestors(this.fs, this.store, staging, descriptor.ancestors ?? []);
         this.fs.rename(staging, dir);
       } catch (error) {
@@ -814,12 +982,14 @@ export class DataDir {
     });
   }
 
+  /** Writes the volume out as a raw image (raw-copy.ts); `signal` interrupts it, leaving no trace. */
   async exportRaw(
     name: string,
     target: string | NodeJS.WritableStream,
     onProgress?: ProgressCallback,
+    signal?: AbortSignal,
   ): Promise<RawCopyResult> {
-    return exportRaw(this, name, target, onProgress);
+    return exportRaw(this, name, target, onProgress, signal);
   }
 
   private volumeOptions(dir: string, descriptor: VolumeDescriptor, lock: VolumeLock | null) {
@@ -846,7 +1016,7 @@ export class DataDir {
 
   private existingVolumeDir(name: string, options: { importing?: boolean } = {}): string {
     const dir = this.volumeDir(name);
-    if (this.fs.stat(path.join(dir, descriptorFileName)) === undefined) {
+    if (this.fs.stat(dir)?.isDirectory !== true) {
       throw new ElideError('ELIDE_VOLUME_NOT_FOUND', `volume ${name} does not exist`, {
         volume: name,
       });
@@ -860,6 +1030,42 @@ export class DataDir {
       );
     }
     return dir;
+  }
+
+  /**
+   * A volume's directory and descriptor. A `volume.json` that is missing or
+   * damaged is taken from the store (`restore` writes it back); when the
+   * store has none either, the volume is damaged: ELIDE_VOLUME_CORRUPT
+   * naming the file (`volume delete --force` removes it).
+   */
+  private async descriptorOf(
+    name: string,
+    options: { importing?: boolean; restore?: boolean } = {},
+  ): Promise<{ dir: string; descriptor: VolumeDescriptor }> {
+    const dir = this.existingVolumeDir(name, options);
+    const file = path.join(dir, descriptorFileName);
+    let problem: string;
+    try {
+      return { dir, descriptor: readDescriptor(this.fs, dir) };
+    } catch (error) {
+      const missing = systemErrorCode(error) === 'ENOENT';
+      if (!missing && !isElideError(error, 'ELIDE_VOLUME_CORRUPT')) throw error;
+      problem = missing ? `${file} is missing` : errorText(error);
+    }
+    const descriptor = await fetchDescriptor(this.store, name);
+    if (descriptor === undefined) {
+      throw new ElideError(
+        'ELIDE_VOLUME_CORRUPT',
+        `volume ${name} is damaged: ${problem}, and ${this.store.url} holds no descriptor for ` +
+          `it; \`elide volume delete ${name} --force\` removes it`,
+        { volume: name, file },
+      );
+    }
+    if (options.restore === true) {
+      await writeFileAtomic(this.fs, dir, descriptorFileName, encodeDescriptor(descriptor));
+      this.log.warn(`volume ${name}: ${problem}; restored it from ${this.store.url}`);
+    }
+    return { dir, descriptor };
   }
 
   /** Removes view staging directories a crash left behind (older than a creation can take). */
@@ -935,6 +1141,27 @@ export function parseVolumeRef(ref: string): { volume: string; snapshotId?: Ulid
     );
   }
   return { volume, snapshotId };
+}
+
+/** The marker of a volume an import fills, naming the importing process. */
+function writeImportingMarker(fs: Fs, dir: string): void {
+  const fd = fs.open(path.join(dir, importingMarker), 'create');
+  try {
+    fs.write(fd, Buffer.from(`${process.pid}\n`), 0);
+  } finally {
+    fs.close(fd);
+  }
+}
+
+/** Whether a process with this pid exists (unknown pids count as alive: the caller then waits). */
+function processAlive(pid: number | undefined): boolean {
+  if (pid === undefined) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return systemErrorCode(error) !== 'ESRCH';
+  }
 }
 
 function tryReadDescriptor(fs: Fs, dir: string): VolumeDescriptor | undefined {

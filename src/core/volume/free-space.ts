@@ -8,9 +8,37 @@
  * interval; a real ENOSPC inside that window is still handled by the WAL
  * (the half-written record is truncated away).
  */
-import { freeSpaceCheckBytes, freeSpaceCheckMs } from '../constants.js';
+import {
+  freeSpaceCheckBytes,
+  freeSpaceCheckMs,
+  freeSpaceReserveBytesDefault,
+} from '../constants.js';
 import { ElideError } from '../errors.js';
+import { nodeFs } from '../fs/node-fs.js';
 import type { Fs } from '../fs/types.js';
+import { formatBytes } from '../units.js';
+
+/** How a person changes the reserve; every message about it says so. */
+const reserveHint = 'set with --free-space-reserve or ELIDE_FREE_SPACE_RESERVE';
+
+/**
+ * A warning when the filesystem holding `dir` already has less free space
+ * than the reserve, else undefined: every write would then fail with ENOSPC
+ * while df still shows space, which looks like a bug unless something says.
+ */
+export function belowReserveWarning(
+  dir: string,
+  reserveBytes: number = freeSpaceReserveBytesDefault,
+  fs: Fs = nodeFs,
+): string | undefined {
+  const availableBytes = fs.statfs(dir).availableBytes;
+  if (availableBytes >= reserveBytes) return undefined;
+  return (
+    `only ${formatBytes(availableBytes)} free on the filesystem of ${dir}, below the ` +
+    `free-space reserve of ${formatBytes(reserveBytes)} (${reserveHint}): every write will ` +
+    'fail with ENOSPC until space is freed or the reserve lowered'
+  );
+}
 
 export class FreeSpaceGuard {
   private availableBytes = 0;
@@ -47,7 +75,8 @@ export class FreeSpaceGuard {
     if (this.availableBytes - bytes < this.reserveBytes) {
       throw new ElideError(
         'ELIDE_NO_SPACE',
-        `no space for ${what}: ${this.availableBytes} bytes free, ${this.reserveBytes} reserved`,
+        `no space for ${what}: ${this.availableBytes} bytes free, below the free-space ` +
+          `reserve of ${this.reserveBytes} bytes (${reserveHint})`,
         { availableBytes: this.availableBytes, reserveBytes: this.reserveBytes },
       );
     }

@@ -86,8 +86,13 @@ function writePid(fs: Fs, volumeDir: string): void {
 }
 
 function readPid(fs: Fs, volumeDir: string): number | undefined {
+  return readPidFile(fs, path.join(volumeDir, lockFileName));
+}
+
+/** The pid a file names (`<pid>\n`), or undefined when it is missing or says something else. */
+export function readPidFile(fs: Fs, file: string): number | undefined {
   try {
-    const pid = Number.parseInt(fs.readFile(path.join(volumeDir, lockFileName)).toString(), 10);
+    const pid = Number.parseInt(fs.readFile(file).toString(), 10);
     return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;

@@ -8,6 +8,19 @@ export interface VolumeSummary {
   createdAt: string;
 }
 
+/** A volume `volume list` cannot describe: its descriptor is lost locally and in the store. */
+export interface DamagedVolume {
+  name: string;
+  id: null;
+  size: null;
+  createdAt: null;
+  /** What is wrong, and how to remove it. */
+  damaged: string;
+}
+
+/** What `volume list` prints per volume. */
+export type VolumeListing = VolumeSummary | DamagedVolume;
+
 export interface VolumeInfo extends VolumeSummary {
   /** Logical bytes currently mapped to data (not counting zeroed or trimmed ranges). */
   writtenBytes: number;
@@ -35,6 +48,13 @@ export interface VolumeInfo extends VolumeSummary {
   origin: { image: string; digest: string; platform: string } | null;
   /** pid of the process serving the volume, when one holds its lock. */
   inUseByPid: number | null;
+  /**
+   * Damage found that the store could not make good (a log or pending
+   * segment missing or damaged, the store unreachable when a local index was
+   * missing), one line each; empty for a healthy volume. Opening the volume
+   * for writing refuses while any remain; `volume repair` accepts the loss.
+   */
+  problems: string[];
 }
 
 /** Called as a copy advances; `totalBytes` is the volume or file size. */

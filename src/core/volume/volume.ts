@@ -32,8 +32,10 @@ import {
   fetchRunBytesMax,
   readAheadSlackBytes,
   syncRoundsMax,
+  mutationBytesMax,
   walBytesMax,
   walRecordHeaderBytes,
+  walZeroBlocksMax,
 } from '../constants.js';
 import { SegmentCache, type FetchRequest } from '../cache/segment-cache.js';
 import {
@@ -42,9 +44,10 @@ import {
   presentSuffix,
   type CacheDirs,
 } from '../cache/stored-segment.js';
-import { ElideError, errorText, isElideError } from '../errors.js';
+import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
 import { writeFileAtomic } from '../fs/atomic.js';
 import { nodeFs } from '../fs/node-fs.js';
+import { CoalescedRun } from '../coalesced-run.js';
 import { ExtentIndex, hashKey, type ExtentLocation } from '../extent-index/extent-index.js';
 import type { Fs } from '../fs/types.js';
 import { blake3, isAllZero, isZeroHash, ZERO_HASH } from '../hash.js';
@@ -70,7 +73,9 @@ import { FreeSpaceGuard } from './free-space.js';
 import type { VolumeLock } from './lock.js';
 import { planPromotion, type PromotionPlan } from './promote.js';
 import type { PromotionRunner } from './promotion-runner.js';
-import { buildLbaMap, recoverVolume, type Claim } from './recovery.js';
+import { InventoryWriter, storedDigest, type InventoryContents } from './inventory.js';
+import type { RecoveryMode } from './recover-logs.js';
+import { buildLbaMap, recoverVolume, type Claim, type RecoveredState } from './recovery.js';
 
 export interface VolumeOpenOptions {
   fs: Fs;
@@ -96,6 +101,8 @@ export interface VolumeOpenOptions {
   fetchTimeoutMs: number;
   /** Opened under a lock (it caches fetched data) but refusing writes: a snapshot view. */
   readOnly?: boolean;
+  /** `volume repair`: damaged local data is set aside and reported instead of refused. */
+  repair?: boolean;
 }
 
 export interface WriteOptions {
@@ -161,22 +168,30 @@ export class Volume implements UploadHost {
   readonly directory: string;
   /** Oldest first; only the last one may be unsealed (the active WAL). */
   private readonly wals: WalFile[];
+  /**
+   * An empty, durable log that the next rotation takes (logs are created off
+   * the write path: docs/formats.md §3); its creation; and why the last one
+   * failed.
+   */
+  private spare: WalFile | null;
+  private spareCreation: Promise<void> | null = null;
+  private spareError: unknown;
+  private readonly inventory: InventoryWriter;
+  /** Damage recovery found without repairing it (inspection) or set aside (repair). */
+  readonly problems: readonly string[];
   private nextSeq: number;
   /** Promotion attempts not yet settled; at most promotionConcurrencyMax build at once. */
   private readonly promotionsInFlight = new Set<Promise<void>>();
   private promotionSlots = promotionConcurrencyMax;
   private readonly promotionSlotWaiters: Array<() => void> = [];
-  private runningFlush: Promise<void> | null = null;
-  private queuedFlush: Promise<void> | null = null;
+  /** Flushes share fdatasyncs: at most one runs and one waits. */
+  private readonly flushes = new CoalescedRun(() => this.syncWals());
   private lastPromotionError: unknown;
   /** Set when durability can no longer be promised (a failed fdatasync); the volume refuses I/O. */
   private failure: ElideError | null = null;
   private closed = false;
 
-  private constructor(
-    options: VolumeOpenOptions,
-    state: Awaited<ReturnType<typeof recoverVolume>>,
-  ) {
+  private constructor(options: VolumeOpenOptions, state: RecoveredState) {
     this.descriptor = options.descriptor;
     this.fs = options.fs;
     this.log = options.log;
@@ -212,24 +227,75 @@ export class Volume implements UploadHost {
     this.store = options.store;
     this.uploader = this.writable ? new Uploader(options.store, this, options.log) : null;
     this.wals = state.wals;
+    this.spare = state.spare ?? null;
+    this.problems = state.problems;
     this.nextSeq = state.seqMax + 1;
     this.mint = new UlidMint(state.idMax);
+    this.inventory = new InventoryWriter(
+      options.fs,
+      options.volumeDir,
+      options.descriptor.id,
+      state.inventoryGeneration,
+      () => this.inventoryContents(),
+    );
   }
 
   static async open(options: VolumeOpenOptions): Promise<Volume> {
-    const state = await recoverVolume(
-      options.fs,
-      options.volumeDir,
-      options.descriptor,
-      options.lock !== null,
-      options.log,
-    );
+    const mode: RecoveryMode =
+      options.lock === null ? 'inspect' : options.repair === true ? 'repair' : 'write';
+    const state = await recoverVolume({
+      fs: options.fs,
+      volumeDir: options.volumeDir,
+      descriptor: options.descriptor,
+      mode,
+      log: options.log,
+      store: options.store,
+      epoch: options.epoch,
+    });
     const volume = new Volume(options, state);
+    for (const wal of volume.wals) wal.listed = true;
+    if (options.lock !== null) {
+      try {
+        // What recovery found becomes the inventory before anything it no longer lists goes.
+        await volume.inventory.save();
+        await volume.removeLogs(state.obsoleteLogs);
+      } catch (error) {
+        volume.closed = true;
+        await volume.uploader?.close();
+        await volume.closeFiles();
+        throw error;
+      }
+    }
     if (volume.invariants) volume.checkInvariants('open');
     if (volume.writable) for (const wal of volume.wals) volume.schedulePromotion(wal);
     if (options.lock !== null) await volume.stored.enforceBudget();
     volume.uploader?.notify();
+    volume.ensureSpare();
     return volume;
+  }
+
+  /** Unlinks logs an inventory already durable does not list (promoted, or empty). */
+  private async removeLogs(files: readonly string[]): Promise<void> {
+    for (const file of files) {
+      try {
+        this.fs.unlink(file);
+      } catch (error) {
+        if (systemErrorCode(error) !== 'ENOENT') throw error;
+      }
+    }
+    if (files.length > 0) await this.fs.fsyncDir(this.walDir);
+  }
+
+  /** What the inventory records now (docs/formats.md §7). */
+  private inventoryContents(): InventoryContents {
+    const wals = this.wals.filter((wal) => !wal.retired && wal.listed).map((wal) => wal.id);
+    const pending: Ulid[] = [];
+    const outputs: Ulid[] = [];
+    for (const segment of this.segments.values()) {
+      (isGcOutput(segment.index.header) ? outputs : pending).push(segment.id);
+    }
+    const own = this.ownStored().map((segment) => segment.id);
+    return { wals, pending, outputs, storedCount: own.length, storedDigest: storedDigest(own) };
   }
 
   get name(): string {
@@ -369,45 +435,55 @@ export class Volume implements UploadHost {
   }
 
   write(offsetBytes: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
-    return this.mutate(offsetBytes, data.length, options, () => {
+    if (data.length > mutationBytesMax) {
+      return Promise.reject(
+        new ElideError(
+          'ELIDE_INVALID_ARGUMENT',
+          `a write of ${data.length} bytes is more than the ${mutationBytesMax} one write may carry`,
+        ),
+      );
+    }
+    const mutation = { offsetBytes, lengthBytes: data.length, logBytes: dataLogBytes(data.length) };
+    return this.mutate(mutation, options, () => {
       if (data.length > 0) this.writeBytes(offsetBytes, data);
     });
   }
 
   /** Maps the range to zeros. Partial edge blocks are rewritten with zero bytes. */
   writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
-    return this.mutate(offsetBytes, lengthBytes, options, () =>
-      this.zeroRange(offsetBytes, lengthBytes, true),
-    );
+    const mutation = { offsetBytes, lengthBytes, logBytes: zeroLogBytes(lengthBytes) };
+    return this.mutate(mutation, options, () => this.zeroRange(offsetBytes, lengthBytes, true));
   }
 
   /** Discards whole blocks in the range (they read back as zeros); partial edge blocks are kept. */
   trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
-    return this.mutate(offsetBytes, lengthBytes, options, () =>
-      this.zeroRange(offsetBytes, lengthBytes, false),
-    );
+    const mutation = { offsetBytes, lengthBytes, logBytes: zeroLogBytes(lengthBytes) };
+    return this.mutate(mutation, options, () => this.zeroRange(offsetBytes, lengthBytes, false));
   }
 
   /**
    * The shape of every guest mutation: check, wait out promotion backpressure,
-   * fetch partial edge blocks that are only in the store, check again (the
-   * volume may have closed or failed meanwhile), apply in one synchronous
-   * step, and flush for FUA. The usual case (no backlog, edges local) applies
-   * at once, without a promise per step: at tens of thousands of small writes
-   * a second those were a good part of the garbage collector's work.
+   * wait for a log with room (rotation takes the spare log, whose creation
+   * is off the write path), fetch partial edge blocks that are only in the
+   * store, check again (the volume may have closed or failed meanwhile),
+   * apply in one synchronous step, and flush for FUA. The usual case (no
+   * backlog, room in the log, edges local) applies at once, without a
+   * promise per step: at tens of thousands of small writes a second those
+   * were a good part of the garbage collector's work.
    */
-  private mutate(
-    offsetBytes: number,
-    lengthBytes: number,
-    options: WriteOptions,
-    apply: () => void,
-  ): Promise<void> {
+  private mutate(mutation: Mutation, options: WriteOptions, apply: () => void): Promise<void> {
+    const { offsetBytes, lengthBytes, logBytes } = mutation;
     try {
       this.checkWritable();
       this.checkRange(offsetBytes, lengthBytes);
-      if (this.backlogged() || !this.edgeBlocksLocal(offsetBytes, lengthBytes)) {
-        return this.mutateLater(offsetBytes, lengthBytes, options, apply);
+      if (
+        this.backlogged() ||
+        !this.hasLogRoom(logBytes) ||
+        !this.edgeBlocksLocal(offsetBytes, lengthBytes)
+      ) {
+        return this.mutateLater(mutation, options, apply);
       }
+      this.prepareLog(logBytes);
       apply();
     } catch (error) {
       return Promise.reject(error);
@@ -415,25 +491,28 @@ export class Volume implements UploadHost {
     return options.fua === true ? this.flush() : settled;
   }
 
-  /** `mutate` when it must wait: for promotion to catch up, or for edge blocks to be fetched. */
+  /** `mutate` when it must wait: for promotion, for a log, or for edge blocks to be fetched. */
   private async mutateLater(
-    offsetBytes: number,
-    lengthBytes: number,
+    mutation: Mutation,
     options: WriteOptions,
     apply: () => void,
   ): Promise<void> {
+    const { offsetBytes, lengthBytes, logBytes } = mutation;
     await this.admit();
     for (let attempt = 1; ; attempt++) {
+      await this.waitForLogRoom(logBytes);
       const pinned = await this.fetchEdgeBlocks(offsetBytes, lengthBytes);
       try {
         this.checkWritable();
         // A GC commit may have moved an edge block into a segment that was
         // then adopted and evicted meanwhile: fetch again rather than fail.
-        if (this.edgeBlocksLocal(offsetBytes, lengthBytes)) {
+        // Another write may have taken the spare meanwhile: wait again.
+        if (this.edgeBlocksLocal(offsetBytes, lengthBytes) && this.hasLogRoom(logBytes)) {
+          this.prepareLog(logBytes);
           apply();
           break;
         }
-        if (attempt >= 4) {
+        if (attempt >= 4 && this.hasLogRoom(logBytes)) {
           throw new ElideError(
             'ELIDE_IO',
             `volume ${this.name}: the blocks around a write at ${offsetBytes} kept being evicted`,
@@ -518,15 +597,7 @@ export class Volume implements UploadHost {
     if (this.failure !== null) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(closedError(this.name));
     if (!this.writable) return Promise.resolve();
-    // At most one sync runs and one waits: a queued one is shared by every
-    // caller until it starts, even after the running one has finished.
-    if (this.queuedFlush !== null) return this.queuedFlush;
-    if (this.runningFlush === null) return this.startFlush();
-    this.queuedFlush = this.runningFlush.then(
-      () => this.startFlush(),
-      () => this.startFlush(),
-    );
-    return this.queuedFlush;
+    return this.flushes.run();
   }
 
   /** Allocation status from the LBA map, merged into runs (any alignment in, block-aligned runs out). */
@@ -582,7 +653,16 @@ export class Volume implements UploadHost {
    * fails rather than report success for data that is not in the store.
    */
   async sync(): Promise<void> {
-    this.checkWritable();
+    this.checkOpen();
+    if (!this.writable) {
+      // A read-only volume (an imported image) changes no more: synced if nothing is pending.
+      const pending = this.stats().uploadPendingBytes;
+      if (pending === 0) return;
+      throw new ElideError(
+        'ELIDE_VOLUME_READONLY',
+        `volume ${this.name} is open read-only with ${pending} bytes not in the store`,
+      );
+    }
     assert(this.uploader !== null, 'writable volumes upload');
     for (let round = 1; ; round++) {
       await this.promoteAll();
@@ -640,7 +720,7 @@ export class Volume implements UploadHost {
     }
     assert(this.uploader !== null, 'writable volumes upload');
     this.sealActiveWal();
-    const logs = this.wals.filter((wal) => !wal.retired);
+    const logs = this.logsToPromote();
     for (const wal of logs) this.schedulePromotion(wal);
     await Promise.all(logs.map((wal) => wal.promotion));
     const unpromoted = logs.filter((wal) => !wal.retired).length;
@@ -790,6 +870,7 @@ export class Volume implements UploadHost {
     if (this.invariants) this.checkInvariants('gc');
     try {
       await this.fs.fsyncDir(this.pendingDir);
+      await this.inventory.save();
       for (const segment of pass.inputs) await this.stored.discard(segment);
     } catch (error) {
       throw this.fail(error, `committing GC output ${output.id}`);
@@ -871,6 +952,14 @@ export class Volume implements UploadHost {
     return ids;
   }
 
+  replacedSegments(confirmed: readonly SegmentFile[]): ReadonlySet<Ulid> {
+    const replaced = new Set<Ulid>();
+    for (const segment of [...confirmed, ...this.ownStored()]) {
+      for (const id of segment.index.inputs) replaced.add(id);
+    }
+    return replaced;
+  }
+
   async putSegment(key: string, segment: SegmentFile): Promise<void> {
     // Streamed from disk on the real filesystem; a substituted one (crash
     // tests) is read through, since the store cannot open its files.
@@ -919,17 +1008,30 @@ export class Volume implements UploadHost {
     if (this.invariants) this.checkInvariants('adopt');
     await this.fs.fsyncDir(cacheDir);
     await this.fs.fsyncDir(this.pendingDir);
+    await this.inventory.save();
   }
 
   /** Seals the active WAL and waits until every WAL is promoted into a segment. */
   async promoteAll(): Promise<void> {
     this.checkWritable();
     this.sealActiveWal();
-    for (const wal of this.wals) if (!wal.retired) this.schedulePromotion(wal);
+    for (const wal of this.logsToPromote()) this.schedulePromotion(wal);
     await this.settlePromotions();
-    const left = this.wals.filter((wal) => !wal.retired).length;
+    const left = this.logsToPromote().length;
     if (left > 0)
       throw new ElideError('ELIDE_IO', `volume ${this.name}: ${left} logs could not be promoted`);
+  }
+
+  private async closeFiles(): Promise<void> {
+    await this.stored.close();
+    for (const segment of this.segments.values()) segment.close(this.fs);
+    for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
+    if (this.spare !== null) this.fs.close(this.spare.fd);
+  }
+
+  /** Logs holding records not yet in a segment (an empty active log holds none). */
+  private logsToPromote(): WalFile[] {
+    return this.wals.filter((wal) => !wal.retired && !wal.isEmpty);
   }
 
   /**
@@ -952,10 +1054,9 @@ export class Volume implements UploadHost {
       await this.uploader?.close();
       this.closed = true;
       await this.settlePromotions();
+      await this.spareCreation;
       try {
-        await this.stored.close();
-        for (const segment of this.segments.values()) segment.close(this.fs);
-        for (const wal of this.wals) if (!wal.retired) this.fs.close(wal.fd);
+        await this.closeFiles();
       } finally {
         // The lock goes whatever else failed: a dead handle must not keep the volume locked.
         await this.lock?.release();
@@ -1058,9 +1159,8 @@ export class Volume implements UploadHost {
       this.writeBytes(offsetBytes, Buffer.alloc(firstWhole * blockBytes - offsetBytes));
     }
     // One ZERO record covers up to 2^32-1 blocks, so a whole-volume trim is a few records.
-    const recordBlocksMax = 0xffff_ffff;
-    for (let lba = firstWhole; lba < endWhole; lba += recordBlocksMax) {
-      this.appendZero(lba, Math.min(recordBlocksMax, endWhole - lba));
+    for (let lba = firstWhole; lba < endWhole; lba += walZeroBlocksMax) {
+      this.appendZero(lba, Math.min(walZeroBlocksMax, endWhole - lba));
     }
     if (zeroPartialBlocks && endBytes > endWhole * blockBytes) {
       this.writeBytes(endWhole * blockBytes, Buffer.alloc(endBytes - endWhole * blockBytes));
@@ -1070,8 +1170,8 @@ export class Volume implements UploadHost {
   private appendData(startLba: number, chunk: Buffer): void {
     const lengthBlocks = chunk.length / blockBytes;
     const hash = blake3(chunk);
+    const wal = this.activeLog(walRecordHeaderBytes + chunk.length);
     const seq = this.nextSeq++;
-    const wal = this.activeWal(walRecordHeaderBytes + chunk.length);
     const header = encodeWalRecordHeader(
       { kind: 'data', lengthBlocks, startLba, seq, durableBytes: wal.durableBytes, hash },
       wal.id,
@@ -1083,8 +1183,8 @@ export class Volume implements UploadHost {
   }
 
   private appendZero(startLba: number, lengthBlocks: number): void {
+    const wal = this.activeLog(walRecordHeaderBytes);
     const seq = this.nextSeq++;
-    const wal = this.activeWal(walRecordHeaderBytes);
     const header = encodeWalRecordHeader(
       {
         kind: 'zero',
@@ -1161,25 +1261,89 @@ export class Volume implements UploadHost {
     }
   }
 
-  /** The WAL to append `bytes` to: rotates past walBytesMax and checks the free-space reserve. */
-  private activeWal(bytes: number): WalFile {
+  /**
+   * The log a record of `bytes` goes to, once the free-space reserve allows
+   * it; `prepareLog` made it ready for the whole mutation.
+   */
+  private activeLog(bytes: number): WalFile {
     this.space.claim(bytes, `a ${bytes}-byte log record`);
-    let wal = this.wals[this.wals.length - 1];
-    if (wal !== undefined && !wal.sealed && wal.sizeBytes + bytes > this.walBytesMax) {
-      this.sealActiveWal();
-      wal = undefined;
-    }
-    if (wal === undefined || wal.sealed) {
-      const created = WalFile.create(this.fs, this.walDir, this.mint.next(), this.descriptor.id);
-      this.wals.push(created);
-      return created;
-    }
+    const wal = this.wals[this.wals.length - 1];
+    assert(wal !== undefined && !wal.sealed, 'a mutation appends to the log prepareLog chose');
     return wal;
+  }
+
+  /**
+   * Whether a mutation appending up to `bytes` can start now: the active log
+   * has room (an empty one takes any mutation whole), or the spare is ready
+   * to take over. Logs rotate only between mutations, so one never splits.
+   */
+  private hasLogRoom(bytes: number): boolean {
+    const wal = this.wals[this.wals.length - 1];
+    if (wal !== undefined && !wal.sealed) {
+      if (wal.isEmpty || wal.sizeBytes + bytes <= this.walBytesMax) return true;
+    }
+    return this.spare !== null;
+  }
+
+  /** Synchronous, at the start of a mutation `hasLogRoom` allowed: rotates to the spare if needed. */
+  private prepareLog(bytes: number): void {
+    const wal = this.wals[this.wals.length - 1];
+    if (wal !== undefined && !wal.sealed) {
+      if (wal.isEmpty || wal.sizeBytes + bytes <= this.walBytesMax) return;
+      this.sealActiveWal();
+    }
+    const spare = this.spare;
+    assert(spare !== null, 'a mutation starts only when a log has room for it');
+    this.spare = null;
+    this.wals.push(spare);
+    this.ensureSpare();
+  }
+
+  /** Waits until `hasLogRoom(bytes)`, creating the spare log if it is not on its way. */
+  private async waitForLogRoom(bytes: number): Promise<void> {
+    while (!this.hasLogRoom(bytes)) {
+      this.checkWritable();
+      this.ensureSpare();
+      const creation = this.spareCreation;
+      if (creation !== null) await creation;
+      if (!this.hasLogRoom(bytes) && this.spareError !== undefined) throw this.spareError;
+    }
+  }
+
+  /** Starts creating the spare log unless it exists or is on its way (writable volumes). */
+  private ensureSpare(): void {
+    if (!this.writable || this.closed || this.failure !== null) return;
+    if (this.spare !== null || this.spareCreation !== null) return;
+    const creation = this.createSpare().finally(() => {
+      this.spareCreation = null;
+    });
+    this.spareCreation = creation;
+  }
+
+  /**
+   * Creates an empty log, durable by the creation protocol. Never rejects: a
+   * failure is kept for the writes waiting on it, and a failed sync stops
+   * the volume. (The inventory lists a log from the first flush that covers
+   * its records: an empty one holds nothing to lose.)
+   */
+  private async createSpare(): Promise<void> {
+    try {
+      this.spareError = undefined;
+      const wal = await WalFile.create(this.fs, this.walDir, this.mint.next(), this.descriptor.id);
+      // After close it is left for the next open, which takes it as its spare or removes it.
+      if (this.closed) this.fs.close(wal.fd);
+      else this.spare = wal;
+    } catch (error) {
+      this.spareError = isElideError(error, 'ELIDE_NO_SPACE')
+        ? error
+        : this.fail(error, 'creating a log');
+    }
   }
 
   private sealActiveWal(): void {
     const wal = this.wals[this.wals.length - 1];
-    if (wal === undefined || wal.sealed) return;
+    // An empty log stays active: it has nothing to promote.
+    if (wal === undefined || wal.sealed || wal.isEmpty) return;
     // Promotion reads the file by path, possibly from another thread.
     this.writeDeferred();
     wal.sealed = true;
@@ -1188,31 +1352,32 @@ export class Volume implements UploadHost {
 
   // ---- flush -----------------------------------------------------------------------------
 
-  private startFlush(): Promise<void> {
-    this.queuedFlush = null;
-    const run = this.syncWals().finally(() => {
-      if (this.runningFlush === run) this.runningFlush = null;
-    });
-    this.runningFlush = run;
-    return run;
-  }
-
+  /**
+   * fdatasyncs every log with unsynced bytes (their names are durable since
+   * creation), enters any not yet in the inventory, then records in each
+   * log's durable slot how far it is durable, before the flush is answered.
+   */
   private async syncWals(): Promise<void> {
     if (this.failure !== null) throw this.failure;
     this.writeDeferred();
     const targets = this.wals
-      .filter((wal) => !wal.retired && (wal.sizeBytes > wal.durableBytes || !wal.entryDurable))
-      .map((wal) => ({ wal, sizeBytes: wal.sizeBytes, newEntry: !wal.entryDurable }));
+      .filter((wal) => !wal.retired && wal.sizeBytes > wal.durableBytes)
+      .map((wal) => ({ wal, sizeBytes: wal.sizeBytes }));
     if (targets.length === 0) return;
     try {
       await Promise.all(targets.map((target) => this.fs.fdatasync(target.wal.fd)));
-      if (targets.some((target) => target.newEntry)) await this.fs.fsyncDir(this.walDir);
+      const unlisted = targets.filter(({ wal }) => !wal.listed);
+      if (unlisted.length > 0) {
+        // A log's acknowledged records must be missed if the log goes missing.
+        for (const { wal } of unlisted) wal.listed = true;
+        await this.inventory.save();
+      }
+      for (const { wal, sizeBytes } of targets) {
+        wal.durableBytes = Math.max(wal.durableBytes, sizeBytes);
+        wal.recordDurable(this.fs);
+      }
     } catch (error) {
       throw this.fail(error, 'flush');
-    }
-    for (const { wal, sizeBytes, newEntry } of targets) {
-      wal.durableBytes = Math.max(wal.durableBytes, sizeBytes);
-      if (newEntry) wal.entryDurable = true;
     }
   }
 
@@ -1275,8 +1440,14 @@ export class Volume implements UploadHost {
       } finally {
         this.plansInFlight.delete(plan);
       }
+      try {
+        // The log may go only once the inventory lists the segment instead.
+        await this.inventory.save();
+      } catch (error) {
+        throw this.fail(error, `recording segment ${segment.id} in the inventory`);
+      }
       // Flushes in flight may still be syncing the WAL's descriptor.
-      while (this.runningFlush !== null) await this.runningFlush.catch(() => {});
+      await this.flushes.idle();
       this.fs.close(wal.fd);
       this.fs.unlink(wal.path);
       await this.fs.fsyncDir(this.walDir);
@@ -1550,6 +1721,25 @@ export class Volume implements UploadHost {
 
 /** What a mutation that needed no waiting returns. */
 const settled: Promise<void> = Promise.resolve();
+
+/** A guest mutation: its range, and the most log bytes it can append. */
+interface Mutation {
+  offsetBytes: number;
+  lengthBytes: number;
+  logBytes: number;
+}
+
+/** Log bytes a write of `lengthBytes` appends at most: whole blocks, one record per extent. */
+function dataLogBytes(lengthBytes: number): number {
+  const blocks = Math.ceil(lengthBytes / blockBytes) + 1;
+  return blocks * blockBytes + (Math.ceil(blocks / extentBlocksMax) + 1) * walRecordHeaderBytes;
+}
+
+/** Log bytes a trim or write-zeroes appends at most: two edge blocks and the ZERO records. */
+function zeroLogBytes(lengthBytes: number): number {
+  const records = Math.ceil(lengthBytes / blockBytes / walZeroBlocksMax) + 1;
+  return dataLogBytes(0) * 2 + records * walRecordHeaderBytes;
+}
 
 function closedError(name: string): ElideError {
   return new ElideError('ELIDE_IO', `volume ${name} is closed`);

@@ -2,20 +2,33 @@
  * WAL recovery scan (docs/formats.md §3.3): a pure function over the file's
  * bytes that says which records are valid and what to do with the rest.
  *
- *   [file header 64 B][record][record]...[record]
+ *   [file header 128 B (64 B in version 1)][record][record]...[record]
  *   record = [header 96 B][payload lengthBlocks × 4096 B, DATA only]
  *
- * A record is valid when its header decodes (magic, CRC salted with the WAL
- * id, reserved bytes, ranges), it ends inside the volume, it does not claim
- * more durable bytes than precede it, its payload is complete and, for DATA,
- * the payload's BLAKE3 matches. At the first invalid record at offset X, every
- * later 32-byte boundary is searched for a valid record; one that says bytes
- * beyond X were durable makes the WAL corrupt, otherwise X..end is a torn tail.
+ * The header must be intact: logs are created by rename after an fdatasync,
+ * so a damaged header is damage, never a creation cut short. A record is
+ * valid when its header decodes (magic, CRC salted with the WAL id, reserved
+ * bytes, ranges), it ends inside the volume, it does not claim more durable
+ * bytes than precede it, its payload is complete and, for DATA, the
+ * payload's BLAKE3 matches. At the first invalid record at offset X: below
+ * the header's durable point the log is corrupt; otherwise every later
+ * 32-byte boundary is searched for a valid record, and one that says bytes
+ * beyond X were durable makes the log corrupt, else X..end is a torn tail.
  */
-import { walFileHeaderBytes, walRecordAlignBytes, walRecordHeaderBytes } from '../constants.js';
+import {
+  walFileHeaderBytes,
+  walFileHeaderBytesV1,
+  walRecordAlignBytes,
+  walRecordHeaderBytes,
+} from '../constants.js';
 import { blake3 } from '../hash.js';
 import type { Ulid } from '../ids/ulid.js';
-import { decodeWalFileHeader, decodeWalRecordHeader, walRecordPayloadBytes } from './record.js';
+import {
+  decodeWalFileHeader,
+  decodeWalRecordHeader,
+  walFileVersionOf,
+  walRecordPayloadBytes,
+} from './record.js';
 import type { WalRecordHeader } from './record.js';
 
 export interface WalRecord extends WalRecordHeader {
@@ -31,7 +44,13 @@ export interface WalScanExpected {
   volumeBlocks: number;
 }
 
-export type WalScanOutcome = 'clean' | 'torn-tail' | 'corrupt';
+/**
+ * clean: every byte is a valid record. torn-tail: the bytes from
+ * `validBytes` on were never acknowledged and may be truncated. corrupt:
+ * acknowledged bytes are damaged. unsupported: a log of a version this build
+ * does not read.
+ */
+export type WalScanOutcome = 'clean' | 'torn-tail' | 'corrupt' | 'unsupported';
 
 export interface WalScanResult {
   /** Valid records in file order, up to the first invalid one. */
@@ -44,62 +63,77 @@ export interface WalScanResult {
   outcome: WalScanOutcome;
   /** Set when corrupt: the offset whose bytes were promised durable and are damaged. */
   corruptOffset?: number;
-  /** Whether the file header is intact and names the expected WAL and volume. */
-  headerValid: boolean;
+  /** When corrupt or unsupported: what is wrong, in words. */
+  problem?: string;
+  /** The header's format version (the version byte when unsupported; null when not a log). */
+  version: number | null;
+  /** Where records start (0 when the header is unreadable). */
+  headerBytes: number;
+  /** Bytes the header's durable slot says a flush made durable (0 for version 1). */
+  durableBytes: number;
+  /** Generation of that slot (0 for version 1). */
+  generation: number;
 }
 
 export function scanWal(bytes: Buffer, expected: WalScanExpected): WalScanResult {
+  const version = walFileVersionOf(bytes);
+  const refused = (outcome: 'corrupt' | 'unsupported', problem: string): WalScanResult => ({
+    records: [],
+    validBytes: 0,
+    outcome,
+    corruptOffset: 0,
+    problem,
+    version,
+    headerBytes: 0,
+    durableBytes: 0,
+    generation: 0,
+  });
+  if (version === null) return refused('corrupt', 'it does not start with a log header');
+  if (version !== 1 && version !== 2) {
+    return refused('unsupported', `log format version ${version} is not one this elide reads`);
+  }
+  const headerBytes = version === 1 ? walFileHeaderBytesV1 : walFileHeaderBytes;
+  if (bytes.length < headerBytes) {
+    return refused('corrupt', `it is ${bytes.length} bytes long, shorter than its header`);
+  }
   const header = decodeWalFileHeader(bytes);
-  if (header === null) {
-    // The header is written without a sync, so page-cache writeback can lose
-    // it while later pages survive. The records can still be checked (the WAL
-    // id is known from the file name): the header was acknowledged durable
-    // only if some valid record says bytes past it were.
-    const end = bytes.length - walRecordHeaderBytes;
-    for (let at = walFileHeaderBytes; at <= end; at += walRecordAlignBytes) {
-      if (recordAt(bytes, at, expected, 0) !== null) {
-        return {
-          records: [],
-          validBytes: 0,
-          outcome: 'corrupt',
-          corruptOffset: 0,
-          headerValid: false,
-        };
-      }
-    }
-    return { records: [], validBytes: 0, outcome: 'torn-tail', headerValid: false };
-  }
+  if (header === null) return refused('corrupt', 'its header is damaged');
   if (header.walId !== expected.walId || header.volumeId !== expected.volumeId) {
-    // An intact header for another WAL or volume is a misplaced file, never a torn one.
-    return { records: [], validBytes: 0, outcome: 'corrupt', corruptOffset: 0, headerValid: false };
+    return refused('corrupt', 'its header names another log or volume');
   }
-
+  const base = {
+    version,
+    headerBytes: header.headerBytes,
+    durableBytes: header.durableBytes,
+    generation: header.generation,
+  };
   const records: WalRecord[] = [];
-  let offset = walFileHeaderBytes;
+  let offset = header.headerBytes;
   while (offset < bytes.length) {
     const record = recordAt(bytes, offset, expected, -1);
     if (record === null) break;
     records.push(record);
     offset = record.payloadOffset + walRecordPayloadBytes(record);
   }
-  if (offset === bytes.length) {
-    return { records, validBytes: offset, outcome: 'clean', headerValid: true };
-  }
-
   const damaged = offset;
+  const corrupt: WalScanResult = {
+    ...base,
+    records,
+    validBytes: damaged,
+    outcome: 'corrupt',
+    corruptOffset: damaged,
+    problem:
+      bytes.length < header.durableBytes
+        ? `it is ${bytes.length} bytes long, but ${header.durableBytes} were acknowledged durable`
+        : `the record at offset ${damaged} is damaged, and it was acknowledged durable`,
+  };
+  if (damaged < header.durableBytes) return corrupt;
+  if (offset === bytes.length) return { ...base, records, validBytes: offset, outcome: 'clean' };
   const end = bytes.length - walRecordHeaderBytes;
   for (let at = damaged + walRecordAlignBytes; at <= end; at += walRecordAlignBytes) {
-    if (recordAt(bytes, at, expected, damaged) !== null) {
-      return {
-        records,
-        validBytes: damaged,
-        outcome: 'corrupt',
-        corruptOffset: damaged,
-        headerValid: true,
-      };
-    }
+    if (recordAt(bytes, at, expected, damaged) !== null) return corrupt;
   }
-  return { records, validBytes: damaged, outcome: 'torn-tail', headerValid: true };
+  return { ...base, records, validBytes: damaged, outcome: 'torn-tail' };
 }
 
 /**

@@ -2,13 +2,19 @@
  * One write-ahead log file: appends records, remembers them in memory for
  * promotion, and tracks how much of it is durable.
  *
+ * Creation protocol (docs/formats.md §3): the header is written to
+ * `<id>.wal.tmp`, fdatasynced, renamed to `<id>.wal`, and `wal/` fsynced, so
+ * a log that exists always has a durable header (the volume then enters it
+ * in its inventory before appending to it).
+ *
  * Append protocol: the header and payload are written at the end of the file
  * with plain writes (page cache). They become durable only when the volume's
- * flush fdatasyncs the file, and, for a new file, fsyncs the wal/ directory.
- * If an append fails part-way (ENOSPC, EIO), the file is truncated back to
- * the previous end so no partial record stays behind. Small records may be
- * deferred in memory and written together (group append); deferred records
- * are written before any read of them and before any sync.
+ * flush fdatasyncs the file; then the log's next durable slot records how far
+ * (`recordDurable`), so damage to acknowledged records is never taken for a
+ * torn tail. If an append fails part-way (ENOSPC, EIO), the file is truncated
+ * back to the previous end so no partial record stays behind. Small records
+ * may be deferred in memory and written together (group append); deferred
+ * records are written before any read of them and before any sync.
  */
 import path from 'node:path';
 import { walFileHeaderBytes, walRecordHeaderBytes, walStagingBytes } from '../constants.js';
@@ -16,7 +22,7 @@ import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/types.js';
 import type { Ulid } from '../ids/ulid.js';
-import { encodeWalFileHeader } from './record.js';
+import { encodeWalDurableSlot, encodeWalFileHeader, walDurableSlotOffset } from './record.js';
 
 export interface WalRecordRef {
   kind: 'data' | 'zero';
@@ -28,8 +34,23 @@ export interface WalRecordRef {
   payloadOffset: number;
 }
 
+export const walSuffix = '.wal';
+/** A log being created; one found at open never held a record. */
+export const walTmpSuffix = '.wal.tmp';
+
 export function walFileName(id: Ulid): string {
-  return `${id}.wal`;
+  return `${id}${walSuffix}`;
+}
+
+/** What recovery learned from a log's header. */
+export interface WalHeaderState {
+  version: 1 | 2;
+  /** Where records start. */
+  headerBytes: number;
+  /** Generation of the current durable slot (version 2). */
+  generation: number;
+  /** The current slot's durable point (version 2; 0 for version 1). */
+  slotDurableBytes: number;
 }
 
 export class WalFile {
@@ -48,8 +69,11 @@ export class WalFile {
   private stagedBytes = 0;
   /** Bytes known to be on stable storage (fdatasync completed). */
   durableBytes: number;
-  /** Whether the directory entry is durable (the wal/ directory was fsynced after creation). */
-  entryDurable: boolean;
+  /** The header's current durable slot: what recovery would take as durable (version 2 only). */
+  private slotGeneration: number;
+  private slotDurableBytes: number;
+  /** The volume's inventory lists it (from the first flush that covered its records). */
+  listed = false;
   /** No more appends; waiting for promotion. */
   sealed = false;
   /** Promoted into a segment; kept only until in-flight flushes finish. */
@@ -65,25 +89,47 @@ export class WalFile {
     readonly records: WalRecordRef[],
     sizeBytes: number,
     durableBytes: number,
-    entryDurable: boolean,
+    readonly header: WalHeaderState,
   ) {
     this.sizeBytes = sizeBytes;
     this.writtenBytes = sizeBytes;
     this.durableBytes = durableBytes;
-    this.entryDurable = entryDurable;
+    this.slotGeneration = header.generation;
+    this.slotDurableBytes = header.slotDurableBytes;
   }
 
-  static create(fs: Fs, dir: string, id: Ulid, volumeId: Ulid): WalFile {
+  /**
+   * Creates an empty log by the creation protocol (file comment): when this
+   * resolves its name and header are durable. A failure leaves at most the
+   * `.tmp` file, which is removed here if possible and swept at open if not.
+   */
+  static async create(fs: Fs, dir: string, id: Ulid, volumeId: Ulid): Promise<WalFile> {
     const file = path.join(dir, walFileName(id));
-    const fd = fs.open(file, 'create');
+    const tmp = path.join(dir, id + walTmpSuffix);
+    const fd = fs.open(tmp, 'create');
+    let renamed = false;
     try {
-      writeAll(fs, fd, [encodeWalFileHeader({ walId: id, volumeId })], 0, file);
+      writeAll(fs, fd, [encodeWalFileHeader({ walId: id, volumeId })], 0, tmp);
+      await fs.fdatasync(fd);
+      fs.rename(tmp, file);
+      renamed = true;
+      await fs.fsyncDir(dir);
     } catch (error) {
       fs.close(fd);
-      fs.unlink(file);
+      try {
+        fs.unlink(renamed ? file : tmp);
+      } catch {
+        // Swept at the next open: a .tmp never held a record, nor did this log.
+      }
       throw error;
     }
-    return new WalFile(id, file, fd, [], walFileHeaderBytes, 0, false);
+    const header: WalHeaderState = {
+      version: 2,
+      headerBytes: walFileHeaderBytes,
+      generation: 1,
+      slotDurableBytes: walFileHeaderBytes,
+    };
+    return new WalFile(id, file, fd, [], walFileHeaderBytes, walFileHeaderBytes, header);
   }
 
   /** A WAL found at open, already scanned (and truncated if it had a torn tail). */
@@ -93,12 +139,35 @@ export class WalFile {
     id: Ulid,
     records: WalRecordRef[],
     sizeBytes: number,
+    header: WalHeaderState,
     writable: boolean,
   ): WalFile {
     const fd = fs.open(file, writable ? 'readwrite' : 'read');
-    const wal = new WalFile(id, file, fd, records, sizeBytes, sizeBytes, true);
+    const wal = new WalFile(id, file, fd, records, sizeBytes, sizeBytes, header);
     wal.sealed = true;
     return wal;
+  }
+
+  /**
+   * After an fdatasync made `durableBytes` durable: writes the log's next
+   * durable slot, so a later truncation or damage of those bytes is known
+   * for what it is. A page-cache write, made durable by the next sync; it
+   * never claims more than is durable already.
+   */
+  recordDurable(fs: Fs): void {
+    if (this.header.version !== 2 || this.durableBytes <= this.slotDurableBytes) return;
+    const generation = this.slotGeneration + 1;
+    const slot = encodeWalDurableSlot({ durableBytes: this.durableBytes, generation }, this.id);
+    if (fs.write(this.fd, slot, walDurableSlotOffset(generation)) !== slot.length) {
+      throw new ElideError('ELIDE_IO', `${this.path}: short write of its durable point`);
+    }
+    this.slotGeneration = generation;
+    this.slotDurableBytes = this.durableBytes;
+  }
+
+  /** Whether the log holds no record: a spare, or one rotated before it was used. */
+  get isEmpty(): boolean {
+    return this.records.length === 0 && this.sizeBytes === this.header.headerBytes;
   }
 
   /**

@@ -1,5 +1,5 @@
 /** Runs the built CLI (`node bin/run.js`) as a child process, the way users and scripts do. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,18 +21,28 @@ export interface CliOptions {
   cwd?: string;
 }
 
+/** The environment for a child: inherited, minus settings that would change what the CLI prints. */
+function childEnv(options: CliOptions): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
+  // Each test sets what it needs.
+  for (const key of ['ELIDE_DEBUG', 'ELIDE_STORE', 'ELIDE_FREE_SPACE_RESERVE', 'FORCE_COLOR']) {
+    if (options.env?.[key] === undefined) delete env[key];
+  }
+  return env;
+}
+
 /** Runs `node <script> ...args`; never rejects on a non-zero exit status. */
 export function runNode(script: string, args: readonly string[], options: CliOptions = {}) {
   return new Promise<CliResult>((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
-    // Inherited settings would change what the CLI prints; each test sets what it needs.
-    for (const key of ['ELIDE_DEBUG', 'ELIDE_STORE', 'ELIDE_FREE_SPACE_RESERVE', 'FORCE_COLOR']) {
-      if (options.env?.[key] === undefined) delete env[key];
-    }
     execFile(
       process.execPath,
       [script, ...args],
-      { env, cwd: options.cwd ?? repoRoot, encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 },
+      {
+        env: childEnv(options),
+        cwd: options.cwd ?? repoRoot,
+        encoding: 'buffer',
+        maxBuffer: 256 * 1024 * 1024,
+      },
       (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof error.code === 'number' ? error.code : undefined;
         if (code === undefined) {
@@ -43,6 +53,40 @@ export function runNode(script: string, args: readonly string[], options: CliOpt
       },
     );
   });
+}
+
+/** How a run started with startCli ended: `code` is null when a signal killed it. */
+export interface CliExit extends Omit<CliResult, 'code'> {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A CLI run in progress, for tests that signal it. */
+export interface RunningCli {
+  readonly child: ChildProcess;
+  readonly done: Promise<CliExit>;
+}
+
+/** Starts `node bin/run.js ...args` without waiting for it. */
+export function startCli(args: readonly string[], options: CliOptions = {}): RunningCli {
+  const child = spawn(process.execPath, [binPath, ...args], {
+    env: childEnv(options),
+    cwd: options.cwd ?? repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+  const done = new Promise<CliExit>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      const stdout = Buffer.concat(out);
+      const stderr = Buffer.concat(err).toString('utf8');
+      resolve({ code, signal, stdout, stderr, text: stdout.toString('utf8') });
+    });
+  });
+  return { child, done };
 }
 
 /** A throwaway data directory plus a `cli()` bound to it through ELIDE_DATA_DIR. */
@@ -56,6 +100,9 @@ export async function makeSandbox() {
     dataDir,
     cli: (args: readonly string[], env: Record<string, string | undefined> = {}) =>
       runNode(binPath, args, { env: { ...baseEnv, ...env } }),
+    /** Starts a command without waiting for it (to signal it). */
+    start: (args: readonly string[], env: Record<string, string | undefined> = {}) =>
+      startCli(args, { env: { ...baseEnv, ...env } }),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 }
@@ -63,6 +110,6 @@ export async function makeSandbox() {
 export type Sandbox = Awaited<ReturnType<typeof makeSandbox>>;
 
 /** stderr split into non-empty lines. */
-export function stderrLines(result: CliResult): string[] {
+export function stderrLines(result: { stderr: string }): string[] {
   return result.stderr.split('\n').filter((line) => line.length > 0);
 }

@@ -22,6 +22,7 @@ const infoKeys = [
   'inUseByPid',
   'origin',
   'parent',
+  'problems',
   'readonly',
   'segmentBytes',
   'segments',
@@ -171,10 +172,10 @@ describe('volume info', () => {
       parent: null,
       readonly: false,
       origin: null,
+      problems: [],
     });
-    for (const key of infoKeys.filter(
-      (k) => !['name', 'id', 'createdAt', 'inUseByPid', 'parent', 'readonly', 'origin'].includes(k),
-    )) {
+    const notNumbers = ['name', 'id', 'createdAt', 'inUseByPid', 'parent', 'readonly', 'origin'];
+    for (const key of infoKeys.filter((k) => ![...notNumbers, 'problems'].includes(k))) {
       expect(typeof info[key], key).toBe('number');
     }
     const human = await sandbox.cli(['volume', 'info', 'info-vol']);
@@ -408,6 +409,24 @@ describe('help and man pages', () => {
     const result = await runNode(path.join(repoRoot, 'scripts/gen-man.mjs'), ['--check']);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
+  });
+
+  it('elide(1) promises --json only of the commands that have it', async () => {
+    const config = await Config.load({ root: repoRoot });
+    const without = config.commands
+      .filter((command) => command.flags['json'] === undefined)
+      .map((command) => toConfiguredId(command.id, config));
+    expect(without).toContain('serve nbd');
+    const page = await readFile(path.join(repoRoot, 'man/elide.1'), 'utf8');
+    const promise = page.split('\n').find((line) => line.includes('\\fB\\-\\-json\\fR'));
+    expect(promise).toMatch(/^Every command but /);
+    for (const id of without) expect(promise).toContain(`\\fB${id.replaceAll('-', '\\-')}\\fR`);
+    // Nor is it listed among the options every command takes.
+    const globalOptions = page.slice(
+      page.indexOf('.SH GLOBAL OPTIONS'),
+      page.indexOf('.SH ENVIRONMENT'),
+    );
+    expect(globalOptions).not.toContain('json');
   });
 
   it('every man page renders with man -l, without groff warnings', async () => {

@@ -205,6 +205,28 @@ describe('nbdinfo', () => {
   });
 });
 
+describe('zero-length requests', () => {
+  it('nbdsh gets a valid reply to pread(0, 0) and to zero-length writes, and stays connected', async () => {
+    // libnbd refuses zero counts itself unless strict mode is off; the protocol allows them.
+    const script = [
+      'h.set_strict_mode(0)',
+      'print(len(h.pread(0, 0)), len(h.pread(0, 64 * 1024 * 1024)))',
+      "h.pwrite(b'', 4096)",
+      'h.trim(0, 4096)',
+      'h.zero(0, 4096)',
+      'print(h.pread(4, 0).hex(), h.aio_in_flight())',
+    ];
+    const result = await runOk(
+      'nbdsh',
+      ['-u', server.uri('alpha'), ...script.flatMap((line) => ['-c', line])],
+      // nbdsh runs the python3 on PATH, which must be Debian's (it has the nbd module).
+      { timeoutMs: 20_000, env: { PATH: `/usr/bin:${process.env.PATH ?? ''}` } },
+    );
+    expect(result.text.trim().split('\n')).toEqual(['0 0', '00000000 0']);
+    expect(server.running).toBe(true);
+  });
+});
+
 describe('serve nbd --readonly', () => {
   let readOnly: ServeHandle;
   beforeAll(async () => {
@@ -268,5 +290,15 @@ describe('serve nbd --socket', () => {
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 0 4k', unixUri ?? '']);
     await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x61 0 4k', both.uri('unix')]);
     expect(await both.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+  });
+
+  it('says that the directory of --socket does not exist (not EACCES)', async () => {
+    await sandbox.initVolume('nodir', '4M');
+    const missing = `${sandbox.dir}/no/such/dir`;
+    const result = await sandbox.cli(['serve', 'nbd', 'nodir', '--socket', `${missing}/x.sock`]);
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split('\n')).toEqual([
+      `elide: cannot listen on ${missing}/x.sock: directory ${missing} does not exist`,
+    ]);
   });
 });

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeServeSandbox, run, runOk } from '../../support/serve.js';
+import { binPath, makeServeSandbox, run, runOk, spawnBackground } from '../../support/serve.js';
 import type { RunResult, ServeSandbox } from '../../support/serve.js';
 import { startRegistry, startTokenFront } from '../../support/registry.js';
 import { writeTar } from '../../support/tar-writer.js';
@@ -323,6 +323,70 @@ describe('import-oci', { timeout: 300_000 }, () => {
     expect(missing.stderr).toMatch(
       /no image for linux\/s390x \(it has linux\/amd64, linux\/arm64\)/,
     );
+  });
+
+  it('refuses an explicit --platform that a single-platform image is not for', async () => {
+    // umoci records the platform it runs on in the config; ask for another one.
+    const [own, other] =
+      process.arch === 'arm64' ? ['linux/arm64', 'linux/amd64'] : ['linux/amd64', 'linux/arm64'];
+    const refused = await sandbox.cli([
+      'import-oci',
+      `oci:${layout}:v1`,
+      'wrong-arch',
+      '--platform',
+      other,
+    ]);
+    expect(refused.code, refused.stderr).toBe(17);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toContain(`is a ${own} image, not ${other}`);
+    expect(fs.existsSync(path.join(sandbox.dataDir, 'volumes/wrong-arch'))).toBe(false);
+    const matching = json(
+      await sandbox.cli([
+        'import-oci',
+        `oci:${layout}:v1`,
+        'right-arch',
+        '--platform',
+        own,
+        '--json',
+      ]),
+    );
+    expect(matching.platform).toBe(own);
+  });
+
+  it('exits 130 on SIGINT mid-import and leaves nothing behind', async () => {
+    const slow = path.join(sandbox.dir, 'slow');
+    handLayout(slow, [
+      {
+        architecture: 'amd64',
+        layers: [writeTar([{ path: 'srv/big.bin', content: randomBytes(96 * 1024 * 1024) }])],
+      },
+    ]);
+    const importing = await spawnBackground(
+      process.execPath,
+      [binPath, 'import-oci', `oci:${slow}`, 'slow'],
+      {
+        env: { ELIDE_DATA_DIR: sandbox.dataDir, ELIDE_LOG_LEVEL: 'error' },
+      },
+    );
+    const scratch = path.join(sandbox.dataDir, 'tmp');
+    const imports = (): string[] =>
+      fs.existsSync(scratch)
+        ? fs.readdirSync(scratch).filter((entry) => entry.startsWith('import-'))
+        : [];
+    const started = Date.now();
+    while (imports().length === 0) {
+      if (!importing.running || Date.now() - started > 30_000) {
+        throw new Error(`the import did not start:\n${importing.output()}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    importing.child.kill('SIGINT');
+    expect(await importing.exited, importing.output()).toEqual({ code: 130, signal: null });
+    expect(importing.output()).toMatch(
+      /^elide: import of .* into slow was interrupted \(SIGINT\)$/m,
+    );
+    expect(imports()).toEqual([]);
+    expect(fs.existsSync(path.join(sandbox.dataDir, 'volumes/slow'))).toBe(false);
   });
 
   it('is file-aware: two copies of a file in one image are stored once', async () => {

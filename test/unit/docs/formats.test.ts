@@ -6,8 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as constants from '../../../src/core/constants.js';
-import { walFileMagic, walRecordMagic } from '../../../src/core/wal/record.js';
+import { walFileMagic, walFileMagicV1, walRecordMagic } from '../../../src/core/wal/record.js';
 import { segmentMagic } from '../../../src/core/segment/format.js';
+import { inventoryMagic } from '../../../src/core/volume/inventory.js';
 
 const doc = fs.readFileSync(path.resolve(import.meta.dirname, '../../../docs/formats.md'), 'utf8');
 
@@ -22,7 +23,9 @@ describe('docs/formats.md matches the code', () => {
   it('states the magic numbers the codecs write', () => {
     const magics = [...doc.matchAll(/magic `([^`]+)`/g)].map((match) => docMagic(match[1] ?? ''));
     expect(magics).toContain(walFileMagic);
+    expect(magics).toContain(walFileMagicV1);
     expect(magics).toContain(segmentMagic);
+    expect(magics).toContain(inventoryMagic);
     expect(doc).toContain(`magic \`${walRecordMagic}\``);
   });
 
@@ -36,6 +39,13 @@ describe('docs/formats.md matches the code', () => {
     expect(doc).toContain(`### 4.3 Claim entry (${constants.segmentClaimEntryBytes} bytes)`);
     expect(doc).toContain(`### 4.4 Input entry (${constants.segmentInputEntryBytes} bytes)`);
     expect(doc).toContain(`Records start on ${constants.walRecordAlignBytes}-byte boundaries`);
+    expect(doc).toContain(`a ${constants.walFileHeaderBytesV1}-byte header`);
+    expect(constants.walDurableSlotBytes).toBe(32);
+    expect(doc).toContain('| 64 | 32 | durable slot A |');
+    expect(doc).toContain('| 96 | 32 | durable slot B |');
+    expect(doc).toContain(
+      `exactly \`${constants.inventoryHeaderBytes} + 16 × (walCount + pendingCount + outputCount)\``,
+    );
   });
 
   it('states the limits the decoders enforce', () => {
@@ -51,6 +61,8 @@ describe('docs/formats.md matches the code', () => {
     expect(doc).toContain('`plainBlocks` (1..256)');
     expect(constants.volumeBytesMax).toBe(2 ** 48);
     expect(doc).toContain('at most 2^48');
+    expect(constants.inventoryIdsMax).toBe(65536);
+    expect(doc).toContain('`walCount` (≤ 65536)');
     expect(constants.compressionRatioMin).toBe(1.5);
     expect(doc).toContain('at least 1.5× smaller');
   });

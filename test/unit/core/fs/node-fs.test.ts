@@ -145,6 +145,21 @@ describe('NodeFs', () => {
     expect(() => fsx.removeTree(path.join(dir, 'r'))).not.toThrow();
   });
 
+  it('mkdirp reports why it cannot create a directory, where Node says ENOENT', () => {
+    fsx.mkdirp(path.join(dir, 'a', 'b'));
+    expect(fs.statSync(path.join(dir, 'a', 'b')).isDirectory()).toBe(true);
+    // On a read-only filesystem Node's recursive mkdir fails with ENOENT; a plain one says EROFS.
+    const mkdir = fs.mkdirSync;
+    vi.spyOn(fs, 'mkdirSync').mockImplementation((target, options) => {
+      const recursive = typeof options === 'object' && options?.recursive === true;
+      const error: NodeJS.ErrnoException = new Error(recursive ? 'ENOENT' : 'EROFS');
+      error.code = recursive ? 'ENOENT' : 'EROFS';
+      if (String(target).startsWith(path.join(dir, 'ro'))) throw error;
+      return mkdir(target, options);
+    });
+    expect(codeOf(() => fsx.mkdirp(path.join(dir, 'ro', 'x')))).toBe('EROFS');
+  });
+
   it('reports free space and filesystem type, and resolves real paths', () => {
     const space = fsx.statfs(dir);
     expect(space.availableBytes).toBeGreaterThan(0);

@@ -759,6 +759,51 @@ describe('transmission', () => {
     );
   });
 
+  it('zero-length requests succeed and change nothing; a structured read gets one NONE chunk', async () => {
+    // doc/proto.md: a client SHOULD NOT send them, the server SHOULD NOT disconnect; a content
+    // chunk must describe at least one byte, so a read's only valid success is NBD_REPLY_TYPE_NONE.
+    const offset = 52 * MiB;
+    const data = randomBytes(4096);
+    await volume.write(offset, data);
+    for (const structured of [true, false]) {
+      const client = await open('v', { structured, metaContext: structured });
+      for (const at of [offset, 64 * MiB]) {
+        const read = await roundTrip(client, { type: CMD.READ, cookie: 1n, offset: at, length: 0 });
+        expect(read.error).toBe(0);
+        expect(read.data.length).toBe(0);
+        if (structured) {
+          expect(
+            read.chunks.map((chunk) => [chunk.type, chunk.flags, chunk.payload.length]),
+          ).toEqual([[REPLY_TYPE.NONE, 1, 0]]);
+        } else {
+          expect(read.kind).toBe('simple');
+        }
+      }
+      for (const [type, fua] of [
+        [CMD.WRITE, 0],
+        [CMD.WRITE, CMD_FLAG.FUA],
+        [CMD.TRIM, 0],
+        [CMD.WRITE_ZEROES, 0],
+        [CMD.CACHE, 0],
+      ] as const) {
+        const reply = await roundTrip(client, { type, flags: fua, cookie: 2n, offset, length: 0 });
+        expect(reply.error, `command ${type}`).toBe(0);
+      }
+      if (structured) {
+        // No descriptor can describe zero bytes: refused, and the connection goes on.
+        const status = await roundTrip(client, {
+          type: CMD.BLOCK_STATUS,
+          cookie: 3n,
+          offset,
+          length: 0,
+        });
+        expect(status.error).toBe(ERRNO.EINVAL);
+      }
+      expectBytes(await readOk(client, offset, 4096), data);
+      await expectUsable(client);
+    }
+  });
+
   it('BLOCK_STATUS without a selected meta context -> EINVAL', async () => {
     const simple = await open('v');
     const reply = await roundTrip(simple, { type: CMD.BLOCK_STATUS, cookie: 1n, length: MiB });

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { blake3 } from '@napi-rs/blake-hash';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AssertionError } from '../../../../src/core/assert.js';
+import { isElideError } from '../../../../src/core/errors.js';
 import { UlidMint } from '../../../../src/core/ids/ulid.js';
 import type { ObjectStore } from '../../../../src/core/store/index.js';
 import { FileStore, fileStoreVersion } from '../../../../src/core/store/index.js';
@@ -344,5 +345,56 @@ describe('FileStore', () => {
     expect(await settledWithin(pending, 0)).toBe(true);
     expect((await store.head('late'))?.sizeBytes).toBe(1024 * 1024);
     await expect(other.get('late')).rejects.toThrow(AssertionError);
+  });
+});
+
+describe('FileStore on a read-only filesystem', () => {
+  let dir: string;
+  const mounts: string[] = [];
+
+  beforeEach(() => {
+    if (process.getuid?.() !== 0) {
+      throw new Error('these tests mount a read-only filesystem: run the suite as root');
+    }
+    dir = makeTempDir();
+  });
+
+  afterEach(() => {
+    for (const mount of mounts.splice(0).reverse()) execFileSync('umount', [mount]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The store's error says the directory is read-only (never ENOENT, as Node's mkdir -p does). */
+  async function expectReadOnly(operation: Promise<unknown>): Promise<void> {
+    const error = await rejection(operation);
+    expect(isElideError(error, 'ELIDE_STORE_UNAVAILABLE'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/read-only filesystem/);
+    expect(String(error)).not.toMatch(/ENOENT|no such file/);
+  }
+
+  it('cannot be created there, and says why', async () => {
+    const readOnly = path.join(dir, 'ro');
+    fs.mkdirSync(readOnly);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro', 'tmpfs', readOnly]);
+    mounts.push(readOnly);
+    await expectReadOnly(FileStore.open(path.join(readOnly, 'store')));
+    await expectReadOnly(FileStore.open(readOnly));
+  });
+
+  it('opens an existing store for reading, and refuses a put saying why', async () => {
+    const root = path.join(dir, 'store');
+    const writable = await FileStore.open(root);
+    await writable.put('kept', Buffer.from('kept'));
+    await writable.close();
+    execFileSync('mount', ['--bind', root, root]);
+    mounts.push(root);
+    execFileSync('mount', ['-o', 'remount,bind,ro', root]);
+    const store = await FileStore.open(root);
+    try {
+      expect(await store.get('kept')).toEqual(Buffer.from('kept'));
+      await expectReadOnly(store.put('new', Buffer.from('new')));
+    } finally {
+      await store.close();
+    }
   });
 });

@@ -6,12 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { walFileHeaderBytes } from '../../../../src/core/constants.js';
 import { DataDir, type Logger } from '../../../../src/core/index.js';
 import { FileStore } from '../../../../src/core/store/index.js';
 import { CrashableFs } from '../../../support/crashable-fs.js';
 import { FaultyStore } from '../../../support/faulty-store.js';
 import { pattern } from '../../../support/rng.js';
-import { fsTypeNfs, fsTypeTmpfs, SimFs } from '../../../support/sim-fs.js';
+import { flipByte, fsTypeNfs, fsTypeTmpfs, SimFs } from '../../../support/sim-fs.js';
 
 const blockBytes = 4096;
 const storeRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-volume-store-'));
@@ -47,15 +48,6 @@ async function setup(
   const dataDir = await open();
   await dataDir.initVolume('v', 16 * 1024 * 1024);
   return { sim, crashable, root, dataDir, open };
-}
-
-function flipByte(sim: SimFs, file: string, offset: number): void {
-  const fd = sim.open(file, 'readwrite');
-  const byte = Buffer.alloc(1);
-  sim.read(fd, byte, 0, 1, offset);
-  byte[0] = (byte[0] ?? 0) ^ 0x40;
-  sim.write(fd, byte, offset);
-  sim.close(fd);
 }
 
 describe('single writer', () => {
@@ -149,34 +141,59 @@ describe('full disks', () => {
 });
 
 describe('damaged files', () => {
-  async function writeTwoFlushedRecords() {
+  /** Two one-block records, the second flushed only when `flushLast`; then a crash. */
+  async function writeTwoRecords(flushLast: boolean) {
     const ctx = await setup();
     const volume = await ctx.dataDir.openVolume('v');
     await volume.write(0, pattern(blockBytes, 1));
     await volume.flush();
     await volume.write(blockBytes, pattern(blockBytes, 2));
-    await volume.flush();
+    if (flushLast) await volume.flush();
     await volume.abandon();
     const walDir = `${ctx.root}/volumes/v/wal`;
-    const wal = `${walDir}/${ctx.sim.readdir(walDir)[0]}`;
+    // The log with records (the spare beside it holds only its header).
+    const wal = ctx.sim
+      .readdir(walDir)
+      .map((name) => `${walDir}/${name}`)
+      .sort((a, b) => ctx.sim.readFile(b).length - ctx.sim.readFile(a).length)[0]!;
     return { ...ctx, wal };
   }
 
   it('refuses to open a WAL damaged before acknowledged data, naming file and offset', async () => {
-    const { sim, dataDir, wal } = await writeTwoFlushedRecords();
+    const { sim, dataDir, wal } = await writeTwoRecords(true);
     const sizeBefore = sim.readFile(wal).length;
-    flipByte(sim, wal, 64 + 96 + 100);
+    flipByte(sim, wal, walFileHeaderBytes + 96 + 100);
     const error = await dataDir.openVolume('v').catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'ELIDE_WAL_CORRUPT' });
     expect(String((error as Error).message)).toContain(wal);
-    expect(String((error as Error).message)).toContain('offset 64');
+    expect(String((error as Error).message)).toContain(`offset ${walFileHeaderBytes}`);
     expect(sim.readFile(wal).length).toBe(sizeBefore);
   });
 
+  it('refuses to open a WAL whose last flushed record is damaged, or that was cut short', async () => {
+    const damaged = await writeTwoRecords(true);
+    const lastRecord = walFileHeaderBytes + 96 + blockBytes;
+    flipByte(damaged.sim, damaged.wal, lastRecord + 96 + 10);
+    await expect(damaged.dataDir.openVolume('v')).rejects.toMatchObject({
+      code: 'ELIDE_WAL_CORRUPT',
+      message: expect.stringContaining(`offset ${lastRecord}`),
+    });
+    for (const length of [10, lastRecord + 50]) {
+      const cut = await writeTwoRecords(true);
+      const fd = cut.sim.open(cut.wal, 'readwrite');
+      cut.sim.truncate(fd, length);
+      cut.sim.close(fd);
+      const error = await cut.dataDir.openVolume('v').catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'ELIDE_WAL_CORRUPT' });
+      expect(String((error as Error).message)).toContain(cut.wal);
+      expect(cut.sim.readFile(cut.wal).length).toBe(length);
+    }
+  });
+
   it('truncates a damaged tail that was never acknowledged', async () => {
-    const { sim, dataDir, wal } = await writeTwoFlushedRecords();
-    // The last record is covered by no later durableBytes: damage to it is a torn tail.
-    flipByte(sim, wal, 64 + 2 * 96 + blockBytes + 10);
+    const { sim, dataDir, wal } = await writeTwoRecords(false);
+    // The last record was never flushed: damage to it is a torn tail.
+    flipByte(sim, wal, walFileHeaderBytes + 2 * 96 + blockBytes + 10);
     const volume = await dataDir.openVolume('v');
     expect((await volume.read(0, blockBytes)).equals(pattern(blockBytes, 1))).toBe(true);
     expect((await volume.read(blockBytes, blockBytes)).equals(Buffer.alloc(blockBytes))).toBe(true);

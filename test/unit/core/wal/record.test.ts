@@ -1,7 +1,11 @@
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { AssertionError } from '../../../../src/core/assert.js';
-import { walFileHeaderBytes, walRecordHeaderBytes } from '../../../../src/core/constants.js';
+import {
+  walFileHeaderBytes,
+  walRecordHeaderBytes,
+  walZeroBlocksMax,
+} from '../../../../src/core/constants.js';
 import { blake3, ZERO_HASH } from '../../../../src/core/hash.js';
 import { ulidToBytes } from '../../../../src/core/ids/ulid.js';
 import type { Ulid } from '../../../../src/core/ids/ulid.js';
@@ -13,7 +17,6 @@ import {
   walFileMagic,
   walRecordMagic,
   walRecordPayloadBytes,
-  walZeroBlocksMax,
 } from '../../../../src/core/wal/record.js';
 import type { WalRecordHeader } from '../../../../src/core/wal/record.js';
 
@@ -49,17 +52,27 @@ function resealFile(buf: Buffer): Buffer {
   return buf;
 }
 
+/** What a new log's header decodes to: its durable point is the header itself. */
+const freshHeader = {
+  version: 2,
+  walId,
+  volumeId,
+  headerBytes: walFileHeaderBytes,
+  durableBytes: walFileHeaderBytes,
+  generation: 1,
+};
+
 describe('WAL file header', () => {
   it('round-trips', () => {
     const buf = encodeWalFileHeader({ walId, volumeId });
     expect(buf.length).toBe(walFileHeaderBytes);
     expect(buf.subarray(0, 8).toString('latin1')).toBe(walFileMagic);
-    expect(decodeWalFileHeader(buf)).toEqual({ walId, volumeId });
+    expect(decodeWalFileHeader(buf)).toEqual(freshHeader);
   });
 
   it('decodes from a longer buffer', () => {
     const buf = Buffer.concat([encodeWalFileHeader({ walId, volumeId }), Buffer.alloc(100, 7)]);
-    expect(decodeWalFileHeader(buf)).toEqual({ walId, volumeId });
+    expect(decodeWalFileHeader(buf)).toEqual(freshHeader);
   });
 
   it('rejects every truncation', () => {
@@ -69,12 +82,13 @@ describe('WAL file header', () => {
     }
   });
 
-  it('rejects every single bit flip', () => {
+  it('rejects every single bit flip in bytes 0..64, and survives one in a slot', () => {
     const buf = encodeWalFileHeader({ walId, volumeId });
     for (let bit = 0; bit < buf.length * 8; bit++) {
       const bad = Buffer.from(buf);
       bad[bit >> 3]! ^= 1 << (bit & 7);
-      expect(decodeWalFileHeader(bad), `bit ${bit}`).toBeNull();
+      if (bit < 64 * 8) expect(decodeWalFileHeader(bad), `bit ${bit}`).toBeNull();
+      else expect(decodeWalFileHeader(bad)?.durableBytes, `bit ${bit}`).toBe(walFileHeaderBytes);
     }
   });
 
@@ -88,7 +102,7 @@ describe('WAL file header', () => {
 
   it('rejects another version byte', () => {
     const bad = Buffer.from(encodeWalFileHeader({ walId, volumeId }));
-    bad[7] = 2;
+    bad[7] = 3;
     expect(decodeWalFileHeader(resealFile(bad))).toBeNull();
   });
 

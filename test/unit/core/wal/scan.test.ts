@@ -1,9 +1,15 @@
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { walFileHeaderBytes, walRecordHeaderBytes } from '../../../../src/core/constants.js';
 import { blake3, ZERO_HASH } from '../../../../src/core/hash.js';
 import type { Ulid } from '../../../../src/core/ids/ulid.js';
-import { encodeWalFileHeader, encodeWalRecordHeader } from '../../../../src/core/wal/record.js';
+import {
+  encodeWalDurableSlot,
+  encodeWalFileHeader,
+  encodeWalRecordHeader,
+  walDurableSlotOffset,
+} from '../../../../src/core/wal/record.js';
 import type { WalRecordHeader } from '../../../../src/core/wal/record.js';
 import { scanWal } from '../../../../src/core/wal/scan.js';
 import type { WalRecord, WalScanResult } from '../../../../src/core/wal/scan.js';
@@ -13,6 +19,7 @@ const otherWalId = '01JBQ7Z5X8M3N4P5Q6R7S8T9VX' as Ulid;
 const volumeId = '01JBQ7Z0000000000000000000' as Ulid;
 const volumeBlocks = 1 << 20;
 const expected = { walId, volumeId, volumeBlocks };
+const H = walFileHeaderBytes;
 
 interface Spec {
   kind: 'data' | 'zero';
@@ -73,65 +80,92 @@ const three: Spec[] = [
   { kind: 'data', startLba: 20, lengthBlocks: 2, seq: 3 },
 ];
 
+/** What a clean scan of a log built here reports besides its records. */
+const fresh = { version: 2, headerBytes: H, durableBytes: H, generation: 1 };
+
+/** `bytes` with a durable slot of generation 2 saying `durable` bytes were synced. */
+function withDurable(bytes: Buffer, durable: number): Buffer {
+  const out = Buffer.from(bytes);
+  encodeWalDurableSlot({ durableBytes: durable, generation: 2 }, walId).copy(
+    out,
+    walDurableSlotOffset(2),
+  );
+  return out;
+}
+
 describe('scanWal: file header', () => {
-  it('treats a zero-length file as a torn creation', () => {
-    expect(scanWal(Buffer.alloc(0), expected)).toEqual({
-      records: [],
-      validBytes: 0,
-      outcome: 'torn-tail',
-      headerValid: false,
+  it('refuses a file that is not a log, or whose header is cut short or damaged', () => {
+    expect(scanWal(Buffer.alloc(0), expected)).toMatchObject({
+      outcome: 'corrupt',
+      corruptOffset: 0,
+      version: null,
+    });
+    const header = encodeWalFileHeader({ walId, volumeId });
+    for (let n = 0; n < H; n++) {
+      const result = scanWal(header.subarray(0, n), expected);
+      expect(result.outcome, `${n} bytes`).toBe('corrupt');
+      expect(result.records).toEqual([]);
+    }
+    expect(scanWal(Buffer.alloc(H), expected)).toMatchObject({ outcome: 'corrupt' });
+    for (let bit = 0; bit < 60 * 8; bit += 5) {
+      // A flip in the version byte reads as another version: refused all the same.
+      const outcome = bit >> 3 === 7 ? 'unsupported' : 'corrupt';
+      expect(scanWal(flip(header, bit), expected).outcome, `bit ${bit}`).toBe(outcome);
+    }
+  });
+
+  it('reads a log whose header has one damaged slot, from the other', () => {
+    const { bytes } = buildWal(three);
+    const synced = withDurable(bytes, bytes.length);
+    // Slot B (generation 2) damaged: slot A (generation 1, the header) is current.
+    const b = walDurableSlotOffset(2);
+    expect(scanWal(flip(synced, (b + 3) * 8), expected)).toMatchObject({
+      outcome: 'clean',
+      durableBytes: H,
+    });
+    // Slot A damaged: B says everything is durable.
+    const a = walDurableSlotOffset(1);
+    expect(scanWal(flip(synced, (a + 3) * 8), expected)).toMatchObject({
+      outcome: 'clean',
+      durableBytes: bytes.length,
+      generation: 2,
+    });
+    // Both damaged: refused.
+    expect(scanWal(flip(flip(synced, a * 8), b * 8), expected)).toMatchObject({
+      outcome: 'corrupt',
     });
   });
 
-  it('treats every partial or damaged header with nothing after it as a torn creation', () => {
-    const header = encodeWalFileHeader({ walId, volumeId });
-    for (let n = 0; n < walFileHeaderBytes; n++) {
-      const result = scanWal(header.subarray(0, n), expected);
-      expect(result.outcome).toBe('torn-tail');
-      expect(result.validBytes).toBe(0);
-      expect(result.headerValid).toBe(false);
-    }
-    const damaged = flip(header, 100);
-    expect(scanWal(damaged, expected)).toMatchObject({ outcome: 'torn-tail', headerValid: false });
-    expect(scanWal(Buffer.alloc(64), expected)).toMatchObject({ outcome: 'torn-tail' });
+  it('refuses a log of a format version it does not read, as unsupported', () => {
+    const { bytes } = buildWal(three);
+    const newer = Buffer.from(bytes);
+    newer[7] = 3;
+    expect(scanWal(newer, expected)).toMatchObject({ outcome: 'unsupported', version: 3 });
   });
 
-  it('accepts a header-only WAL as clean', () => {
+  it('accepts a header-only log as clean', () => {
     const header = encodeWalFileHeader({ walId, volumeId });
     expect(scanWal(header, expected)).toEqual({
+      ...fresh,
       records: [],
-      validBytes: 64,
+      validBytes: H,
       outcome: 'clean',
-      headerValid: true,
     });
   });
 
-  it('reports a damaged header as corrupt at 0 when a record says it was durable', () => {
-    const { bytes } = buildWal(three);
-    for (let bit = 0; bit < walFileHeaderBytes * 8; bit += 7) {
-      expect(scanWal(flip(bytes, bit), expected)).toEqual({
-        records: [],
-        validBytes: 0,
-        outcome: 'corrupt',
-        corruptOffset: 0,
-        headerValid: false,
-      });
-    }
-  });
-
-  it('treats a lost header as a torn creation when no record says it was durable', () => {
-    // Writeback can persist later pages of a never-synced WAL without its first page.
-    const unsynced = three.map((spec) => ({ ...spec, durableBytes: 0 }));
-    const { bytes } = buildWal(unsynced);
-    bytes.fill(0, 0, walFileHeaderBytes);
-    expect(scanWal(bytes, expected)).toEqual({
-      records: [],
-      validBytes: 0,
-      outcome: 'torn-tail',
-      headerValid: false,
-    });
-    const oneMore = Buffer.concat([Buffer.alloc(64), Buffer.alloc(1)]);
-    expect(scanWal(oneMore, expected)).toMatchObject({ outcome: 'torn-tail', headerValid: false });
+  it('reads a version 1 log (64-byte header, no slots)', () => {
+    const v1Header = Buffer.from(encodeWalFileHeader({ walId, volumeId }).subarray(0, 64));
+    v1Header.write('ELIDWAL\x01', 0, 'latin1');
+    v1Header.writeUInt32LE(crc32(v1Header.subarray(0, 60)), 60);
+    const { bytes, records } = buildWal(three);
+    const shifted = Buffer.concat([v1Header, bytes.subarray(H)]);
+    // Records were built for offset 128: rebuild them at 64 by scanning.
+    const result = scanWal(shifted, expected);
+    expect(result).toMatchObject({ version: 1, headerBytes: 64, durableBytes: 0 });
+    // Their durableBytes point past where they now sit, so none is valid: a torn tail at 64.
+    expect(result.outcome).toBe('torn-tail');
+    expect(records.length).toBe(3);
+    expect(scanWal(v1Header, expected)).toMatchObject({ outcome: 'clean', validBytes: 64 });
   });
 
   it('reports a header for another WAL or volume as corrupt at 0, even when header-only', () => {
@@ -141,12 +175,39 @@ describe('scanWal: file header', () => {
       { ...expected, volumeId: otherWalId },
     ]) {
       expect(scanWal(bytes, other)).toMatchObject({ outcome: 'corrupt', corruptOffset: 0 });
-      expect(scanWal(bytes.subarray(0, 64), other)).toMatchObject({
+      expect(scanWal(bytes.subarray(0, H), other)).toMatchObject({
         outcome: 'corrupt',
         corruptOffset: 0,
-        headerValid: false,
       });
     }
+  });
+
+  it('refuses a log shorter than its durable point, and damage below it, as corrupt', () => {
+    const { bytes, records } = buildWal(three);
+    const synced = withDurable(bytes, bytes.length);
+    const ends = [H, ...records.map(recordEnd)];
+    for (const n of [H, H + 10, records[2]!.fileOffset, bytes.length - 1]) {
+      // The valid records before the cut are kept (repair keeps them as the log).
+      const kept = ends.filter((end) => end <= n).at(-1)!;
+      expect(scanWal(synced.subarray(0, n), expected), `${n} bytes`).toMatchObject({
+        outcome: 'corrupt',
+        corruptOffset: kept,
+        validBytes: kept,
+        problem: expect.stringContaining(`it is ${n} bytes long`),
+      });
+    }
+    // The last record, damaged: no later record vouches for it, the slot does.
+    const r3 = records[2]!;
+    expect(scanWal(flip(synced, (r3.payloadOffset + 10) * 8), expected)).toMatchObject({
+      outcome: 'corrupt',
+      corruptOffset: r3.fileOffset,
+    });
+    // Beyond the durable point the same damage is a torn tail.
+    const partly = withDurable(bytes, r3.fileOffset);
+    expect(scanWal(flip(partly, (r3.payloadOffset + 10) * 8), expected)).toMatchObject({
+      outcome: 'torn-tail',
+      validBytes: r3.fileOffset,
+    });
   });
 });
 
@@ -155,29 +216,24 @@ describe('scanWal: records', () => {
     const { bytes, records } = buildWal(three);
     const result = scanWal(bytes, expected);
     expect(result).toEqual({
+      ...fresh,
       records,
       validBytes: bytes.length,
       outcome: 'clean',
-      headerValid: true,
     });
-    expect(result.records.map((r) => r.fileOffset)).toEqual([
-      64,
-      64 + 96 + 4096,
-      64 + 96 + 4096 + 96,
-    ]);
+    expect(result.records.map((r) => r.fileOffset)).toEqual([H, H + 96 + 4096, H + 96 + 4096 + 96]);
   });
 
   it('truncated at every offset: torn tail at the last whole record, never corrupt', () => {
     const { bytes, records } = buildWal(three);
-    const ends = [64, ...records.map(recordEnd)];
-    for (let n = 65; n <= bytes.length; n++) {
+    const ends = [H, ...records.map(recordEnd)];
+    for (let n = H + 1; n <= bytes.length; n++) {
       const result = scanWal(bytes.subarray(0, n), expected);
       const kept = ends.filter((e) => e <= n).length - 1;
       const validBytes = ends[kept]!;
       expect(result.records).toEqual(records.slice(0, kept));
       expect(result.validBytes).toBe(validBytes);
       expect(result.outcome).toBe(validBytes === n ? 'clean' : 'torn-tail');
-      expect(result.headerValid).toBe(true);
     }
   });
 
@@ -187,12 +243,12 @@ describe('scanWal: records', () => {
     const r2 = records[1]!;
     for (const at of [r2.fileOffset, r2.fileOffset + 8, r2.fileOffset + 95]) {
       const result = scanWal(flip(bytes, at * 8), expected);
-      expect(result).toEqual({
+      expect(result).toMatchObject({
+        ...fresh,
         records: records.slice(0, 1),
         validBytes: r2.fileOffset,
         outcome: 'corrupt',
         corruptOffset: r2.fileOffset,
-        headerValid: true,
       });
     }
   });
@@ -211,10 +267,10 @@ describe('scanWal: records', () => {
     const r3 = records[2]!;
     const expectTorn = (result: WalScanResult) =>
       expect(result).toEqual({
+        ...fresh,
         records: records.slice(0, 2),
         validBytes: r3.fileOffset,
         outcome: 'torn-tail',
-        headerValid: true,
       });
     expectTorn(scanWal(flip(bytes, r3.fileOffset * 8 + 3), expected));
     expectTorn(scanWal(flip(bytes, (r3.payloadOffset + 4097) * 8), expected));
@@ -224,17 +280,17 @@ describe('scanWal: records', () => {
 
   it('damage to r2 not covered by r3.durableBytes is a torn tail at r2', () => {
     // r3 was appended before r2 was synced: durable only up to r1's end.
-    const r1End = 64 + 96 + 4096;
+    const r1End = H + 96 + 4096;
     const specs = three.map((s, i) => (i === 2 ? { ...s, durableBytes: r1End } : s));
     const { bytes, records } = buildWal(specs);
     const r2 = records[1]!;
     expect(r2.fileOffset).toBe(r1End);
     const result = scanWal(flip(bytes, r2.fileOffset * 8 + 40), expected);
     expect(result).toEqual({
+      ...fresh,
       records: records.slice(0, 1),
       validBytes: r2.fileOffset,
       outcome: 'torn-tail',
-      headerValid: true,
     });
   });
 
@@ -242,13 +298,13 @@ describe('scanWal: records', () => {
     const specs: Spec[] = [
       { kind: 'zero', startLba: 0, lengthBlocks: 1, seq: 1 },
       { kind: 'zero', startLba: 0, lengthBlocks: 1, seq: 2 },
-      { kind: 'zero', startLba: 0, lengthBlocks: 1, seq: 3, durableBytes: 160 },
+      { kind: 'zero', startLba: 0, lengthBlocks: 1, seq: 3, durableBytes: H + 96 },
     ];
     const { bytes } = buildWal(specs);
-    // r2 is at 160; r3 promises bytes before 160 only.
-    expect(scanWal(flip(bytes, 160 * 8), expected)).toMatchObject({
+    // r2 is at H + 96; r3 promises bytes before it only.
+    expect(scanWal(flip(bytes, (H + 96) * 8), expected)).toMatchObject({
       outcome: 'torn-tail',
-      validBytes: 160,
+      validBytes: H + 96,
     });
   });
 
@@ -265,18 +321,18 @@ describe('scanWal: records', () => {
     // Nothing fits, so no record vouches for anything: a torn tail from the first record.
     expect(scanWal(bytes, { ...expected, volumeBlocks: 10 })).toMatchObject({
       outcome: 'torn-tail',
-      validBytes: 64,
+      validBytes: H,
       records: [],
     });
   });
 
   it('rejects a record claiming more durable bytes than precede it', () => {
     const specs: Spec[] = [
-      { kind: 'zero', startLba: 0, lengthBlocks: 1, seq: 1, durableBytes: 65 },
+      { kind: 'zero', startLba: 0, lengthBlocks: 1, seq: 1, durableBytes: H + 1 },
     ];
     expect(scanWal(buildWal(specs).bytes, expected)).toMatchObject({
       outcome: 'torn-tail',
-      validBytes: 64,
+      validBytes: H,
       records: [],
     });
   });
@@ -340,7 +396,7 @@ describe('scanWal: records', () => {
     const specs: Spec[] = [
       { kind: 'data', startLba: 1, lengthBlocks: 1, seq: 1 },
       { kind: 'zero', startLba: 2, lengthBlocks: 3, seq: 2 },
-      { kind: 'data', startLba: 7, lengthBlocks: 1, seq: 3, durableBytes: 64 },
+      { kind: 'data', startLba: 7, lengthBlocks: 1, seq: 3, durableBytes: H },
       { kind: 'zero', startLba: 9, lengthBlocks: 1, seq: 4 },
     ];
     const { bytes, records } = buildWal(specs);
@@ -356,11 +412,13 @@ describe('scanWal: records', () => {
     for (const bit of bits) {
       const byte = bit >> 3;
       const result = scanWal(flip(bytes, bit), expected);
-      expect(result.outcome, `bit ${bit}`).not.toBe('clean');
-      if (byte < 64) {
-        expect(result).toMatchObject({ outcome: 'corrupt', corruptOffset: 0 });
+      if (byte < H) {
+        // The header, or a slot: a damaged slot leaves the other, and the scan goes on.
+        const outcome = byte >= 64 ? 'clean' : byte === 7 ? 'unsupported' : 'corrupt';
+        expect(result.outcome, `bit ${bit}`).toBe(outcome);
         continue;
       }
+      expect(result.outcome, `bit ${bit}`).not.toBe('clean');
       const k = records.findIndex((r) => byte >= r.fileOffset && byte < recordEnd(r));
       const damaged = records[k]!;
       expect(result.records, `bit ${bit}`).toEqual(records.slice(0, k));
@@ -388,10 +446,10 @@ describe('scanWal: properties', () => {
         const { bytes, records } = buildWal(specs);
         const result = scanWal(bytes, expected);
         expect(result).toEqual({
+          ...fresh,
           records,
           validBytes: bytes.length,
           outcome: 'clean',
-          headerValid: true,
         });
       }),
       { numRuns: 100 },
@@ -420,16 +478,17 @@ describe('scanWal: properties', () => {
     );
   });
 
-  it('a random truncation yields a prefix and a torn tail', () => {
+  it('a random truncation beyond the header yields a prefix and a torn tail', () => {
     fc.assert(
       fc.property(specsArb, fc.nat(), (specs, seed) => {
         const { bytes, records } = buildWal(specs);
         const n = seed % (bytes.length + 1);
         const result = scanWal(bytes.subarray(0, n), expected);
-        expect(result.outcome).not.toBe('corrupt');
+        if (n >= H) expect(result.outcome).not.toBe('corrupt');
         const kept = records.filter((r) => recordEnd(r) <= n);
         expect(result.records).toEqual(kept);
-        if (n >= 64) expect(result.validBytes).toBe(kept.length ? recordEnd(kept.at(-1)!) : 64);
+        if (n >= H) expect(result.validBytes).toBe(kept.length ? recordEnd(kept.at(-1)!) : H);
+        else expect(result.outcome).toBe('corrupt');
       }),
       { numRuns: 200 },
     );

@@ -1,0 +1,25 @@
+/**
+ * A volume's descriptor as the store holds it (`volumes/<id>/volume.json`,
+ * found through `names/<name>`): where `volume.json` is restored from when
+ * the local copy is missing or damaged.
+ */
+import { isElideError } from '../errors.js';
+import type { ObjectStore } from '../store/index.js';
+import { decodeNameRecord, nameKey, volumePrefix } from '../upload/records.js';
+import { decodeDescriptor, descriptorFileName, type VolumeDescriptor } from './descriptor.js';
+
+/** The descriptor the store holds for `name`, or undefined when it has none. */
+export async function fetchDescriptor(
+  store: ObjectStore,
+  name: string,
+): Promise<VolumeDescriptor | undefined> {
+  try {
+    const record = decodeNameRecord(await store.get(nameKey(name)), nameKey(name));
+    const key = `${volumePrefix(record.volumeId)}${descriptorFileName}`;
+    const descriptor = decodeDescriptor(await store.get(key), key);
+    return descriptor.id === record.volumeId && descriptor.name === name ? descriptor : undefined;
+  } catch (error) {
+    if (isElideError(error, 'ELIDE_STORE_NOT_FOUND')) return undefined;
+    throw error;
+  }
+}
