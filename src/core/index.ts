@@ -6,20 +6,20 @@ export type { ErrorCode, Errno } from './errors.js';
 export { parseSize, parseDuration, formatBytes, roundUp } from './units.js';
 export type { Logger } from './log.js';
 export { nullLogger } from './log.js';
-export { DataDir } from './volume/data-dir.js';
-export { belowReserveWarning } from './volume/free-space.js';
-export type { DataDirOptions, EvictResult, SyncResult } from './volume/data-dir.js';
-export type { GcOptions, GcRunResult, GcVolumeResult } from './gc/collector.js';
-export type { SnapshotInfo } from './snapshot/snapshots.js';
-export type { SnapshotManifest } from './upload/records.js';
+export { DataDir } from './data-dir/index.js';
+export { belowReserveWarning } from './volume/index.js';
+export type { DataDirOptions, EvictResult, SyncResult } from './data-dir/index.js';
+export type { GcOptions, GcRunResult, GcVolumeResult } from './gc/index.js';
+export type { SnapshotInfo } from './snapshot/index.js';
+export type { SnapshotManifest } from './snapshot/index.js';
 export { gcMinLiveDefault, gcRetentionMsDefault } from './constants.js';
-export { Volume } from './volume/volume.js';
+export { Volume } from './volume/index.js';
 export type {
   BlockStatusRun,
   BlockStatusKind,
   VolumeStats,
   WriteOptions,
-} from './volume/volume.js';
+} from './volume/index.js';
 export type {
   DamagedVolume,
   VolumeListing,
@@ -27,11 +27,11 @@ export type {
   VolumeInfo,
   ProgressCallback,
   RawCopyResult,
-} from './volume/types.js';
+} from './data-dir/index.js';
 
 const packageJson = createRequire(import.meta.url)('../../package.json') as { version: string };
 export const elideVersion: string = packageJson.version;
 export { serveVolumes, nbdDefaultHost, nbdDefaultPort } from './nbd/index.js';
 export type { NbdService, ServeOptions } from './nbd/index.js';
-export { hostPlatform, parsePlatform, formatPlatform } from './oci/image.js';
-export type { ImportOciResult, ImportOciOptions } from './oci/import.js';
+export { hostPlatform, parsePlatform, formatPlatform } from './oci/index.js';
+export type { ImportOciResult, ImportOciOptions } from './data-dir/index.js';

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ObjectInfo } from '../../src/core/store/index.js';
-import { decodeHead } from '../../src/core/upload/records.js';
+import { decodeHead } from '../../src/core/upload/index.js';
 import { FaultyStore } from '../support/faulty-store.js';
 import { dataDirSandbox } from '../support/data-dir-sandbox.js';
 import { pattern } from '../support/rng.js';

@@ -13,7 +13,7 @@ import type { Fs } from '../../src/core/fs/types.js';
 import { isZeroHash } from '../../src/core/hash.js';
 import { decodeSegmentIndex } from '../../src/core/segment/format.js';
 import { FileStore, type ObjectInfo } from '../../src/core/store/index.js';
-import { decodeHead } from '../../src/core/upload/records.js';
+import { decodeHead } from '../../src/core/upload/index.js';
 import { CrashableFs } from '../support/crashable-fs.js';
 import { FaultyStore } from '../support/faulty-store.js';
 import { hooked, ticks } from '../support/hooked-fs.js';

@@ -6,11 +6,10 @@
  * and recovery to rebuild `index/` files that are missing or damaged.
  */
 import { segmentHeaderBytes } from '../constants.js';
-import type { Ulid } from '../ids/ulid.js';
-import { decodeSegmentIndex, segmentIndexBytes, type SegmentIndex } from '../segment/format.js';
-import { checkSegmentIdentity } from '../segment/segment-file.js';
-import type { ObjectStore } from '../store/index.js';
-import { segmentKey } from '../upload/records.js';
+import type { Ulid } from '../ids/index.js';
+import { decodeSegmentIndex, segmentIndexBytes, type SegmentIndex } from '../segment/index.js';
+import { checkSegmentIdentity } from '../segment/index.js';
+import { segmentKey, type ObjectStore } from '../store/index.js';
 
 export async function fetchSegmentIndex(
   store: ObjectStore,

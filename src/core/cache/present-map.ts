@@ -6,7 +6,7 @@
 import { crc32 } from 'node:zlib';
 import { segmentExtentsMax } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { readUlid, writeUlid, type Ulid } from '../ids/ulid.js';
+import { readUlid, writeUlid, type Ulid } from '../ids/index.js';
 
 export const presentMapMagic = 'ELIDPRS\x01';
 export const presentMapHeaderBytes = 32;

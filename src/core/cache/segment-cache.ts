@@ -9,15 +9,14 @@
  * used first.
  */
 import { ElideError, errorText, isElideError } from '../errors.js';
-import type { Fs } from '../fs/types.js';
+import type { Fs } from '../fs/index.js';
 import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
-import type { Ulid } from '../ids/ulid.js';
-import { decodeExtentBody } from '../segment/codec.js';
-import type { SegmentExtent } from '../segment/format.js';
-import type { ObjectStore } from '../store/index.js';
+import type { Ulid } from '../ids/index.js';
+import { decodeExtentBody } from '../segment/index.js';
+import type { SegmentExtent } from '../segment/index.js';
+import { segmentKey, type ObjectStore } from '../store/index.js';
 import { fetchBytesMin, fetchRunBytesMax, presenceSaveDelayMs } from '../constants.js';
-import { segmentKey } from '../upload/records.js';
 import { FetchBufferPool, type FetchLease } from './fetch-buffers.js';
 import type { StoredSegment } from './stored-segment.js';
 

@@ -8,16 +8,16 @@ import path from 'node:path';
 import { assert } from '../assert.js';
 import { segmentIndexBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { writeFileAtomic } from '../fs/atomic.js';
-import type { Fs } from '../fs/types.js';
-import type { Ulid } from '../ids/ulid.js';
-import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/format.js';
+import { writeFileAtomic } from '../fs/index.js';
+import type { Fs } from '../fs/index.js';
+import type { Ulid } from '../ids/index.js';
+import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/index.js';
 import {
   checkSegmentIdentity,
   readExact,
   segmentSuffix,
   type SegmentReader,
-} from '../segment/segment-file.js';
+} from '../segment/index.js';
 import { bitmapBytes, decodePresentMap, encodePresentMap } from './present-map.js';
 
 export const indexSuffix = '.idx';

@@ -5,9 +5,9 @@
  * the LBA map.
  */
 import { assert } from '../assert.js';
-import type { SegmentExtent } from '../segment/format.js';
-import type { SegmentReader } from '../segment/segment-file.js';
-import type { WalFile } from '../wal/wal-file.js';
+import type { SegmentExtent } from '../segment/index.js';
+import type { SegmentReader } from '../segment/index.js';
+import type { WalFile } from '../wal/index.js';
 
 export type ExtentLocation =
   | {

@@ -12,15 +12,41 @@
  *      older than the retention window.
  */
 import { gcCopyYieldBytes } from '../constants.js';
-import { segmentIndexLength, type SegmentExtent } from '../segment/format.js';
-import { SegmentWriter } from '../segment/segment-file.js';
-import type { StoredSegment } from '../cache/stored-segment.js';
-import type { Fs } from '../fs/types.js';
-import type { Ulid } from '../ids/ulid.js';
+import type { StoredSegment } from '../cache/index.js';
+import type { Fs } from '../fs/index.js';
+import type { Ulid } from '../ids/index.js';
+import { segmentIndexLength, SegmentWriter, type SegmentExtent } from '../segment/index.js';
+import type { SegmentIndex } from '../segment/index.js';
+import { readManifests } from '../snapshot/index.js';
+import type { SnapshotSubject } from '../snapshot/index.js';
 import type { ObjectStore } from '../store/index.js';
-import { readManifests } from '../snapshot/snapshots.js';
-import type { Volume } from '../volume/volume.js';
-import { planGc, type GcPass } from './plan.js';
+import { planGc, type GcPass, type GcPlanInput } from './plan.js';
+
+/**
+ * What a GC run needs of the volume it collects (the volume's GC side,
+ * `Volume.gc`): the plan's inputs, verified input bodies, the commit of an
+ * output (docs/design.md §3.7 step 4), and the upload and deletion steps.
+ */
+export interface GcSubject extends SnapshotSubject {
+  readonly writable: boolean;
+  /** Where outputs are built: `pending/`, so they upload like promotions. */
+  readonly pendingDirectory: string;
+  /** The volume's own stored segments outside `frozen`, the LBA map, and every hash claimed elsewhere. */
+  gcView(frozen: ReadonlySet<Ulid>): GcPlanInput<StoredSegment> & { frozenSegments: number };
+  /** The stored bytes of an input extent, verified against its hash (fetched if not cached). */
+  readForGc(segment: StoredSegment, extent: SegmentExtent): Promise<Buffer>;
+  /** Commits an output if nothing made it stale; false (nothing changed) otherwise. */
+  applyGc(
+    pass: GcPass<StoredSegment>,
+    install: () => string,
+    index: SegmentIndex,
+    plannedStored: ReadonlySet<Ulid>,
+  ): Promise<boolean>;
+  /** Waits until every GC output is in the store. */
+  uploadGcOutputs(): Promise<void>;
+  /** Deletes replaced segment objects retired longer than `retentionMs`. */
+  deleteRetired(retentionMs: number): Promise<{ segments: number; bytes: number }>;
+}
 
 export interface GcOptions {
   /** Segments whose live fraction is below this are compacted (0..1). */
@@ -95,7 +121,7 @@ export function summarizeGc(
 }
 
 export async function collectVolume(
-  volume: Volume,
+  volume: GcSubject,
   fs: Fs,
   store: ObjectStore,
   options: GcOptions,
@@ -181,7 +207,7 @@ function indexBytes(pass: GcPass<StoredSegment>): number {
  * size, or undefined when the volume refused it (the file is removed).
  */
 async function writeOutput(
-  volume: Volume,
+  volume: GcSubject,
   fs: Fs,
   pass: GcPass<StoredSegment>,
   plannedStored: ReadonlySet<Ulid>,

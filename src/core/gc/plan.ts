@@ -25,11 +25,11 @@ import {
   segmentInputsMax,
   segmentClaimEntryBytes,
 } from '../constants.js';
-import { hashKey } from '../extent-index/extent-index.js';
+import { hashKey } from '../extent-index/index.js';
 import { isZeroHash } from '../hash.js';
-import type { Ulid } from '../ids/ulid.js';
+import type { Ulid } from '../ids/index.js';
 import type { LbaMap } from '../lbamap/index.js';
-import type { SegmentClaim, SegmentExtent, SegmentIndex } from '../segment/format.js';
+import type { SegmentClaim, SegmentExtent, SegmentIndex } from '../segment/index.js';
 
 export interface GcSegment {
   readonly id: Ulid;

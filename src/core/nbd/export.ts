@@ -1,5 +1,5 @@
 /** What the NBD server exports: a name and a block backend (a Volume, or later a snapshot view). */
-import type { BlockStatusRun, WriteOptions } from '../volume/volume.js';
+import type { BlockStatusRun, WriteOptions } from '../volume/index.js';
 
 export interface NbdBackend {
   readonly sizeBytes: number;

@@ -4,10 +4,10 @@
  * caller (the CLI) owns signals and printing.
  */
 import fs from 'node:fs';
-import { listenControl, type ControlServer } from '../control/control-socket.js';
+import { listenControl, type ControlServer } from '../control/index.js';
 import type { Logger } from '../log.js';
-import { parseVolumeRef, type DataDir } from '../volume/data-dir.js';
-import type { Volume } from '../volume/volume.js';
+import { parseVolumeRef, type DataDir } from '../data-dir/index.js';
+import type { Volume } from '../volume/index.js';
 import { NbdServer, type ListenAddress } from './server.js';
 
 export interface ServeOptions {

@@ -51,8 +51,8 @@ import {
 import { isZeroRange, readSafeU64 } from '../binary.js';
 import { ElideError } from '../errors.js';
 import { blake3Concat, hashBytes, hashHex, isZeroHash } from '../hash.js';
-import { isUlid, readUlid, writeUlid } from '../ids/ulid.js';
-import type { Ulid } from '../ids/ulid.js';
+import { isUlid, readUlid, writeUlid } from '../ids/index.js';
+import type { Ulid } from '../ids/index.js';
 
 export const segmentMagic = 'ELIDSEG\x01';
 const magicBytes = Buffer.from(segmentMagic, 'latin1');

@@ -13,8 +13,8 @@ import path from 'node:path';
 import { segmentHeaderBytes, segmentWriteBatchBytes } from '../constants.js';
 import { assert } from '../assert.js';
 import { ElideError } from '../errors.js';
-import type { Fs } from '../fs/types.js';
-import type { Ulid } from '../ids/ulid.js';
+import type { Fs } from '../fs/index.js';
+import type { Ulid } from '../ids/index.js';
 import {
   decodeSegmentIndex,
   encodeSegmentIndex,

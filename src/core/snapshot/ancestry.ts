@@ -8,21 +8,29 @@
  */
 import path from 'node:path';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
-import { writeFileAtomic, writeNewFileDurably } from '../fs/atomic.js';
-import type { Fs } from '../fs/types.js';
-import { fetchSegmentIndex } from '../cache/index-fetch.js';
+import { writeFileAtomic, writeNewFileDurably } from '../fs/index.js';
+import type { Fs } from '../fs/index.js';
+import { fetchSegmentIndex } from '../cache/index.js';
 import {
   StoredSegment,
   indexSuffix,
   readIndexFile,
   type CacheDirs,
-} from '../cache/stored-segment.js';
-import type { Ulid } from '../ids/ulid.js';
+} from '../cache/index.js';
+import type { Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
-import type { ObjectStore } from '../store/index.js';
-import { decodeSnapshotManifest, encodeRecord, type SnapshotManifest } from '../upload/records.js';
-import type { AncestorRef } from '../volume/descriptor.js';
+import { encodeJsonRecord, type ObjectStore } from '../store/index.js';
+import { decodeSnapshotManifest, type SnapshotManifest } from './manifest.js';
 import { readManifest } from './snapshots.js';
+
+/** A snapshot a fork reads through: claims of its segments up to `seq`. */
+export interface AncestorRef {
+  volumeId: Ulid;
+  /** The ancestor's name when the fork was made (for display). */
+  name: string;
+  snapshotId: Ulid;
+  seq: number;
+}
 
 /** Where a fork keeps its ancestors' snapshot manifests, segment indexes and cached bodies. */
 export function ancestorDirs(volumeDir: string): CacheDirs {
@@ -98,7 +106,7 @@ async function ancestorManifest(
     );
   }
   if (input.writes) {
-    await writeFileAtomic(fs, path.dirname(file), path.basename(file), encodeRecord(manifest));
+    await writeFileAtomic(fs, path.dirname(file), path.basename(file), encodeJsonRecord(manifest));
     input.log.warn(`${problem}: fetched it again from ${store.url}`);
   }
   return manifest;
@@ -158,7 +166,7 @@ export async function materializeAncestors(
     await writeNewFileDurably(
       fs,
       ancestorManifestPath(volumeDir, manifest.id),
-      encodeRecord(manifest),
+      encodeJsonRecord(manifest),
     );
     for (const id of manifest.segments) {
       jobs.push(async () => {

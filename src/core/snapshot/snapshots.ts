@@ -19,19 +19,33 @@
  */
 import { snapshotLabelBytesMax } from '../constants.js';
 import { ElideError, isElideError } from '../errors.js';
-import type { Ulid } from '../ids/ulid.js';
-import type { ObjectStore } from '../store/index.js';
+import type { Ulid } from '../ids/index.js';
 import {
-  decodeForkRecord,
-  decodeSnapshotManifest,
-  encodeRecord,
+  encodeJsonRecord,
   forksPrefix,
   snapshotKey,
   snapshotsPrefix,
-  type ForkRecord,
-  type SnapshotManifest,
-} from '../upload/records.js';
-import type { Volume } from '../volume/volume.js';
+  type ObjectStore,
+} from '../store/index.js';
+import { decodeForkRecord, type ForkRecord } from './fork-record.js';
+import { decodeSnapshotManifest, type SnapshotManifest } from './manifest.js';
+
+/**
+ * What taking or deleting a snapshot needs of the volume it is of (a
+ * `Volume` this process holds): snapshots and GC run one at a time
+ * (`exclusive`), and the point a snapshot captures.
+ */
+export interface SnapshotSubject {
+  readonly name: string;
+  readonly volumeId: Ulid;
+  /** The largest write sequence number issued so far. */
+  readonly seqMax: number;
+  exclusive<T>(work: () => Promise<T>): Promise<T>;
+  /** Every write so far, once in the store: its seq and the stored segments holding it. */
+  snapshotPoint(): Promise<{ seq: number; segments: Ulid[] }>;
+  /** A new id above every id the volume has used. */
+  mintId(): Ulid;
+}
 
 /** What `snapshot list --json` prints per snapshot. */
 export interface SnapshotInfo {
@@ -61,7 +75,7 @@ export function checkSnapshotLabel(label: string): string {
 
 /** Takes a snapshot of a volume this process holds; resolves to its manifest. */
 export async function createSnapshot(
-  volume: Volume,
+  volume: SnapshotSubject,
   store: ObjectStore,
   label: string,
   forkBase = false,
@@ -79,7 +93,7 @@ export async function createSnapshot(
       segments: point.segments,
     };
     if (forkBase) manifest.forkBase = true;
-    await store.putIfAbsent(snapshotKey(volume.volumeId, manifest.id), encodeRecord(manifest));
+    await store.putIfAbsent(snapshotKey(volume.volumeId, manifest.id), encodeJsonRecord(manifest));
     return manifest;
   });
 }
@@ -89,7 +103,7 @@ export async function createSnapshot(
  * one: what a fork made without naming a snapshot branches from.
  */
 export async function latestOrNewSnapshot(
-  volume: Volume,
+  volume: SnapshotSubject,
   store: ObjectStore,
 ): Promise<SnapshotManifest> {
   const manifests = await readManifests(store, volume.volumeId);
@@ -165,7 +179,7 @@ export async function listSnapshots(store: ObjectStore, volumeId: Ulid): Promise
  * process that holds the volume, so no GC of it plans meanwhile.
  */
 export async function deleteSnapshot(
-  volume: Volume,
+  volume: SnapshotSubject,
   store: ObjectStore,
   snapshotId: Ulid,
 ): Promise<void> {
@@ -191,7 +205,7 @@ export async function deleteManifests(
     if (manifest.deleting === true) continue;
     await store.put(
       snapshotKey(volumeId, manifest.id),
-      encodeRecord({ ...manifest, deleting: true }),
+      encodeJsonRecord({ ...manifest, deleting: true }),
     );
   }
   const ids = new Set(manifests.map((manifest) => manifest.id));
@@ -201,7 +215,7 @@ export async function deleteManifests(
     for (const manifest of manifests) {
       const kept: SnapshotManifest = { ...manifest };
       delete kept.deleting;
-      await store.put(snapshotKey(volumeId, manifest.id), encodeRecord(kept));
+      await store.put(snapshotKey(volumeId, manifest.id), encodeJsonRecord(kept));
     }
     const names = forks.map((fork) => fork.name);
     throw new ElideError(

@@ -28,9 +28,9 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { assert } from '../assert.js';
 import { rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { mkdirStepwise } from '../fs/node-fs.js';
+import { mkdirStepwise } from '../fs/index.js';
 import { blake3 } from '../hash.js';
-import { isUlid, UlidMint } from '../ids/ulid.js';
+import { isUlid, UlidMint } from '../ids/index.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 import {
   checkStoreValueSize,

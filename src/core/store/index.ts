@@ -1,4 +1,7 @@
-/** Object stores: the interface, the file:// and s3:// backends and store URLs (docs/formats.md §5). */
+/**
+ * Object stores: the interface, the file:// and s3:// backends, store URLs,
+ * the key layout and the JSON record helpers (docs/formats.md §5).
+ */
 export type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 export {
   storeKeySegmentBytesMax,
@@ -17,3 +20,24 @@ export { S3Store, storeTimeoutMsDefault } from './s3-store.js';
 export type { S3Location, S3StoreOptions } from './s3-store.js';
 export { defaultStoreUrl, openStore, parseStoreUrl } from './url.js';
 export type { StoreOptions, StoreUrl } from './url.js';
+export {
+  descriptorKey,
+  forkKey,
+  forksPrefix,
+  headKey,
+  nameKey,
+  retainedKey,
+  segmentKey,
+  snapshotKey,
+  snapshotsPrefix,
+  volumePrefix,
+} from './keys.js';
+export {
+  encodeJsonRecord,
+  isEpoch,
+  isUlidValue,
+  malformedRecord,
+  parseJsonRecord,
+  sequenceField,
+  ulidList,
+} from './json-record.js';

@@ -49,7 +49,7 @@ import {
   validateStoreKey,
   validateStorePrefix,
 } from './types.js';
-import { ResponseBody, HttpTransport } from './http/transport.js';
+import { ResponseBody, HttpTransport } from './http/index.js';
 import { openSourceFile } from './source-file.js';
 
 export interface S3StoreOptions {

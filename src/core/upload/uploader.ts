@@ -20,19 +20,12 @@ import {
 } from '../constants.js';
 import { AssertionError } from '../assert.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
-import type { Ulid } from '../ids/ulid.js';
+import type { Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
-import type { SegmentHeader } from '../segment/format.js';
-import type { SegmentFile } from '../segment/segment-file.js';
-import type { ObjectStore } from '../store/index.js';
-import {
-  decodeHead,
-  encodeRecord,
-  headKey,
-  segmentKey,
-  type Head,
-  type RetiredSegment,
-} from './records.js';
+import type { SegmentHeader } from '../segment/index.js';
+import type { SegmentFile } from '../segment/index.js';
+import { encodeJsonRecord, headKey, segmentKey, type ObjectStore } from '../store/index.js';
+import { readHead, type Head, type RetiredSegment } from './head.js';
 
 /**
  * Where a segment stands in upload order: its source WAL's id (WALs are
@@ -49,27 +42,6 @@ export function uploadOrder(header: SegmentHeader): Ulid {
  */
 export function isGcOutput(header: SegmentHeader): boolean {
   return header.sourceWalId === null;
-}
-
-/**
- * The head `heads/<epoch>` of a volume in the store and its version, or
- * undefined when there is none yet. A head naming another volume or epoch
- * is ELIDE_VOLUME_CORRUPT.
- */
-export async function readHead(
-  store: ObjectStore,
-  volumeId: Ulid,
-  epoch: number,
-): Promise<{ head: Head; version: string } | undefined> {
-  const key = headKey(volumeId, epoch);
-  const info = await store.head(key);
-  if (info === undefined) return undefined;
-  const head = decodeHead(await store.get(key), key);
-  if (head.volumeId !== volumeId || head.epoch !== epoch) {
-    throw new ElideError('ELIDE_VOLUME_CORRUPT', `store object ${key} names another volume`);
-  }
-  // The version read with HEAD may predate the GET; a stale one only makes the next put fail.
-  return { head, version: info.version };
 }
 
 export interface UploadHost {
@@ -421,7 +393,7 @@ export class Uploader {
    */
   private async writeHead(next: Head): Promise<void> {
     const key = headKey(this.host.volumeId, this.host.epoch);
-    const body = encodeRecord(next);
+    const body = encodeJsonRecord(next);
     for (let attempt = 1; ; attempt++) {
       try {
         const info =

@@ -2,20 +2,12 @@
 import path from 'node:path';
 import { blockBytes, volumeBytesMax, volumeNamePattern } from '../constants.js';
 import { ElideError } from '../errors.js';
-import type { Fs } from '../fs/types.js';
-import { isUlid, type Ulid } from '../ids/ulid.js';
+import type { Fs } from '../fs/index.js';
+import { isUlid, type Ulid } from '../ids/index.js';
+import type { AncestorRef } from '../snapshot/index.js';
 
 export const descriptorFileName = 'volume.json';
 export const descriptorVersion = 1;
-
-/** A snapshot a fork reads through: claims of its segments up to `seq`. */
-export interface AncestorRef {
-  volumeId: Ulid;
-  /** The ancestor's name when the fork was made (for display). */
-  name: string;
-  snapshotId: Ulid;
-  seq: number;
-}
 
 export interface VolumeDescriptor {
   version: typeof descriptorVersion;

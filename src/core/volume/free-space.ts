@@ -14,8 +14,8 @@ import {
   freeSpaceReserveBytesDefault,
 } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { nodeFs } from '../fs/node-fs.js';
-import type { Fs } from '../fs/types.js';
+import { nodeFs } from '../fs/index.js';
+import type { Fs } from '../fs/index.js';
 import { formatBytes } from '../units.js';
 
 /** How a person changes the reserve; every message about it says so. */

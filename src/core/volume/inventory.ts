@@ -22,10 +22,10 @@ import { CoalescedRun } from '../coalesced-run.js';
 import { isZeroRange, readSafeU64 } from '../binary.js';
 import { inventoryHeaderBytes, inventoryIdsMax } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { writeFileAtomic } from '../fs/atomic.js';
-import type { Fs } from '../fs/types.js';
+import { writeFileAtomic } from '../fs/index.js';
+import type { Fs } from '../fs/index.js';
 import { blake3 } from '../hash.js';
-import { readUlid, ulidToBytes, writeUlid, type Ulid } from '../ids/ulid.js';
+import { readUlid, ulidToBytes, writeUlid, type Ulid } from '../ids/index.js';
 
 export const inventoryFileName = 'inventory';
 export const inventoryMagicPrefix = 'ELIDINV';

@@ -19,20 +19,20 @@ import path from 'node:path';
 import { assert } from '../assert.js';
 import { blockBytes, promotionReadBytes } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { hashKey, type ExtentIndex, type ExtentLocation } from '../extent-index/extent-index.js';
-import type { Fs } from '../fs/types.js';
+import { hashKey, type ExtentIndex, type ExtentLocation } from '../extent-index/index.js';
+import type { Fs } from '../fs/index.js';
 import { blake3 } from '../hash.js';
-import type { Ulid } from '../ids/ulid.js';
-import { blockCrcs, encodeExtentBody } from '../segment/codec.js';
+import type { Ulid } from '../ids/index.js';
+import { blockCrcs, encodeExtentBody } from '../segment/index.js';
 import {
   segmentIndexLength,
   type SegmentClaim,
   type SegmentExtent,
   type SegmentIndex,
-} from '../segment/format.js';
-import { SegmentWriter, segmentSuffix } from '../segment/segment-file.js';
-import { uploadOrder } from '../upload/uploader.js';
-import type { WalFile } from '../wal/wal-file.js';
+} from '../segment/index.js';
+import { SegmentWriter, segmentSuffix } from '../segment/index.js';
+import { uploadOrder } from '../upload/index.js';
+import type { WalFile } from '../wal/index.js';
 
 /** Everything building a segment needs; plain data, so it can cross to a worker thread. */
 export interface PromotionPlan {

@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ElideError, errorCodes, type ErrorCode } from '../errors.js';
-import type { Fs } from '../fs/types.js';
-import { nodeFs } from '../fs/node-fs.js';
-import { SegmentFile } from '../segment/segment-file.js';
+import type { Fs } from '../fs/index.js';
+import { nodeFs } from '../fs/index.js';
+import { SegmentFile } from '../segment/index.js';
 import { buildSegment, segmentPath, type PromotionPlan } from './promote.js';
 
 export interface PromotionRunner {

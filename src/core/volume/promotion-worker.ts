@@ -1,7 +1,7 @@
 /** Worker-thread entry for promotion (see promotion-runner.ts): builds one segment per message. */
 import { parentPort } from 'node:worker_threads';
 import { isElideError } from '../errors.js';
-import { nodeFs } from '../fs/node-fs.js';
+import { nodeFs } from '../fs/index.js';
 import { buildSegment, type PromotionPlan } from './promote.js';
 import type { PromotionReply } from './promotion-runner.js';
 

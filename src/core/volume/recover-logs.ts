@@ -8,12 +8,12 @@
 import path from 'node:path';
 import { walFileBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { writeNewFileDurably } from '../fs/atomic.js';
-import type { Fs } from '../fs/types.js';
-import { isUlid, type Ulid } from '../ids/ulid.js';
+import { writeNewFileDurably } from '../fs/index.js';
+import type { Fs } from '../fs/index.js';
+import { isUlid, type Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
-import { scanWal, type WalScanResult } from '../wal/scan.js';
-import { WalFile, walSuffix, walTmpSuffix, type WalRecordRef } from '../wal/wal-file.js';
+import { scanWal, type WalScanResult } from '../wal/index.js';
+import { WalFile, walSuffix, walTmpSuffix, type WalRecordRef } from '../wal/index.js';
 
 /** What recovery knows about one log id. */
 export interface LogFacts {

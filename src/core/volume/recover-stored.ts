@@ -9,23 +9,23 @@
  * volume because a local file is missing.
  */
 import path from 'node:path';
-import { fetchSegmentIndex } from '../cache/index-fetch.js';
+import { fetchSegmentIndex } from '../cache/index.js';
 import {
   StoredSegment,
   indexSuffix,
   presentSuffix,
   readIndexFile,
   type CacheDirs,
-} from '../cache/stored-segment.js';
+} from '../cache/index.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
-import { writeFileAtomic } from '../fs/atomic.js';
-import type { Fs } from '../fs/types.js';
-import { isUlid, type Ulid } from '../ids/ulid.js';
+import { writeFileAtomic } from '../fs/index.js';
+import type { Fs } from '../fs/index.js';
+import { isUlid, type Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
-import type { SegmentIndex } from '../segment/format.js';
-import { segmentSuffix, tmpSuffix, type SegmentFile } from '../segment/segment-file.js';
+import type { SegmentIndex } from '../segment/index.js';
+import { segmentSuffix, tmpSuffix, type SegmentFile } from '../segment/index.js';
 import type { ObjectStore } from '../store/index.js';
-import { readHead } from '../upload/uploader.js';
+import { readHead } from '../upload/index.js';
 import { storedDigest, type Inventory } from './inventory.js';
 import type { RecoveryMode } from './recover-logs.js';
 

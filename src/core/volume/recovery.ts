@@ -21,21 +21,16 @@
 import path from 'node:path';
 import { blockBytes, inventoryBytesMax } from '../constants.js';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
-import { ExtentIndex } from '../extent-index/extent-index.js';
-import type { Fs } from '../fs/types.js';
+import { ExtentIndex } from '../extent-index/index.js';
+import type { Fs } from '../fs/index.js';
 import { isZeroHash } from '../hash.js';
-import { isUlid, type Ulid } from '../ids/ulid.js';
+import { isUlid, type Ulid } from '../ids/index.js';
 import { LbaMap } from '../lbamap/index.js';
-import {
-  SegmentFile,
-  segmentSuffix,
-  tmpSuffix,
-  type SegmentReader,
-} from '../segment/segment-file.js';
-import type { StoredSegment, CacheDirs } from '../cache/stored-segment.js';
-import { ancestorDirs, openAncestors } from '../snapshot/ancestry.js';
+import { SegmentFile, segmentSuffix, tmpSuffix, type SegmentReader } from '../segment/index.js';
+import type { StoredSegment, CacheDirs } from '../cache/index.js';
+import { ancestorDirs, openAncestors } from '../snapshot/index.js';
 import type { ObjectStore } from '../store/index.js';
-import type { WalFile } from '../wal/wal-file.js';
+import type { WalFile } from '../wal/index.js';
 import type { VolumeDescriptor } from './descriptor.js';
 import { decodeInventory, inventoryFileName, type Inventory } from './inventory.js';
 import { recoverLogs, type RecoveryMode } from './recover-logs.js';

@@ -1,69 +1,59 @@
-/** Shapes returned by the engine facade; the CLI prints them as `--json`. */
+/** What a volume is opened with, and the shapes its guest API returns. */
+import type { DirectoryLock, Fs } from '../fs/index.js';
+import type { Logger } from '../log.js';
+import type { ObjectStore } from '../store/index.js';
+import type { VolumeDescriptor } from './descriptor.js';
+import type { PromotionRunner } from './promotion-runner.js';
 
-export interface VolumeSummary {
-  name: string;
-  id: string;
-  /** Logical size in bytes. */
-  size: number;
-  createdAt: string;
+export interface VolumeOpenOptions {
+  fs: Fs;
+  volumeDir: string;
+  descriptor: VolumeDescriptor;
+  log: Logger;
+  freeSpaceReserveBytes: number;
+  /** Held by the caller for 'write'; absent for 'inspect', which changes nothing on disk. */
+  lock: DirectoryLock | null;
+  /** Compare in-memory state against a rebuild after every structural change. */
+  invariants: boolean;
+  /** WAL size that triggers sealing and promotion; tests lower it to exercise rotation. */
+  walBytesMax?: number;
+  /** Where segments are built (a worker thread on the real filesystem). */
+  promotionRunner: PromotionRunner;
+  /** The volume's durable home; uploads run only for writable opens. */
+  store: ObjectStore;
+  /** Ownership epoch: names the head this volume writes. */
+  epoch: number;
+  /** Cached body bytes to keep at most (LRU eviction); undefined for no bound. */
+  cacheBytesMax?: number;
+  /** A read that must fetch from the store fails after this long. */
+  fetchTimeoutMs: number;
+  /** Opened under a lock (it caches fetched data) but refusing writes: a snapshot view. */
+  readOnly?: boolean;
+  /** `volume repair`: damaged local data is set aside and reported instead of refused. */
+  repair?: boolean;
 }
 
-/** A volume `volume list` cannot describe: its descriptor is lost locally and in the store. */
-export interface DamagedVolume {
-  name: string;
-  id: null;
-  size: null;
-  createdAt: null;
-  /** What is wrong, and how to remove it. */
-  damaged: string;
+export interface WriteOptions {
+  /** Force unit access: the write is durable when the call returns. */
+  fua?: boolean;
 }
 
-/** What `volume list` prints per volume. */
-export type VolumeListing = VolumeSummary | DamagedVolume;
+export type BlockStatusKind = 'data' | 'zero' | 'hole';
+export interface BlockStatusRun {
+  offsetBytes: number;
+  lengthBytes: number;
+  kind: BlockStatusKind;
+}
 
-export interface VolumeInfo extends VolumeSummary {
-  /** Logical bytes currently mapped to data (not counting zeroed or trimmed ranges). */
+export interface VolumeStats {
   writtenBytes: number;
-  /** Logical bytes mapped as zero by trim or write-zeroes. */
   zeroBytes: number;
-  /** Bytes the volume's segments and logs occupy on disk (after dedup and compression). */
-  storedBytes: number;
-  /** Bytes in write-ahead logs. */
   walBytes: number;
-  /** Number of segments. */
   segments: number;
-  /** Bytes in segments. */
   segmentBytes: number;
-  /** Number of distinct extents (content hashes) the volume stores. */
   extents: number;
-  /** Bytes in local segments or logs not yet in the object store. */
+  /** Bytes in local segments or logs not yet in the store. */
   uploadPendingBytes: number;
-  /** Segment body bytes held in the local cache (copies of what the store holds). */
+  /** Segment body bytes held in the local cache. */
   cacheBytes: number;
-  /** For a fork: the snapshot it was made from, as `NAME@SNAPSHOT`; otherwise null. */
-  parent: string | null;
-  /** Whether guest writes are refused (an imported image: fork it to write). */
-  readonly: boolean;
-  /** For an imported image: the reference, manifest digest and platform; otherwise null. */
-  origin: { image: string; digest: string; platform: string } | null;
-  /** pid of the process serving the volume, when one holds its lock. */
-  inUseByPid: number | null;
-  /**
-   * Damage found that the store could not make good (a log or pending
-   * segment missing or damaged, the store unreachable when a local index was
-   * missing), one line each; empty for a healthy volume. Opening the volume
-   * for writing refuses while any remain; `volume repair` accepts the loss.
-   */
-  problems: string[];
-}
-
-/** Called as a copy advances; `totalBytes` is the volume or file size. */
-export type ProgressCallback = (doneBytes: number, totalBytes: number) => void;
-
-export interface RawCopyResult {
-  name: string;
-  size: number;
-  /** Bytes that were copied as data (all-zero blocks are skipped). */
-  dataBytes: number;
-  durationMs: number;
 }

@@ -47,8 +47,8 @@ import {
 } from '../constants.js';
 import { readSafeU64 } from '../binary.js';
 import { hashBytes, isZeroHash } from '../hash.js';
-import { readUlid, ulidToBytes, writeUlid } from '../ids/ulid.js';
-import type { Ulid } from '../ids/ulid.js';
+import { readUlid, ulidToBytes, writeUlid } from '../ids/index.js';
+import type { Ulid } from '../ids/index.js';
 
 /** What every WAL starts with; the byte after it is the format version. */
 export const walMagicPrefix = 'ELIDWAL';

@@ -22,7 +22,7 @@ import {
   walRecordHeaderBytes,
 } from '../constants.js';
 import { blake3 } from '../hash.js';
-import type { Ulid } from '../ids/ulid.js';
+import type { Ulid } from '../ids/index.js';
 import {
   decodeWalFileHeader,
   decodeWalRecordHeader,

@@ -20,8 +20,8 @@ import path from 'node:path';
 import { walFileHeaderBytes, walRecordHeaderBytes, walStagingBytes } from '../constants.js';
 import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import type { Fs } from '../fs/types.js';
-import type { Ulid } from '../ids/ulid.js';
+import type { Fs } from '../fs/index.js';
+import type { Ulid } from '../ids/index.js';
 import { encodeWalDurableSlot, encodeWalFileHeader, walDurableSlotOffset } from './record.js';
 
 export interface WalRecordRef {

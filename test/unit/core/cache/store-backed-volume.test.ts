@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DataDir, isElideError, type Volume } from '../../../../src/core/index.js';
 import { FileStore } from '../../../../src/core/store/index.js';
-import { decodeHead } from '../../../../src/core/upload/records.js';
+import { decodeHead } from '../../../../src/core/upload/index.js';
 import { FaultyStore } from '../../../support/faulty-store.js';
 
 const mib = 1024 * 1024;

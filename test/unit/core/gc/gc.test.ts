@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DataDir, isElideError, type Volume } from '../../../../src/core/index.js';
-import { decodeHead, headKey } from '../../../../src/core/upload/records.js';
+import { decodeHead } from '../../../../src/core/upload/index.js';
+import { headKey } from '../../../../src/core/store/index.js';
 import { pattern } from '../../../support/rng.js';
 
 const mib = 1024 * 1024;

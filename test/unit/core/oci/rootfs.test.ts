@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isElideError } from '../../../../src/core/index.js';
-import { setOwners } from '../../../../src/core/oci/import.js';
+import { setOwners } from '../../../../src/core/oci/e2fs.js';
 import { RootfsBuilder } from '../../../../src/core/oci/rootfs.js';
 import { readTar } from '../../../../src/core/oci/tar.js';
 import { chunks, writeTar, type TarInput } from '../../../support/tar-writer.js';

@@ -16,63 +16,63 @@ import {
   initialEpoch,
   volumeNamePattern,
 } from '../constants.js';
-import { writeFileAtomic } from '../fs/atomic.js';
-import { sendControl, type ControlRequest } from '../control/control-socket.js';
+import { sendControl, type ControlRequest } from '../control/index.js';
+import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
+import { DirectoryLock, nodeFs, readPidFile, writeFileAtomic, type Fs } from '../fs/index.js';
 import {
   collectVolume,
   summarizeGc,
   type GcOptions,
   type GcRunResult,
   type GcVolumeResult,
-} from '../gc/collector.js';
-import { importOciImage, type ImportOciOptions, type ImportOciResult } from '../oci/import.js';
-import { materializeAncestors } from '../snapshot/ancestry.js';
+} from '../gc/index.js';
+import { UlidMint, isUlid, ulidTime, type Ulid } from '../ids/index.js';
+import { nullLogger, type Logger } from '../log.js';
+import { decodeNameRecord, type NameRecord } from '../names/index.js';
 import {
   checkSnapshotLabel,
   createSnapshot,
-  deleteSnapshot,
   deleteManifests,
+  deleteSnapshot,
   latestOrNewSnapshot,
   listSnapshots,
+  materializeAncestors,
   readForks,
   readManifest,
   readManifests,
   snapshotNotFound,
+  type AncestorRef,
+  type ForkRecord,
   type SnapshotInfo,
-} from '../snapshot/snapshots.js';
-import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
-import type { Fs } from '../fs/types.js';
-import { nodeFs } from '../fs/node-fs.js';
-import { UlidMint, isUlid, ulidTime, type Ulid } from '../ids/ulid.js';
-import { nullLogger, type Logger } from '../log.js';
-import { defaultStoreUrl, openStore, type ObjectStore } from '../store/index.js';
+  type SnapshotManifest,
+} from '../snapshot/index.js';
 import {
-  decodeNameRecord,
-  encodeRecord,
+  defaultStoreUrl,
+  encodeJsonRecord,
   forkKey,
   nameKey,
+  openStore,
   retainedKey,
   volumePrefix,
-  type ForkRecord,
-  type NameRecord,
-  type SnapshotManifest,
-} from '../upload/records.js';
+  type ObjectStore,
+} from '../store/index.js';
 import {
-  encodeDescriptor,
-  readDescriptor,
+  Volume,
   descriptorFileName,
+  encodeDescriptor,
+  encodeEmptyInventory,
+  inlinePromotionRunner,
+  inventoryFileName,
+  readDescriptor,
+  realFsPromotionRunner,
   validateVolumeName,
   validateVolumeSize,
-  type AncestorRef,
+  type PromotionRunner,
   type VolumeDescriptor,
   type VolumeOrigin,
-} from './descriptor.js';
-import { readPidFile, VolumeLock } from './lock.js';
-import {
-  inlinePromotionRunner,
-  realFsPromotionRunner,
-  type PromotionRunner,
-} from './promotion-runner.js';
+} from '../volume/index.js';
+import { fetchDescriptor } from './descriptor-store.js';
+import { importOciImage, type ImportOciOptions, type ImportOciResult } from './image-import.js';
 import { exportRaw, importRaw } from './raw-copy.js';
 import type {
   ProgressCallback,
@@ -81,9 +81,6 @@ import type {
   VolumeListing,
   VolumeSummary,
 } from './types.js';
-import { fetchDescriptor } from './descriptor-store.js';
-import { encodeEmptyInventory, inventoryFileName } from './inventory.js';
-import { Volume } from './volume.js';
 
 export interface DataDirOptions {
   dataDir: string;
@@ -226,7 +223,7 @@ export class DataDir {
       if (descriptor === undefined) continue;
       const old = Date.now() - ulidTime(descriptor.id) >= creatingDebrisAgeMs;
       if (!old && processAlive(readPidFile(this.fs, path.join(dir, importingMarker)))) continue;
-      if ((await VolumeLock.holder(this.fs, dir)) !== null) continue;
+      if ((await DirectoryLock.holder(this.fs, dir)) !== null) continue;
       this.log.info(`removing volume ${name}: its import did not finish`);
       await this.deleteVolume(name, { force: true, importing: true });
     }
@@ -380,7 +377,7 @@ export class DataDir {
           name,
           snapshotId: fork.ancestors[0]!.snapshotId,
         };
-        await this.store.putIfAbsent(forkKey(parentId, id), encodeRecord(record));
+        await this.store.putIfAbsent(forkKey(parentId, id), encodeJsonRecord(record));
         undo.push(() => this.store.delete(forkKey(parentId, id)));
         // After the fork record: a concurrent snapshot delete either sees the
         // record or has removed the manifest, which this then fails to read.
@@ -395,7 +392,7 @@ export class DataDir {
           snapshotId: source.snapshotId,
           dedup: true,
         };
-        await this.store.putIfAbsent(forkKey(source.volumeId, id), encodeRecord(record));
+        await this.store.putIfAbsent(forkKey(source.volumeId, id), encodeJsonRecord(record));
         undo.push(() => this.store.delete(forkKey(source.volumeId, id)));
       }
       // After the records, for the same reason as a fork's.
@@ -454,7 +451,7 @@ export class DataDir {
    */
   async volumeInfo(name: string): Promise<VolumeInfo> {
     const { dir, descriptor } = await this.descriptorOf(name);
-    const inUseByPid = await VolumeLock.holder(this.fs, dir);
+    const inUseByPid = await DirectoryLock.holder(this.fs, dir);
     // A serving process may promote logs while this inspects them: a file
     // that vanished, or a moment between two of its steps, is looked at again.
     for (let attempt = 1; ; attempt++) {
@@ -489,7 +486,7 @@ export class DataDir {
    */
   async repairVolume(name: string): Promise<{ name: string; repairs: string[] }> {
     const { dir, descriptor } = await this.descriptorOf(name, { restore: true });
-    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    const lock = await DirectoryLock.acquire(this.fs, dir, name);
     let volume: Volume;
     try {
       volume = await Volume.open({
@@ -520,7 +517,7 @@ export class DataDir {
       importing: options.filling === true,
       restore: true,
     });
-    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    const lock = await DirectoryLock.acquire(this.fs, dir, name);
     try {
       return await Volume.open({
         ...this.volumeOptions(dir, descriptor, lock),
@@ -557,7 +554,7 @@ export class DataDir {
     await this.sweepCreating();
     refuseForks(name, await readForks(this.store, descriptor.id));
     await this.refuseServedViews(dir, name);
-    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    const lock = await DirectoryLock.acquire(this.fs, dir, name);
     const doomed = path.join(this.volumesDir, `.deleting-${descriptor.id}`);
     try {
       if (!options.force) {
@@ -601,7 +598,7 @@ export class DataDir {
    */
   private async deleteDamaged(name: string): Promise<void> {
     const dir = this.existingVolumeDir(name, { importing: true });
-    const lock = await VolumeLock.acquire(this.fs, dir, name);
+    const lock = await DirectoryLock.acquire(this.fs, dir, name);
     const doomed = path.join(this.volumesDir, `.deleting-${this.mint.next()}`);
     try {
       this.fs.rename(dir, doomed);
@@ -682,7 +679,7 @@ export class DataDir {
     const views = path.join(volumeDir, 'views');
     for (const view of this.fs.stat(views) === undefined ? [] : this.fs.readdir(views)) {
       if (!isUlid(view) || (only !== undefined && view !== only)) continue;
-      const pid = await VolumeLock.holder(this.fs, path.join(views, view));
+      const pid = await DirectoryLock.holder(this.fs, path.join(views, view));
       if (pid !== null) {
         throw new ElideError(
           'ELIDE_VOLUME_LOCKED',
@@ -710,7 +707,7 @@ export class DataDir {
     await this.withVolume(name, { op: 'delete-snapshot', args: { id: snapshotId } });
     const view = path.join(this.existingVolumeDir(name), 'views', snapshotId);
     try {
-      const lock = await VolumeLock.acquire(this.fs, view, `${name}@${snapshotId}`);
+      const lock = await DirectoryLock.acquire(this.fs, view, `${name}@${snapshotId}`);
       try {
         this.fs.removeTree(view);
       } finally {
@@ -810,7 +807,7 @@ export class DataDir {
       }
       await this.fs.fsyncDir(viewsDir);
     }
-    const lock = await VolumeLock.acquire(this.fs, dir, descriptor.name);
+    const lock = await DirectoryLock.acquire(this.fs, dir, descriptor.name);
     try {
       return await Volume.open({
         ...this.volumeOptions(dir, descriptor, lock),
@@ -849,7 +846,7 @@ export class DataDir {
         return {};
       }
       case 'gc':
-        return collectVolume(volume, this.fs, this.store, {
+        return collectVolume(volume.gc, this.fs, this.store, {
           minLive: numberArg(args, 'minLive', 0, 1),
           retentionMs: numberArg(args, 'retentionMs', 0, Number.MAX_SAFE_INTEGER),
           dryRun: args.dryRun === true,
@@ -915,7 +912,7 @@ export class DataDir {
       epoch: initialEpoch,
     };
     try {
-      await this.store.putIfAbsent(key, encodeRecord(record));
+      await this.store.putIfAbsent(key, encodeJsonRecord(record));
       return;
     } catch (error) {
       if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) throw error;
@@ -930,7 +927,7 @@ export class DataDir {
       this.log.info(
         `volume name ${name}: replacing the record of deleted volume ${existing.volumeId}`,
       );
-      await this.store.putIfMatch(key, encodeRecord(record), info.version);
+      await this.store.putIfMatch(key, encodeJsonRecord(record), info.version);
       return;
     }
     throw new ElideError(
@@ -992,7 +989,7 @@ export class DataDir {
     return exportRaw(this, name, target, onProgress, signal);
   }
 
-  private volumeOptions(dir: string, descriptor: VolumeDescriptor, lock: VolumeLock | null) {
+  private volumeOptions(dir: string, descriptor: VolumeDescriptor, lock: DirectoryLock | null) {
     return {
       fs: this.fs,
       volumeDir: dir,

@@ -12,19 +12,26 @@ import { promises as fsp, rmSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { blockBytes, rawCopyChunkBytes } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { nodeFs } from '../fs/node-fs.js';
+import { nodeFs } from '../fs/index.js';
 import { isAllZero } from '../hash.js';
-import { UlidMint } from '../ids/ulid.js';
+import { UlidMint } from '../ids/index.js';
 import { roundUp } from '../units.js';
-import type { DataDir } from './data-dir.js';
-import type { ProgressCallback, RawCopyResult } from './types.js';
-import type { Volume } from './volume.js';
+import type { ProgressCallback, RawCopyResult, VolumeSummary } from './types.js';
+
+/** What raw copies need of the data directory (DataDir provides it). */
+export interface RawCopyHost {
+  initVolume(name: string, sizeBytes: number, options: { importing: true }): Promise<VolumeSummary>;
+  openVolume(name: string, options: { filling?: true; readOnly?: true }): Promise<Volume>;
+  finishImport(name: string): Promise<void>;
+  deleteVolume(name: string, options: { force: true; importing: true }): Promise<void>;
+}
+import type { Volume } from '../volume/index.js';
 
 /** Names the temporary file an export writes beside its target. */
 const tmpMint = new UlidMint();
 
 export async function importRaw(
-  dataDir: DataDir,
+  dataDir: RawCopyHost,
   file: string,
   name: string,
   onProgress?: ProgressCallback,
@@ -103,7 +110,7 @@ export async function writeNonZeroRuns(
  * there (a block device, /dev/null, a FIFO) is written in place, in order.
  */
 export async function exportRaw(
-  dataDir: DataDir,
+  dataDir: RawCopyHost,
   name: string,
   target: string | NodeJS.WritableStream,
   onProgress?: ProgressCallback,

@@ -4,9 +4,9 @@
  * the local copy is missing or damaged.
  */
 import { isElideError } from '../errors.js';
-import type { ObjectStore } from '../store/index.js';
-import { decodeNameRecord, nameKey, volumePrefix } from '../upload/records.js';
-import { decodeDescriptor, descriptorFileName, type VolumeDescriptor } from './descriptor.js';
+import { decodeNameRecord } from '../names/index.js';
+import { descriptorKey, nameKey, type ObjectStore } from '../store/index.js';
+import { decodeDescriptor, type VolumeDescriptor } from '../volume/index.js';
 
 /** The descriptor the store holds for `name`, or undefined when it has none. */
 export async function fetchDescriptor(
@@ -15,7 +15,7 @@ export async function fetchDescriptor(
 ): Promise<VolumeDescriptor | undefined> {
   try {
     const record = decodeNameRecord(await store.get(nameKey(name)), nameKey(name));
-    const key = `${volumePrefix(record.volumeId)}${descriptorFileName}`;
+    const key = descriptorKey(record.volumeId);
     const descriptor = decodeDescriptor(await store.get(key), key);
     return descriptor.id === record.volumeId && descriptor.name === name ? descriptor : undefined;
   } catch (error) {

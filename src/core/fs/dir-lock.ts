@@ -1,7 +1,8 @@
 /**
- * One writer per volume. The lock is an abstract Unix socket whose name is
- * derived from the volume directory's real path: binding it is exclusive on
- * this host, and the kernel releases it when the holder exits by any means
+ * One holder per directory: a volume's single writer, a snapshot view, an
+ * import's scratch space. The lock is an abstract Unix socket whose name is
+ * derived from the directory's real path: binding it is exclusive on this
+ * host, and the kernel releases it when the holder exits by any means
  * (kill -9 included), so there are no stale locks and no pid-recycling
  * mistakes. The `lock` file only records the holder's pid for error messages.
  */
@@ -9,7 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { blake3 } from '../hash.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import type { Fs } from '../fs/types.js';
+import type { Fs } from './types.js';
 
 const lockFileName = 'lock';
 
@@ -17,13 +18,13 @@ function socketName(volumeDirRealpath: string): string {
   return '\0elide-volume-' + blake3(Buffer.from(volumeDirRealpath)).toString('hex').slice(0, 32);
 }
 
-export class VolumeLock {
+export class DirectoryLock {
   private constructor(
     private readonly server: net.Server,
     readonly volumeDir: string,
   ) {}
 
-  static async acquire(fs: Fs, volumeDir: string, volumeName: string): Promise<VolumeLock> {
+  static async acquire(fs: Fs, volumeDir: string, volumeName: string): Promise<DirectoryLock> {
     const name = socketName(fs.realpath(volumeDir));
     const server = net.createServer((socket) => socket.destroy());
     try {
@@ -51,7 +52,7 @@ export class VolumeLock {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       throw error;
     }
-    return new VolumeLock(server, volumeDir);
+    return new DirectoryLock(server, volumeDir);
   }
 
   /** The pid holding the volume's lock, or null when nobody holds it. */

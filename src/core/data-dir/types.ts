@@ -1,0 +1,69 @@
+/** Shapes returned by the engine facade; the CLI prints them as `--json`. */
+
+export interface VolumeSummary {
+  name: string;
+  id: string;
+  /** Logical size in bytes. */
+  size: number;
+  createdAt: string;
+}
+
+/** A volume `volume list` cannot describe: its descriptor is lost locally and in the store. */
+export interface DamagedVolume {
+  name: string;
+  id: null;
+  size: null;
+  createdAt: null;
+  /** What is wrong, and how to remove it. */
+  damaged: string;
+}
+
+/** What `volume list` prints per volume. */
+export type VolumeListing = VolumeSummary | DamagedVolume;
+
+export interface VolumeInfo extends VolumeSummary {
+  /** Logical bytes currently mapped to data (not counting zeroed or trimmed ranges). */
+  writtenBytes: number;
+  /** Logical bytes mapped as zero by trim or write-zeroes. */
+  zeroBytes: number;
+  /** Bytes the volume's segments and logs occupy on disk (after dedup and compression). */
+  storedBytes: number;
+  /** Bytes in write-ahead logs. */
+  walBytes: number;
+  /** Number of segments. */
+  segments: number;
+  /** Bytes in segments. */
+  segmentBytes: number;
+  /** Number of distinct extents (content hashes) the volume stores. */
+  extents: number;
+  /** Bytes in local segments or logs not yet in the object store. */
+  uploadPendingBytes: number;
+  /** Segment body bytes held in the local cache (copies of what the store holds). */
+  cacheBytes: number;
+  /** For a fork: the snapshot it was made from, as `NAME@SNAPSHOT`; otherwise null. */
+  parent: string | null;
+  /** Whether guest writes are refused (an imported image: fork it to write). */
+  readonly: boolean;
+  /** For an imported image: the reference, manifest digest and platform; otherwise null. */
+  origin: { image: string; digest: string; platform: string } | null;
+  /** pid of the process serving the volume, when one holds its lock. */
+  inUseByPid: number | null;
+  /**
+   * Damage found that the store could not make good (a log or pending
+   * segment missing or damaged, the store unreachable when a local index was
+   * missing), one line each; empty for a healthy volume. Opening the volume
+   * for writing refuses while any remain; `volume repair` accepts the loss.
+   */
+  problems: string[];
+}
+
+/** Called as a copy advances; `totalBytes` is the volume or file size. */
+export type ProgressCallback = (doneBytes: number, totalBytes: number) => void;
+
+export interface RawCopyResult {
+  name: string;
+  size: number;
+  /** Bytes that were copied as data (all-zero blocks are skipped). */
+  dataBytes: number;
+  durationMs: number;
+}
