@@ -36,16 +36,28 @@ export const walBytesMax = 32 * 1024 * 1024;
  */
 export const mutationBytesMax = 32 * 1024 * 1024;
 /**
- * The longest a log file can be: a full log, or one mutation alone in a
- * fresh log (records of at most one extent each). Recovery refuses a longer
- * file before reading it.
+ * Log bytes one write of `lengthBytes` appends at most: its blocks plus one
+ * (an unaligned write touches an extra edge block), one record per extent,
+ * and one record more for the split an unaligned start causes.
  */
-export const walFileBytesMax =
-  walFileHeaderBytes +
-  Math.max(
-    walBytesMax,
-    mutationBytesMax + (mutationBytesMax / extentBytesMax + 2) * walRecordHeaderBytes,
-  );
+export function dataLogBytesMax(lengthBytes: number): number {
+  const blocks = Math.ceil(lengthBytes / blockBytes) + 1;
+  return blocks * blockBytes + (Math.ceil(blocks / extentBlocksMax) + 1) * walRecordHeaderBytes;
+}
+/** Log bytes a trim or write-zeroes of `lengthBytes` appends at most: two edge blocks and the ZERO records. */
+export function zeroLogBytesMax(lengthBytes: number): number {
+  const records = Math.ceil(lengthBytes / blockBytes / walZeroBlocksMax) + 1;
+  return dataLogBytesMax(0) * 2 + records * walRecordHeaderBytes;
+}
+/**
+ * The longest a log file can be: a full log, or one mutation alone in a
+ * fresh log (a log rotates only between mutations, and takes any one
+ * mutation while it is empty). Recovery refuses a longer file before reading it.
+ */
+export const walFileBytesMax = Math.max(
+  walBytesMax,
+  walFileHeaderBytes + Math.max(dataLogBytesMax(mutationBytesMax), zeroLogBytesMax(volumeBytesMax)),
+);
 /** WAL records up to this size may be group-appended (deferred within one event-loop turn). */
 export const walDeferredRecordBytesMax = 64 * 1024 + 96;
 /** Group-appended records are copied into staging buffers of this size (reused once written). */
@@ -153,6 +165,14 @@ export const gcCopyYieldBytes = 1024 * 1024;
 export const gcPlanYieldClaims = 4096;
 /** Snapshot labels are short text. */
 export const snapshotLabelBytesMax = 256;
+/**
+ * A JSON record (`volume.json`, a head, a snapshot manifest, a name or fork
+ * record) longer than this is refused before it is read: a head listing a
+ * million segments is about 30 MiB.
+ */
+export const jsonRecordBytesMax = 64 * 1024 * 1024;
+/** A pid file (`<pid>\n`) is a few bytes; a longer one names no process. */
+export const pidFileBytesMax = 64;
 
 /** Tar archives are made of blocks of this size. */
 export const tarBlockBytes = 512;
@@ -179,6 +199,12 @@ export const controlRequestBytesMax = 64 * 1024;
 export const controlIdleMs = 10_000;
 /** Control connections served at once per volume. */
 export const controlConnectionsMax = 16;
+/**
+ * A volume (or view) staging directory, or an import whose importer's pid
+ * cannot be checked, is taken for debris of a crash once this old: younger
+ * ones may belong to a creation in progress.
+ */
+export const stagingDebrisAgeMs = 10 * 60 * 1000;
 /** Ownership epoch of a volume created on this host (portable volumes will raise it). */
 export const initialEpoch = 1;
 
@@ -193,6 +219,32 @@ export const rawCopyChunkBytes = 4 * 1024 * 1024;
 
 /** Volume names: what `elide volume init` accepts. */
 export const volumeNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** An S3 store operation, retries included, must end within this (ELIDE_STORE_TIMEOUT_MS). */
+export const storeTimeoutMsDefault = 30_000;
+/** setTimeout's limit; longer delays fire at once. */
+export const timerMsMax = 2 ** 31 - 1;
+/** S3: HTTP attempts per operation, the first included (the SDK's standard-mode default). */
+export const s3AttemptsMax = 3;
+/** S3: slowest transfer an operation is allowed on top of its timeout: a 32 MiB segment gets 32 s more. */
+export const s3TransferBytesPerSecondMin = 1024 * 1024;
+/** S3: the store's own retries wait a random time up to this × 2^(attempt-1), as the SDK does. */
+export const s3RetryDelayMsBase = 100;
+/** S3: putFile reads its file in chunks of this size (64 KiB, the stream default, costs more syscalls). */
+export const s3FileChunkBytes = 1024 * 1024;
+/** S3's limit on object names (the URL prefix plus the store key); servers may allow more. */
+export const s3ObjectNameBytesMax = 1024;
+/** What the SDK needs when only an endpoint is configured. */
+export const s3RegionForEndpoint = 'us-east-1';
+/** S3 error messages quote at most this much of a server's explanation. */
+export const s3MessageCharsMax = 300;
+
+/** file:// store versions: the first 32 hex digits (128 bits) of BLAKE3 of the content. */
+export const fileStoreVersionHexDigits = 32;
+/** file:// store: a writer waiting for a key lock retries at most this long apart. */
+export const fileStoreLockRetryDelayMsMax = 50;
+/** file:// store: tries when a concurrent delete removes a parent directory between mkdir and rename. */
+export const fileStoreInstallAttemptsMax = 16;
 
 /** Object store keys and values. */
 export const storeKeyBytesMax = 1024;

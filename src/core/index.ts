@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 
 export { ElideError, isElideError, errorCodes } from './errors.js';
 export type { ErrorCode, Errno } from './errors.js';
-export { parseSize, parseDuration, formatBytes, roundUp } from './units.js';
+export { parseSize, parseDuration, formatBytes, roundUp, sizeForms } from './units.js';
 export type { Logger } from './log.js';
 export { nullLogger } from './log.js';
 export { DataDir } from './data-dir/index.js';
@@ -14,12 +14,7 @@ export type { SnapshotInfo } from './snapshot/index.js';
 export type { SnapshotManifest } from './snapshot/index.js';
 export { gcMinLiveDefault, gcRetentionMsDefault } from './constants.js';
 export { Volume } from './volume/index.js';
-export type {
-  BlockStatusRun,
-  BlockStatusKind,
-  VolumeStats,
-  WriteOptions,
-} from './volume/index.js';
+export type { BlockStatusRun, BlockStatusKind, VolumeStats, WriteOptions } from './volume/index.js';
 export type {
   DamagedVolume,
   VolumeListing,

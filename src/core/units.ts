@@ -10,13 +10,16 @@ const multipliers: Record<string, number> = {
   P: 1024 ** 5,
 };
 
+/** The sizes parseSize accepts, in words: shown in help and in every size error. */
+export const sizeForms =
+  'bytes, or a number with a K, M, G, T or P suffix (powers of 1024), e.g. 4096, 512M, 10G, 2T';
+
 export function parseSize(text: string): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$/i.exec(text);
   if (match === null) {
-    throw new ElideError(
-      'ELIDE_INVALID_ARGUMENT',
-      `invalid size "${text}" (use bytes or 512M, 10G, 2T)`,
-    );
+    throw new ElideError('ELIDE_INVALID_ARGUMENT', `invalid size "${text}": use ${sizeForms}`, {
+      input: text,
+    });
   }
   const value = Number(match[1]) * (multipliers[(match[2] ?? '').toUpperCase()] ?? 1);
   if (!Number.isSafeInteger(Math.ceil(value))) {

@@ -2,7 +2,7 @@
  * Test support for the S3 store: a real single-node Ceph radosgw
  * (scripts/ceph/start.sh) on free local ports.
  *
- * One cluster serves the whole run: global-setup-ceph.ts starts it in the
+ * One cluster serves the whole run: global-setup-ceph.ts (through global-setup.ts) starts it in the
  * background and provides its address at once, so test files that never use
  * S3 do not wait; tests that do call `sharedCeph()`, which waits until it is
  * ready. ELIDE_TEST_CEPH=0 skips the start, and `sharedCeph()` then fails

@@ -128,8 +128,10 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
   const snapshots: Array<{ id: string; content: Buffer; deleted: boolean }> = [];
   /** Forks made from them, with the contents they must show (all their writes are flushed). */
   const forks: Array<{ name: string; snapshot: string; content: Buffer; unsure?: Buffer }> = [];
-  /** Snapshots a fork creation was attempted from (a crash may leave its record). */
+  /** Snapshots a fork creation was attempted from (a crash may or may not leave its record). */
   const forkAttempts = new Set<string>();
+  /** Snapshots a fork was made from (its creation completed: the record is there). */
+  const forked = new Set<string>();
   const live = () => snapshots.filter((snapshot) => !snapshot.deleted);
 
   const checkSnapshot = async (snapshot: { id: string; content: Buffer }) => {
@@ -272,7 +274,7 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
               op: 'delete-snapshot',
               args: { id: snapshot.id },
             });
-            if (forkAttempts.has(snapshot.id))
+            if (forked.has(snapshot.id))
               throw new Error(`snapshot ${snapshot.id} with a fork was deleted`);
             snapshot.deleted = true;
           } catch (error) {
@@ -286,6 +288,7 @@ export async function runScenario(ops: Op[], walBytesMax: number): Promise<void>
           const name = `f${forks.length}-${op.seed & 0xffff}`;
           forkAttempts.add(snapshot.id);
           await dataDir.forkVolume(name, `v@${snapshot.id}`);
+          forked.add(snapshot.id);
           forks.push({ name, snapshot: snapshot.id, content: Buffer.from(snapshot.content) });
           await checkFork(forks[forks.length - 1]!);
           break;

@@ -36,6 +36,8 @@ export class FaultyStore implements ObjectStore {
   down = false;
   /** Keys written (put, putFile, conditional puts), in order. */
   readonly putKeys: string[] = [];
+  /** Called once an upload has been stored, before its caller hears of it. */
+  afterPut: ((key: string) => void) | null = null;
 
   constructor(private readonly inner: ObjectStore) {}
 
@@ -114,7 +116,10 @@ export class FaultyStore implements ObjectStore {
       return Promise.reject(unavailable('put', key));
     }
     this.putKeys.push(key);
-    return pass();
+    return pass().then((info) => {
+      this.afterPut?.(key);
+      return info;
+    });
   }
 }
 

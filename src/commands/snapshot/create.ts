@@ -1,6 +1,7 @@
-import { Args, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
 import type { SnapshotManifest } from '../../core/index.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 /** What `--json` prints. */
 export interface SnapshotCreateResult {
@@ -35,7 +36,7 @@ export default class SnapshotCreate extends ElideCommand<typeof SnapshotCreate> 
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   static override flags = {

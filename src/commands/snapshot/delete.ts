@@ -1,5 +1,6 @@
 import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 /** What `--json` prints. */
 export interface SnapshotDeleteResult {
@@ -24,7 +25,7 @@ export default class SnapshotDelete extends ElideCommand<typeof SnapshotDelete> 
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
     id: Args.string({ description: 'Snapshot id (from `elide snapshot list`).', required: true }),
   };
 

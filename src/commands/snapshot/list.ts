@@ -1,7 +1,7 @@
-import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
 import { renderTable } from '../../cli/render.js';
 import type { SnapshotInfo } from '../../core/index.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 export default class SnapshotList extends ElideCommand<typeof SnapshotList> {
   static override summary = "List a volume's snapshots, oldest first.";
@@ -21,7 +21,7 @@ export default class SnapshotList extends ElideCommand<typeof SnapshotList> {
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   async run(): Promise<SnapshotInfo[]> {

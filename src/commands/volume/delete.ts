@@ -1,5 +1,6 @@
-import { Args, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 /** What `--json` prints: the engine returns nothing, scripts still get an object to check. */
 export interface VolumeDeleteResult {
@@ -25,7 +26,7 @@ export default class VolumeDelete extends ElideCommand<typeof VolumeDelete> {
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   static override flags = {

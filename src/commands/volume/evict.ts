@@ -1,7 +1,7 @@
-import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
 import { formatBytesExact } from '../../cli/render.js';
 import type { EvictResult } from '../../core/index.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 export default class VolumeEvict extends ElideCommand<typeof VolumeEvict> {
   static override summary = 'Drop the locally cached segment bodies that the object store holds.';
@@ -21,7 +21,7 @@ export default class VolumeEvict extends ElideCommand<typeof VolumeEvict> {
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   async run(): Promise<EvictResult> {

@@ -3,6 +3,7 @@ import { ElideCommand, UsageError } from '../../cli/base-command.js';
 import { INTERRUPT_HELP, withInterrupt } from '../../cli/interrupt.js';
 import { formatBytesExact } from '../../cli/render.js';
 import type { RawCopyResult } from '../../core/index.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 export default class VolumeExportRaw extends ElideCommand<typeof VolumeExportRaw> {
   static override summary = 'Write a volume out as a raw disk image.';
@@ -30,7 +31,7 @@ export default class VolumeExportRaw extends ElideCommand<typeof VolumeExportRaw
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
     file: Args.string({
       description: 'Image file to write (replaced once complete if it exists), or - for stdout.',
       required: true,

@@ -1,7 +1,7 @@
-import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
 import { formatBytesExact, renderKeyValues } from '../../cli/render.js';
 import type { VolumeInfo } from '../../core/index.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCommand> {
   static override summary = 'Show the size, space usage and state of a volume.';
@@ -26,7 +26,7 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   async run(): Promise<VolumeInfo> {

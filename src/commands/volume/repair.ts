@@ -1,5 +1,5 @@
-import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 /** What `--json` prints. */
 export interface VolumeRepairResult {
@@ -31,7 +31,7 @@ export default class VolumeRepair extends ElideCommand<typeof VolumeRepair> {
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   async run(): Promise<VolumeRepairResult> {

@@ -1,7 +1,7 @@
-import { Args } from '@oclif/core';
 import { ElideCommand } from '../../cli/base-command.js';
 import { formatBytesExact } from '../../cli/render.js';
 import type { SyncResult } from '../../core/index.js';
+import { volumeNameArg } from '../../cli/flags.js';
 
 export default class VolumeSync extends ElideCommand<typeof VolumeSync> {
   static override summary = 'Upload everything of a volume that is not yet in the object store.';
@@ -24,7 +24,7 @@ export default class VolumeSync extends ElideCommand<typeof VolumeSync> {
   ];
 
   static override args = {
-    name: Args.string({ description: 'Name of the volume.', required: true }),
+    name: volumeNameArg(),
   };
 
   async run(): Promise<SyncResult> {

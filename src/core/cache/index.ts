@@ -4,11 +4,6 @@
  */
 export { SegmentCache } from './segment-cache.js';
 export type { FetchRequest } from './segment-cache.js';
-export {
-  StoredSegment,
-  indexSuffix,
-  presentSuffix,
-  readIndexFile,
-} from './stored-segment.js';
+export { StoredSegment, indexSuffix, presentSuffix, readIndexFile } from './stored-segment.js';
 export type { CacheDirs } from './stored-segment.js';
 export { fetchSegmentIndex } from './index-fetch.js';

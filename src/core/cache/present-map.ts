@@ -11,8 +11,13 @@ import { readUlid, writeUlid, type Ulid } from '../ids/index.js';
 export const presentMapMagic = 'ELIDPRS\x01';
 export const presentMapHeaderBytes = 32;
 
+/** The length of the map of a segment with `extentCount` extents. */
+export function presentMapBytes(extentCount: number): number {
+  return presentMapHeaderBytes + bitmapBytes(extentCount);
+}
+
 export function encodePresentMap(segmentId: Ulid, bits: Uint8Array, extentCount: number): Buffer {
-  const out = Buffer.alloc(presentMapHeaderBytes + bitmapBytes(extentCount));
+  const out = Buffer.alloc(presentMapBytes(extentCount));
   out.write(presentMapMagic, 0, 'latin1');
   writeUlid(segmentId, out, 8);
   out.writeUInt32LE(extentCount, 24);
@@ -43,7 +48,7 @@ export function decodePresentMap(
     }
   }
   if (extentCount > segmentExtentsMax) return null;
-  if (bytes.length !== presentMapHeaderBytes + bitmapBytes(extentCount)) return null;
+  if (bytes.length !== presentMapBytes(extentCount)) return null;
   if (bytes.toString('latin1', 0, 8) !== presentMapMagic) return null;
   if (bytes.readUInt32LE(24) !== extentCount) return null;
   if (bytes.readUInt32LE(28) !== checksum(bytes)) return null;

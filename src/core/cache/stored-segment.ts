@@ -8,7 +8,7 @@ import path from 'node:path';
 import { assert } from '../assert.js';
 import { segmentIndexBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { writeFileAtomic } from '../fs/index.js';
+import { readFilePrefix, readFileWithin, writeFileAtomic } from '../fs/index.js';
 import type { Fs } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
 import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/index.js';
@@ -18,7 +18,7 @@ import {
   segmentSuffix,
   type SegmentReader,
 } from '../segment/index.js';
-import { bitmapBytes, decodePresentMap, encodePresentMap } from './present-map.js';
+import { bitmapBytes, decodePresentMap, encodePresentMap, presentMapBytes } from './present-map.js';
 
 export const indexSuffix = '.idx';
 export const presentSuffix = '.present';
@@ -100,7 +100,9 @@ export class StoredSegment implements SegmentReader {
     let bits: Uint8Array | null = null;
     if (fs.stat(cachePath) !== undefined) {
       const mapPath = path.join(dirs.cacheDir, id + presentSuffix);
-      const map = fs.stat(mapPath) === undefined ? null : fs.readFile(mapPath);
+      // One byte more than a map can be: a longer file is read no further, and is damaged.
+      const longest = presentMapBytes(index.extents.length) + 1;
+      const map = fs.stat(mapPath) === undefined ? null : readFilePrefix(fs, mapPath, longest);
       bits = map === null ? null : decodePresentMap(map, id, index.extents.length, mapPath);
     }
     const segment = new StoredSegment(dirs, index, bits);
@@ -295,15 +297,8 @@ export class StoredSegment implements SegmentReader {
  * limits allow before reading it whole. Damage is ELIDE_SEGMENT_CORRUPT.
  */
 export function readIndexFile(fs: Fs, file: string, id: Ulid, volumeId: Ulid): SegmentIndex {
-  const size = fs.stat(file)?.sizeBytes ?? 0;
-  if (size > segmentIndexBytesMax) {
-    throw new ElideError(
-      'ELIDE_SEGMENT_CORRUPT',
-      `${file}: ${size} bytes is more than any segment index (${segmentIndexBytesMax})`,
-      { file },
-    );
-  }
-  const index = decodeSegmentIndex(fs.readFile(file), file);
+  const bytes = readFileWithin(fs, file, segmentIndexBytesMax, 'ELIDE_SEGMENT_CORRUPT');
+  const index = decodeSegmentIndex(bytes, file);
   checkSegmentIdentity(index, file, id, volumeId);
   return index;
 }

@@ -8,8 +8,10 @@
  * writes to `control.key` (mode 0600) in the volume directory when it starts:
  * only who can read the volume's files can drive it. One request per
  * connection: a JSON line `{"op": ..., "args": {...}, "key": ...}` (op one of
- * controlOps), answered by a JSON line `{"ok": true, "result": ...}` or
- * `{"ok": false, "code", "message"}`. The handler validates `args`.
+ * ops.ts's), answered by a JSON line `{"ok": true, "result": ...}` or
+ * `{"ok": false, "code", "message"}`. Arguments are checked by the op's
+ * checker before its handler runs, and results by the op's checker where
+ * they arrive.
  * A client that sends nothing within controlIdleMs is dropped, and at most
  * controlConnectionsMax connections are served at once.
  */
@@ -21,14 +23,15 @@ import { controlConnectionsMax, controlIdleMs, controlRequestBytesMax } from '..
 import { ElideError, errorCodes, errorText, isElideError, type ErrorCode } from '../errors.js';
 import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
-
-export const controlOps = ['sync', 'evict', 'snapshot', 'delete-snapshot', 'gc'] as const;
-export type ControlOp = (typeof controlOps)[number];
-export interface ControlRequest {
-  op: ControlOp;
-  args?: Record<string, unknown>;
-}
-export type ControlHandler = (request: ControlRequest) => Promise<unknown>;
+import {
+  checkControl,
+  isControlOp,
+  runControl,
+  type ControlArgs,
+  type ControlHandlers,
+  type ControlOp,
+  type ControlResult,
+} from './ops.js';
 
 export function controlSocketName(volumeDirRealpath: string): string {
   return '\0elide-control-' + blake3(Buffer.from(volumeDirRealpath)).toString('hex').slice(0, 32);
@@ -43,7 +46,7 @@ export const controlKeyFile = 'control.key';
 /** Serves requests for one volume until closed. */
 export async function listenControl(
   volumeDirRealpath: string,
-  handler: ControlHandler,
+  handlers: ControlHandlers,
   log: Logger,
 ): Promise<ControlServer> {
   const key = randomBytes(32).toString('hex');
@@ -67,7 +70,7 @@ export async function listenControl(
       // The request is in: the answer (a sync) may take long, so no idle limit now.
       socket.pause();
       socket.setTimeout(0);
-      void answer(buffered.slice(0, end), key, handler, log).then((reply) =>
+      void answer(buffered.slice(0, end), key, handlers, log).then((reply) =>
         socket.end(JSON.stringify(reply) + '\n'),
       );
     });
@@ -92,7 +95,7 @@ export async function listenControl(
 async function answer(
   line: string,
   key: string,
-  handler: ControlHandler,
+  handlers: ControlHandlers,
   log: Logger,
 ): Promise<object> {
   let request: { op?: unknown; key?: unknown; args?: unknown } = {};
@@ -110,13 +113,13 @@ async function answer(
       message: 'control request without the key',
     };
   }
-  const op = controlOps.find((known) => known === request.op);
-  const args = request.args ?? {};
-  if (op === undefined || typeof args !== 'object' || args === null || Array.isArray(args)) {
+  const op = request.op;
+  if (!isControlOp(op)) {
     return { ok: false, code: 'ELIDE_INVALID_ARGUMENT', message: 'unknown control request' };
   }
   try {
-    return { ok: true, result: await handler({ op, args: args as Record<string, unknown> }) };
+    const args = checkControl(op, 'args', request.args ?? {}, 'ELIDE_INVALID_ARGUMENT');
+    return { ok: true, result: await runControl(handlers, op, args) };
   } catch (error) {
     log.debug(`control ${op} failed: ${errorText(error)}`);
     return {
@@ -128,13 +131,16 @@ async function answer(
 }
 
 /**
- * Sends one request to the process serving the volume. Resolves to
- * undefined when nothing listens (the volume is not being served).
+ * Sends one request to the process serving the volume; its result is
+ * checked as the op's table says. Resolves to undefined when nothing
+ * listens (the volume is not being served).
  */
-export async function sendControl(
+export async function sendControl<Op extends ControlOp>(
   volumeDirRealpath: string,
-  request: ControlRequest,
-): Promise<{ result: unknown } | undefined> {
+  op: Op,
+  args: ControlArgs<Op>,
+): Promise<{ result: ControlResult<Op> } | undefined> {
+  const request = { op, args };
   let key: string;
   try {
     key = fs.readFileSync(path.join(volumeDirRealpath, controlKeyFile), 'utf8').trim();
@@ -176,7 +182,7 @@ export async function sendControl(
   } catch {
     throw new ElideError('ELIDE_IO', 'the serving process sent a malformed control reply');
   }
-  if (parsed.ok === true) return { result: parsed.result };
+  if (parsed.ok === true) return { result: checkControl(op, 'result', parsed.result, 'ELIDE_IO') };
   const code: ErrorCode =
     typeof parsed.code === 'string' && parsed.code in errorCodes
       ? (parsed.code as ErrorCode)

@@ -1,3 +1,11 @@
 /** The control socket commands use to reach a volume's server (docs/design.md §3.5). */
-export { controlOps, listenControl, sendControl } from './control-socket.js';
-export type { ControlHandler, ControlOp, ControlRequest, ControlServer } from './control-socket.js';
+export { listenControl, sendControl } from './control-socket.js';
+export type { ControlServer } from './control-socket.js';
+export { checkControl, controlOps, isControlOp, runControl } from './ops.js';
+export type {
+  ControlArgs,
+  ControlHandlers,
+  ControlOp,
+  ControlRequest,
+  ControlResult,
+} from './ops.js';

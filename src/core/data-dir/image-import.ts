@@ -13,11 +13,7 @@ import { assert } from '../assert.js';
 import { blockBytes, extentBlocksMax, rawCopyChunkBytes } from '../constants.js';
 import { ElideError } from '../errors.js';
 import { blake3 } from '../hash.js';
-import {
-  buildImageFilesystem,
-  fileExtents,
-  type ImageBuildOptions,
-} from '../oci/index.js';
+import { buildImageFilesystem, fileExtents, type ImageBuildOptions } from '../oci/index.js';
 import { createSnapshot, type AncestorRef } from '../snapshot/index.js';
 import type { ObjectStore } from '../store/index.js';
 import type { Volume } from '../volume/index.js';

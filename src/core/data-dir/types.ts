@@ -1,4 +1,5 @@
 /** Shapes returned by the engine facade; the CLI prints them as `--json`. */
+import type { VolumeStats } from '../volume/index.js';
 
 export interface VolumeSummary {
   name: string;
@@ -21,25 +22,9 @@ export interface DamagedVolume {
 /** What `volume list` prints per volume. */
 export type VolumeListing = VolumeSummary | DamagedVolume;
 
-export interface VolumeInfo extends VolumeSummary {
-  /** Logical bytes currently mapped to data (not counting zeroed or trimmed ranges). */
-  writtenBytes: number;
-  /** Logical bytes mapped as zero by trim or write-zeroes. */
-  zeroBytes: number;
+export interface VolumeInfo extends VolumeSummary, VolumeStats {
   /** Bytes the volume's segments and logs occupy on disk (after dedup and compression). */
   storedBytes: number;
-  /** Bytes in write-ahead logs. */
-  walBytes: number;
-  /** Number of segments. */
-  segments: number;
-  /** Bytes in segments. */
-  segmentBytes: number;
-  /** Number of distinct extents (content hashes) the volume stores. */
-  extents: number;
-  /** Bytes in local segments or logs not yet in the object store. */
-  uploadPendingBytes: number;
-  /** Segment body bytes held in the local cache (copies of what the store holds). */
-  cacheBytes: number;
   /** For a fork: the snapshot it was made from, as `NAME@SNAPSHOT`; otherwise null. */
   parent: string | null;
   /** Whether guest writes are refused (an imported image: fork it to write). */

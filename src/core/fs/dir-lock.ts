@@ -9,7 +9,9 @@
 import net from 'node:net';
 import path from 'node:path';
 import { blake3 } from '../hash.js';
+import { pidFileBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
+import { readFileWithin } from './bounded-read.js';
 import type { Fs } from './types.js';
 
 const lockFileName = 'lock';
@@ -93,7 +95,8 @@ function readPid(fs: Fs, volumeDir: string): number | undefined {
 /** The pid a file names (`<pid>\n`), or undefined when it is missing or says something else. */
 export function readPidFile(fs: Fs, file: string): number | undefined {
   try {
-    const pid = Number.parseInt(fs.readFile(file).toString(), 10);
+    const text = readFileWithin(fs, file, pidFileBytesMax, 'ELIDE_IO').toString();
+    const pid = Number.parseInt(text, 10);
     return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;

@@ -46,7 +46,7 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
       controls.push(
         await listenControl(
           fs.realpathSync(volume.directory),
-          (request) => dataDir.performControl(volume, request),
+          dataDir.controlHandlers(volume),
           options.log,
         ),
       );

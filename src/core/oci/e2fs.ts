@@ -130,4 +130,3 @@ function run(
     child.stdin?.end(input ?? '');
   });
 }
-

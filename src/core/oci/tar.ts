@@ -121,25 +121,10 @@ export async function* readTar(
     longLink = undefined;
     const paxSize = text('size');
     const bodySize = paxSize === undefined ? size : paxNumber(paxSize, source, 'size');
-    const xattrs = new Map<string, Buffer>();
-    for (const [key, value] of records) {
-      if (key.startsWith('SCHILY.xattr.')) {
-        xattrs.set(key.slice('SCHILY.xattr.'.length), Buffer.from(value));
-      }
-    }
     if (typeFlag === 'S') {
       throw invalid(source, `${path}: GNU sparse entries are not supported`);
     }
-    const type: TarEntryType =
-      typeFlag === '0' || typeFlag === '\0' || typeFlag === '7'
-        ? 'file'
-        : typeFlag === '5'
-          ? 'directory'
-          : typeFlag === '2'
-            ? 'symlink'
-            : typeFlag === '1'
-              ? 'hardlink'
-              : 'other';
+    const type = entryType(typeFlag);
     const entry: TarEntry = {
       path,
       type,
@@ -151,7 +136,7 @@ export async function* readTar(
         paxOr(text('mtime'), () => parseNumber(header, 136, 12, source, 'mtime'), source),
       ),
       linkName,
-      xattrs,
+      xattrs: xattrsOf(records),
     };
     const dataBytes = paxSize === undefined ? size : bodySize;
     const dataPadded = Math.ceil(dataBytes / tarBlockBytes) * tarBlockBytes;
@@ -172,6 +157,25 @@ export async function* readTar(
     // Whatever the consumer left unread is skipped.
     for await (const skipped of body()) void skipped;
   }
+}
+
+function entryType(typeFlag: string): TarEntryType {
+  if (typeFlag === '0' || typeFlag === '\0' || typeFlag === '7') return 'file';
+  if (typeFlag === '5') return 'directory';
+  if (typeFlag === '2') return 'symlink';
+  if (typeFlag === '1') return 'hardlink';
+  return 'other';
+}
+
+/** Extended attributes, from the PAX records that carry them (`SCHILY.xattr.<name>`). */
+function xattrsOf(records: ReadonlyMap<string, string | Buffer>): Map<string, Buffer> {
+  const xattrs = new Map<string, Buffer>();
+  for (const [key, value] of records) {
+    if (key.startsWith('SCHILY.xattr.')) {
+      xattrs.set(key.slice('SCHILY.xattr.'.length), Buffer.from(value));
+    }
+  }
+  return xattrs;
 }
 
 function checkChecksum(header: Buffer, source: string): void {

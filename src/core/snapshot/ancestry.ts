@@ -8,15 +8,11 @@
  */
 import path from 'node:path';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
-import { writeFileAtomic, writeNewFileDurably } from '../fs/index.js';
+import { jsonRecordBytesMax } from '../constants.js';
+import { readFileWithin, writeFileAtomic, writeNewFileDurably } from '../fs/index.js';
 import type { Fs } from '../fs/index.js';
 import { fetchSegmentIndex } from '../cache/index.js';
-import {
-  StoredSegment,
-  indexSuffix,
-  readIndexFile,
-  type CacheDirs,
-} from '../cache/index.js';
+import { StoredSegment, indexSuffix, readIndexFile, type CacheDirs } from '../cache/index.js';
 import type { Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
 import { encodeJsonRecord, type ObjectStore } from '../store/index.js';
@@ -88,7 +84,8 @@ async function ancestorManifest(
   const file = ancestorManifestPath(volumeDir, ref.snapshotId);
   let problem: string;
   try {
-    const manifest = decodeSnapshotManifest(fs.readFile(file), file);
+    const bytes = readFileWithin(fs, file, jsonRecordBytesMax, 'ELIDE_VOLUME_CORRUPT');
+    const manifest = decodeSnapshotManifest(bytes, file);
     if (manifest.volumeId === ref.volumeId && manifest.seq === ref.seq) return manifest;
     problem = `${file} is not the snapshot the volume names`;
   } catch (error) {

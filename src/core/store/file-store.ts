@@ -18,15 +18,20 @@
  * (`a/b` and `a/b/c`); such a put fails with ELIDE_INVALID_ARGUMENT. elide's
  * key layout (§5.2) never does this.
  */
-import type { Dirent } from 'node:fs';
 import fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { assert } from '../assert.js';
-import { rawCopyChunkBytes } from '../constants.js';
+import { fileStoreInstallAttemptsMax, fileStoreVersionHexDigits } from '../constants.js';
+import {
+  fsyncDir,
+  hashContent,
+  readFully,
+  storeIo,
+  walkObjects,
+  writeFully,
+} from './file-store-io.js';
+import { KeyLocks } from './file-store-lock.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { mkdirStepwise } from '../fs/index.js';
 import { blake3 } from '../hash.js';
@@ -34,11 +39,11 @@ import { isUlid, UlidMint } from '../ids/index.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 import {
   checkStoreValueSize,
-  getTarget,
   validateByteRange,
   validateStoreKey,
   validateStorePrefix,
 } from './types.js';
+import { StoreOperations } from './operations.js';
 import { openSourceFile } from './source-file.js';
 
 export interface FileStoreOptions {
@@ -50,21 +55,10 @@ export interface FileStoreOptions {
 
 export const fileStoreLockWaitMsDefault = 10_000;
 export const fileStoreTmpMaxAgeMsDefault = 60_000;
-/** Version strings: the first 32 hex digits (128 bits) of BLAKE3 of the content. */
-const versionHexDigits = 32;
-const lockRetryDelayMsMax = 50;
-// Bound on retries when a concurrent delete removes a parent directory between our mkdir and rename.
-const installAttemptsMax = 16;
-
-/** The abstract socket name that locks `key` in the store rooted at `rootRealpath`. */
-export function fileStoreLockName(rootRealpath: string, key: string): string {
-  const digest = blake3(Buffer.from(rootRealpath + '\0' + key)).toString('hex');
-  return '\0elide-store-' + digest.slice(0, versionHexDigits);
-}
 
 /** The version the file store gives `body`. */
 export function fileStoreVersion(body: Uint8Array): string {
-  return blake3(body).toString('hex').slice(0, versionHexDigits);
+  return blake3(body).toString('hex').slice(0, fileStoreVersionHexDigits);
 }
 
 export class FileStore implements ObjectStore {
@@ -72,23 +66,17 @@ export class FileStore implements ObjectStore {
   private readonly objectsDir: string;
   private readonly tmpDir: string;
   private readonly mint = new UlidMint();
-  /** Per-key tails of the in-process lock queue, so local callers queue rather than spin on the socket. */
-  private readonly keyQueues = new Map<string, Promise<void>>();
-  private readonly inflight = new Set<Promise<unknown>>();
-  private readonly counters: StoreStats = {
-    getRequests: 0,
-    getBytes: 0,
-    putRequests: 0,
-    putBytes: 0,
-  };
-  private closed = false;
+  private readonly locks: KeyLocks;
+  private readonly operations: StoreOperations;
 
   private constructor(
     /** Real path of the root; lock names derive from it so every path to one root shares locks. */
     readonly root: string,
-    private readonly lockWaitMs: number,
+    lockWaitMs: number,
   ) {
     this.url = 'file://' + root;
+    this.operations = new StoreOperations(this.url);
+    this.locks = new KeyLocks(root, this.url, lockWaitMs);
     this.objectsDir = path.join(root, 'objects');
     this.tmpDir = path.join(root, 'tmp');
   }
@@ -127,40 +115,40 @@ export class FileStore implements ObjectStore {
 
   /** Stages the content in tmp/, then replaces the object under its key lock. */
   private putStaged(key: string, stage: () => Promise<Staged>): Promise<ObjectInfo> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       const staged = await stage();
-      this.counters.putRequests++;
+      this.operations.counters.putRequests++;
       const info = await this.withTmp(staged.tmp, () =>
-        this.withKeyLock(key, async () => {
+        this.locks.withKeyLock(key, async () => {
           await this.install(staged.tmp, key);
           return staged.info;
         }),
       );
-      this.counters.putBytes += info.sizeBytes;
+      this.operations.counters.putBytes += info.sizeBytes;
       return info;
     });
   }
 
   putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
-      this.counters.putRequests++;
+      this.operations.counters.putRequests++;
       const staged = await this.stageBuffer(key, body);
       await this.withTmp(staged.tmp, () => this.linkIntoPlace(staged.tmp, key));
-      this.counters.putBytes += body.length;
+      this.operations.counters.putBytes += body.length;
       return staged.info;
     });
   }
 
   putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
-      this.counters.putRequests++;
+      this.operations.counters.putRequests++;
       // Stage before locking so the lock is held only for compare-and-rename.
       const staged = await this.stageBuffer(key, body);
       const info = await this.withTmp(staged.tmp, () =>
-        this.withKeyLock(key, async () => {
+        this.locks.withKeyLock(key, async () => {
           const current = await this.readInfo(key);
           if (current?.version !== version) {
             throw new ElideError(
@@ -175,19 +163,19 @@ export class FileStore implements ObjectStore {
           return staged.info;
         }),
       );
-      this.counters.putBytes += body.length;
+      this.operations.counters.putBytes += body.length;
       return info;
     });
   }
 
   get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       if (range !== undefined) validateByteRange(range);
-      this.counters.getRequests++;
+      this.operations.counters.getRequests++;
       const data = await storeIo('get', this.url, key, async () => {
         const handle = await this.openObject(key);
-        if (handle === undefined) throw this.notFound(key);
+        if (handle === undefined) throw this.operations.notFound(key);
         try {
           const size = (await handle.stat()).size;
           const start = Math.min(range?.offset ?? 0, size);
@@ -197,31 +185,31 @@ export class FileStore implements ObjectStore {
           await handle.close();
         }
       });
-      this.counters.getBytes += data.length;
+      this.operations.counters.getBytes += data.length;
       return data;
     });
   }
 
   head(key: string): Promise<ObjectInfo | undefined> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       return this.readInfo(key);
     });
   }
 
   async *list(prefix: string): AsyncIterable<ObjectEntry> {
-    this.checkOpen();
+    this.operations.checkOpen();
     validateStorePrefix(prefix);
     const slash = prefix.lastIndexOf('/');
     const dirKey = prefix.slice(0, slash + 1);
     const dir = path.join(this.objectsDir, ...dirKey.split('/'));
-    yield* this.walk(dir, dirKey, prefix.slice(slash + 1));
+    yield* walkObjects(this.url, dir, dirKey, prefix.slice(slash + 1));
   }
 
   delete(key: string): Promise<void> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
-      await this.withKeyLock(key, () =>
+      await this.locks.withKeyLock(key, () =>
         storeIo('delete', this.url, key, async () => {
           const file = this.objectPath(key);
           try {
@@ -239,24 +227,11 @@ export class FileStore implements ObjectStore {
   }
 
   stats(): StoreStats {
-    return { ...this.counters };
+    return this.operations.stats();
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    await Promise.allSettled([...this.inflight]);
-  }
-
-  /** Runs a public operation, remembering it until it settles so `close` can wait for it. */
-  private async track<T>(fn: () => Promise<T>): Promise<T> {
-    this.checkOpen();
-    const promise = fn();
-    this.inflight.add(promise);
-    try {
-      return await promise;
-    } finally {
-      this.inflight.delete(promise);
-    }
+    await this.operations.close();
   }
 
   // --- writing ---
@@ -296,19 +271,11 @@ export class FileStore implements ObjectStore {
         try {
           if (!(await handle.stat()).isFile())
             throw new Error(`${sourcePath} is not a regular file`);
-          const hasher = new Blake3Hasher();
-          const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
-          let sizeBytes = 0;
-          for (;;) {
-            const { bytesRead } = await handle.read(chunk, 0, chunk.length, sizeBytes);
-            if (bytesRead === 0) break;
-            checkStoreValueSize(key, sizeBytes + bytesRead);
-            hasher.update(chunk.subarray(0, bytesRead));
-            sizeBytes += bytesRead;
-          }
+          const { sizeBytes, version } = await hashContent(handle, (part, offset) =>
+            checkStoreValueSize(key, offset + part.length),
+          );
           // The source's data may not be durable yet: the object's must be.
           await handle.datasync();
-          const version = hasher.digest('hex').slice(0, versionHexDigits);
           return { tmp, info: { key, sizeBytes, version } };
         } finally {
           await handle.close();
@@ -324,22 +291,14 @@ export class FileStore implements ObjectStore {
   private async stageByCopy(key: string, sourcePath: string): Promise<Staged> {
     const source = await openSourceFile(sourcePath);
     try {
-      const hasher = new Blake3Hasher();
-      let sizeBytes = 0;
+      let content = { sizeBytes: 0, version: '' };
       const tmp = await this.writeTmp(key, async (target) => {
-        const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
-        for (;;) {
-          const { bytesRead } = await source.read(chunk, 0, chunk.length, sizeBytes);
-          if (bytesRead === 0) break;
-          checkStoreValueSize(key, sizeBytes + bytesRead);
-          const part = chunk.subarray(0, bytesRead);
-          hasher.update(part);
-          await writeFully(target, part, sizeBytes);
-          sizeBytes += bytesRead;
-        }
+        content = await hashContent(source, async (part, offset) => {
+          checkStoreValueSize(key, offset + part.length);
+          await writeFully(target, part, offset);
+        });
       });
-      const version = hasher.digest('hex').slice(0, versionHexDigits);
-      return { tmp, info: { key, sizeBytes, version } };
+      return { tmp, info: { key, ...content } };
     } finally {
       await source.close();
     }
@@ -418,7 +377,7 @@ export class FileStore implements ObjectStore {
           break;
         } catch (error) {
           const code = systemErrorCode(error);
-          if (code === 'ENOENT' && attempt < installAttemptsMax) {
+          if (code === 'ENOENT' && attempt < fileStoreInstallAttemptsMax) {
             await this.makeParents(key);
             continue;
           }
@@ -443,10 +402,19 @@ export class FileStore implements ObjectStore {
       } catch (error) {
         const code = systemErrorCode(error);
         if (code === 'EEXIST') continue;
+        // A concurrent delete removed a parent just made (it was empty): the caller tries again.
+        if (code === 'ENOENT') break;
         throw this.mapConflict(key, error);
       }
     }
-    for (const made of created) await fsyncDir(path.dirname(made));
+    for (const made of created) {
+      try {
+        await fsyncDir(path.dirname(made));
+      } catch (error) {
+        // Removed again meanwhile: the next attempt makes it anew.
+        if (systemErrorCode(error) !== 'ENOENT') throw error;
+      }
+    }
   }
 
   /** rmdir's each now-empty directory from `dir` up to (not including) objects/. */
@@ -503,124 +471,11 @@ export class FileStore implements ObjectStore {
       const handle = await this.openObject(key);
       if (handle === undefined) return undefined;
       try {
-        const hasher = new Blake3Hasher();
-        const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
-        let sizeBytes = 0;
-        for (;;) {
-          const { bytesRead } = await handle.read(chunk, 0, chunk.length, sizeBytes);
-          if (bytesRead === 0) break;
-          hasher.update(chunk.subarray(0, bytesRead));
-          sizeBytes += bytesRead;
-        }
-        return { key, sizeBytes, version: hasher.digest('hex').slice(0, versionHexDigits) };
+        return { key, ...(await hashContent(handle)) };
       } finally {
         await handle.close();
       }
     });
-  }
-
-  /**
-   * Yields objects under `dir` (whose key prefix is `dirKey`) in key order. A
-   * directory `b` sorts as "b/" so it lands where its keys do: after "b-c", before "b0".
-   */
-  private async *walk(
-    dir: string,
-    dirKey: string,
-    namePrefix: string,
-  ): AsyncGenerator<ObjectEntry> {
-    let entries: Dirent[];
-    try {
-      entries = await fsp.readdir(dir, { withFileTypes: true });
-    } catch (error) {
-      const code = systemErrorCode(error);
-      if (code === 'ENOENT' || code === 'ENOTDIR') return;
-      throw storeError('list', this.url, dirKey, error);
-    }
-    const items = entries
-      .filter((e) => e.name.startsWith(namePrefix) && isKeySegment(e.name))
-      .filter((e) => e.isDirectory() || e.isFile())
-      .map((e) => ({
-        name: e.name,
-        isDir: e.isDirectory(),
-        sortKey: e.isDirectory() ? e.name + '/' : e.name,
-      }))
-      .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
-    for (const item of items) {
-      const child = path.join(dir, item.name);
-      if (item.isDir) {
-        yield* this.walk(child, dirKey + item.name + '/', '');
-        continue;
-      }
-      let sizeBytes: number;
-      try {
-        sizeBytes = (await fsp.stat(child)).size;
-      } catch (error) {
-        if (systemErrorCode(error) === 'ENOENT') continue; // deleted since readdir
-        throw storeError('list', this.url, dirKey + item.name, error);
-      }
-      yield { key: dirKey + item.name, sizeBytes };
-    }
-  }
-
-  // --- locking ---
-
-  /**
-   * Runs `fn` holding `key`'s lock: first this store's in-process queue, then
-   * the abstract socket, which excludes other processes and other FileStore
-   * instances on the same root.
-   */
-  private async withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.keyQueues.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = previous.then(() => mine);
-    this.keyQueues.set(key, tail);
-    await previous;
-    try {
-      const server = await this.acquireSocket(key);
-      try {
-        return await fn();
-      } finally {
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-      }
-    } finally {
-      release();
-      if (this.keyQueues.get(key) === tail) this.keyQueues.delete(key);
-    }
-  }
-
-  private async acquireSocket(key: string): Promise<net.Server> {
-    const name = fileStoreLockName(this.root, key);
-    const deadline = Date.now() + this.lockWaitMs;
-    let delayMs = 1;
-    for (;;) {
-      const server = net.createServer((socket) => socket.destroy());
-      try {
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          // exclusive: a cluster worker must bind itself, not share the primary's handle.
-          server.listen({ path: name, exclusive: true }, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-        server.unref();
-        return server;
-      } catch (error) {
-        if (systemErrorCode(error) !== 'EADDRINUSE') throw storeError('lock', this.url, key, error);
-      }
-      const remainingMs = deadline - Date.now();
-      if (remainingMs <= 0) {
-        throw new ElideError(
-          'ELIDE_STORE_UNAVAILABLE',
-          `object ${key} in ${this.url} stayed locked by another writer for ${this.lockWaitMs} ms`,
-          { key },
-        );
-      }
-      // Jittered exponential backoff so contending processes do not retry in lockstep.
-      await sleep(Math.min(remainingMs, delayMs * (0.5 + Math.random())));
-      delayMs = Math.min(delayMs * 2, lockRetryDelayMsMax);
-    }
   }
 
   // --- misc ---
@@ -643,91 +498,9 @@ export class FileStore implements ObjectStore {
       }
     }
   }
-
-  private checkOpen(): void {
-    assert(!this.closed, `object store ${this.url} is used after close`);
-  }
-
-  private notFound(key: string): ElideError {
-    return new ElideError('ELIDE_STORE_NOT_FOUND', `object ${key} not found in ${this.url}`, {
-      key,
-    });
-  }
 }
 
 interface Staged {
   tmp: string;
   info: ObjectInfo;
-}
-
-function isKeySegment(name: string): boolean {
-  try {
-    validateStoreKey(name);
-    return !name.includes('/');
-  } catch {
-    return false;
-  }
-}
-
-/** Runs `fn`, turning system errors into ELIDE_STORE_UNAVAILABLE; ElideErrors pass through. */
-async function storeIo<T>(
-  op: string,
-  url: string,
-  key: string | undefined,
-  fn: () => Promise<T>,
-): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw storeError(op, url, key, error);
-  }
-}
-
-function storeError(op: string, url: string, key: string | undefined, error: unknown): unknown {
-  if (error instanceof ElideError || !(error instanceof Error)) return error;
-  if (systemErrorCode(error) === undefined) return error; // a bug, not an I/O failure
-  const what = key === undefined ? url : `${key} in ${url}`;
-  const reason =
-    systemErrorCode(error) === 'EROFS'
-      ? "the store's directory is on a read-only filesystem"
-      : error.message;
-  return new ElideError(
-    'ELIDE_STORE_UNAVAILABLE',
-    `object store ${op} of ${what} failed: ${reason}`,
-    { key: key ?? null, errno: systemErrorCode(error) ?? null },
-    { cause: error },
-  );
-}
-
-async function readFully(
-  handle: FileHandle,
-  position: number,
-  length: number,
-  into?: Buffer,
-): Promise<Buffer> {
-  const out = getTarget(length, into);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await handle.read(out, done, length - done, position + done);
-    if (bytesRead === 0) break; // objects are immutable once renamed in; only a foreign writer shrinks one
-    done += bytesRead;
-  }
-  return done === length ? out : out.subarray(0, done);
-}
-
-async function writeFully(handle: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

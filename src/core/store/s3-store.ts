@@ -25,7 +25,6 @@
  * stream, so putFile retries itself with a fresh one, and so does a GET
  * whose body broke off after the headers.
  */
-import { constants as bufferConstants } from 'node:buffer';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -40,16 +39,40 @@ import {
 } from '@aws-sdk/client-s3';
 import type { ListObjectsV2CommandOutput } from '@aws-sdk/client-s3';
 import { assert, AssertionError } from '../assert.js';
-import { ElideError, isElideError, systemErrorCode } from '../errors.js';
+import { ElideError, isElideError } from '../errors.js';
 import type { ByteRange, ObjectEntry, ObjectInfo, ObjectStore, StoreStats } from './types.js';
 import {
   checkStoreValueSize,
-  getTarget,
   validateByteRange,
   validateStoreKey,
   validateStorePrefix,
 } from './types.js';
-import { ResponseBody, HttpTransport } from './http/index.js';
+import {
+  s3AttemptsMax,
+  s3ObjectNameBytesMax,
+  s3RetryDelayMsBase,
+  timerMsMax,
+} from '../constants.js';
+import { HttpTransport } from './http/index.js';
+import { Deadline, isBodyInterrupted, never, readBody, readChunks, transferMs } from './s3-body.js';
+import {
+  endpointFromEnv,
+  forcePathStyleFromEnv,
+  regionOrDefault,
+  silenceNodeVersionWarning,
+  silentLogger,
+  timeoutMsFromEnv,
+} from './s3-config.js';
+import {
+  describe,
+  errorName,
+  httpStatusOf,
+  isBucketMissing,
+  isEtagText,
+  isStoreKey,
+  isTransient,
+} from './s3-errors.js';
+import { StoreOperations } from './operations.js';
 import { openSourceFile } from './source-file.js';
 
 export interface S3StoreOptions {
@@ -64,69 +87,12 @@ export interface S3Location {
   prefix: string;
 }
 
-export const storeTimeoutMsDefault = 30_000;
-/** setTimeout's limit; longer delays fire at once. */
-const timerMsMax = 2 ** 31 - 1;
-/** HTTP attempts per operation, the first included (the SDK's standard-mode default). */
-const s3AttemptsMax = 3;
-/** Slowest transfer an operation is allowed on top of timeoutMs: a 32 MiB segment gets 32 s more. */
-const s3TransferBytesPerSecondMin = 1024 * 1024;
-/** This store's own retries wait a random time up to this × 2^(attempt-1), as the SDK does. */
-const s3RetryDelayMsBase = 100;
-/** putFile reads its file in chunks of this size (64 KiB, the stream default, costs more syscalls). */
-const s3FileChunkBytes = 1024 * 1024;
-/** S3's limit on object names (the URL prefix plus the store key); servers may allow more. */
-const s3ObjectNameBytesMax = 1024;
-/** What the SDK needs when only an endpoint is configured. */
-const s3RegionForEndpoint = 'us-east-1';
-/** Error messages quote at most this much of a server's explanation. */
-const s3MessageCharsMax = 300;
-
-// Errors the SDK's standard retry strategy treats as transient, for the requests it cannot replay.
-const transientNames = new Set([
-  'TimeoutError',
-  'RequestTimeout',
-  'RequestTimeoutException',
-  'SlowDown',
-  'Throttling',
-  'ThrottlingException',
-  'TooManyRequestsException',
-  'ServiceUnavailable',
-  'InternalError',
-]);
-const transientSystemCodes = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_AGAIN',
-]);
-
-// The SDK logs through `console` when given no logger (for one, "non-retryable streaming
-// request" on every failed putFile attempt). Failures reach callers as errors instead.
-const silentLogger = {
-  trace: (): void => undefined,
-  debug: (): void => undefined,
-  info: (): void => undefined,
-  warn: (): void => undefined,
-  error: (): void => undefined,
-};
-
 export class S3Store implements ObjectStore {
   readonly url: string;
   private readonly keyPrefix: string;
-  private readonly inflight = new Set<Promise<unknown>>();
-  private readonly counters: StoreStats = {
-    getRequests: 0,
-    getBytes: 0,
-    putRequests: 0,
-    putBytes: 0,
-  };
+  private readonly operations: StoreOperations;
   /** Set once a request has reached the bucket: a 404 on HEAD is then a missing key, not bucket. */
   private bucketSeen = false;
-  private closed = false;
 
   private constructor(
     private readonly client: S3Client,
@@ -135,6 +101,7 @@ export class S3Store implements ObjectStore {
     private readonly timeoutMs: number,
   ) {
     this.url = 's3://' + bucket + (prefix === '' ? '' : '/' + prefix);
+    this.operations = new StoreOperations(this.url);
     this.keyPrefix = prefix === '' ? '' : prefix + '/';
   }
 
@@ -181,10 +148,10 @@ export class S3Store implements ObjectStore {
     body: Buffer,
     condition: { IfMatch?: string; IfNoneMatch?: string },
   ): Promise<ObjectInfo> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       checkStoreValueSize(key, body.length);
-      this.counters.putRequests++;
+      this.operations.counters.putRequests++;
       const expected = condition.IfMatch;
       if (expected !== undefined && !isEtagText(expected)) {
         // No object is at such a version, and an empty or '*' If-Match would match any.
@@ -216,23 +183,23 @@ export class S3Store implements ObjectStore {
         }
         throw error;
       }
-      this.counters.putBytes += body.length;
+      this.operations.counters.putBytes += body.length;
       return { key, sizeBytes: body.length, version: this.versionOf(op, key, etag) };
     });
   }
 
   putFile(key: string, sourcePath: string): Promise<ObjectInfo> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       const source = await openSourceFile(sourcePath);
       try {
         const sizeBytes = (await source.stat()).size;
         checkStoreValueSize(key, sizeBytes);
-        this.counters.putRequests++;
+        this.operations.counters.putRequests++;
         const output = await this.request('putFile', key, sizeBytes, isTransient, (signal) =>
           this.sendFile(key, source, sourcePath, sizeBytes, signal),
         );
-        this.counters.putBytes += sizeBytes;
+        this.operations.counters.putBytes += sizeBytes;
         return { key, sizeBytes, version: this.versionOf('putFile', key, output.ETag) };
       } finally {
         await source.close();
@@ -292,19 +259,19 @@ export class S3Store implements ObjectStore {
   }
 
   get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       if (range !== undefined) validateByteRange(range);
-      this.counters.getRequests++;
+      this.operations.counters.getRequests++;
       let data: Buffer;
       if (range?.length === 0) {
         // An empty range has no HTTP form; the object must still exist.
-        if ((await this.headObject('get', key)) === undefined) throw this.notFound(key);
+        if ((await this.headObject('get', key)) === undefined) throw this.operations.notFound(key);
         data = Buffer.alloc(0);
       } else {
         data = await this.getObject(key, range, into);
       }
-      this.counters.getBytes += data.length;
+      this.operations.counters.getBytes += data.length;
       return data;
     });
   }
@@ -346,7 +313,7 @@ export class S3Store implements ObjectStore {
   }
 
   head(key: string): Promise<ObjectInfo | undefined> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       return this.headObject('head', key);
     });
@@ -387,12 +354,12 @@ export class S3Store implements ObjectStore {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectEntry> {
-    this.checkOpen();
+    this.operations.checkOpen();
     validateStorePrefix(prefix);
     const what = `prefix ${JSON.stringify(prefix)}`;
     let token: string | undefined;
     do {
-      const page: ListObjectsV2CommandOutput = await this.track(() =>
+      const page: ListObjectsV2CommandOutput = await this.operations.track(() =>
         this.request('list', what, 0, never, (signal) =>
           this.client.send(
             new ListObjectsV2Command({
@@ -425,7 +392,7 @@ export class S3Store implements ObjectStore {
   }
 
   delete(key: string): Promise<void> {
-    return this.track(async () => {
+    return this.operations.track(async () => {
       validateStoreKey(key);
       try {
         await this.request('delete', key, 0, never, (signal) =>
@@ -443,25 +410,12 @@ export class S3Store implements ObjectStore {
   }
 
   stats(): StoreStats {
-    return { ...this.counters };
+    return this.operations.stats();
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    await Promise.allSettled([...this.inflight]);
+    await this.operations.close();
     this.client.destroy();
-  }
-
-  /** Runs a public operation, remembering it until it settles so `close` can wait for it. */
-  private async track<T>(fn: () => Promise<T>): Promise<T> {
-    this.checkOpen();
-    const promise = fn();
-    this.inflight.add(promise);
-    try {
-      return await promise;
-    } finally {
-      this.inflight.delete(promise);
-    }
   }
 
   /**
@@ -556,16 +510,6 @@ export class S3Store implements ObjectStore {
     return version;
   }
 
-  private checkOpen(): void {
-    assert(!this.closed, `object store ${this.url} is used after close`);
-  }
-
-  private notFound(key: string): ElideError {
-    return new ElideError('ELIDE_STORE_NOT_FOUND', `object ${key} not found in ${this.url}`, {
-      key,
-    });
-  }
-
   private bucketMissing(op: string, what: string, cause: unknown): ElideError {
     return new ElideError(
       'ELIDE_STORE_NOT_FOUND',
@@ -591,282 +535,4 @@ export class S3Store implements ObjectStore {
       cause === undefined ? undefined : { cause },
     );
   }
-}
-
-/**
- * An operation's time limit as an AbortSignal. It aborts at most
- * timerMsMax after it was (last) set, which only matters past 24 days.
- */
-class Deadline {
-  private readonly controller = new AbortController();
-  private timer: NodeJS.Timeout;
-  private readonly start = Date.now();
-
-  constructor(public ms: number) {
-    this.timer = this.arm();
-  }
-
-  get signal(): AbortSignal {
-    return this.controller.signal;
-  }
-
-  get expired(): boolean {
-    return this.controller.signal.aborted;
-  }
-
-  extend(ms: number): void {
-    if (this.expired) return;
-    clearTimeout(this.timer);
-    this.ms += ms;
-    this.timer = this.arm();
-  }
-
-  clear(): void {
-    clearTimeout(this.timer);
-  }
-
-  private arm(): NodeJS.Timeout {
-    const remainingMs = Math.max(0, Math.min(this.start + this.ms - Date.now(), timerMsMax));
-    return setTimeout(
-      () => this.controller.abort(new Error(`timed out after ${this.ms} ms`)),
-      remainingMs,
-    );
-  }
-}
-
-/** A GET body that failed or ended early after good headers: worth another attempt. */
-class BodyInterrupted extends Error {
-  override name = 'BodyInterrupted';
-}
-
-/**
- * Reads a GET body into one Buffer (`into` when the length is known and
- * fits, else one preallocated); a body longer or shorter than
- * Content-Length is an error.
- */
-async function readBody(
-  body: unknown,
-  length: number | undefined,
-  signal: AbortSignal,
-  into: Buffer | undefined,
-): Promise<Buffer> {
-  if (!(body instanceof Readable)) {
-    if (length === 0 || body === undefined) return Buffer.alloc(0);
-    throw new Error('the response body is not a Node.js stream');
-  }
-  if (length !== undefined && length > bufferConstants.MAX_LENGTH) {
-    body.destroy();
-    throw new Error(`the ${length}-byte body does not fit in one Buffer`);
-  }
-  // The SDK stops watching the signal once the headers are in.
-  const onAbort = (): void => void body.destroy(signal.reason as Error);
-  signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    if (body instanceof ResponseBody && length !== undefined) {
-      // The transport's own body: copied from its read buffer straight into place.
-      const out = getTarget(length, into);
-      const done = await body.readInto(out);
-      if (done !== length) {
-        throw new BodyInterrupted(`the body ended after ${done} of ${length} bytes`);
-      }
-      return out;
-    }
-    if (length === undefined) {
-      const chunks: Buffer[] = [];
-      for await (const chunk of body) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
-    }
-    const out = getTarget(length, into);
-    let done = 0;
-    for await (const chunk of body) {
-      const part = chunk as Buffer;
-      if (done + part.length > length) {
-        throw new Error(`the body is longer than its Content-Length ${length}`);
-      }
-      part.copy(out, done);
-      done += part.length;
-    }
-    if (done !== length) {
-      throw new BodyInterrupted(`the body ended after ${done} of ${length} bytes`);
-    }
-    return out;
-  } catch (error) {
-    if (error instanceof BodyInterrupted || signal.aborted) throw error;
-    if (error instanceof Error && error.message.startsWith('the body is longer')) throw error;
-    throw new BodyInterrupted(`the body broke off: ${describe(error)}`, { cause: error });
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-    body.destroy();
-  }
-}
-
-/** `sizeBytes` of `source` from its start, in chunks; a file that shrank is an error. */
-async function* readChunks(source: FileHandle, sizeBytes: number): AsyncGenerator<Buffer> {
-  let position = 0;
-  while (position < sizeBytes) {
-    // A fresh buffer per chunk: the socket may still hold the previous one.
-    const chunk = Buffer.allocUnsafe(Math.min(s3FileChunkBytes, sizeBytes - position));
-    const { bytesRead } = await source.read(chunk, 0, chunk.length, position);
-    if (bytesRead === 0) {
-      throw new Error(`it ended after ${position} of ${sizeBytes} bytes (truncated meanwhile?)`);
-    }
-    position += bytesRead;
-    yield chunk.subarray(0, bytesRead);
-  }
-}
-
-/** Extra time an operation gets for a body of `bytes`. */
-function transferMs(bytes: number): number {
-  return Math.floor((bytes * 1000) / s3TransferBytesPerSecondMin);
-}
-
-function never(): boolean {
-  return false;
-}
-
-function isBodyInterrupted(error: unknown): boolean {
-  return error instanceof BodyInterrupted;
-}
-
-/** What the SDK's standard retry strategy would retry: throttling, 5xx, timeouts, dropped connections. */
-function isTransient(error: unknown): boolean {
-  const status = httpStatusOf(error);
-  if (status !== undefined && (status === 429 || status >= 500)) return true;
-  const code = systemErrorCode(error);
-  if (code !== undefined && transientSystemCodes.has(code)) return true;
-  return transientNames.has(errorName(error) ?? '');
-}
-
-function isBucketMissing(error: ElideError): boolean {
-  return error.details['bucket'] !== undefined;
-}
-
-/** A quoted-string's worth of ETag: printable ASCII without '"', and not the wildcard. */
-function isEtagText(version: string): boolean {
-  return /^[\x21\x23-\x7e]+$/.test(version) && version !== '*';
-}
-
-function isStoreKey(key: string): boolean {
-  try {
-    validateStoreKey(key);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function httpStatusOf(error: unknown): number | undefined {
-  if (typeof error !== 'object' || error === null || !('$metadata' in error)) return undefined;
-  const metadata = (error as { $metadata: unknown }).$metadata;
-  if (typeof metadata !== 'object' || metadata === null) return undefined;
-  const status = (metadata as { httpStatusCode?: unknown }).httpStatusCode;
-  return typeof status === 'number' ? status : undefined;
-}
-
-function errorName(error: unknown): string | undefined {
-  return error instanceof Error ? error.name : undefined;
-}
-
-/** One line about `error`: the S3 error code and HTTP status if any, the message, the errno. */
-function describe(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const status = httpStatusOf(error);
-  const code = systemErrorCode(error);
-  let text = error.message;
-  if (status !== undefined) {
-    const head = `${error.name} (HTTP ${status})`;
-    text =
-      text === '' || text === error.name || text === 'UnknownError' ? head : `${head}: ${text}`;
-  } else if (error.message === 'Region is missing') {
-    text = 'no AWS region is configured (set AWS_REGION, or a region in the AWS profile)';
-  } else if (error.name === 'CredentialsProviderError') {
-    text += ' (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)';
-  } else if (code !== undefined && !text.includes(code)) {
-    text += ` (${code})`;
-  }
-  const oneLine = text.replace(/\s+/g, ' ').trim();
-  return oneLine.length > s3MessageCharsMax ? oneLine.slice(0, s3MessageCharsMax) + '…' : oneLine;
-}
-
-// --- configuration ---
-
-function timeoutMsFromEnv(): number {
-  const text = process.env['ELIDE_STORE_TIMEOUT_MS'];
-  if (text === undefined || text === '') return storeTimeoutMsDefault;
-  const value = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN;
-  if (!(value >= 1 && value <= timerMsMax)) {
-    throw new ElideError(
-      'ELIDE_INVALID_ARGUMENT',
-      `invalid ELIDE_STORE_TIMEOUT_MS=${JSON.stringify(text)}: expected milliseconds, 1 to ${timerMsMax}`,
-      { ELIDE_STORE_TIMEOUT_MS: text },
-    );
-  }
-  return value;
-}
-
-function endpointFromEnv(): string | undefined {
-  for (const name of ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL']) {
-    const text = process.env[name];
-    if (text === undefined || text === '') continue;
-    let url: URL | undefined;
-    try {
-      url = new URL(text);
-    } catch {
-      url = undefined;
-    }
-    if (url?.protocol !== 'http:' && url?.protocol !== 'https:') {
-      throw new ElideError(
-        'ELIDE_STORE_URL_INVALID',
-        `invalid ${name}=${JSON.stringify(text)}: expected an http:// or https:// URL`,
-        { [name]: text },
-      );
-    }
-    return text;
-  }
-  return undefined;
-}
-
-/** Path-style (`host/bucket`) rather than virtual-hosted-style (`bucket.host`) addressing. */
-function forcePathStyleFromEnv(hasEndpoint: boolean): boolean {
-  const text = process.env['ELIDE_S3_FORCE_PATH_STYLE'];
-  if (text === undefined || text === '') return hasEndpoint;
-  if (text === '0' || text === '1') return text === '1';
-  throw new ElideError(
-    'ELIDE_STORE_URL_INVALID',
-    `invalid ELIDE_S3_FORCE_PATH_STYLE=${JSON.stringify(text)}: expected 0 (bucket.host addressing) or 1 (host/bucket addressing)`,
-    { ELIDE_S3_FORCE_PATH_STYLE: text },
-  );
-}
-
-/**
- * The region the SDK's default chain finds (AWS_REGION, the profile), else
- * s3RegionForEndpoint. The chain is asked through a throwaway client, at the
- * first request, so opening stays free of file reads.
- */
-function regionOrDefault(): () => Promise<string> {
-  let region: Promise<string> | undefined;
-  return () =>
-    (region ??= (async () => {
-      const probe = new S3Client({ logger: silentLogger });
-      try {
-        return await probe.config.region();
-      } catch {
-        return s3RegionForEndpoint;
-      } finally {
-        probe.destroy();
-      }
-    })());
-}
-
-/**
- * Turns off the SDK's one-time "versions after January 2027 will require
- * Node 22" process warning for this process: elide pins the SDK and supports
- * Node 20, so the warning is only noise on a user's terminal. It is set for
- * the whole process, not around one constructor, because the SDK also builds
- * clients lazily during a first request (STS or SSO for profile
- * credentials). A user's own non-empty setting of the variable wins.
- */
-function silenceNodeVersionWarning(): void {
-  const name = 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED';
-  if ((process.env[name] ?? '') === '') process.env[name] = 'true';
 }

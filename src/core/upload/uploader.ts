@@ -303,7 +303,8 @@ export class Uploader {
         throw new ElideError(
           'ELIDE_VOLUME_CORRUPT',
           `volume ${this.host.name}: refusing to write a head that drops segment ${id}, ` +
-            'which no segment replaces (is a local index file missing?)',
+            'which no segment replaces (a local index file is missing?); ' +
+            '`elide volume repair` rebuilds index/ from the store',
           { segment: id },
         );
       }
@@ -392,6 +393,8 @@ export class Uploader {
    * other failure forgets the cached head, so the next attempt reads it again.
    */
   private async writeHead(next: Head): Promise<void> {
+    // A volume stopped by a failed local commit may hold a view the disk never got.
+    if (this.host.stoppedBy !== null) throw this.host.stoppedBy;
     const key = headKey(this.host.volumeId, this.host.epoch);
     const body = encodeJsonRecord(next);
     for (let attempt = 1; ; attempt++) {

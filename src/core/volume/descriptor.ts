@@ -1,8 +1,8 @@
 /** `volume.json`: the immutable description of a volume (docs/formats.md §2). */
 import path from 'node:path';
-import { blockBytes, volumeBytesMax, volumeNamePattern } from '../constants.js';
+import { blockBytes, jsonRecordBytesMax, volumeBytesMax, volumeNamePattern } from '../constants.js';
 import { ElideError } from '../errors.js';
-import type { Fs } from '../fs/index.js';
+import { readFileWithin, type Fs } from '../fs/index.js';
 import { isUlid, type Ulid } from '../ids/index.js';
 import type { AncestorRef } from '../snapshot/index.js';
 
@@ -161,5 +161,8 @@ function decodeAncestors(value: unknown, source: string): AncestorRef[] {
 
 export function readDescriptor(fs: Fs, volumeDir: string): VolumeDescriptor {
   const file = path.join(volumeDir, descriptorFileName);
-  return decodeDescriptor(fs.readFile(file), file);
+  return decodeDescriptor(
+    readFileWithin(fs, file, jsonRecordBytesMax, 'ELIDE_VOLUME_CORRUPT'),
+    file,
+  );
 }

@@ -146,16 +146,22 @@ export class VolumeGcSide implements GcSubject {
     const file = install();
     const output = SegmentFile.open(state.fs, file, index.header.segmentId, state.descriptor.id);
     state.segments.set(output.id, output);
+    state.committing.add(output.id);
     this.switchExtents(pass, output);
     if (state.invariants) checkInvariants(state, 'gc');
     try {
       await state.fs.fsyncDir(state.pendingDir);
       await state.inventory.save();
-      for (const segment of pass.inputs) await state.stored.discard(segment);
     } catch (error) {
       throw state.fail(error, `committing GC output ${output.id}`);
     }
+    state.committing.delete(output.id);
     state.notifyUploader();
+    try {
+      for (const segment of pass.inputs) await state.stored.discard(segment);
+    } catch (error) {
+      throw state.fail(error, `removing the inputs of GC output ${output.id}`);
+    }
     return true;
   }
 

@@ -120,17 +120,25 @@ export class Promotions {
         this.plansInFlight.delete(plan);
       }
       try {
-        // The log may go only once the inventory lists the segment instead.
+        // The log may go, and the segment upload, only once the inventory lists it.
         await state.inventory.save();
       } catch (error) {
         throw state.fail(error, `recording segment ${segment.id} in the inventory`);
       }
+      state.committing.delete(segment.id);
+      state.notifyUploader();
       // Flushes in flight may still be syncing the WAL's descriptor.
       await this.log.flushesIdle();
       state.fs.close(wal.fd);
-      state.fs.unlink(wal.path);
-      await state.fs.fsyncDir(state.walDir);
       state.wals.splice(state.wals.indexOf(wal), 1);
+      try {
+        state.fs.unlink(wal.path);
+        await state.fs.fsyncDir(state.walDir);
+      } catch (error) {
+        // Harmless for the data (recovery deletes a promoted log), but a
+        // failed directory sync is not retried (invariant 7).
+        throw state.fail(error, `removing promoted log ${wal.path}`);
+      }
       if (state.invariants) checkInvariants(state, 'promote');
     } catch (error) {
       // The WAL is still the durable copy; promotion is retried at the next seal,
@@ -164,6 +172,7 @@ export class Promotions {
   private apply(wal: WalFile, segment: SegmentFile): void {
     const { extents } = this.state;
     this.state.segments.set(segment.id, segment);
+    this.state.committing.add(segment.id);
     for (const extent of segment.index.extents) {
       const location = extents.get(extent.hash);
       if (location === undefined || location.kind === 'wal') {
@@ -178,6 +187,5 @@ export class Promotions {
       extents.set(record.hash, stored);
     }
     wal.retired = true;
-    this.state.notifyUploader();
   }
 }

@@ -8,12 +8,12 @@
 import path from 'node:path';
 import { walFileBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { writeNewFileDurably } from '../fs/index.js';
-import type { Fs } from '../fs/index.js';
+import { readFilePrefix, type Fs } from '../fs/index.js';
 import { isUlid, type Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
 import { scanWal, type WalScanResult } from '../wal/index.js';
 import { WalFile, walSuffix, walTmpSuffix, type WalRecordRef } from '../wal/index.js';
+import { copyAside, moveAside } from './damaged.js';
 
 /** What recovery knows about one log id. */
 export interface LogFacts {
@@ -128,7 +128,6 @@ export async function recoverLogs(input: LogRecoveryInput): Promise<LogRecovery>
       log.warn(`${path.join(walDir, name)}: ignoring unexpected file`);
     }
   }
-  if (swept) await fs.fsyncDir(walDir);
   const empties: WalFile[] = [];
   const ids = [...new Set([...present, ...(listed ?? [])])].sort();
   try {
@@ -151,6 +150,9 @@ export async function recoverLogs(input: LogRecoveryInput): Promise<LogRecovery>
       if (wal.isEmpty) empties.push(wal);
       else result.wals.push(wal);
     }
+    // A log's name may not be durable yet (a crash between its creation's rename
+    // and fsync): it is, before any write is acknowledged in it again.
+    if (writes && (swept || present.size > 0)) await fs.fsyncDir(walDir);
   } catch (error) {
     for (const wal of [...result.wals, ...empties]) fs.close(wal.fd);
     throw error;
@@ -227,25 +229,23 @@ async function corruptLog(
     result.problems.push(problem);
     return undefined;
   }
-  fs.mkdirp(input.damagedDir);
-  const aside = path.join(input.damagedDir, path.basename(file));
   if (scan.headerBytes === 0 || scan.validBytes <= scan.headerBytes) {
     // Nothing readable before the damage: the whole file is set aside.
-    fs.rename(file, aside);
-    await fs.fsyncDir(input.damagedDir);
-    await fs.fsyncDir(input.walDir);
+    const aside = await moveAside(fs, input.damagedDir, file);
     result.problems.push(`${problem} (moved to ${aside}; its records are lost)`);
     return undefined;
   }
-  await writeNewFileDurably(fs, aside, fs.readFile(file));
-  await fs.fsyncDir(input.damagedDir);
+  const aside = await copyAside(fs, input.damagedDir, file);
   result.problems.push(
     `${problem} (a copy is in ${aside}; records from offset ${scan.validBytes} on are lost)`,
   );
   return openLog(file, id, { ...scan, outcome: 'torn-tail' }, input, true);
 }
 
-/** Makes the valid records durable (truncating a torn tail) and opens the log. */
+/**
+ * Makes the valid records durable (truncating a torn tail, or what repair
+ * cut off) and opens the log.
+ */
 async function openLog(
   file: string,
   id: Ulid,
@@ -255,19 +255,16 @@ async function openLog(
 ): Promise<WalFile> {
   const { fs, mode, log } = input;
   const writable = mode !== 'inspect';
-  if (writable) {
-    // After a process crash the records may still be only in the page cache:
-    // they become durable now, before anything is served or built on them.
+  if (writable && scan.outcome === 'torn-tail') {
     const fd = fs.open(file, 'readwrite');
     try {
       const size = fs.sizeOf(fd);
-      if (scan.outcome === 'torn-tail' && size > scan.validBytes) {
+      if (size > scan.validBytes) {
         if (!repaired) {
           log.warn(`${file}: truncating ${size - scan.validBytes} bytes of unsynced tail`);
         }
         fs.truncate(fd, scan.validBytes);
       }
-      await fs.fdatasync(fd);
     } finally {
       fs.close(fd);
     }
@@ -286,26 +283,46 @@ async function openLog(
     generation: scan.generation,
     slotDurableBytes: scan.durableBytes,
   };
-  return WalFile.recovered(fs, file, id, records, scan.validBytes, header, writable);
+  const wal = WalFile.recovered(fs, file, id, records, scan.validBytes, header, writable);
+  if (writable) {
+    // After a process crash the records may still be only in the page cache:
+    // they become durable now, before anything is served or built on them.
+    try {
+      await wal.settleRecovered(fs, repaired && scan.durableBytes > scan.validBytes);
+    } catch (error) {
+      fs.close(wal.fd);
+      throw error;
+    }
+  }
+  return wal;
 }
 
 /**
- * Scans a present log, refusing a file too long to be one before reading it;
- * null if it vanished meanwhile (only an inspection races with its owner).
+ * Scans a present log; null if it vanished meanwhile (only an inspection
+ * races with its owner). A file too long to be a log is refused before it is
+ * read; repair reads and keeps the records in its first walFileBytesMax bytes.
  */
 function scanLog(fs: Fs, file: string, id: Ulid, input: LogRecoveryInput): WalScanResult | null {
   const size = fs.stat(file)?.sizeBytes ?? 0;
+  const context = { walId: id, volumeId: input.volumeId, volumeBlocks: input.volumeBlocks };
   if (size > walFileBytesMax) {
+    const problem = `it is ${size} bytes long, more than any log (${walFileBytesMax})`;
+    const prefix =
+      input.mode === 'repair'
+        ? scanWal(readFilePrefix(fs, file, walFileBytesMax), context)
+        : undefined;
     return {
-      records: [],
-      validBytes: 0,
+      ...(prefix ?? {
+        records: [],
+        validBytes: 0,
+        version: null,
+        headerBytes: 0,
+        durableBytes: 0,
+        generation: 0,
+      }),
       outcome: 'corrupt',
-      corruptOffset: 0,
-      problem: `it is ${size} bytes long, more than any log (${walFileBytesMax})`,
-      version: null,
-      headerBytes: 0,
-      durableBytes: 0,
-      generation: 0,
+      corruptOffset: prefix?.validBytes ?? 0,
+      problem,
     };
   }
   let bytes: Buffer;
@@ -316,7 +333,7 @@ function scanLog(fs: Fs, file: string, id: Ulid, input: LogRecoveryInput): WalSc
     if (systemErrorCode(error) === 'ENOENT' && input.mode === 'inspect') return null;
     throw error;
   }
-  return scanWal(bytes, { walId: id, volumeId: input.volumeId, volumeBlocks: input.volumeBlocks });
+  return scanWal(bytes, context);
 }
 
 function refusal(problem: string): string {

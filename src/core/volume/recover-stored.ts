@@ -28,6 +28,7 @@ import type { ObjectStore } from '../store/index.js';
 import { readHead } from '../upload/index.js';
 import { storedDigest, type Inventory } from './inventory.js';
 import type { RecoveryMode } from './recover-logs.js';
+import { moveAside } from './damaged.js';
 
 export interface StoredRecoveryInput {
   fs: Fs;
@@ -69,14 +70,23 @@ export async function recoverStored(input: StoredRecoveryInput): Promise<StoredR
 
   const problems: string[] = [];
   const indexes = new Map(found.valid);
-  if (reasons.length > 0) {
-    input.log.info(
-      `volume ${input.volumeName}: checking index/ against the store: ${reasons.join('; ')}`,
-    );
+  // Repair always compares index/ with the head: the store may know of a
+  // segment (a GC output, say) that this disk lost before it was recorded.
+  const checkOnly = reasons.length === 0 && input.mode === 'repair';
+  if (reasons.length > 0 || checkOnly) {
+    if (!checkOnly) {
+      input.log.info(
+        `volume ${input.volumeName}: checking index/ against the store: ${reasons.join('; ')}`,
+      );
+    }
     try {
-      await rebuildFromHead(input, indexes, found, replaced, problems);
+      await rebuildFromHead(input, indexes, found, problems);
     } catch (error) {
       if (!isStoreFailure(error)) throw error;
+      if (checkOnly) {
+        problems.push(`the store could not be read to check index/: ${errorText(error)}`);
+        return { stored: storedSegments(fs, dirs, indexes), problems };
+      }
       const why = `${reasons.join('; ')}; the store could not be read to rebuild index/: ${errorText(error)}`;
       if (input.mode !== 'inspect') {
         throw new ElideError('ELIDE_STORE_UNAVAILABLE', `volume ${input.volumeName}: ${why}`, {
@@ -86,11 +96,17 @@ export async function recoverStored(input: StoredRecoveryInput): Promise<StoredR
       problems.push(why);
     }
   }
-  const stored: StoredSegment[] = [];
-  for (const id of [...indexes.keys()].sort()) {
-    stored.push(StoredSegment.withIndex(fs, dirs, indexes.get(id)!));
-  }
-  return { stored, problems };
+  return { stored: storedSegments(fs, dirs, indexes), problems };
+}
+
+function storedSegments(
+  fs: Fs,
+  dirs: CacheDirs,
+  indexes: Map<Ulid, SegmentIndex>,
+): StoredSegment[] {
+  return [...indexes.keys()]
+    .sort()
+    .map((id) => StoredSegment.withIndex(fs, dirs, indexes.get(id)!));
 }
 
 interface IndexDir {
@@ -214,12 +230,14 @@ async function rebuildFromHead(
   input: StoredRecoveryInput,
   indexes: Map<Ulid, SegmentIndex>,
   found: IndexDir,
-  replaced: ReadonlySet<Ulid>,
   problems: string[],
 ): Promise<void> {
   const { fs, dirs, store, pending, mode } = input;
   const head = (await readHead(store, input.volumeId, input.epoch))?.head;
   const listed = new Set(head?.segments ?? []);
+  const replaced = new Set<Ulid>();
+  for (const segment of pending.values()) for (const id of segment.index.inputs) replaced.add(id);
+  for (const index of indexes.values()) for (const id of index.inputs) replaced.add(id);
   for (const id of listed) {
     if (replaced.has(id) || pending.has(id) || indexes.has(id)) continue;
     const { bytes, index } = await fetchSegmentIndex(store, input.volumeId, id);
@@ -230,6 +248,16 @@ async function rebuildFromHead(
       );
     }
     indexes.set(id, index);
+    // A GC output fetched here replaces its inputs, which index/ may still hold.
+    const superseded = new Set(
+      index.inputs.filter((inputId) => indexes.has(inputId) || found.damaged.has(inputId)),
+    );
+    if (mode !== 'inspect') await removeReplaced(fs, dirs, superseded, found);
+    for (const inputId of superseded) {
+      indexes.delete(inputId);
+      found.valid.delete(inputId);
+      found.damaged.delete(inputId);
+    }
   }
   for (const [id, problem] of found.damaged) {
     if (listed.has(id)) continue;
@@ -267,11 +295,7 @@ async function setAside(
   input: StoredRecoveryInput,
   problem: string,
 ): Promise<void> {
-  fs.mkdirp(input.damagedDir);
-  const aside = path.join(input.damagedDir, path.basename(file));
-  fs.rename(file, aside);
-  await fs.fsyncDir(input.damagedDir);
-  await fs.fsyncDir(path.dirname(file));
+  const aside = await moveAside(fs, input.damagedDir, file);
   input.log.warn(`${problem}; moved to ${aside}`);
 }
 

@@ -35,6 +35,7 @@ import type { VolumeDescriptor } from './descriptor.js';
 import { decodeInventory, inventoryFileName, type Inventory } from './inventory.js';
 import { recoverLogs, type RecoveryMode } from './recover-logs.js';
 import { recoverStored } from './recover-stored.js';
+import { damagedDir, moveAside } from './damaged.js';
 import type { Logger } from '../log.js';
 
 export interface RecoveryInput {
@@ -79,11 +80,6 @@ export interface Claim {
   seq: number;
 }
 
-/** Where repair sets damaged files aside. */
-export function damagedDir(volumeDir: string): string {
-  return path.join(volumeDir, 'damaged');
-}
-
 export async function recoverVolume(input: RecoveryInput): Promise<RecoveredState> {
   const { fs, volumeDir, descriptor, mode, log } = input;
   const writes = mode !== 'inspect';
@@ -124,21 +120,8 @@ export async function recoverVolume(input: RecoveryInput): Promise<RecoveredStat
     problems.push(...storedRecovery.problems);
     if (writes) await sweepCacheDir(fs, cacheDirs, new Set(stored.map((s) => s.id)), log);
 
-    // Ancestors show their claims up to their snapshot's seq; extent sources
-    // (an import's dedup) lend only bodies.
-    const readThrough = [
-      ...(descriptor.ancestors ?? []).map((ref) => ({ ref, visible: true })),
-      ...(descriptor.extentSources ?? []).map((ref) => ({ ref, visible: false })),
-    ];
-    const ancestorSets = await openAncestors({
-      fs,
-      store: input.store,
-      volumeDir,
-      ancestors: readThrough.map(({ ref }) => ref),
-      writes,
-      log,
-    });
-    for (const { segments: list } of ancestorSets) opened.push(...list);
+    const readThrough = await openReadThrough(input);
+    for (const { segments: list } of readThrough) opened.push(...list);
     const promoted = new Set<Ulid>();
     for (const segment of [...segments.values(), ...stored]) {
       const source = segment.index.header.sourceWalId;
@@ -161,14 +144,10 @@ export async function recoverVolume(input: RecoveryInput): Promise<RecoveredStat
       descriptor,
       segments,
       stored,
-      readThrough: readThrough.map(({ visible }, i) => ({
-        visible,
-        seq: readThrough[i]!.ref.seq,
-        segments: ancestorSets[i]!.segments,
-      })),
+      readThrough,
       wals: logs.wals,
     });
-    if (writes && ancestorSets.length > 0) {
+    if (writes && readThrough.length > 0) {
       const used = new Set(state.ancestors.map((segment) => segment.id));
       await sweepCacheDir(fs, ancestorDirs(volumeDir), used, log);
     }
@@ -188,6 +167,34 @@ export async function recoverVolume(input: RecoveryInput): Promise<RecoveredStat
     for (const wal of openedLogs) fs.close(wal.fd);
     throw error;
   }
+}
+
+/**
+ * Opens the segments the volume reads through: its ancestors, whose claims
+ * show up to their snapshot's seq, and extent sources (an import's dedup),
+ * which lend only bodies.
+ */
+async function openReadThrough(
+  input: RecoveryInput,
+): Promise<Array<{ visible: boolean; seq: number; segments: StoredSegment[] }>> {
+  const { descriptor } = input;
+  const refs = [
+    ...(descriptor.ancestors ?? []).map((ref) => ({ ref, visible: true })),
+    ...(descriptor.extentSources ?? []).map((ref) => ({ ref, visible: false })),
+  ];
+  const sets = await openAncestors({
+    fs: input.fs,
+    store: input.store,
+    volumeDir: input.volumeDir,
+    ancestors: refs.map(({ ref }) => ref),
+    writes: input.mode !== 'inspect',
+    log: input.log,
+  });
+  return refs.map(({ ref, visible }, i) => ({
+    visible,
+    seq: ref.seq,
+    segments: sets[i]!.segments,
+  }));
 }
 
 /**
@@ -246,10 +253,7 @@ async function recoverPending(
           problems.push(error.message);
           continue;
         }
-        const aside = path.join(damagedDir(volumeDir), name);
-        fs.mkdirp(damagedDir(volumeDir));
-        fs.rename(file, aside);
-        await fs.fsyncDir(damagedDir(volumeDir));
+        const aside = await moveAside(fs, damagedDir(volumeDir), file);
         changed = true;
         problems.push(`${error.message} (moved to ${aside})`);
       }

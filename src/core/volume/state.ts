@@ -6,6 +6,7 @@
  * one object; `Volume` composes them and is the only public face.
  */
 import path from 'node:path';
+import { assert } from '../assert.js';
 import { extentCacheBytesMax, walBytesMax } from '../constants.js';
 import { SegmentCache, StoredSegment, type CacheDirs } from '../cache/index.js';
 import { ElideError, errorText } from '../errors.js';
@@ -48,6 +49,12 @@ export class VolumeState {
   readonly extents: ExtentIndex;
   /** Sealed segments in `pending/`, not yet confirmed by the store. */
   readonly segments: Map<Ulid, SegmentFile>;
+  /**
+   * Segments in `segments` whose commit (the inventory listing them, and for
+   * a GC output its `pending/` entry) is not yet durable: not offered to the
+   * uploader, so the store never gets ahead of what a crash leaves on disk.
+   */
+  readonly committing = new Set<Ulid>();
   /** Segments the store holds (ancestors' included), with their locally cached bodies. */
   readonly stored: SegmentCache;
   readonly cacheDirs: CacheDirs;
@@ -77,6 +84,8 @@ export class VolumeState {
     this.writable = options.lock !== null && options.readOnly !== true;
     this.invariants = options.invariants;
     this.walBytesMax = options.walBytesMax ?? walBytesMax;
+    // Recovery refuses a log longer than walFileBytesMax, which allows for this bound.
+    assert(this.walBytesMax <= walBytesMax, 'walBytesMax option within the named limit');
     this.space = new FreeSpaceGuard(options.fs, options.volumeDir, options.freeSpaceReserveBytes);
     this.lbaMap = recovered.lbaMap;
     this.extents = recovered.extents;

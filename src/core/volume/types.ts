@@ -46,14 +46,20 @@ export interface BlockStatusRun {
 }
 
 export interface VolumeStats {
+  /** Logical bytes currently mapped to data (not counting zeroed or trimmed ranges). */
   writtenBytes: number;
+  /** Logical bytes mapped as zero by trim or write-zeroes. */
   zeroBytes: number;
+  /** Bytes in write-ahead logs (a log with no record yet counts nothing). */
   walBytes: number;
+  /** Number of segments. */
   segments: number;
+  /** Bytes in segments. */
   segmentBytes: number;
+  /** Number of distinct extents (content hashes) the volume stores. */
   extents: number;
-  /** Bytes in local segments or logs not yet in the store. */
+  /** Bytes in local segments or logs not yet in the object store. */
   uploadPendingBytes: number;
-  /** Segment body bytes held in the local cache. */
+  /** Segment body bytes held in the local cache (copies of what the store holds). */
   cacheBytes: number;
 }

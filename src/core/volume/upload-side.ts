@@ -45,7 +45,8 @@ export class VolumeUploadSide implements UploadHost {
     return [...this.state.segments.values()]
       .filter(
         (segment) =>
-          barrier === undefined || order(segment) < barrier || isGcOutput(segment.index.header),
+          !this.state.committing.has(segment.id) &&
+          (barrier === undefined || order(segment) < barrier || isGcOutput(segment.index.header)),
       )
       .sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
   }

@@ -245,7 +245,8 @@ export class Volume {
     const own = state.ownStored();
     for (const segment of own) storedBytes += segment.objectBytes;
     let walBytes = 0;
-    for (const wal of state.wals) if (!wal.retired) walBytes += wal.sizeBytes;
+    // A log with no record (rotated in for a mutation that appended nothing) holds nothing to upload.
+    for (const wal of state.wals) if (!wal.retired && !wal.isEmpty) walBytes += wal.sizeBytes;
     return {
       writtenBytes: mapped.dataBlocks * blockBytes,
       zeroBytes: mapped.zeroBlocks * blockBytes,

@@ -14,10 +14,11 @@
 import { assert } from '../assert.js';
 import {
   blockBytes,
+  dataLogBytesMax,
   extentBlocksMax,
   mutationBytesMax,
-  walRecordHeaderBytes,
   walZeroBlocksMax,
+  zeroLogBytesMax,
 } from '../constants.js';
 import { StoredSegment, type FetchRequest } from '../cache/index.js';
 import { ElideError } from '../errors.js';
@@ -56,7 +57,11 @@ export class WritePath {
         ),
       );
     }
-    const mutation = { offsetBytes, lengthBytes: data.length, logBytes: dataLogBytes(data.length) };
+    const mutation = {
+      offsetBytes,
+      lengthBytes: data.length,
+      logBytes: dataLogBytesMax(data.length),
+    };
     return this.mutate(mutation, options, () => {
       if (data.length > 0) this.writeBytes(offsetBytes, data);
     });
@@ -64,13 +69,13 @@ export class WritePath {
 
   /** Maps the range to zeros; partial edge blocks are rewritten with zero bytes. */
   writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    const mutation = { offsetBytes, lengthBytes, logBytes: zeroLogBytes(lengthBytes) };
+    const mutation = { offsetBytes, lengthBytes, logBytes: zeroLogBytesMax(lengthBytes) };
     return this.mutate(mutation, options, () => this.zeroRange(offsetBytes, lengthBytes, true));
   }
 
   /** Discards whole blocks in the range (they read back as zeros); partial edge blocks are kept. */
   trim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    const mutation = { offsetBytes, lengthBytes, logBytes: zeroLogBytes(lengthBytes) };
+    const mutation = { offsetBytes, lengthBytes, logBytes: zeroLogBytesMax(lengthBytes) };
     return this.mutate(mutation, options, () => this.zeroRange(offsetBytes, lengthBytes, false));
   }
 
@@ -230,16 +235,4 @@ export class WritePath {
       this.writeBytes(endWhole * blockBytes, Buffer.alloc(endBytes - endWhole * blockBytes));
     }
   }
-}
-
-/** Log bytes a write of `lengthBytes` appends at most: whole blocks, one record per extent. */
-function dataLogBytes(lengthBytes: number): number {
-  const blocks = Math.ceil(lengthBytes / blockBytes) + 1;
-  return blocks * blockBytes + (Math.ceil(blocks / extentBlocksMax) + 1) * walRecordHeaderBytes;
-}
-
-/** Log bytes a trim or write-zeroes appends at most: two edge blocks and the ZERO records. */
-function zeroLogBytes(lengthBytes: number): number {
-  const records = Math.ceil(lengthBytes / blockBytes / walZeroBlocksMax) + 1;
-  return dataLogBytes(0) * 2 + records * walRecordHeaderBytes;
 }

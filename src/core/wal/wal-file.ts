@@ -156,6 +156,26 @@ export class WalFile {
    */
   recordDurable(fs: Fs): void {
     if (this.header.version !== 2 || this.durableBytes <= this.slotDurableBytes) return;
+    this.writeSlot(fs);
+  }
+
+  /**
+   * At open, after recovery kept `sizeBytes` of records: makes them durable
+   * and the slots say so. `cut` when repair truncated the log below what a
+   * slot claimed: both slots are rewritten at once, so neither still claims
+   * the bytes removed (else the next open would refuse the shorter file).
+   */
+  async settleRecovered(fs: Fs, cut: boolean): Promise<void> {
+    await fs.fdatasync(this.fd);
+    if (this.header.version !== 2) return;
+    if (!cut) return this.recordDurable(fs);
+    this.writeSlot(fs);
+    this.writeSlot(fs);
+    await fs.fdatasync(this.fd);
+  }
+
+  /** Writes the next generation's slot (A holds odd generations, B even) claiming `durableBytes`. */
+  private writeSlot(fs: Fs): void {
     const generation = this.slotGeneration + 1;
     const slot = encodeWalDurableSlot({ durableBytes: this.durableBytes, generation }, this.id);
     if (fs.write(this.fd, slot, walDurableSlotOffset(generation)) !== slot.length) {

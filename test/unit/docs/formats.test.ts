@@ -65,5 +65,28 @@ describe('docs/formats.md matches the code', () => {
     expect(doc).toContain('`walCount` (≤ 65536)');
     expect(constants.compressionRatioMin).toBe(1.5);
     expect(doc).toContain('at least 1.5× smaller');
+    // One ZERO record's lengthBlocks is a u32.
+    expect(constants.walZeroBlocksMax).toBe(2 ** 32 - 1);
+    expect(doc).toContain('one record covers at most\n2^32-1 blocks');
+    expect(doc).not.toMatch(/up to 16 TiB/);
+    expect(doc).toContain(`\`walFileBytesMax\`, ${constants.walFileBytesMax.toLocaleString('en')}`);
+  });
+});
+
+describe('the documents name modules that exist', () => {
+  it('every src/ file docs/ names is there', () => {
+    const repo = path.resolve(import.meta.dirname, '../../..');
+    const named = new Set<string>();
+    for (const name of ['formats.md', 'design.md', 'architecture.md']) {
+      const text = fs.readFileSync(path.join(repo, 'docs', name), 'utf8');
+      // `src/core/wal/record.ts`, or a path relative to src/core (`volume/recovery.ts`).
+      for (const match of text.matchAll(/`((?:src\/)?[a-z0-9-]+(?:\/[a-z0-9-]+)*\.ts)`/g)) {
+        const file = match[1]!;
+        named.add(file.startsWith('src/') ? file : `src/core/${file}`);
+      }
+    }
+    expect(named.size).toBeGreaterThan(20);
+    const missing = [...named].filter((file) => !fs.existsSync(path.join(repo, file)));
+    expect(missing).toEqual([]);
   });
 });

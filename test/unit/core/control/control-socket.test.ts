@@ -8,21 +8,35 @@ import {
   controlSocketName,
   listenControl,
   sendControl,
-  type ControlRequest,
   type ControlServer,
 } from '../../../../src/core/control/control-socket.js';
+import type { ControlHandlers } from '../../../../src/core/control/ops.js';
 import { isElideError, nullLogger } from '../../../../src/core/index.js';
+import type { GcVolumeResult } from '../../../../src/core/gc/index.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function serve(
-  handler = async (request: ControlRequest) => ({ op: request.op }),
-): Promise<string> {
+/** Handlers that answer what a served volume would; `overrides` replace some. */
+function handlers(overrides: Partial<ControlHandlers> = {}): ControlHandlers {
+  const unused = async (): Promise<never> => {
+    throw new Error('not used by this test');
+  };
+  return {
+    sync: async () => ({ uploadPendingBytes: 0, durationMs: 3 }),
+    evict: async () => ({ evictedBytes: 4096, cacheBytes: 0 }),
+    snapshot: unused,
+    'delete-snapshot': async () => ({}),
+    gc: unused,
+    ...overrides,
+  };
+}
+
+async function serve(table: ControlHandlers = handlers()): Promise<string> {
   const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'elide-control-')));
-  const server: ControlServer = await listenControl(dir, handler, nullLogger);
+  const server: ControlServer = await listenControl(dir, table, nullLogger);
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
   cleanups.push(() => server.close());
   return dir;
@@ -44,7 +58,33 @@ describe('control socket', () => {
   it('answers a request that carries the key from control.key', async () => {
     const dir = await serve();
     expect(fs.statSync(path.join(dir, controlKeyFile)).mode & 0o777).toBe(0o600);
-    expect(await sendControl(dir, { op: 'evict' })).toEqual({ result: { op: 'evict' } });
+    expect(await sendControl(dir, 'evict', {})).toEqual({
+      result: { evictedBytes: 4096, cacheBytes: 0 },
+    });
+  });
+
+  it('checks the arguments before the handler runs, and the result where it arrives', async () => {
+    let ran = false;
+    const dir = await serve(
+      handlers({
+        'delete-snapshot': async () => {
+          ran = true;
+          return {};
+        },
+        // A server of another build answering something this build does not read.
+        gc: async () => ({ name: 'v', segmentsExamined: -1 }) as unknown as GcVolumeResult,
+      }),
+    );
+    const key = fs.readFileSync(path.join(dir, controlKeyFile), 'utf8').trim();
+    const request = JSON.stringify({ op: 'delete-snapshot', args: { id: 7 }, key });
+    const refused = JSON.parse(await raw(dir, request + '\n')) as { ok: boolean; code: string };
+    expect(refused).toMatchObject({ ok: false, code: 'ELIDE_INVALID_ARGUMENT' });
+    expect(ran).toBe(false);
+    const args = { minLive: 0.5, retentionMs: 0, dryRun: true };
+    await expect(sendControl(dir, 'gc', args)).rejects.toMatchObject({
+      code: 'ELIDE_IO',
+      message: expect.stringContaining('segmentsExamined'),
+    });
   });
 
   it('refuses requests without the right key, and unknown operations', async () => {
@@ -67,17 +107,21 @@ describe('control socket', () => {
   });
 
   it('reports the handler error with its code', async () => {
-    const dir = await serve(async () => {
-      const { ElideError } = await import('../../../../src/core/errors.js');
-      throw new ElideError('ELIDE_STORE_UNAVAILABLE', 'store down');
-    });
-    const error = await sendControl(dir, { op: 'sync' }).catch((caught: unknown) => caught);
+    const dir = await serve(
+      handlers({
+        sync: async () => {
+          const { ElideError } = await import('../../../../src/core/errors.js');
+          throw new ElideError('ELIDE_STORE_UNAVAILABLE', 'store down');
+        },
+      }),
+    );
+    const error = await sendControl(dir, 'sync', {}).catch((caught: unknown) => caught);
     expect(isElideError(error, 'ELIDE_STORE_UNAVAILABLE')).toBe(true);
   });
 
   it('is "not served" when no server published a key', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-control-none-'));
     cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-    expect(await sendControl(fs.realpathSync(dir), { op: 'sync' })).toBeUndefined();
+    expect(await sendControl(fs.realpathSync(dir), 'sync', {})).toBeUndefined();
   });
 });

@@ -10,7 +10,7 @@ import { isElideError } from '../../../../src/core/errors.js';
 import { UlidMint } from '../../../../src/core/ids/ulid.js';
 import type { ObjectStore } from '../../../../src/core/store/index.js';
 import { FileStore, fileStoreVersion } from '../../../../src/core/store/index.js';
-import { fileStoreLockName } from '../../../../src/core/store/file-store.js';
+import { fileStoreLockName } from '../../../../src/core/store/file-store-lock.js';
 import {
   describeObjectStoreConformance,
   expectCode,

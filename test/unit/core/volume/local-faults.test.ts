@@ -13,7 +13,7 @@ import { walFileHeaderBytes } from '../../../../src/core/constants.js';
 import { DataDir } from '../../../../src/core/index.js';
 import { FileStore } from '../../../../src/core/store/index.js';
 import { decodeHead } from '../../../../src/core/upload/index.js';
-import { headKey } from '../../../../src/core/store/index.js';
+import { descriptorKey, headKey, nameKey } from '../../../../src/core/store/index.js';
 import { CrashableFs } from '../../../support/crashable-fs.js';
 import { FaultyStore } from '../../../support/faulty-store.js';
 import { pattern } from '../../../support/rng.js';
@@ -224,5 +224,23 @@ describe('local-only data: refused, never read as if it had not been written', (
     const reopened = await ctx.dataDir.openVolume('v');
     expect((await reopened.read(0, blockBytes)).equals(Buffer.alloc(blockBytes))).toBe(true);
     await reopened.close();
+  });
+});
+
+describe('a volume.json neither the disk nor the store can give', () => {
+  it('is refused with a warning that pending/ holds writes the store never got', async () => {
+    const ctx = await setup({ holdUploads: true });
+    const volume = await ctx.dataDir.openVolume('v');
+    await volume.write(0, pattern(blockBytes, 4));
+    await volume.flush();
+    const id = (await ctx.dataDir.volumeInfo('v')).id as Parameters<typeof descriptorKey>[0];
+    await volume.close();
+    await ctx.store.delete(nameKey('v'));
+    await ctx.store.delete(descriptorKey(id));
+    ctx.sim.unlink(`${ctx.volumeDir}/volume.json`);
+    const refusal = ctx.dataDir.openVolume('v');
+    await expect(refusal).rejects.toMatchObject({ code: 'ELIDE_VOLUME_CORRUPT' });
+    // Closing promoted the write: it is in pending/, never uploaded.
+    await expect(refusal).rejects.toThrow(/pending\/ \(1 files\) may hold writes .* --store/);
   });
 });
