@@ -62,6 +62,29 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
       env: 'ELIDE_FREE_SPACE_RESERVE',
       helpGroup: 'GLOBAL',
     }),
+    'store-mode': Flags.option({
+      options: ['shared', 'single-host'] as const,
+      default: 'shared' as const,
+      summary: 'What the store is trusted with: shared by hosts (the default) or one host only.',
+      description:
+        'shared needs a store that enforces conditional writes (If-None-Match, If-Match); each ' +
+        'data directory probes its store once and refuses one that ignores them. single-host ' +
+        "runs on such a store anyway: names and heads are then guarded only by this host's " +
+        'lock, and claim and release are refused.',
+      env: 'ELIDE_STORE_MODE',
+      helpGroup: 'GLOBAL',
+    })(),
+    'discard-newer-store-history': Flags.boolean({
+      summary: "Let this data directory's copy of a volume win over newer history in the store.",
+      description:
+        'A copy of a data directory (restored from a backup, or copied) refuses writes when ' +
+        'the store holds history it never saw. With this flag its view wins: what the store ' +
+        'holds beyond it is retired and later deleted. Prefer `elide claim`, which replaces ' +
+        "the copy with the store's.",
+      env: 'ELIDE_DISCARD_NEWER_STORE_HISTORY',
+      default: false,
+      helpGroup: 'GLOBAL',
+    }),
     'log-level': Flags.option({
       options: LOG_LEVELS,
       default: 'warn' as const,
@@ -105,6 +128,8 @@ export abstract class ElideCommand<T extends typeof Command> extends Command {
       dataDir: resolve(this.flags['data-dir']),
       ...(this.flags.store === undefined ? {} : { storeUrl: this.flags.store }),
       ...(reserve === undefined ? {} : { freeSpaceReserveBytes: reserve }),
+      storeMode: this.flags['store-mode'],
+      discardNewerStoreHistory: this.flags['discard-newer-store-history'],
       log: this.logger(),
     });
   }

@@ -14,6 +14,11 @@ export function formatBytesExact(bytes: number): string {
 /**
  * A borderless, uncoloured table: aligned on a terminal and still easy to grep or awk when piped.
  */
+/** `count` and `noun`, in the plural unless the count is one: "1 segment", "3 segments". */
+export function countOf(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 export function renderTable(head: readonly string[], rows: readonly (readonly string[])[]): string {
   const table = new Table({
     head: [...head],

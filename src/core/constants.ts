@@ -174,6 +174,21 @@ export const jsonRecordBytesMax = 64 * 1024 * 1024;
 /** A pid file (`<pid>\n`) is a few bytes; a longer one names no process. */
 export const pidFileBytesMax = 64;
 
+/** host.json, store.json and owner.json (docs/formats.md §8) are small JSON records. */
+export const localRecordBytesMax = 64 * 1024;
+/** A server confirms it still owns each writable volume this often (docs/design.md §3.13). */
+export const ownershipCheckIntervalMs = 5_000;
+/** A displaced volume's rehome is tried again after this long when the store failed it. */
+export const rehomeRetryDelayMs = 10_000;
+/** Characters of the new volume id in `NAME-displaced-<id>`. */
+export const displacedSuffixChars = 6;
+/** `release --stop` waits this long for the server to let go of the volume. */
+export const serverStopWaitMs = 30_000;
+/** How often a command waiting for a volume's lock looks again. */
+export const lockPollMs = 100;
+/** Conditional writes of one name record tried before a command gives up on a busy name. */
+export const nameWriteAttemptsMax = 8;
+
 /** Tar archives are made of blocks of this size. */
 export const tarBlockBytes = 512;
 /** PAX and GNU long-name headers larger than this are refused. */
@@ -218,6 +233,8 @@ export const freeSpaceCheckMs = 1000;
 export const rawCopyChunkBytes = 4 * 1024 * 1024;
 
 /** Volume names: what `elide volume init` accepts. */
+/** Volume names are at most this long (volumeNamePattern). */
+export const volumeNameBytesMax = 63;
 export const volumeNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /** An S3 store operation, retries included, must end within this (ELIDE_STORE_TIMEOUT_MS). */

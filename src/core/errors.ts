@@ -29,6 +29,14 @@ export const errorCodes = {
   ELIDE_IN_USE: [15, 'EIO'],
   ELIDE_IMAGE_INVALID: [16, 'EINVAL'],
   ELIDE_IMAGE_NOT_FOUND: [17, 'EINVAL'],
+  /** The name is owned by another host (or released: claim it first). */
+  ELIDE_OWNED_ELSEWHERE: [18, 'EIO'],
+  /** The store ignores conditional writes (and the store mode is not single-host). */
+  ELIDE_STORE_UNSAFE: [19, 'EIO'],
+  /** Another host took the volume by force: this one no longer acknowledges writes. */
+  ELIDE_DISPLACED: [20, 'EIO'],
+  /** The store holds history this copy of the volume never saw. */
+  ELIDE_STORE_AHEAD: [21, 'EIO'],
   ELIDE_INTERRUPTED: [130, 'EIO'],
   ELIDE_IO: [1, 'EIO'],
 } as const;

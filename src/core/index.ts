@@ -30,3 +30,5 @@ export { serveVolumes, nbdDefaultHost, nbdDefaultPort } from './nbd/index.js';
 export type { NbdService, ServeOptions } from './nbd/index.js';
 export { hostPlatform, parsePlatform, formatPlatform } from './oci/index.js';
 export type { ImportOciResult, ImportOciOptions } from './data-dir/index.js';
+export type { ClaimResult, ReleaseResult, RemoteVolume } from './data-dir/index.js';
+export type { ForceReleaseReport, StoreMode, VolumeEvent } from './ownership/index.js';

@@ -14,7 +14,10 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
     'not counted in its stored bytes. Info changes nothing on disk: damage it finds that the ' +
     'store cannot make good (a log or pending segment missing or damaged, or the store ' +
     'unreachable when an index file is missing) is listed under problems (an array in --json, ' +
-    'empty for a healthy volume); see `elide volume repair`. ' +
+    "empty for a healthy volume); see `elide volume repair`. This host's standing (standing: " +
+    'owned, released or displaced), the owner the store names (owner: {hostId, hostname, ' +
+    'since}, null when released or the store is out of reach) and the ownership epoch are ' +
+    'shown too. ' +
     'With --json all byte counts are plain numbers.';
 
   static override examples = [
@@ -55,9 +58,30 @@ export default class VolumeInfoCommand extends ElideCommand<typeof VolumeInfoCom
         ['upload pending', formatBytesExact(info.uploadPendingBytes)],
         ['cache', formatBytesExact(info.cacheBytes)],
         ['in use by', info.inUseByPid === null ? '-' : `pid ${info.inUseByPid}`],
+        ['this host', standingText(info)],
+        [
+          'owner',
+          info.owner === null
+            ? '-'
+            : `${info.owner.hostname} (host ${info.owner.hostId}, since ${info.owner.since})`,
+        ],
+        [
+          'epoch',
+          info.localEpoch === info.epoch
+            ? String(info.epoch)
+            : `${info.epoch} (this copy: ${info.localEpoch})`,
+        ],
         ['problems', info.problems.length === 0 ? '-' : info.problems.join('\n')],
       ]),
     );
     return info;
   }
+}
+
+function standingText(info: VolumeInfo): string {
+  if (info.standing === 'owned') return 'owns it';
+  if (info.standing === 'released') return 'released it (a read-only cache)';
+  const moved =
+    info.displacedAs === null ? '' : `; its unpublished writes are in ${info.displacedAs}`;
+  return `displaced by another host (writes refused)${moved}`;
 }

@@ -87,6 +87,8 @@ export const controlOps = {
     (value): SnapshotManifest =>
       decodeSnapshotManifest(Buffer.from(JSON.stringify(value)), 'control reply'),
   ),
+  /** The server stops serving the volume: closes its export, flushes, closes it, lets go of its lock. */
+  stop: spec(none, none),
   'delete-snapshot': spec((value, fail) => {
     const id = record(value, fail).id;
     return typeof id === 'string' ? { id } : fail('id is not a string');

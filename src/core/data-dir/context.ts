@@ -7,12 +7,17 @@
 import path from 'node:path';
 import { walFileHeaderBytes } from '../constants.js';
 import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
-import { DirectoryLock, writeFileAtomic, type Fs } from '../fs/index.js';
+import { writeFileAtomic, type DirectoryLock, type Fs } from '../fs/index.js';
 import { isUlid, type Ulid, type UlidMint } from '../ids/index.js';
 import type { Logger } from '../log.js';
+import {
+  readLocalOwner,
+  type HostIdentity,
+  type OwnershipContext,
+  type StoreMode,
+} from '../ownership/index.js';
 import type { ObjectStore } from '../store/index.js';
 import {
-  Volume,
   descriptorFileName,
   encodeDescriptor,
   readDescriptor,
@@ -34,6 +39,15 @@ export interface DataDirContext {
   readonly fs: Fs;
   readonly log: Logger;
   readonly mint: UlidMint;
+  /** This data directory as a host that owns volumes (docs/formats.md §8.1). */
+  readonly host: HostIdentity;
+  readonly storeMode: StoreMode;
+  /** Let this copy's view of a volume win over newer history in the store (design.md §3.13). */
+  readonly discardNewerStoreHistory: boolean;
+  /** How often a server confirms it owns each writable volume. */
+  readonly ownershipCheckMs: number;
+  /** Probes the store once; refuses one that ignores conditional writes unless single-host. */
+  ensureSafeStore(): Promise<void>;
   /** What every volume opened here is opened with. */
   readonly volumes: {
     freeSpaceReserveBytes: number;
@@ -42,8 +56,12 @@ export interface DataDirContext {
     promotionRunner: PromotionRunner;
     cacheBytesMax: number | undefined;
     fetchTimeoutMs: number;
-    epoch: number;
   };
+}
+
+/** The store side of ownership as this data directory does it. */
+export function ownershipOf(ctx: DataDirContext): OwnershipContext {
+  return { store: ctx.store, host: ctx.host, mint: ctx.mint, log: ctx.log };
 }
 
 export function volumeDir(ctx: DataDirContext, name: string): string {
@@ -139,6 +157,8 @@ export function volumeOptions(
 ): VolumeOpenOptions {
   return {
     ...ctx.volumes,
+    epoch: readLocalOwner(ctx.fs, dir).epoch,
+    overridesStoreHistory: ctx.discardNewerStoreHistory,
     fs: ctx.fs,
     volumeDir: dir,
     descriptor,
@@ -146,34 +166,6 @@ export function volumeOptions(
     lock,
     store: ctx.store,
   };
-}
-
-/**
- * Opens a volume under its single-writer lock: for reading and writing,
- * or only reading for a read-only (imported) volume unless `filling`
- * (the import writing it). `readOnly` opens any volume for reading only:
- * a command that only reads never writes to the store.
- */
-export async function openVolume(
-  ctx: DataDirContext,
-  name: string,
-  options: { filling?: boolean; readOnly?: boolean } = {},
-): Promise<Volume> {
-  const { dir, descriptor } = await descriptorOf(ctx, name, {
-    importing: options.filling === true,
-    restore: true,
-  });
-  const lock = await DirectoryLock.acquire(ctx.fs, dir, name);
-  try {
-    return await Volume.open({
-      ...volumeOptions(ctx, dir, descriptor, lock),
-      readOnly:
-        options.readOnly === true || (descriptor.readonly === true && options.filling !== true),
-    });
-  } catch (error) {
-    await lock.release();
-    throw error;
-  }
 }
 
 /** `NAME` or `NAME@SNAPSHOT`. */

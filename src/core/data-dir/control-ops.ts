@@ -22,7 +22,8 @@ import {
   snapshotNotFound,
 } from '../snapshot/index.js';
 import type { Volume } from '../volume/index.js';
-import { existingVolumeDir, openVolume, type DataDirContext } from './context.js';
+import { existingVolumeDir, type DataDirContext } from './context.js';
+import { openVolume } from './open-volume.js';
 import { refuseServedViews } from './views.js';
 
 /** The handlers for a volume this process holds (for its server's control socket, too). */
@@ -51,6 +52,8 @@ export function controlHandlers(ctx: DataDirContext, volume: Volume): ControlHan
       return {};
     },
     gc: (args) => collectVolume(volume.gc, ctx.fs, ctx.store, args),
+    // Only a server has something to stop (nbd/serve.ts answers it).
+    stop: async () => ({}),
   };
 }
 

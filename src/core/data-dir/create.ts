@@ -8,10 +8,12 @@
  * rename is the COMMIT POINT. A failure undoes what was done, in reverse.
  */
 import path from 'node:path';
+import { initialEpoch } from '../constants.js';
 import { systemErrorCode } from '../errors.js';
 import { writeFileAtomic, writeNewFileDurably, type Fs } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
-import { claimName } from '../names/index.js';
+import { createName } from '../names/index.js';
+import { appendEvent, writeLocalOwner } from '../ownership/index.js';
 import { materializeAncestors, type AncestorRef, type ForkRecord } from '../snapshot/index.js';
 import { descriptorKey, encodeJsonRecord, forkKey, nameKey } from '../store/index.js';
 import {
@@ -49,6 +51,7 @@ export async function createVolume(
   const { fs, store } = ctx;
   const final = volumeDir(ctx, name);
   if (fs.stat(final) !== undefined) throw volumeExists(name);
+  await ctx.ensureSafeStore();
   const id = ctx.mint.next();
   const descriptor = describe(id, name, sizeBytes, options);
   const staging = path.join(ctx.volumesDir, `.creating-${id}`);
@@ -58,6 +61,12 @@ export async function createVolume(
     // An imported volume is not usable until its import says so (finishImport).
     if (options.importing === true) writeImportingMarker(fs, staging);
     await writeFileAtomic(fs, staging, inventoryFileName, encodeEmptyInventory(id));
+    await writeLocalOwner(fs, staging, {
+      epoch: initialEpoch,
+      state: 'owned',
+      since: descriptor.createdAt,
+      displacedAs: null,
+    });
     // Written first: it tells a later sweep of this staging directory which
     // fork record to remove.
     await writeNewFileDurably(
@@ -69,7 +78,7 @@ export async function createVolume(
     await fs.fsyncDir(staging);
     await store.put(descriptorKey(id), encodeDescriptor(descriptor));
     undo.push(() => store.delete(descriptorKey(id)));
-    await claimName(store, name, id, ctx.log);
+    await createName(store, name, { volumeId: id, owner: ctx.host, sizeBytes }, ctx.log);
     undo.push(() => store.delete(nameKey(name)));
     if (fs.stat(final) !== undefined) throw volumeExists(name);
     fs.rename(staging, final);
@@ -80,6 +89,14 @@ export async function createVolume(
     throw error;
   }
   await fs.fsyncDir(ctx.volumesDir);
+  const event = {
+    kind: 'created' as const,
+    name,
+    volumeId: id,
+    epoch: initialEpoch,
+    host: ctx.host,
+  };
+  await appendEvent(store, ctx.mint, event, ctx.log);
   return summarize(descriptor);
 }
 

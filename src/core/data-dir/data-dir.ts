@@ -3,11 +3,10 @@
  * layout (docs/formats.md §1) and the object store, and hands out Volumes.
  * Each operation lives with its concept in this folder (create.ts,
  * delete.ts, sweep.ts, inspect.ts, views.ts, control-ops.ts, raw-copy.ts,
- * image-import.ts); this class sweeps the debris a crash left before a
+ * image-import.ts, ownership.ts, displacement.ts; setup.ts opens it); this class sweeps the debris a crash left before a
  * creation or deletion, and keeps the shared context.
  */
 import path from 'node:path';
-import { fetchTimeoutMsDefault, freeSpaceReserveBytesDefault, initialEpoch } from '../constants.js';
 import {
   checkControl,
   runControl,
@@ -16,11 +15,10 @@ import {
   type ControlResult,
 } from '../control/index.js';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
-import { DirectoryLock, nodeFs, type Fs } from '../fs/index.js';
+import { DirectoryLock } from '../fs/index.js';
 import type { GcOptions, GcRunResult, GcVolumeResult } from '../gc/index.js';
 import { summarizeGc } from '../gc/index.js';
-import { UlidMint, isUlid, type Ulid } from '../ids/index.js';
-import { nullLogger, type Logger } from '../log.js';
+import { isUlid, type Ulid } from '../ids/index.js';
 import {
   checkSnapshotLabel,
   listSnapshots,
@@ -31,10 +29,9 @@ import {
   type SnapshotInfo,
   type SnapshotManifest,
 } from '../snapshot/index.js';
-import { defaultStoreUrl, openStore, type ObjectStore } from '../store/index.js';
+import { readLocalOwner, type ForceReleaseReport, type VolumeEvent } from '../ownership/index.js';
+import type { ObjectStore } from '../store/index.js';
 import {
-  inlinePromotionRunner,
-  realFsPromotionRunner,
   validateVolumeName,
   validateVolumeSize,
   type Volume,
@@ -44,7 +41,6 @@ import {
   descriptorOf,
   existingVolumeDir,
   importingMarker,
-  openVolume,
   parseVolumeRef,
   volumeDir,
   volumeExists,
@@ -64,29 +60,23 @@ import type {
   VolumeListing,
   VolumeSummary,
 } from './types.js';
+import { openVolume } from './open-volume.js';
+import {
+  claimVolume,
+  forceReleaseVolume,
+  listRemoteVolumes,
+  releaseVolume,
+  volumeEvents,
+  type ClaimResult,
+  type ReleaseResult,
+  type RemoteVolume,
+} from './ownership.js';
+import { rehomeInBackground, watchOwnership, type OwnershipWatch } from './displacement.js';
+import { openContext, type DataDirOptions } from './setup.js';
 import { openSnapshotView } from './views.js';
 
 export { parseVolumeRef } from './context.js';
-
-export interface DataDirOptions {
-  dataDir: string;
-  /** Default `file://<dataDir>/store`. */
-  storeUrl?: string;
-  freeSpaceReserveBytes?: number;
-  log?: Logger;
-  /** Substituted in crash tests; defaults to the real filesystem. */
-  fs?: Fs;
-  /** An already open store (tests wrap one to inject faults); overrides storeUrl. */
-  store?: ObjectStore;
-  /** Check in-memory state against a rebuild after structural changes (ELIDE_INVARIANTS=1). */
-  invariants?: boolean;
-  /** WAL size that triggers promotion (tests lower it). */
-  walBytesMax?: number;
-  /** Cached segment body bytes a served volume keeps at most (LRU eviction). */
-  cacheBytesMax?: number;
-  /** A read that must fetch from the store fails after this long. */
-  fetchTimeoutMs?: number;
-}
+export type { DataDirOptions } from './setup.js';
 
 /** What `volume sync` reports. */
 export interface SyncResult {
@@ -106,14 +96,6 @@ export interface EvictResult {
   viaServer: boolean;
 }
 
-const statfsMagic = {
-  nfs: 0x6969,
-  smb: 0x517b,
-  cifs: 0xff534d42,
-  smb2: 0xfe534d42,
-  tmpfs: 0x01021994,
-} as const;
-
 export class DataDir {
   private constructor(
     private readonly ctx: DataDirContext,
@@ -121,32 +103,7 @@ export class DataDir {
   ) {}
 
   static async open(options: DataDirOptions): Promise<DataDir> {
-    const fs = options.fs ?? nodeFs;
-    const log = options.log ?? nullLogger;
-    const root = path.resolve(options.dataDir);
-    fs.mkdirp(path.join(root, 'volumes'));
-    checkFilesystem(fs, root, log);
-    const store =
-      options.store ?? (await openStore(options.storeUrl ?? defaultStoreUrl(root), root));
-    const context: DataDirContext = {
-      root,
-      volumesDir: path.join(root, 'volumes'),
-      store,
-      fs,
-      log,
-      mint: new UlidMint(),
-      volumes: {
-        freeSpaceReserveBytes: options.freeSpaceReserveBytes ?? freeSpaceReserveBytesDefault,
-        invariants: options.invariants ?? process.env.ELIDE_INVARIANTS === '1',
-        walBytesMax: options.walBytesMax,
-        promotionRunner:
-          options.fs === undefined ? realFsPromotionRunner() : inlinePromotionRunner(fs),
-        cacheBytesMax: options.cacheBytesMax,
-        fetchTimeoutMs: options.fetchTimeoutMs ?? fetchTimeoutMsDefault,
-        epoch: initialEpoch,
-      },
-    };
-    return new DataDir(context, options.store === undefined);
+    return new DataDir(await openContext(options), options.store === undefined);
   }
 
   get root(): string {
@@ -394,6 +351,52 @@ export class DataDir {
     return controlHandlers(this.ctx, volume);
   }
 
+  // ---- portable volumes (ownership.ts, displacement.ts) -------------------------------------
+
+  /** `claim NAME`: the volume the store holds under NAME becomes this host's. */
+  claimVolume(name: string): Promise<ClaimResult> {
+    return claimVolume(this.ctx, name);
+  }
+
+  /** `release NAME`: uploaded, published and handed back to the store. */
+  releaseVolume(
+    name: string,
+    options: { dropLocal: boolean; stop: boolean },
+  ): Promise<ReleaseResult> {
+    return releaseVolume(this.ctx, name, options);
+  }
+
+  /** `release --force NAME`: taken from an owner that cannot cooperate. */
+  forceReleaseVolume(name: string): Promise<ForceReleaseReport> {
+    return forceReleaseVolume(this.ctx, name);
+  }
+
+  /** `volume list --remote`. */
+  listRemoteVolumes(): Promise<RemoteVolume[]> {
+    return listRemoteVolumes(this.ctx);
+  }
+
+  /** `volume events NAME`. */
+  volumeEvents(name: string): Promise<VolumeEvent[]> {
+    return volumeEvents(this.ctx, name);
+  }
+
+  /**
+   * For a server: watches that this host still owns a writable volume, and
+   * rehomes what a displaced one never published (displacement.ts).
+   */
+  watchOwnership(volume: Volume): OwnershipWatch | undefined {
+    if (
+      volume.writeRefusal?.code === 'ELIDE_DISPLACED' ||
+      readLocalOwner(this.ctx.fs, volume.directory).state === 'displaced'
+    ) {
+      rehomeInBackground(this.ctx, volume);
+      return undefined;
+    }
+    if (!volume.writable || this.ctx.storeMode === 'single-host') return undefined;
+    return watchOwnership(this.ctx, volume);
+  }
+
   /** Runs one control request on a volume this process holds, its arguments checked. */
   performControl(
     volume: Volume,
@@ -465,24 +468,5 @@ export class DataDir {
   private async sweep(): Promise<void> {
     await sweepImports(this.ctx);
     await sweepStagingDebris(this.ctx);
-  }
-}
-
-function checkFilesystem(fs: Fs, root: string, log: Logger): void {
-  const { type } = fs.statfs(root);
-  if (
-    type === statfsMagic.nfs ||
-    type === statfsMagic.smb ||
-    type === statfsMagic.cifs ||
-    type === statfsMagic.smb2
-  ) {
-    throw new ElideError(
-      'ELIDE_UNSUPPORTED_FILESYSTEM',
-      `data directory ${root} is on a network filesystem; its fsync and locking ` +
-        'guarantees are not enough for a write-ahead log, use a local disk',
-    );
-  }
-  if (type === statfsMagic.tmpfs) {
-    log.warn(`data directory ${root} is on tmpfs: nothing survives a reboot`);
   }
 }

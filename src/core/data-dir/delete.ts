@@ -12,6 +12,7 @@ import { ElideError, errorText, isElideError } from '../errors.js';
 import { DirectoryLock } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
 import { readNameRecord } from '../names/index.js';
+import { markDeleting, readLocalOwner } from '../ownership/index.js';
 import {
   deleteManifests,
   readForks,
@@ -22,7 +23,13 @@ import {
 } from '../snapshot/index.js';
 import { descriptorKey, forkKey, nameKey, retainedKey, volumePrefix } from '../store/index.js';
 import { Volume, encodeDescriptor, type VolumeDescriptor } from '../volume/index.js';
-import { descriptorOf, existingVolumeDir, volumeOptions, type DataDirContext } from './context.js';
+import {
+  descriptorOf,
+  existingVolumeDir,
+  ownershipOf,
+  volumeOptions,
+  type DataDirContext,
+} from './context.js';
 import { withVolume } from './control-ops.js';
 import { refuseServedViews } from './views.js';
 
@@ -46,6 +53,16 @@ export async function deleteVolume(
   }
   const { dir, descriptor } = found;
   const { fs, store } = ctx;
+  const owner = readLocalOwner(fs, dir);
+  if (owner.state !== 'owned') {
+    // Released or displaced: the volume in the store is not this host's to delete.
+    await refuseServedViews(fs, dir, name);
+    await dropLocalCopy(ctx, name, dir);
+    ctx.log.info(
+      `volume ${name}: this host's copy is gone; the store's volume is left to its owner`,
+    );
+    return;
+  }
   refuseForks(name, await readForks(store, descriptor.id));
   await refuseServedViews(fs, dir, name);
   const lock = await DirectoryLock.acquire(fs, dir, name);
@@ -57,6 +74,14 @@ export async function deleteVolume(
     // fork made since the first check refuses the delete after all.
     const records = await readForks(store, descriptor.id);
     refuseForks(name, records);
+    if (ctx.storeMode === 'shared') {
+      // The store's commit point: no claim or force release after this, none before it succeeds.
+      const owned = { volumeId: descriptor.id, epoch: owner.epoch };
+      await markDeleting(ownershipOf(ctx), name, owned).catch((error: unknown) => {
+        // A name record already gone (a delete cut short) leaves nothing to mark.
+        if (!isElideError(error, 'ELIDE_VOLUME_NOT_FOUND')) throw error;
+      });
+    }
     const referenced = new Set(records.map((record) => record.snapshotId));
     const manifests = (await readManifests(store, descriptor.id)).filter(
       (manifest) => !referenced.has(manifest.id),
@@ -187,4 +212,18 @@ function refuseForks(name: string, records: readonly ForkRecord[]): void {
     `volume ${name} has forks (${forks.join(', ')}); delete them first`,
     { forks },
   );
+}
+
+/** Removes a local copy only (rename to `.dropping-*`, then the tree): the store is untouched. */
+export async function dropLocalCopy(ctx: DataDirContext, name: string, dir: string): Promise<void> {
+  const { fs } = ctx;
+  const lock = await DirectoryLock.acquire(fs, dir, name);
+  const doomed = path.join(ctx.volumesDir, `.dropping-${ctx.mint.next()}`);
+  try {
+    fs.rename(dir, doomed);
+    await fs.fsyncDir(ctx.volumesDir);
+  } finally {
+    await lock.release();
+  }
+  fs.removeTree(doomed);
 }

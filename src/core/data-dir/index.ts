@@ -14,3 +14,5 @@ export type {
   VolumeSummary,
 } from './types.js';
 export type { ImportOciOptions, ImportOciResult } from './image-import.js';
+export type { ClaimResult, ReleaseResult, RemoteVolume } from './ownership.js';
+export type { OwnershipWatch } from './displacement.js';

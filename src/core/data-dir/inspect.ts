@@ -7,6 +7,8 @@ import path from 'node:path';
 import { volumeNamePattern } from '../constants.js';
 import { isElideError, systemErrorCode } from '../errors.js';
 import { DirectoryLock } from '../fs/index.js';
+import { readNameRecord, type NameRecord } from '../names/index.js';
+import { ownedBy, readLocalOwner } from '../ownership/index.js';
 import { Volume, type VolumeDescriptor } from '../volume/index.js';
 import {
   descriptorOf,
@@ -60,6 +62,12 @@ export async function volumeInfo(ctx: DataDirContext, name: string): Promise<Vol
       const problems = [...volume.problems];
       await volume.close();
       if (problems.length > 0 && inUseByPid !== null && attempt < 5) continue;
+      const local = readLocalOwner(ctx.fs, dir);
+      const record = await storeRecord(ctx, name);
+      // The store decides: a copy that still thinks it owns the volume is displaced once the
+      // record names someone else, or another epoch.
+      const displaced =
+        local.state === 'owned' && record !== undefined && !ownedBy(record, ctx.host, local.epoch);
       return {
         ...summarize(descriptor),
         ...stats,
@@ -69,6 +77,11 @@ export async function volumeInfo(ctx: DataDirContext, name: string): Promise<Vol
         origin: descriptor.origin ?? null,
         inUseByPid,
         problems,
+        epoch: record?.epoch ?? local.epoch,
+        localEpoch: local.epoch,
+        standing: displaced ? 'displaced' : local.state,
+        owner: record?.owner ?? null,
+        displacedAs: local.displacedAs,
       };
     } catch (error) {
       if (systemErrorCode(error) !== 'ENOENT' || attempt >= 5) throw error;
@@ -92,7 +105,7 @@ export async function repairVolume(
   try {
     volume = await Volume.open({
       ...volumeOptions(ctx, dir, descriptor, lock),
-      readOnly: descriptor.readonly === true,
+      readOnly: descriptor.readonly === true || readLocalOwner(ctx.fs, dir).state !== 'owned',
       repair: true,
     });
   } catch (error) {
@@ -102,6 +115,16 @@ export async function repairVolume(
   const repairs = [...volume.problems];
   await volume.close();
   return { name, repairs };
+}
+
+/** The store's name record; undefined when it has none, or the store is out of reach. */
+async function storeRecord(ctx: DataDirContext, name: string): Promise<NameRecord | undefined> {
+  try {
+    return await readNameRecord(ctx.store, name);
+  } catch (error) {
+    if (isElideError(error, 'ELIDE_STORE_UNAVAILABLE')) return undefined;
+    throw error;
+  }
 }
 
 function parentRef(descriptor: VolumeDescriptor): string | null {

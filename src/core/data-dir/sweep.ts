@@ -2,8 +2,9 @@
  * Debris of what a crash cut short, removed before the next creation or
  * deletion (docs/design.md §3.3): `.creating-*` staging directories (with
  * the fork record their descriptor names), `.deleting-*` directories past
- * their commit point (finished: store objects first), and volumes whose
- * import died.
+ * their commit point (finished: store objects first), `.claiming-*` and
+ * `.dropping-*` local copies (removed locally only, §3.13), and volumes
+ * whose import died.
  */
 import path from 'node:path';
 import { stagingDebrisAgeMs, volumeNamePattern } from '../constants.js';
@@ -40,11 +41,17 @@ export async function sweepImports(ctx: DataDirContext): Promise<void> {
 export async function sweepStagingDebris(ctx: DataDirContext): Promise<void> {
   const { fs, store } = ctx;
   for (const entry of fs.readdir(ctx.volumesDir)) {
-    const match = /^\.(creating|deleting)-(.+)$/.exec(entry);
+    const match = /^\.(creating|deleting|claiming|dropping)-(.+)$/.exec(entry);
     if (match === null || !isUlid(match[2] ?? '')) continue;
     const id = match[2] as Ulid;
-    if (match[1] === 'creating' && Date.now() - ulidTime(id) < stagingDebrisAgeMs) continue;
+    const young = Date.now() - ulidTime(id) < stagingDebrisAgeMs;
+    if ((match[1] === 'creating' || match[1] === 'claiming') && young) continue;
     const dir = path.join(ctx.volumesDir, entry);
+    if (match[1] === 'claiming' || match[1] === 'dropping') {
+      // Local copies only (a claim cut short, a local copy being dropped): the store is another owner's.
+      fs.removeTree(dir);
+      continue;
+    }
     const descriptor = tryReadDescriptor(fs, dir);
     if (match[1] === 'deleting' && descriptor !== undefined) {
       // A delete past its commit point: finish it, store objects first.

@@ -40,6 +40,19 @@ export interface VolumeInfo extends VolumeSummary, VolumeStats {
    * for writing refuses while any remain; `volume repair` accepts the loss.
    */
   problems: string[];
+  /** The name's ownership epoch in the store (this copy's when the store is out of reach). */
+  epoch: number;
+  /** The epoch this host's copy was written under (docs/design.md §3.13). */
+  localEpoch: number;
+  /**
+   * This host's standing: it owns the volume, released it (a read-only cache), or lost it
+   * (the store's name record names another owner or epoch).
+   */
+  standing: 'owned' | 'released' | 'displaced';
+  /** The owner the store's name record names (null when released, or the store is out of reach). */
+  owner: { hostId: string; hostname: string; since: string } | null;
+  /** For a displaced volume: the released name holding what this host never published. */
+  displacedAs: string | null;
 }
 
 /** Called as a copy advances; `totalBytes` is the volume or file size. */

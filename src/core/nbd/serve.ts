@@ -1,12 +1,15 @@
 /**
  * Serving volumes over NBD: opens each volume under its lock, listens, and
- * on stop drains the connections, flushes and closes the volumes. The
- * caller (the CLI) owns signals and printing.
+ * on stop drains the connections, flushes and closes the volumes. Each
+ * writable volume's ownership is watched (docs/design.md §3.13), and a
+ * volume can be stopped on its own (`release --stop`, over its control
+ * socket). The caller (the CLI) owns signals and printing.
  */
 import fs from 'node:fs';
 import { listenControl, type ControlServer } from '../control/index.js';
+import { errorText } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseVolumeRef, type DataDir } from '../data-dir/index.js';
+import { parseVolumeRef, type DataDir, type OwnershipWatch } from '../data-dir/index.js';
 import type { Volume } from '../volume/index.js';
 import { NbdServer, type ListenAddress } from './server.js';
 
@@ -25,34 +28,51 @@ export interface NbdService {
   stop(): Promise<void>;
 }
 
+/** One served volume and what runs beside it. */
+interface Served {
+  volume: Volume;
+  control?: ControlServer;
+  watch?: OwnershipWatch;
+  stopped: boolean;
+}
+
 export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Promise<NbdService> {
-  const volumes: Volume[] = [];
-  const controls: ControlServer[] = [];
+  const served: Served[] = [];
   let server: NbdServer | undefined;
-  const stopControls = async (): Promise<void> => {
-    for (const control of controls.splice(0)) await control.close();
+  const stopAll = async (): Promise<void> => {
+    await server?.close();
+    for (const entry of served) await stopServed(entry, options.log);
   };
   try {
     for (const name of new Set(options.names)) {
       const { volume: volumeName, snapshotId } = parseVolumeRef(name);
       if (snapshotId !== undefined) {
         // A snapshot is served read-only from a view of its own.
-        volumes.push(await dataDir.openSnapshotView(volumeName, snapshotId));
+        served.push({
+          volume: await dataDir.openSnapshotView(volumeName, snapshotId),
+          stopped: false,
+        });
         continue;
       }
-      const volume = await dataDir.openVolume(name);
-      volumes.push(volume);
-      // `elide volume sync`, `evict`, `snapshot` and `gc` reach this process through the control socket.
-      controls.push(
-        await listenControl(
-          fs.realpathSync(volume.directory),
-          dataDir.controlHandlers(volume),
-          options.log,
-        ),
+      const entry: Served = { volume: await dataDir.openVolume(name), stopped: false };
+      served.push(entry);
+      entry.watch = dataDir.watchOwnership(entry.volume);
+      // `elide volume sync`, `evict`, `snapshot`, `gc` and `release --stop` reach this process here.
+      entry.control = await listenControl(
+        fs.realpathSync(entry.volume.directory),
+        {
+          ...dataDir.controlHandlers(entry.volume),
+          stop: async () => {
+            // After this reply has gone out: the export, then the volume and its lock.
+            setImmediate(() => void stopOne(server, entry, options.log));
+            return {};
+          },
+        },
+        options.log,
       );
     }
     server = new NbdServer(
-      volumes.map((volume) => ({
+      served.map(({ volume }) => ({
         name: volume.name,
         description: `elide volume ${volume.name}`,
         readOnly: options.readOnly || !volume.writable,
@@ -66,22 +86,32 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
     if (options.socketPath !== undefined)
       addresses.push(await server.listen({ path: options.socketPath }));
     for (const address of addresses) {
-      for (const volume of volumes) uris.push(exportUri(address, volume.name));
+      for (const { volume } of served) uris.push(exportUri(address, volume.name));
     }
-    const running = server;
-    return {
-      uris,
-      stop: async () => {
-        await running.close();
-        await stopControls();
-        await closeAll(volumes, options.log);
-      },
-    };
+    return { uris, stop: stopAll };
   } catch (error) {
-    await server?.close();
-    await stopControls();
-    await closeAll(volumes, options.log);
+    await stopAll();
     throw error;
+  }
+}
+
+/** Stops serving one volume (the others go on). */
+async function stopOne(server: NbdServer | undefined, entry: Served, log: Logger): Promise<void> {
+  if (entry.stopped) return;
+  log.info(`nbd: no longer serving ${entry.volume.name} (asked to stop)`);
+  await server?.removeExport(entry.volume.name);
+  await stopServed(entry, log);
+}
+
+async function stopServed(entry: Served, log: Logger): Promise<void> {
+  if (entry.stopped) return;
+  entry.stopped = true;
+  entry.watch?.stop();
+  await entry.control?.close();
+  try {
+    await entry.volume.close();
+  } catch (error) {
+    log.error(`closing volume ${entry.volume.name}: ${errorText(error)}`);
   }
 }
 
@@ -89,16 +119,4 @@ function exportUri(address: ListenAddress, name: string): string {
   if ('path' in address) return `nbd+unix:///${name}?socket=${address.path}`;
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
   return `nbd://${host}:${address.port}/${name}`;
-}
-
-async function closeAll(volumes: Volume[], log: Logger): Promise<void> {
-  for (const volume of volumes) {
-    try {
-      await volume.close();
-    } catch (error) {
-      log.error(
-        `closing volume ${volume.name}: ${error instanceof Error ? error.message : String(error)}`,
-      );
-    }
-  }
 }

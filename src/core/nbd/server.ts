@@ -89,6 +89,16 @@ export class NbdServer implements ConnectionHost {
     return address;
   }
 
+  /**
+   * Stops exporting `name`: new clients cannot choose it, and its clients'
+   * connections end once their requests in flight have replied.
+   */
+  async removeExport(name: string): Promise<void> {
+    this.exportsByName.delete(name);
+    const connections = [...this.connections].filter((c) => c.exportName === name);
+    await Promise.all(connections.map((connection) => connection.shutdown()));
+  }
+
   async close(): Promise<void> {
     this.stopping = true;
     // A listener's close callback waits for every connection to end, so the

@@ -22,10 +22,13 @@ export { defaultStoreUrl, openStore, parseStoreUrl } from './url.js';
 export type { StoreOptions, StoreUrl } from './url.js';
 export {
   descriptorKey,
+  eventKey,
+  eventsPrefix,
   forkKey,
   forksPrefix,
   headKey,
   nameKey,
+  namesPrefix,
   retainedKey,
   segmentKey,
   snapshotKey,
@@ -38,6 +41,7 @@ export {
   isUlidValue,
   malformedRecord,
   parseJsonRecord,
+  parseJsonRecordOr,
   sequenceField,
   ulidList,
 } from './json-record.js';

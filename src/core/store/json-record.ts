@@ -25,6 +25,19 @@ export function parseJsonRecord(bytes: Buffer, key: string): Record<string, unkn
   return value as Record<string, unknown>;
 }
 
+/** parseJsonRecord for a local file whose damage has its own error: `damaged` throws it. */
+export function parseJsonRecordOr(
+  bytes: Buffer,
+  file: string,
+  damaged: () => never,
+): Record<string, unknown> {
+  try {
+    return parseJsonRecord(bytes, file);
+  } catch {
+    return damaged();
+  }
+}
+
 export function malformedRecord(key: string, what: string): never {
   throw new ElideError('ELIDE_VOLUME_CORRUPT', `store object ${key} is malformed: ${what}`, {
     key,

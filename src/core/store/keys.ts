@@ -11,6 +11,17 @@ export function nameKey(name: string): string {
   return `names/${name}`;
 }
 
+/** The name's history (docs/formats.md §5.7): best-effort, never read to decide anything. */
+export function eventsPrefix(name: string): string {
+  return `events/${name}/`;
+}
+
+export function eventKey(name: string, eventId: Ulid): string {
+  return `events/${name}/${eventId}`;
+}
+
+export const namesPrefix = 'names/';
+
 export function volumePrefix(volumeId: Ulid): string {
   return `volumes/${volumeId}/`;
 }

@@ -31,6 +31,8 @@ const transientSystemCodes = new Set([
 /** What the SDK's standard retry strategy would retry: throttling, 5xx, timeouts, dropped connections. */
 export function isTransient(error: unknown): boolean {
   const status = httpStatusOf(error);
+  // 501 and 505 say the server does not do what was asked: asking again cannot help.
+  if (status === 501 || status === 505) return false;
   if (status !== undefined && (status === 429 || status >= 500)) return true;
   const code = systemErrorCode(error);
   if (code !== undefined && transientSystemCodes.has(code)) return true;

@@ -32,6 +32,16 @@ export interface Head {
   retired: RetiredSegment[];
   seqMax: number;
   updatedAt: string;
+  /**
+   * The epoch is over (docs/design.md §3.13): written by claim or force release
+   * over the last head of the epoch, after which nobody writes this key again.
+   */
+  fenced?: HeadFence;
+}
+
+export interface HeadFence {
+  at: string;
+  hostId: Ulid;
 }
 
 /** Reads version 2, and version 1 (written before GC existed: nothing retired). */
@@ -57,6 +67,7 @@ export function decodeHead(bytes: Buffer, key: string): Head {
     malformedRecord(key, 'retired');
   }
   if (typeof value.updatedAt !== 'string') malformedRecord(key, 'updatedAt');
+  const fence = value.fenced === undefined ? undefined : decodeFence(value.fenced, key);
   return {
     version: 2,
     volumeId: value.volumeId,
@@ -65,7 +76,15 @@ export function decodeHead(bytes: Buffer, key: string): Head {
     retired: (retired as RetiredSegment[]).map(({ id, at }) => ({ id, at })),
     seqMax: sequenceField(value.seqMax, key, 'seqMax'),
     updatedAt: value.updatedAt,
+    ...(fence === undefined ? {} : { fenced: fence }),
   };
+}
+
+function decodeFence(value: unknown, key: string): HeadFence {
+  const fence = value as Partial<HeadFence> | null;
+  if (typeof fence !== 'object' || fence === null) malformedRecord(key, 'fenced');
+  if (typeof fence.at !== 'string' || !isUlidValue(fence.hostId)) malformedRecord(key, 'fenced');
+  return { at: fence.at, hostId: fence.hostId };
 }
 
 /**

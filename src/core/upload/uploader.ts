@@ -67,6 +67,12 @@ export interface UploadHost {
   adopt(segment: SegmentFile): Promise<void>;
   /** Set once the volume has stopped (a failed sync): uploads stop too. */
   readonly stoppedBy: ElideError | null;
+  /** Segments the head lists that this volume never had are retired rather than refused. */
+  readonly overridesStoreHistory: boolean;
+  /** The largest seq among the claims of the segments the volume has stored (for that case). */
+  storedSeqMax(): number;
+  /** A conditional head write failed: another host may have fenced this epoch. */
+  headConflict(): void;
 }
 
 export class Uploader {
@@ -182,6 +188,7 @@ export class Uploader {
       return;
     }
     if (isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) {
+      this.host.headConflict();
       this.fatal = new ElideError(
         'ELIDE_STORE_PRECONDITION_FAILED',
         `volume ${this.host.name}: another writer changed ` +
@@ -296,7 +303,7 @@ export class Uploader {
       const next = new Set(segments);
       const replaced = this.host.replacedSegments(confirmed);
       for (const id of head.segments) {
-        if (next.has(id) || replaced.has(id)) continue;
+        if (next.has(id) || replaced.has(id) || this.host.overridesStoreHistory) continue;
         // The store is the authority for what is stored: a segment leaves the
         // head only when a segment replacing it is listed, never because
         // this host has lost track of it.
@@ -324,7 +331,8 @@ export class Uploader {
         // writes that were still in the active log when it was sealed).
         seqMax: confirmed.reduce(
           (max, segment) => segment.index.claims.reduce((m, claim) => Math.max(m, claim.seq), max),
-          head.seqMax,
+          // Newer history being discarded: its seqs go with it.
+          this.host.overridesStoreHistory ? this.host.storedSeqMax() : head.seqMax,
         ),
         updatedAt: now,
       });

@@ -6,6 +6,7 @@ export { Volume } from './volume.js';
 export type {
   BlockStatusKind,
   BlockStatusRun,
+  LocalHistory,
   VolumeOpenOptions,
   VolumeStats,
   WriteOptions,
@@ -19,7 +20,7 @@ export {
   validateVolumeSize,
 } from './descriptor.js';
 export type { VolumeDescriptor, VolumeOrigin } from './descriptor.js';
-export { encodeEmptyInventory, inventoryFileName } from './inventory.js';
+export { encodeEmptyInventory, encodeStoredInventory, inventoryFileName } from './inventory.js';
 export { inlinePromotionRunner, realFsPromotionRunner } from './promotion-runner.js';
 export type { PromotionRunner } from './promotion-runner.js';
 export { FreeSpaceGuard, belowReserveWarning } from './free-space.js';

@@ -135,13 +135,18 @@ function checksum(bytes: Buffer): number {
 
 /** The inventory of a volume that holds nothing yet. */
 export function encodeEmptyInventory(volumeId: Ulid): Buffer {
+  return encodeStoredInventory(volumeId, []);
+}
+
+/** The inventory of a volume whose only segments are `stored` (a claim's first one). */
+export function encodeStoredInventory(volumeId: Ulid, stored: readonly Ulid[]): Buffer {
   return encodeInventory(volumeId, {
     generation: 1,
     wals: [],
     pending: [],
     outputs: [],
-    storedCount: 0,
-    storedDigest: storedDigest([]),
+    storedCount: stored.length,
+    storedDigest: storedDigest(stored),
   });
 }
 

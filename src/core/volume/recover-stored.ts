@@ -80,7 +80,7 @@ export async function recoverStored(input: StoredRecoveryInput): Promise<StoredR
       );
     }
     try {
-      await rebuildFromHead(input, indexes, found, problems);
+      await rebuildFromHead(input, indexes, found, problems, checkOnly);
     } catch (error) {
       if (!isStoreFailure(error)) throw error;
       if (checkOnly) {
@@ -231,6 +231,7 @@ async function rebuildFromHead(
   indexes: Map<Ulid, SegmentIndex>,
   found: IndexDir,
   problems: string[],
+  gcOutputsOnly: boolean,
 ): Promise<void> {
   const { fs, dirs, store, pending, mode } = input;
   const head = (await readHead(store, input.volumeId, input.epoch))?.head;
@@ -241,6 +242,15 @@ async function rebuildFromHead(
   for (const id of listed) {
     if (replaced.has(id) || pending.has(id) || indexes.has(id)) continue;
     const { bytes, index } = await fetchSegmentIndex(store, input.volumeId, id);
+    if (gcOutputsOnly && index.inputs.length === 0) {
+      // Nothing local is missing, so this is history another copy wrote: never merged in.
+      problems.push(
+        `the store's head lists segment ${id}, which this copy never had: another copy of ` +
+          `this data directory wrote after it; \`elide claim ${input.volumeName}\` replaces ` +
+          "this copy with the store's",
+      );
+      continue;
+    }
     if (mode !== 'inspect') {
       await writeFileAtomic(fs, dirs.indexDir, id + indexSuffix, bytes);
       input.log.warn(

@@ -55,6 +55,16 @@ export class VolumeState {
    * uploader, so the store never gets ahead of what a crash leaves on disk.
    */
   readonly committing = new Set<Ulid>();
+  /**
+   * Why writes are refused although the volume is open for writing (another
+   * host owns it now, or the store holds newer history): writes, trims and
+   * flushes fail with it, reads go on, nothing is uploaded again.
+   */
+  writeRefusal: ElideError | null = null;
+  /** Segments the head lists that this volume never had are retired rather than refused. */
+  readonly overridesStoreHistory: boolean;
+  /** Why a read-only open refuses writes, when it is more than that it was opened so. */
+  readonly readOnlyReason: ElideError | undefined;
   /** Segments the store holds (ancestors' included), with their locally cached bodies. */
   readonly stored: SegmentCache;
   readonly cacheDirs: CacheDirs;
@@ -71,6 +81,8 @@ export class VolumeState {
   closed = false;
   /** Wakes the uploader (set once it exists; writable volumes only). */
   notifyUploader: () => void = () => {};
+  /** Told when a conditional head write failed (the data directory checks ownership at once). */
+  onHeadConflict: () => void = () => {};
 
   constructor(options: VolumeOpenOptions, recovered: RecoveredState) {
     this.descriptor = options.descriptor;
@@ -84,6 +96,8 @@ export class VolumeState {
     this.writable = options.lock !== null && options.readOnly !== true;
     this.invariants = options.invariants;
     this.walBytesMax = options.walBytesMax ?? walBytesMax;
+    this.overridesStoreHistory = options.overridesStoreHistory === true;
+    this.readOnlyReason = options.readOnlyReason;
     // Recovery refuses a log longer than walFileBytesMax, which allows for this bound.
     assert(this.walBytesMax <= walBytesMax, 'walBytesMax option within the named limit');
     this.space = new FreeSpaceGuard(options.fs, options.volumeDir, options.freeSpaceReserveBytes);
@@ -164,8 +178,12 @@ export class VolumeState {
 
   checkWritable(): void {
     this.checkOpen();
+    if (this.writeRefusal !== null) throw this.writeRefusal;
     if (!this.writable) {
-      throw new ElideError('ELIDE_VOLUME_READONLY', `volume ${this.name} is open read-only`);
+      throw (
+        this.readOnlyReason ??
+        new ElideError('ELIDE_VOLUME_READONLY', `volume ${this.name} is open read-only`)
+      );
     }
   }
 

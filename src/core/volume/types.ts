@@ -1,5 +1,7 @@
 /** What a volume is opened with, and the shapes its guest API returns. */
+import type { ElideError } from '../errors.js';
 import type { DirectoryLock, Fs } from '../fs/index.js';
+import type { Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
 import type { ObjectStore } from '../store/index.js';
 import type { VolumeDescriptor } from './descriptor.js';
@@ -29,8 +31,30 @@ export interface VolumeOpenOptions {
   fetchTimeoutMs: number;
   /** Opened under a lock (it caches fetched data) but refusing writes: a snapshot view. */
   readOnly?: boolean;
+  /** What writes to a read-only open fail with (default ELIDE_VOLUME_READONLY). */
+  readOnlyReason?: ElideError;
   /** `volume repair`: damaged local data is set aside and reported instead of refused. */
   repair?: boolean;
+  /**
+   * Called once recovery is done, before anything is written or uploaded, with
+   * what the volume knows of its history: a refusal it returns is what every
+   * write, trim and flush then fails with, and nothing is uploaded (the data
+   * directory's ownership checks, docs/design.md §3.13).
+   */
+  admitWrites?: (history: LocalHistory) => Promise<ElideError | undefined>;
+  /**
+   * `--discard-newer-store-history`: segments the store's head lists and this
+   * volume never had are retired by its next head instead of refused.
+   */
+  overridesStoreHistory?: boolean;
+}
+
+/** What a volume knows of its own history, to tell whether the store holds newer history. */
+export interface LocalHistory {
+  /** The largest sequence number of any write the volume holds. */
+  seqMax: number;
+  /** Whether the segment is one of the volume's (stored, pending, or replaced by one of its GC outputs). */
+  knows(segmentId: Ulid): boolean;
 }
 
 export interface WriteOptions {

@@ -28,7 +28,23 @@ export class VolumeUploadSide implements UploadHost {
   }
 
   get stoppedBy() {
-    return this.state.failure;
+    return this.state.failure ?? this.state.writeRefusal;
+  }
+
+  get overridesStoreHistory(): boolean {
+    return this.state.overridesStoreHistory;
+  }
+
+  storedSeqMax(): number {
+    let max = 0;
+    for (const segment of this.state.ownStored()) {
+      for (const claim of segment.index.claims) if (claim.seq > max) max = claim.seq;
+    }
+    return max;
+  }
+
+  headConflict(): void {
+    this.state.onHeadConflict();
   }
 
   /**

@@ -40,6 +40,7 @@ import { closedError, VolumeState } from './state.js';
 import type {
   BlockStatusKind,
   BlockStatusRun,
+  LocalHistory,
   VolumeOpenOptions,
   VolumeStats,
   WriteOptions,
@@ -51,6 +52,7 @@ import { WritePath } from './write-path.js';
 export type {
   BlockStatusKind,
   BlockStatusRun,
+  LocalHistory,
   VolumeOpenOptions,
   VolumeStats,
   WriteOptions,
@@ -118,6 +120,14 @@ export class Volume {
       }
     }
     if (state.invariants) checkInvariants(state, 'open');
+    if (state.writable && options.admitWrites !== undefined) {
+      try {
+        state.writeRefusal = (await options.admitWrites(volume.history())) ?? null;
+      } catch (error) {
+        await volume.close();
+        throw error;
+      }
+    }
     if (state.writable) for (const wal of state.wals) void volume.promotions.schedule(wal);
     if (options.lock !== null) await state.stored.enforceBudget();
     volume.uploader?.notify();
@@ -149,7 +159,72 @@ export class Volume {
     return this.state.epoch;
   }
 
+  /** Why writes are refused although the volume is open for writing; null while they are not. */
+  get writeRefusal(): ElideError | null {
+    return this.state.writeRefusal;
+  }
+
+  /**
+   * From now on writes, trims and flushes fail with `reason` and nothing is
+   * uploaded again; reads go on (another host took the volume). The first
+   * reason stays.
+   */
+  refuseWrites(reason: ElideError): void {
+    if (this.state.writeRefusal !== null) return;
+    this.state.writeRefusal = reason;
+    this.uploader?.notify();
+  }
+
+  /** Called when a conditional head write fails (another host may have fenced this epoch). */
+  set onHeadConflict(listener: () => void) {
+    this.state.onHeadConflict = listener;
+  }
+
+  /**
+   * Block runs whose current claim is newer than `seq`: what this volume
+   * holds beyond a head that listed everything up to `seq` (adjacent runs of
+   * the same kind merged). `zero` runs read as zeros.
+   */
+  changedSince(seq: number): Array<{ startLba: number; lengthBlocks: number; zero: boolean }> {
+    const runs: Array<{ startLba: number; lengthBlocks: number; zero: boolean }> = [];
+    this.state.lbaMap.forEach((mapping) => {
+      if (mapping.seq <= seq) return;
+      const zero = isZeroHash(mapping.hash);
+      const last = runs[runs.length - 1];
+      if (
+        last !== undefined &&
+        last.zero === zero &&
+        last.startLba + last.lengthBlocks === mapping.startLba
+      ) {
+        last.lengthBlocks += mapping.lengthBlocks;
+      } else {
+        runs.push({ startLba: mapping.startLba, lengthBlocks: mapping.lengthBlocks, zero });
+      }
+    });
+    return runs;
+  }
+
+  /** What the volume knows of its history (see LocalHistory). */
+  history(): LocalHistory {
+    const { state } = this;
+    const known = new Set<Ulid>();
+    for (const segment of state.ownStored()) {
+      known.add(segment.id);
+      for (const input of segment.index.inputs) known.add(input);
+    }
+    for (const segment of state.segments.values()) {
+      known.add(segment.id);
+      for (const input of segment.index.inputs) known.add(input);
+    }
+    return { seqMax: state.nextSeq - 1, knows: (id) => known.has(id) };
+  }
+
   /** The volume's local directory. */
+  /** Whether the volume has been closed (or abandoned). */
+  get closed(): boolean {
+    return this.state.closed;
+  }
+
   get directory(): string {
     return this.state.directory;
   }
@@ -206,6 +281,7 @@ export class Volume {
    */
   flush(): Promise<void> {
     if (this.state.failure !== null) return Promise.reject(this.state.failure);
+    if (this.state.writeRefusal !== null) return Promise.reject(this.state.writeRefusal);
     if (this.state.closed) return Promise.reject(closedError(this.name));
     if (!this.writable) return Promise.resolve();
     return this.log.flush();
@@ -381,7 +457,8 @@ export class Volume {
     const { state } = this;
     if (state.closed) return;
     try {
-      if (this.writable && state.failure === null) {
+      // A volume refusing writes (another host owns it) keeps its logs for the next open.
+      if (this.writable && state.failure === null && state.writeRefusal === null) {
         await this.flush();
         try {
           await this.promoteAll();

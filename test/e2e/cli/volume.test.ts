@@ -18,8 +18,13 @@ const summaryKeys = ['createdAt', 'id', 'name', 'size'];
 const infoKeys = [
   ...summaryKeys,
   'cacheBytes',
+  'displacedAs',
+  'epoch',
   'extents',
   'inUseByPid',
+  'localEpoch',
+  'owner',
+  'standing',
   'origin',
   'parent',
   'problems',
@@ -173,9 +178,17 @@ describe('volume info', () => {
       readonly: false,
       origin: null,
       problems: [],
+      epoch: 1,
+      localEpoch: 1,
+      standing: 'owned',
+      owner: { hostId: expect.stringMatching(/^[0-9A-Z]{26}$/), hostname: expect.any(String) },
+      displacedAs: null,
     });
     const notNumbers = ['name', 'id', 'createdAt', 'inUseByPid', 'parent', 'readonly', 'origin'];
-    for (const key of infoKeys.filter((k) => ![...notNumbers, 'problems'].includes(k))) {
+    const ownership = ['owner', 'standing', 'displacedAs'];
+    for (const key of infoKeys.filter(
+      (k) => ![...notNumbers, ...ownership, 'problems'].includes(k),
+    )) {
       expect(typeof info[key], key).toBe('number');
     }
     const human = await sandbox.cli(['volume', 'info', 'info-vol']);

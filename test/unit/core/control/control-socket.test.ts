@@ -26,6 +26,7 @@ function handlers(overrides: Partial<ControlHandlers> = {}): ControlHandlers {
   };
   return {
     sync: async () => ({ uploadPendingBytes: 0, durationMs: 3 }),
+    stop: async () => ({}),
     evict: async () => ({ evictedBytes: 4096, cacheBytes: 0 }),
     snapshot: unused,
     'delete-snapshot': async () => ({}),

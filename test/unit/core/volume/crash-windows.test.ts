@@ -265,7 +265,7 @@ describe('segments reach the store only once their commit is durable', () => {
 });
 
 describe('a head ahead of the local disk', () => {
-  it('stops uploads with a pointer to repair, which takes the segments from the store', async () => {
+  it('refuses writes with a pointer to repair, which takes the segments from the store', async () => {
     const ctx = await setup();
     const volume = await ctx.dataDir.openVolume('v');
     for (let i = 0; i < 16; i++) await volume.write(i * 4096, pattern(4096, 10 + i));
@@ -300,13 +300,17 @@ describe('a head ahead of the local disk', () => {
       ctx.sim.close(fd);
     }
     const stale = await ctx.dataDir.openVolume('v');
-    await stale.write(4 * 1024 * 1024, pattern(4096, 99));
-    await expect(stale.sync()).rejects.toThrow(/elide volume repair/);
-    await stale.abandon();
+    await expect(stale.write(4 * 1024 * 1024, pattern(4096, 99))).rejects.toMatchObject({
+      code: 'ELIDE_STORE_AHEAD',
+      message: expect.stringMatching(/elide volume repair v/),
+    });
+    expect((await stale.read(0, expected.length)).equals(expected)).toBe(true);
+    await stale.close();
     const { repairs } = await ctx.dataDir.repairVolume('v');
     expect(repairs).toEqual([]);
     const repaired = await ctx.dataDir.openVolume('v');
     expect((await repaired.read(0, expected.length)).equals(expected)).toBe(true);
+    await repaired.write(4 * 1024 * 1024, pattern(4096, 99));
     expect((await repaired.read(4 * 1024 * 1024, 4096)).equals(pattern(4096, 99))).toBe(true);
     await expect(repaired.sync()).resolves.toBeUndefined();
     await repaired.close();
