@@ -2,21 +2,20 @@
 // Engine throughput: elide's Volume against a plain file written with pwrite/pread
 // on the same disk, in one run. Writes the figures into docs/benchmarks.md between
 // the engine-bench markers. Run with `npm run bench` (builds first).
-// Options (env): ELIDE_BENCH_DIR (default: a temp dir under ./bench/out),
+// Options (env): ELIDE_BENCH_DIR (default: a directory under the system temp dir),
 // ELIDE_BENCH_SEQ_MIB (default 1024), ELIDE_BENCH_RANDOM_OPS (default 100000).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DataDir } from '../dist/core/index.js';
 import { writeDocSection } from './doc-section.mjs';
+import { benchBase } from './harness.mjs';
 
-const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const seqMiB = Number(process.env.ELIDE_BENCH_SEQ_MIB ?? 1024);
 const randomOps = Number(process.env.ELIDE_BENCH_RANDOM_OPS ?? 100_000);
 const volumeBytes = Math.max(seqMiB, 1024) * 1024 * 1024;
-const base = process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out');
+const base = benchBase();
 fs.mkdirSync(base, { recursive: true });
 const work = fs.mkdtempSync(path.join(base, 'engine-'));
 

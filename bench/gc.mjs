@@ -5,7 +5,7 @@
 // store) and one `elide serve nbd` for the whole run.
 // Writes the figures into docs/benchmarks.md between the gc-bench markers.
 // Run with `npm run bench:gc` (builds first).
-// Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SIZE (the region written,
+// Options (env): ELIDE_BENCH_DIR (default the system temp dir), ELIDE_BENCH_SIZE (the region written,
 // default 256M; the volume is 1 GiB or this, whichever is larger), ELIDE_BENCH_SECONDS (each
 // foreground fio run, default 15), ELIDE_BENCH_RUNS (default 3).
 // Needs fio (with the nbd engine) on PATH.
@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
 import {
+  benchBase,
   exitPaths,
   logTail,
   median,
@@ -36,7 +37,7 @@ const sizeText = process.env.ELIDE_BENCH_SIZE ?? '256M';
 const regionBytes = Math.ceil(parseSize(sizeText) / 2 ** 20) * 2 ** 20;
 const volumeBytes = Math.max(2 ** 30, regionBytes);
 const overwrites = 5; // each fill writes the region's size this many times
-const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
+const base = benchBase();
 const mib = (bytes) => bytes / 2 ** 20;
 
 // Every fio run writes fresh random data (--refill_buffers, and --randrepeat=0 so the buffer
@@ -340,7 +341,7 @@ async function main() {
       '`elide gc` client share the same cores over 127.0.0.1 (1-minute load average ' +
       `${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end).`,
     '',
-    `One data directory in ${path.relative(repo, base) || '.'} with the default \`file://\` ` +
+    `One data directory in ${base} with the default \`file://\` ` +
       `store, one ${+(volumeBytes / 2 ** 30).toFixed(3)} GiB volume served by one ` +
       '`elide serve nbd bench --listen 127.0.0.1:0` for the whole run; every `elide gc` goes ' +
       `through its control socket. fio writes only the first ${regionMib} MiB, always ` +

@@ -3,6 +3,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 
 /** Every child started through `track`, so that exit paths (errors, signals) can stop it. */
 export const children = new Set();
@@ -11,6 +12,14 @@ export function positiveInt(name, fallback) {
   const value = Number(process.env[name] ?? fallback);
   if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer`);
   return value;
+}
+
+/**
+ * Where a benchmark makes its scratch directory: ELIDE_BENCH_DIR, or the system temporary
+ * directory (never the repository).
+ */
+export function benchBase() {
+  return path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(os.tmpdir(), 'elide-bench'));
 }
 
 export function parseSize(text) {
@@ -142,7 +151,7 @@ export function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }) {
 
 /**
  * Starts `node ARGS` and resolves once it prints "serving nbd://..." on stderr
- * (elide's ready line, and bench/null-nbd-server.mjs's), with that URI.
+ * (elide's ready line), with that URI.
  */
 export async function serveUntilReady(args, { env, logFile, what }) {
   const log = fs.createWriteStream(logFile);

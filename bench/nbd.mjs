@@ -1,202 +1,218 @@
 #!/usr/bin/env node
-// NBD throughput: fio's nbd engine against `elide serve nbd` and against `nbdkit file`
-// serving a raw file on the same disk, alternating servers per workload in one run. A third
-// server, elide's NBD layer over a backend that stores nothing (bench/null-nbd-server.mjs),
-// shows the ceiling of the protocol layer alone on this machine.
-// Writes the figures into docs/benchmarks.md between the nbd-bench markers.
-// Run with `npm run bench:nbd` (builds first).
-// Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SECONDS (default 10),
-// ELIDE_BENCH_SIZE (default 1G), ELIDE_BENCH_RUNS (default 3).
-// Needs fio (with the nbd engine) and nbdkit on PATH.
-import { spawn } from 'node:child_process';
+// NBD data path against its peers: fio's nbd engine against `elide serve nbd`, `nbdkit file`
+// and `qemu-nbd -f raw --cache=writeback` (both over a raw file on the same disk), workloads
+// interleaved across the servers in each run. For each server and workload: throughput and the
+// server's CPU seconds per GiB moved (utime + stime from /proc over the job). Then elide's
+// memory: at rest, its peak over the whole bench, and one server holding 20 volumes under
+// random writes at once (bench/nbd-many.mjs). Writes the figures into docs/benchmarks.md
+// between the nbd-bench markers. Run with `npm run bench:nbd` (builds first).
+// Options (env): ELIDE_BENCH_DIR (default: the system temp dir), ELIDE_BENCH_SECONDS (default
+// 10), ELIDE_BENCH_SIZE (default 1G), ELIDE_BENCH_RUNS (default 3).
+// Needs fio (with the nbd engine), nbdkit and qemu-nbd on PATH.
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
 import {
+  benchBase,
   exitPaths,
-  logTail,
   median,
   num,
   parseSize,
   positiveInt,
   run,
-  serveElide,
-  serveUntilReady,
   stop,
-  track,
   version,
 } from './harness.mjs';
+import { manyFioCommand, manyTargets, manyVolumes, runManyVolumes } from './nbd-many.mjs';
+import {
+  fioArgs,
+  fioJob,
+  nbdkitCommand,
+  qemuNbdCommand,
+  startElide,
+  startNbdkit,
+  startQemuNbd,
+} from './nbd-servers.mjs';
+import { memory, mib } from './proc.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
 const seconds = positiveInt('ELIDE_BENCH_SECONDS', 10);
 const runs = positiveInt('ELIDE_BENCH_RUNS', 3);
-const sizeText = process.env.ELIDE_BENCH_SIZE ?? '1G';
-const sizeBytes = Math.ceil(parseSize(sizeText) / 4096) * 4096;
-const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
+const sizeBytes = Math.ceil(parseSize(process.env.ELIDE_BENCH_SIZE ?? '1G') / 4096) * 4096;
+const base = benchBase();
 
 const workloads = [
-  { key: 'seqWrite', label: '1 MiB sequential write, iodepth 8', rw: 'write', bs: '1M', qd: 8 },
-  { key: 'seqRead', label: '1 MiB sequential read, iodepth 8', rw: 'read', bs: '1M', qd: 8 },
-  { key: 'randRead', label: '4 KiB random read, iodepth 32', rw: 'randread', bs: '4k', qd: 32 },
-  { key: 'randWrite', label: '4 KiB random write, iodepth 32', rw: 'randwrite', bs: '4k', qd: 32 },
+  { key: 'seqWrite', label: '1 MiB sequential write, QD8', rw: 'write', bs: '1M', qd: 8 },
+  { key: 'seqRead', label: '1 MiB sequential read, QD8', rw: 'read', bs: '1M', qd: 8 },
+  { key: 'randRead', label: '4 KiB random read, QD32', rw: 'randread', bs: '4k', qd: 32 },
+  { key: 'randWrite', label: '4 KiB random write, QD32', rw: 'randwrite', bs: '4k', qd: 32 },
 ];
-// The issue's targets: elide / nbdkit file on the headline metric.
-const targets = { seqWrite: 0.6, seqRead: 0.8, randRead: 0.8, randWrite: 0.8 };
+// The issue's targets. cpu: elide's CPU per GiB over nbdkit's, at most. Throughput: elide over
+// qemu-nbd and over nbdkit, at least (MiB/s for sequential, IOPS for random workloads).
+const targets = {
+  cpu: { seqWrite: 6, seqRead: 1.5, randRead: 1.2, randWrite: 1.2 },
+  vsQemu: { seqWrite: 1.5, seqRead: 1.5, randRead: 1.5, randWrite: 1.5 },
+  vsNbdkit: { seqRead: 0.8, randRead: 1.0, randWrite: 1.0 },
+  peakMiB: 300,
+  idleMiB: 100,
+};
 const headline = (w) => (w.bs === '1M' ? 'mibPerS' : 'iops');
 
-// Everything started here, so that exit paths (errors, SIGINT, SIGTERM) can stop it.
 let work;
 const { cleanup } = exitPaths({ work: () => work, notice: 'stopping servers' });
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.on('error', () => resolve(false));
-  });
-}
-
-async function startElide(dataDir) {
-  const env = { ...process.env, ELIDE_DATA_DIR: dataDir };
-  await run(process.execPath, [elideBin, 'volume', 'init', 'bench', '--size', String(sizeBytes)], {
-    env,
-  });
-  const logFile = path.join(work, 'elide.log');
-  const { uri, child } = await serveElide(elideBin, 'bench', { env, logFile });
-  return { name: 'elide', uri, child, logFile, env };
-}
-
-async function startNull() {
-  const logFile = path.join(work, 'null.log');
-  const { uri, child } = await serveUntilReady(
-    [path.join(repo, 'bench', 'null-nbd-server.mjs'), String(sizeBytes)],
-    { env: process.env, logFile, what: 'the null NBD server' },
-  );
-  return { name: 'null', uri, child, logFile };
-}
-
-async function startNbdkit(file) {
-  fs.closeSync(fs.openSync(file, 'w'));
-  fs.truncateSync(file, sizeBytes);
-  const port = await freePort();
-  const logFile = path.join(work, 'nbdkit.log');
-  const child = track(
-    spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', file], {
-      cwd: work,
-      stdio: ['ignore', fs.openSync(logFile, 'w'), fs.openSync(logFile, 'a')],
-    }),
-  );
-  const deadline = Date.now() + 15_000;
-  while (!(await canConnect(port))) {
-    if (child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`nbdkit did not start on port ${port}:\n${logTail(logFile)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return { name: 'nbdkit', uri: `nbd://127.0.0.1:${port}`, child, logFile };
-}
-
-function fioArgs(workload, uri, output, timed) {
-  return [
-    `--name=${workload.key}`,
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    `--rw=${workload.rw}`,
-    `--bs=${workload.bs}`,
-    `--iodepth=${workload.qd}`,
-    `--size=${sizeBytes}`,
-    ...(timed ? ['--time_based', `--runtime=${seconds}`] : []),
-    '--output-format=json',
-    `--output=${output}`,
-  ];
-}
-
-let fioCount = 0;
-async function fio(server, workload, timed = true) {
-  const output = path.join(work, `fio-${++fioCount}.json`);
-  try {
-    await run('fio', fioArgs(workload, server.uri, output, timed));
-  } catch (error) {
-    throw new Error(`${error.message}\n${server.name} log:\n${logTail(server.logFile)}`);
-  }
-  const job = JSON.parse(fs.readFileSync(output, 'utf8')).jobs[0];
-  if (job.error !== 0) throw new Error(`fio ${workload.key} on ${server.name}: error ${job.error}`);
-  const side = job.read.io_bytes > 0 ? job.read : job.write;
-  return {
-    mibPerS: side.bw_bytes / 1048576,
-    iops: side.iops,
-    p99Us: (side.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
-  };
-}
-
 const latency = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
+const ratio = (value) => `${value.toFixed(2)}×`;
+const verdict = (ok) => (ok ? 'met' : '**not met**');
 
-function cell(workload, figures) {
-  const m = figures.median;
+function cell(workload, m) {
   const main =
     headline(workload) === 'mibPerS'
       ? `${num(m.mibPerS)} MiB/s`
       : `${num(m.iops)} IOPS (${num(m.mibPerS)} MiB/s)`;
-  return `${main}, p99 ${latency(m.p99Us)}`;
+  return `${main}, p99 ${latency(m.p99Us)}, ${m.cpuPerGiB.toFixed(2)} CPU s/GiB`;
+}
+
+/** Medians per server and workload, and the ratios of each run. */
+function summarize(results, servers) {
+  const summary = {};
+  for (const server of servers) {
+    summary[server] = {};
+    for (const w of workloads) {
+      const list = results[server][w.key];
+      const of = (field) => median(list.map((f) => f[field]));
+      summary[server][w.key] = {
+        runs: list,
+        median: {
+          mibPerS: of('mibPerS'),
+          iops: of('iops'),
+          p99Us: of('p99Us'),
+          cpuPerGiB: of('cpuPerGiB'),
+        },
+      };
+    }
+  }
+  const ratios = {};
+  for (const w of workloads) {
+    const h = headline(w);
+    const perRun = (other, field) =>
+      results.elide[w.key].map((e, i) => e[field] / results[other][w.key][i][field]);
+    const vsNbdkit = perRun('nbdkit', h);
+    const vsQemu = perRun('qemu-nbd', h);
+    const cpu = perRun('nbdkit', 'cpuPerGiB');
+    ratios[w.key] = {
+      vsNbdkit: { runs: vsNbdkit, median: median(vsNbdkit) },
+      vsQemu: { runs: vsQemu, median: median(vsQemu) },
+      cpu: { runs: cpu, median: median(cpu) },
+    };
+  }
+  return { summary, ratios };
+}
+
+function tables(summary, ratios) {
+  const checks = [];
+  const rows = workloads.map((w) => {
+    const r = ratios[w.key];
+    const cpuOk = r.cpu.median <= targets.cpu[w.key];
+    const qemuOk = r.vsQemu.median >= targets.vsQemu[w.key];
+    const nbdkitTarget = targets.vsNbdkit[w.key];
+    const nbdkitOk = nbdkitTarget === undefined || r.vsNbdkit.median >= nbdkitTarget;
+    checks.push(cpuOk, qemuOk, nbdkitOk);
+    return (
+      `| ${w.label} | ${ratio(r.vsNbdkit.median)}` +
+      `${nbdkitTarget === undefined ? '' : ` (≥${nbdkitTarget} ${verdict(nbdkitOk)})`} | ` +
+      `${ratio(r.vsQemu.median)} (≥${targets.vsQemu[w.key]} ${verdict(qemuOk)}) | ` +
+      `${summary.elide[w.key].median.cpuPerGiB.toFixed(2)} s vs ` +
+      `${summary.nbdkit[w.key].median.cpuPerGiB.toFixed(2)} s = ${ratio(r.cpu.median)} ` +
+      `(≤${targets.cpu[w.key]} ${verdict(cpuOk)}) |`
+    );
+  });
+  const headlineTable = [
+    '| workload | elide vs nbdkit | elide vs qemu-nbd | elide CPU/GiB vs nbdkit |',
+    '|---|---|---|---|',
+    ...rows,
+  ].join('\n');
+  const figures = [
+    '| workload | elide | nbdkit file | qemu-nbd |',
+    '|---|---|---|---|',
+    ...workloads.map(
+      (w) =>
+        `| ${w.label} | ${cell(w, summary.elide[w.key].median)} | ` +
+        `${cell(w, summary.nbdkit[w.key].median)} | ${cell(w, summary['qemu-nbd'][w.key].median)} |`,
+    ),
+  ].join('\n');
+  const list = (values) => values.map((v) => v.toFixed(2)).join(' / ');
+  const perRun = [
+    '| workload | elide/nbdkit, each run | elide/qemu-nbd, each run | CPU/GiB elide/nbdkit, each run |',
+    '|---|---|---|---|',
+    ...workloads.map((w) => {
+      const r = ratios[w.key];
+      return `| ${w.label} | ${list(r.vsNbdkit.runs)} | ${list(r.vsQemu.runs)} | ${list(r.cpu.runs)} |`;
+    }),
+  ].join('\n');
+  return { headlineTable, figures, perRun, allMet: checks.every(Boolean) };
+}
+
+async function measure(servers) {
+  const results = Object.fromEntries(
+    servers.map((s) => [s.name, Object.fromEntries(workloads.map((w) => [w.key, []]))]),
+  );
+  const options = { work, sizeBytes, seconds };
+  // Precondition: one full sequential write pass, so that reads hit real data everywhere.
+  for (const server of servers) {
+    const fill = await fioJob(server, workloads[0], { ...options, timed: false });
+    console.log(
+      `fill ${server.name}: ${num(fill.mibPerS)} MiB/s, ${fill.cpuPerGiB.toFixed(2)} CPU s/GiB`,
+    );
+  }
+  for (let r = 1; r <= runs; r++) {
+    for (const workload of workloads) {
+      for (const server of servers) {
+        const f = await fioJob(server, workload, options);
+        results[server.name][workload.key].push(f);
+        console.log(
+          `run ${r}/${runs} ${workload.key.padEnd(9)} ${server.name.padEnd(8)} ` +
+            `${num(f.mibPerS).padStart(7)} MiB/s ${num(f.iops).padStart(7)} IOPS ` +
+            `p99 ${latency(f.p99Us).padStart(9)} ${f.cpuPerGiB.toFixed(2)} CPU s/GiB`,
+        );
+      }
+    }
+  }
+  return results;
 }
 
 async function main() {
   for (const [tool, args] of [
     ['fio', ['--version']],
     ['nbdkit', ['--version']],
+    ['qemu-nbd', ['--version']],
   ]) {
     if (version(tool, args) === 'unknown') throw new Error(`${tool} is not installed`);
   }
   const loadBefore = os.loadavg()[0];
   fs.mkdirSync(base, { recursive: true });
   work = fs.mkdtempSync(path.join(base, 'nbd-'));
-  const elide = await startElide(path.join(work, 'elide-data'));
-  const nbdkit = await startNbdkit(path.join(work, 'nbdkit.raw'));
-  const nullServer = await startNull();
-  const servers = [elide, nbdkit, nullServer];
-  console.log(`elide ${elide.uri}  nbdkit ${nbdkit.uri}  null ${nullServer.uri}  work dir ${work}`);
+  const elide = await startElide({
+    elideBin,
+    work,
+    dataDir: path.join(work, 'elide-data'),
+    names: ['bench'],
+    sizeBytes,
+  });
+  const nbdkit = await startNbdkit(path.join(work, 'nbdkit.raw'), sizeBytes, work);
+  const qemu = await startQemuNbd(path.join(work, 'qemu.raw'), sizeBytes, work);
+  const servers = [elide, nbdkit, qemu];
+  console.log(`elide ${elide.uri}  nbdkit ${nbdkit.uri}  qemu-nbd ${qemu.uri}  work dir ${work}`);
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  const idleStartMiB = mib(memory(elide.child.pid).rssBytes);
 
-  // Precondition: a full sequential write pass, so that reads hit real data on both servers.
-  for (const server of [elide, nbdkit]) {
-    const fill = await fio(server, workloads[0], false);
-    console.log(`fill ${server.name}: ${num(fill.mibPerS)} MiB/s`);
-  }
-
-  const results = Object.fromEntries(
-    servers.map((s) => [s.name, Object.fromEntries(workloads.map((w) => [w.key, []]))]),
-  );
-  for (let r = 1; r <= runs; r++) {
-    for (const workload of workloads) {
-      for (const server of servers) {
-        const figures = await fio(server, workload);
-        results[server.name][workload.key].push(figures);
-        console.log(
-          `run ${r}/${runs} ${workload.key.padEnd(9)} ${server.name.padEnd(6)} ` +
-            `${num(figures.mibPerS).padStart(7)} MiB/s ${num(figures.iops).padStart(7)} IOPS ` +
-            `p99 ${latency(figures.p99Us)}`,
-        );
-      }
-    }
-  }
-
-  // Stop elide cleanly (it flushes) to read its space figures.
+  const results = await measure(servers);
+  const peakMiB = mib(memory(elide.child.pid).hwmBytes);
+  await new Promise((resolve) => setTimeout(resolve, 10_000));
+  const idleAfterMiB = mib(memory(elide.child.pid).rssBytes);
   await stop(elide.child);
   const info = JSON.parse(
     (
@@ -206,60 +222,36 @@ async function main() {
     ).stdout,
   );
   await stop(nbdkit.child);
-  await stop(nullServer.child);
+  await stop(qemu.child);
+  console.log('20 volumes under random writes at once ...');
+  const many = await runManyVolumes({ elideBin, work });
 
-  const summary = {};
-  for (const server of servers) {
-    summary[server.name] = {};
-    for (const workload of workloads) {
-      const list = results[server.name][workload.key];
-      summary[server.name][workload.key] = {
-        runs: list,
-        median: {
-          mibPerS: median(list.map((f) => f.mibPerS)),
-          iops: median(list.map((f) => f.iops)),
-          p99Us: median(list.map((f) => f.p99Us)),
-        },
-      };
-    }
-  }
-
-  const rows = workloads.map((workload) => {
-    const e = summary.elide[workload.key];
-    const k = summary.nbdkit[workload.key];
-    const ratio = e.median[headline(workload)] / k.median[headline(workload)];
-    const target = targets[workload.key];
-    const status = ratio >= target ? 'met' : 'not met';
-    const n = summary.null[workload.key];
-    const ceiling = n.median[headline(workload)] / k.median[headline(workload)];
-    return (
-      `| ${workload.label} | ${cell(workload, e)} | ${cell(workload, k)} | ` +
-      `${ratio.toFixed(2)}× | ≥${target}× ${status} | ${cell(workload, n)} | ${ceiling.toFixed(2)}× |`
-    );
-  });
-  const table = [
-    '| workload | elide | nbdkit file | elide/nbdkit ratio | target | null server (NBD layer only) | null/nbdkit |',
-    '|---|---|---|---|---|---|---|',
-    ...rows,
-  ].join('\n');
-  const perRun = [
-    `| workload | elide, each run | nbdkit file, each run | null server, each run |`,
-    '|---|---|---|---|',
-    ...workloads.map((workload) => {
-      const unit = headline(workload) === 'mibPerS' ? 'MiB/s' : 'IOPS';
-      const list = (name) =>
-        summary[name][workload.key].runs.map((f) => num(f[headline(workload)])).join(' / ');
-      return (
-        `| ${workload.label} | ${list('elide')} ${unit} | ${list('nbdkit')} ${unit} | ` +
-        `${list('null')} ${unit} |`
-      );
-    }),
-  ].join('\n');
+  const { summary, ratios } = summarize(
+    results,
+    servers.map((s) => s.name),
+  );
+  const { headlineTable, figures, perRun, allMet } = tables(summary, ratios);
+  const memoryOk =
+    peakMiB < targets.peakMiB && Math.max(idleStartMiB, idleAfterMiB) < targets.idleMiB;
+  const manyOk = many.peakMiB < manyTargets.peakMiB && many.belowTargetAfterMs !== null;
+  const memoryLines = [
+    `- One volume: at rest after start ${num(idleStartMiB)} MiB, at rest 10 s after the last ` +
+      `job ${num(idleAfterMiB)} MiB (target below ${targets.idleMiB} MiB); peak (VmHWM) over ` +
+      `the whole bench ${num(peakMiB)} MiB (target below ${targets.peakMiB} MiB): ` +
+      `${verdict(memoryOk)}.`,
+    `- ${manyVolumes.count} volumes of ${mib(manyVolumes.sizeBytes)} MiB in one \`serve nbd\`, ` +
+      `each under 4 KiB random writes at QD${manyVolumes.qd} at once for ${manyVolumes.seconds} s ` +
+      `(\`${manyFioCommand()}\`): at rest ${num(many.idleMiB)} MiB, peak ${num(many.peakMiB)} MiB ` +
+      `(target below ${manyTargets.peakMiB} MiB), ${num(many.settledMiB)} MiB ` +
+      `${manyVolumes.settleMs / 1000} s after the load stopped; below ${manyTargets.settledMiB} MiB ` +
+      `${many.belowTargetAfterMs === null ? 'not within that time' : `after ${(many.belowTargetAfterMs / 1000).toFixed(1)} s`}: ` +
+      `${verdict(manyOk)}.`,
+  ];
 
   const cpus = os.cpus();
   const gib = +(sizeBytes / 2 ** 30).toFixed(3);
   const fioShown = (w, timed = true) =>
-    fioArgs(w, 'URI', 'FILE', timed)
+    fioArgs(w, { uri: 'URI', output: 'FILE', sizeBytes, seconds, timed })
       .filter((arg) => !/^--(name|ioengine|uri|output)/.test(arg))
       .join(' ');
   const section = [
@@ -267,55 +259,55 @@ async function main() {
       `${cpus.length}× ${cpus[0]?.model ?? 'unknown CPU'}, ` +
       `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}; ` +
       `Node ${process.version}, ${version('fio', ['--version'])}, ` +
-      `${version('nbdkit', ['--version'])}, libnbd ` +
-      `${version('nbdinfo', ['--version']).replace(/^nbdinfo\s*/, '')}. Client and servers ` +
-      'share the same cores over 127.0.0.1 (1-minute load average ' +
+      `${version('nbdkit', ['--version'])}, ${version('qemu-nbd', ['--version'])}. Client and ` +
+      'servers share the same cores over 127.0.0.1 (1-minute load average ' +
       `${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end).`,
     '',
-    `Both servers keep their data in the same directory (${path.relative(repo, base) || '.'}): ` +
-      `elide serves a fresh ${gib} GiB volume (\`elide serve nbd bench\`, ` +
-      'default flags), nbdkit serves a raw file of the same size ' +
-      '(`nbdkit -f -i 127.0.0.1 -p PORT file FILE`, default threads). One fio job on one ' +
-      `connection per test, ${seconds} s each over the whole ${gib} GiB; each target ` +
-      'is first filled by one full 1 MiB sequential write pass, so reads hit real data. Workloads ' +
-      `alternate between the servers (elide first), ${runs} run${runs === 1 ? '' : 's'}; ` +
-      'figures are medians ' +
-      '(MiB/s and IOPS as reported by fio, p99 is completion latency). The ratio compares ' +
-      'MiB/s for sequential and IOPS for random workloads. fio writes its default buffer ' +
-      'contents (random, scrambled per write, so nothing deduplicates or compresses). ' +
-      'Neither side syncs: these jobs send no flush, and nbdkit `file` only calls ' +
-      'fdatasync when a client flushes, just as elide only syncs its log on a flush. ' +
-      "The null server (`bench/null-nbd-server.mjs`) is elide's NBD layer, the code " +
-      '`serve nbd` runs, over a backend that stores nothing: writes are dropped and reads ' +
-      'return zeros. It needs no fill and runs third in each workload; its ratio to nbdkit ' +
-      'is the most any backend behind this protocol layer could reach here.',
+    `Three servers over the same disk: elide serves a fresh ${gib} GiB volume ` +
+      `(\`elide serve nbd bench\`, default flags); \`${nbdkitCommand}\` and ` +
+      `\`${qemuNbdCommand}\` serve raw files of the same size. One fio job on one connection ` +
+      `per test, ${seconds} s each over the whole ${gib} GiB; each server is first filled by ` +
+      'one full 1 MiB sequential write pass, so reads hit real data. Workloads alternate ' +
+      `between the servers (elide first), ${runs} run${runs === 1 ? '' : 's'}; figures are ` +
+      'medians. Write jobs end with `end_fsync=1`: each server makes the data durable before ' +
+      'the job counts as done. CPU s/GiB is the server process’s user + system time over the ' +
+      'job (all threads, from /proc/PID/stat) divided by the GiB fio moved; on this shared ' +
+      'machine it is the steady figure, while throughput swings with the neighbours. The ' +
+      'ratios compare MiB/s for sequential and IOPS for random workloads; each is the median ' +
+      'of the per-run ratios. fio writes its default buffer contents (random, so nothing ' +
+      'deduplicates or compresses).',
     '',
     'fio parameters (`fio --ioengine=nbd --uri=URI --output-format=json --output=FILE ...`):',
     '',
     ...workloads.map((w) => `- ${w.key}: \`${fioShown(w)}\``),
     `- fill (once per server, before the runs): \`${fioShown(workloads[0], false)}\``,
     '',
-    table,
+    headlineTable,
+    '',
+    figures,
     '',
     perRun,
     '',
-    `Targets are from the issue: at least 0.8× nbdkit on 4 KiB random read and write and on ` +
-      'sequential read, and 0.6× on sequential write. After the run the elide volume held ' +
+    'Memory of `elide serve nbd` (resident set, VmRSS and VmHWM from /proc):',
+    '',
+    ...memoryLines,
+    '',
+    `Every throughput and CPU target ${allMet ? 'is met' : 'is not yet met (see the table)'}; ` +
+      `memory targets: ${verdict(memoryOk && manyOk)}. After the run the elide volume held ` +
       `${(info.writtenBytes / 2 ** 20).toFixed(0)} MiB written, ` +
       `${(info.storedBytes / 2 ** 20).toFixed(0)} MiB stored (superseded data included) in ` +
-      `${info.segments} segments and ` +
-      `${(info.walBytes / 2 ** 20).toFixed(0)} MiB of logs.`,
+      `${info.segments} segments and ${(info.walBytes / 2 ** 20).toFixed(0)} MiB of logs.`,
   ].join('\n');
 
-  writeDocSection('nbd-bench', 'NBD server vs nbdkit (fio)', section);
-  console.log(`\n${table}\n\n${perRun}`);
+  writeDocSection('nbd-bench', 'NBD server vs nbdkit and qemu-nbd (fio)', section);
+  console.log(`\n${headlineTable}\n\n${figures}\n\n${perRun}\n\n${memoryLines.join('\n')}`);
 }
 
 try {
   await main();
   await cleanup();
 } catch (error) {
-  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`bench: ${error instanceof Error ? error.stack : String(error)}\n`);
   await cleanup();
   process.exit(1);
 }

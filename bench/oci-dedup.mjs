@@ -6,7 +6,7 @@
 // a data directory that already holds the first and once into an empty one (in each run).
 // Writes the figures into docs/benchmarks.md between the oci-dedup-bench markers.
 // Run with `npm run bench:oci` (builds first).
-// Options (env): ELIDE_BENCH_DIR (default ./bench/out; the rootfs trees and the OCI layout are
+// Options (env): ELIDE_BENCH_DIR (default the system temp dir; the rootfs trees and the OCI layout are
 // cached in its oci-dedup-cache directory and reused by later runs), ELIDE_BENCH_SUITE (default
 // bookworm), ELIDE_BENCH_INCLUDE (the packages v2 adds, default curl,ca-certificates,less),
 // ELIDE_BENCH_MIRROR (default: the first URIs of /etc/apt/sources.list.d/debian.sources),
@@ -20,11 +20,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
-import { exitPaths, median, num, positiveInt, run, version } from './harness.mjs';
+import { benchBase, exitPaths, median, num, positiveInt, run, version } from './harness.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
-const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
+const base = benchBase();
 const cacheDir = path.join(base, 'oci-dedup-cache');
 const suite = process.env.ELIDE_BENCH_SUITE ?? 'bookworm';
 const include = process.env.ELIDE_BENCH_INCLUDE ?? 'curl,ca-certificates,less';
@@ -382,13 +382,13 @@ async function main() {
       `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}; ` +
       `Node ${process.version}, ${version('debootstrap', ['--version'])}, ` +
       `${toolVersion('umoci', ['--version'])}, ${toolVersion('mke2fs', ['-V'])}. ` +
-      `Data directories in ${path.relative(repo, base) || '.'} with the default \`file://\` store ` +
+      `Data directories in ${base} with the default \`file://\` store ` +
       `(1-minute load average ${loadBefore.toFixed(1)} at the start, ` +
       `${os.loadavg()[0].toFixed(1)} at the end).`,
     '',
     `Two Debian ${suite} root filesystems (Debian ${debianVersion}), built ` +
       `${meta.built.slice(0, 10)} from ${mirror} and cached in ` +
-      `${path.relative(repo, cacheDir)} for later runs:`,
+      `${cacheDir} for later runs:`,
     '',
     `- v1: \`debootstrap ${versions[0].args.join(' ')} ${suite} DIR MIRROR\`: ${tree('v1')}.`,
     `- v2: \`debootstrap ${versions[1].args.join(' ')} ${suite} DIR MIRROR\`: ${tree('v2')}. ` +

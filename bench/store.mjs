@@ -4,7 +4,7 @@
 // single-node Ceph radosgw started for the run (scripts/ceph/start.sh, memstore OSD).
 // Writes the figures into docs/benchmarks.md between the store-bench markers.
 // Run with `npm run bench:store` (builds first).
-// Options (env): ELIDE_BENCH_DIR (default ./bench/out), ELIDE_BENCH_SIZE (volume and raw data per
+// Options (env): ELIDE_BENCH_DIR (default the system temp dir), ELIDE_BENCH_SIZE (volume and raw data per
 // run, default 1G), ELIDE_BENCH_RUNS (default 3), ELIDE_BENCH_CPU_PROF (a directory: run the
 // NBD server and `volume sync` under `node --cpu-prof` and keep the profiles there),
 // ELIDE_BENCH_KEEP=1 (keep the work dir, with radosgw's log, after stopping it),
@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  benchBase,
   CreateBucketCommand,
   GetObjectCommand,
   PutObjectCommand,
@@ -63,7 +64,7 @@ const getBatches = [
 /** "GetObject ×4", or "GetObject of 8 MiB ranges ×4". */
 const batchName = ({ qd, rangeBytes }) =>
   `GetObject ${rangeBytes === undefined ? '' : `of ${mib(rangeBytes)} MiB ranges `}×${qd}`;
-const base = path.resolve(process.env.ELIDE_BENCH_DIR ?? path.join(repo, 'bench', 'out'));
+const base = benchBase();
 const profDir = process.env.ELIDE_BENCH_CPU_PROF
   ? path.resolve(process.env.ELIDE_BENCH_CPU_PROF)
   : undefined;

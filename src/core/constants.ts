@@ -124,6 +124,8 @@ export const extentCacheBytesMax = 64 * 1024 * 1024;
 
 /** Segments uploaded to the store at once, per volume. */
 export const uploadConcurrencyMax = 4;
+/** How long a sync waits before looking again when what it waits for is not uploadable yet. */
+export const uploadIdlePollMs = 10;
 /** A failed upload is retried after a delay that doubles from the first to the last. */
 export const uploadRetryDelayMsFirst = 500;
 export const uploadRetryDelayMsMax = 30_000;

@@ -15,6 +15,7 @@
 import {
   syncAttemptsMax,
   uploadConcurrencyMax,
+  uploadIdlePollMs,
   uploadRetryDelayMsFirst,
   uploadRetryDelayMsMax,
 } from '../constants.js';
@@ -123,6 +124,8 @@ export class Uploader {
     let failures = 0;
     for (;;) {
       if (this.fatal !== null) throw this.fatal;
+      // A volume that stopped (a failed commit, a lost ownership) will not make `done` true.
+      if (this.host.stoppedBy !== null) throw this.host.stoppedBy;
       if (this.stopped) throw new ElideError('ELIDE_IO', `volume ${this.host.name} is closed`);
       const before = this.failuresInARow;
       if (this.retryWait !== null) await this.retryWait;
@@ -131,6 +134,12 @@ export class Uploader {
       if (this.fatal !== null) throw this.fatal;
       if (this.failuresInARow > before) failures++;
       else if (done()) return;
+      else if (this.host.pendingSegments().length === 0) {
+        // What `done` waits for is not uploadable yet (a commit still on its way to disk):
+        // wait a timer turn, so that the I/O it waits for can complete, instead of spinning
+        // on promises that never let the event loop reach it.
+        await new Promise((resolve) => setTimeout(resolve, uploadIdlePollMs));
+      }
       if (failures >= syncAttemptsMax) {
         throw new ElideError(
           'ELIDE_STORE_UNAVAILABLE',
