@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ElideError } from '../../../../src/core/errors.js';
+import { UlidMint } from '../../../../src/core/ids/index.js';
 import { nullLogger } from '../../../../src/core/log.js';
 import { FileStore } from '../../../../src/core/store/index.js';
 import { Uploader, type UploadHost } from '../../../../src/core/upload/index.js';
@@ -22,7 +23,7 @@ afterAll(() => {
 function idleHost(): UploadHost & { stoppedBy: ElideError | null } {
   return {
     name: 'v',
-    volumeId: '01M97NBPQQP0373K7049VM1GTG',
+    volumeId: new UlidMint().next(),
     epoch: 1,
     stoppedBy: null,
     overridesStoreHistory: false,
