@@ -5,15 +5,14 @@
  */
 import fs from 'node:fs';
 import { ElideError } from '../../src/core/errors.js';
-import type {
-  ByteRange,
-  ObjectEntry,
-  ObjectInfo,
-  ObjectStore,
-  StoreStats,
+import {
+  type ByteRange,
+  ForwardingStore,
+  type ObjectInfo,
+  type ObjectStore,
 } from '../../src/core/store/index.js';
 
-export class FaultyStore implements ObjectStore {
+export class FaultyStore extends ForwardingStore {
   /** Uploads (put, putFile, conditional puts) to fail before passing them on. */
   failPuts = 0;
   /** Uploads to keys matching this always fail (e.g. /\/segments\// keeps segments pending). */
@@ -39,32 +38,30 @@ export class FaultyStore implements ObjectStore {
   /** Called once an upload has been stored, before its caller hears of it. */
   afterPut: ((key: string) => void) | null = null;
 
-  constructor(private readonly inner: ObjectStore) {}
-
-  get url(): string {
-    return this.inner.url;
+  constructor(inner: ObjectStore) {
+    super(inner);
   }
 
-  put(key: string, body: Buffer): Promise<ObjectInfo> {
+  override put(key: string, body: Buffer): Promise<ObjectInfo> {
     return this.maybeFailPut(key, () => this.inner.put(key, body));
   }
 
-  putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
+  override putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
     return this.maybeFailPut(key, () => this.inner.putIfAbsent(key, body));
   }
 
-  putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
+  override putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
     return this.maybeFailPut(key, () => this.inner.putIfMatch(key, body, version));
   }
 
-  putFile(key: string, path: string): Promise<ObjectInfo> {
+  override putFile(key: string, path: string): Promise<ObjectInfo> {
     if (this.copyFiles) {
       return this.maybeFailPut(key, () => this.inner.put(key, fs.readFileSync(path)));
     }
     return this.maybeFailPut(key, () => this.inner.putFile(key, path));
   }
 
-  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
+  override get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
     if (this.down) return Promise.reject(unavailable('get', key));
     if (this.hangGets) return new Promise(() => {});
     if (this.failGets > 0) {
@@ -86,25 +83,9 @@ export class FaultyStore implements ObjectStore {
     return this.inner.get(key, range, into);
   }
 
-  head(key: string): Promise<ObjectInfo | undefined> {
+  override head(key: string): Promise<ObjectInfo | undefined> {
     if (this.down) return Promise.reject(unavailable('head', key));
     return this.inner.head(key);
-  }
-
-  list(prefix: string): AsyncIterable<ObjectEntry> {
-    return this.inner.list(prefix);
-  }
-
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-
-  stats(): StoreStats {
-    return this.inner.stats();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 
   private maybeFailPut(key: string, pass: () => Promise<ObjectInfo>): Promise<ObjectInfo> {

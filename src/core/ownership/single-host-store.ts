@@ -8,29 +8,21 @@
  * as it is.
  */
 import { ElideError } from '../errors.js';
-import type {
-  ByteRange,
-  ObjectEntry,
-  ObjectInfo,
-  ObjectStore,
-  StoreStats,
-} from '../store/index.js';
+import { ForwardingStore, type ObjectInfo, type ObjectStore } from '../store/index.js';
 
-export class SingleHostStore implements ObjectStore {
+export class SingleHostStore extends ForwardingStore {
   /**
    * @param enforcesConditions whether the store enforces conditional writes
    *   (the data directory's probe, run the first time it is asked).
    */
   constructor(
-    private readonly inner: ObjectStore,
+    inner: ObjectStore,
     private readonly enforcesConditions: () => Promise<boolean>,
-  ) {}
-
-  get url(): string {
-    return this.inner.url;
+  ) {
+    super(inner);
   }
 
-  async putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
+  override async putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
     if (await this.enforcesConditions()) return this.inner.putIfAbsent(key, body);
     if ((await this.inner.head(key)) !== undefined) {
       throw new ElideError(
@@ -42,7 +34,7 @@ export class SingleHostStore implements ObjectStore {
     return this.inner.put(key, body);
   }
 
-  async putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
+  override async putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
     if (await this.enforcesConditions()) return this.inner.putIfMatch(key, body, version);
     const current = await this.inner.head(key);
     if (current?.version !== version) {
@@ -53,37 +45,5 @@ export class SingleHostStore implements ObjectStore {
       );
     }
     return this.inner.put(key, body);
-  }
-
-  put(key: string, body: Buffer): Promise<ObjectInfo> {
-    return this.inner.put(key, body);
-  }
-
-  putFile(key: string, file: string): Promise<ObjectInfo> {
-    return this.inner.putFile(key, file);
-  }
-
-  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
-    return this.inner.get(key, range, into);
-  }
-
-  head(key: string): Promise<ObjectInfo | undefined> {
-    return this.inner.head(key);
-  }
-
-  list(prefix: string): AsyncIterable<ObjectEntry> {
-    return this.inner.list(prefix);
-  }
-
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-
-  stats(): StoreStats {
-    return this.inner.stats();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -16,6 +16,7 @@ export {
   fileStoreVersion,
 } from './file-store.js';
 export type { FileStoreOptions } from './file-store.js';
+export { ForwardingStore } from './forwarding-store.js';
 export { S3Store } from './s3-store.js';
 export type { S3Location, S3StoreOptions } from './s3-store.js';
 export { defaultStoreUrl, openStore, parseStoreUrl } from './url.js';

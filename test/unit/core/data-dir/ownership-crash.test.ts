@@ -15,11 +15,10 @@ import { DataDir } from '../../../../src/core/index.js';
 import { readNameRecord } from '../../../../src/core/names/index.js';
 import {
   FileStore,
+  ForwardingStore,
   type ByteRange,
-  type ObjectEntry,
   type ObjectInfo,
   type ObjectStore,
-  type StoreStats,
 } from '../../../../src/core/store/index.js';
 import { CrashableFs } from '../../../support/crashable-fs.js';
 import { mulberry32, pattern } from '../../../support/rng.js';
@@ -32,13 +31,9 @@ afterAll(() => {
 });
 
 /** A store that dies (refuses everything from then on) at its Nth write or delete. */
-class DyingStore implements ObjectStore {
+class DyingStore extends ForwardingStore {
   writes = 0;
   dieAt = Infinity;
-  constructor(private readonly inner: ObjectStore) {}
-  get url(): string {
-    return this.inner.url;
-  }
   private mutate<T>(run: () => Promise<T>): Promise<T> {
     if (++this.writes >= this.dieAt) return Promise.reject(died());
     return run();
@@ -46,34 +41,29 @@ class DyingStore implements ObjectStore {
   private read<T>(run: () => Promise<T>): Promise<T> {
     return this.writes >= this.dieAt ? Promise.reject(died()) : run();
   }
-  put(key: string, body: Buffer): Promise<ObjectInfo> {
-    return this.mutate(() => this.inner.put(key, body));
+  override put(key: string, body: Buffer): Promise<ObjectInfo> {
+    return this.mutate(() => super.put(key, body));
   }
-  putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
-    return this.mutate(() => this.inner.putIfAbsent(key, body));
+  override putIfAbsent(key: string, body: Buffer): Promise<ObjectInfo> {
+    return this.mutate(() => super.putIfAbsent(key, body));
   }
-  putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
-    return this.mutate(() => this.inner.putIfMatch(key, body, version));
+  override putIfMatch(key: string, body: Buffer, version: string): Promise<ObjectInfo> {
+    return this.mutate(() => super.putIfMatch(key, body, version));
   }
-  putFile(key: string, file: string): Promise<ObjectInfo> {
-    return this.mutate(() => this.inner.putFile(key, file));
+  override putFile(key: string, file: string): Promise<ObjectInfo> {
+    return this.mutate(() => super.putFile(key, file));
   }
-  delete(key: string): Promise<void> {
-    return this.mutate(() => this.inner.delete(key));
+  override delete(key: string): Promise<void> {
+    return this.mutate(() => super.delete(key));
   }
-  get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
-    return this.read(() => this.inner.get(key, range, into));
+  override get(key: string, range?: ByteRange, into?: Buffer): Promise<Buffer> {
+    return this.read(() => super.get(key, range, into));
   }
-  head(key: string): Promise<ObjectInfo | undefined> {
-    return this.read(() => this.inner.head(key));
+  override head(key: string): Promise<ObjectInfo | undefined> {
+    return this.read(() => super.head(key));
   }
-  list(prefix: string): AsyncIterable<ObjectEntry> {
-    return this.inner.list(prefix);
-  }
-  stats(): StoreStats {
-    return this.inner.stats();
-  }
-  close(): Promise<void> {
+  /** The shared file store stays open for the other data dirs. */
+  override close(): Promise<void> {
     return Promise.resolve();
   }
 }
