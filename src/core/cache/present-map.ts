@@ -3,7 +3,7 @@
  * extent of a stored segment, set when that extent's bytes in
  * `cache/<id>.seg` are durable.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum.js';
 import { segmentExtentsMax } from '../constants.js';
 import { ElideError } from '../errors.js';
 import { readUlid, writeUlid, type Ulid } from '../ids/index.js';

@@ -10,7 +10,7 @@
  * prefix before the decompressor sees it, since the decompressor sizes its
  * output allocation from that prefix.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum.js';
 import { compress, compressSync, uncompressSync } from 'lz4-napi';
 import { assert } from '../assert.js';
 import {

@@ -16,7 +16,7 @@
  *   76 4  CRC-32 of bytes 0..76 and the id lists
  *   80    walCount, pendingCount, then outputCount ids (16 bytes each, ascending)
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum.js';
 import { assert } from '../assert.js';
 import { CoalescedRun } from '../coalesced-run.js';
 import { isZeroRange, readSafeU64 } from '../binary.js';

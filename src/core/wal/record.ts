@@ -33,7 +33,7 @@
  * Decoders take untrusted bytes: anything malformed yields `null`, never an
  * exception, so recovery can treat it as "not a record here".
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../checksum.js';
 import { assert } from '../assert.js';
 import {
   blockBytes,

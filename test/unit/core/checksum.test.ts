@@ -1,0 +1,33 @@
+import { randomBytes } from 'node:crypto';
+import { crc32 as zlibCrc32 } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { crc32 } from '../../../src/core/checksum.js';
+import { mulberry32 } from '../../support/rng.js';
+
+describe('crc32', () => {
+  it('is CRC-32/ISO-HDLC (the check value of "123456789" is 0xCBF43926)', () => {
+    expect(crc32(Buffer.from('123456789'))).toBe(0xcbf43926);
+    expect(crc32(Buffer.alloc(0))).toBe(0);
+  });
+
+  it('equals zlib.crc32, which earlier builds wrote into logs and segments, seeded or not', () => {
+    const random = mulberry32(17);
+    for (let i = 0; i < 500; i++) {
+      const data = randomBytes(Math.floor(random() * 9000));
+      const seed = Math.floor(random() * 2 ** 32);
+      expect(crc32(data)).toBe(zlibCrc32(data));
+      expect(crc32(data, seed)).toBe(zlibCrc32(data, seed));
+    }
+  });
+
+  it('continues across parts like one pass over their concatenation', () => {
+    const data = randomBytes(10_000);
+    expect(crc32(data.subarray(3000), crc32(data.subarray(0, 3000)))).toBe(crc32(data));
+  });
+
+  it('takes any Uint8Array view, not only Buffers', () => {
+    const data = randomBytes(4096);
+    const view = new Uint8Array(data.buffer, data.byteOffset + 100, 1000);
+    expect(crc32(view)).toBe(zlibCrc32(data.subarray(100, 1100)));
+  });
+});
