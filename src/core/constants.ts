@@ -260,6 +260,12 @@ export const s3MessageCharsMax = 300;
 
 /** file:// store versions: the first 32 hex digits (128 bits) of BLAKE3 of the content. */
 export const fileStoreVersionHexDigits = 32;
+/**
+ * file:// objects up to this size are versioned by their content; larger ones
+ * (segments) by the file's identity, so uploading a segment does not read and
+ * hash it again. Only small records are ever written conditionally.
+ */
+export const fileStoreHashedBytesMax = 1024 * 1024;
 /** file:// store: a writer waiting for a key lock retries at most this long apart. */
 export const fileStoreLockRetryDelayMsMax = 50;
 /** file:// store: tries when a concurrent delete removes a parent directory between mkdir and rename. */

@@ -8,7 +8,11 @@ import fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
-import { fileStoreVersionHexDigits, rawCopyChunkBytes } from '../constants.js';
+import {
+  fileStoreHashedBytesMax,
+  fileStoreVersionHexDigits,
+  rawCopyChunkBytes,
+} from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import type { ObjectEntry } from './types.js';
 import { getTarget, validateStoreKey } from './types.js';
@@ -117,11 +121,7 @@ export async function readFully(
   return done === length ? out : out.subarray(0, done);
 }
 
-export async function writeFully(
-  handle: FileHandle,
-  data: Buffer,
-  position: number,
-): Promise<void> {
+async function writeFully(handle: FileHandle, data: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
@@ -139,25 +139,53 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
- * Reads `handle` from its start, a chunk at a time, hashing every byte: the
- * size and file-store version of its content. `eachChunk` sees each chunk
- * and its offset (to copy it, or check the size so far) before the next
- * is read; the chunk buffer is reused.
+ * The file-store version of an object file (docs/formats.md §5.1): the hex
+ * BLAKE3 of its bytes when it is small, else `f` and its size, inode and
+ * modification time, which a put never shares with another (it always
+ * installs a new file) and which link and rename keep.
  */
-export async function hashContent(
-  handle: FileHandle,
-  eachChunk?: (chunk: Buffer, offset: number) => Promise<void> | void,
-): Promise<{ sizeBytes: number; version: string }> {
+export async function fileVersion(handle: FileHandle): Promise<ObjectInfoContent> {
+  const stat = await handle.stat({ bigint: true });
+  const sizeBytes = Number(stat.size);
+  if (sizeBytes <= fileStoreHashedBytesMax) return hashContent(handle, sizeBytes);
+  const version = `f${stat.size.toString(16)}-${stat.ino.toString(16)}-${stat.mtimeNs.toString(16)}`;
+  return { sizeBytes, version };
+}
+
+export interface ObjectInfoContent {
+  sizeBytes: number;
+  version: string;
+}
+
+/** Reads `handle` from its start, a chunk at a time, hashing every byte: its size and content version. */
+async function hashContent(handle: FileHandle, statBytes: number): Promise<ObjectInfoContent> {
   const hasher = new Blake3Hasher();
-  const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
+  // The size stat saw, plus one byte to see the end in one read (a foreign writer may have grown it).
+  const chunk = Buffer.allocUnsafe(statBytes + 1);
   let sizeBytes = 0;
   for (;;) {
     const { bytesRead } = await handle.read(chunk, 0, chunk.length, sizeBytes);
     if (bytesRead === 0) break;
-    const part = chunk.subarray(0, bytesRead);
-    await eachChunk?.(part, sizeBytes);
-    hasher.update(part);
+    hasher.update(chunk.subarray(0, bytesRead));
     sizeBytes += bytesRead;
   }
   return { sizeBytes, version: hasher.digest('hex').slice(0, fileStoreVersionHexDigits) };
+}
+
+/** Copies `source` into `target` from their starts, a chunk at a time; `eachChunk` sees each first. */
+export async function copyContent(
+  source: FileHandle,
+  target: FileHandle,
+  eachChunk: (chunk: Buffer, offset: number) => void,
+): Promise<void> {
+  const chunk = Buffer.allocUnsafe(rawCopyChunkBytes);
+  let offset = 0;
+  for (;;) {
+    const { bytesRead } = await source.read(chunk, 0, chunk.length, offset);
+    if (bytesRead === 0) return;
+    const part = chunk.subarray(0, bytesRead);
+    eachChunk(part, offset);
+    await writeFully(target, part, offset);
+    offset += bytesRead;
+  }
 }

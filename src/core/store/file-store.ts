@@ -22,14 +22,18 @@ import fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { assert } from '../assert.js';
-import { fileStoreInstallAttemptsMax, fileStoreVersionHexDigits } from '../constants.js';
 import {
+  fileStoreHashedBytesMax,
+  fileStoreInstallAttemptsMax,
+  fileStoreVersionHexDigits,
+} from '../constants.js';
+import {
+  copyContent,
+  fileVersion,
   fsyncDir,
-  hashContent,
   readFully,
   storeIo,
   walkObjects,
-  writeFully,
 } from './file-store-io.js';
 import { KeyLocks } from './file-store-lock.js';
 import { ElideError, systemErrorCode } from '../errors.js';
@@ -56,8 +60,9 @@ export interface FileStoreOptions {
 export const fileStoreLockWaitMsDefault = 10_000;
 export const fileStoreTmpMaxAgeMsDefault = 60_000;
 
-/** The version the file store gives `body`. */
+/** The version the file store gives a small object holding `body` (a larger one's depends on its file). */
 export function fileStoreVersion(body: Uint8Array): string {
+  assert(body.length <= fileStoreHashedBytesMax, 'objects this small are versioned by content');
   return blake3(body).toString('hex').slice(0, fileStoreVersionHexDigits);
 }
 
@@ -238,10 +243,15 @@ export class FileStore implements ObjectStore {
 
   private async stageBuffer(key: string, body: Buffer): Promise<Staged> {
     checkStoreValueSize(key, body.length);
-    const info: ObjectInfo = { key, sizeBytes: body.length, version: fileStoreVersion(body) };
+    let info: ObjectInfo | undefined;
+    if (body.length <= fileStoreHashedBytesMax) {
+      info = { key, sizeBytes: body.length, version: fileStoreVersion(body) };
+    }
     const tmp = await this.writeTmp(key, async (handle) => {
       await handle.writeFile(body);
+      info ??= { key, ...(await fileVersion(handle)) };
     });
+    assert(info !== undefined, 'writeTmp ran fill');
     return { tmp, info };
   }
 
@@ -271,12 +281,11 @@ export class FileStore implements ObjectStore {
         try {
           if (!(await handle.stat()).isFile())
             throw new Error(`${sourcePath} is not a regular file`);
-          const { sizeBytes, version } = await hashContent(handle, (part, offset) =>
-            checkStoreValueSize(key, offset + part.length),
-          );
+          const content = await fileVersion(handle);
+          checkStoreValueSize(key, content.sizeBytes);
           // The source's data may not be durable yet: the object's must be.
           await handle.datasync();
-          return { tmp, info: { key, sizeBytes, version } };
+          return { tmp, info: { key, ...content } };
         } finally {
           await handle.close();
         }
@@ -287,18 +296,19 @@ export class FileStore implements ObjectStore {
     }
   }
 
-  /** Copies `sourcePath` in chunks, hashing as it goes, so the file is read once and never whole. */
+  /** Copies `sourcePath` in chunks, so it is never read whole. */
   private async stageByCopy(key: string, sourcePath: string): Promise<Staged> {
     const source = await openSourceFile(sourcePath);
     try {
-      let content = { sizeBytes: 0, version: '' };
+      let info: ObjectInfo | undefined;
       const tmp = await this.writeTmp(key, async (target) => {
-        content = await hashContent(source, async (part, offset) => {
-          checkStoreValueSize(key, offset + part.length);
-          await writeFully(target, part, offset);
-        });
+        await copyContent(source, target, (part, offset) =>
+          checkStoreValueSize(key, offset + part.length),
+        );
+        info = { key, ...(await fileVersion(target)) };
       });
-      return { tmp, info: { key, ...content } };
+      assert(info !== undefined, 'writeTmp ran fill');
+      return { tmp, info };
     } finally {
       await source.close();
     }
@@ -311,7 +321,7 @@ export class FileStore implements ObjectStore {
   ): Promise<string> {
     const tmp = path.join(this.tmpDir, this.mint.next());
     return storeIo('put', this.url, key, async () => {
-      const handle = await fsp.open(tmp, 'wx', 0o644);
+      const handle = await fsp.open(tmp, 'wx+', 0o644); // read too: a small object's version hashes it
       try {
         await fill(handle);
         await handle.datasync();
@@ -471,7 +481,7 @@ export class FileStore implements ObjectStore {
       const handle = await this.openObject(key);
       if (handle === undefined) return undefined;
       try {
-        return { key, ...(await hashContent(handle)) };
+        return { key, ...(await fileVersion(handle)) };
       } finally {
         await handle.close();
       }

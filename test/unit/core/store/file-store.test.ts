@@ -9,6 +9,7 @@ import { AssertionError } from '../../../../src/core/assert.js';
 import { isElideError } from '../../../../src/core/errors.js';
 import { UlidMint } from '../../../../src/core/ids/ulid.js';
 import type { ObjectStore } from '../../../../src/core/store/index.js';
+import { fileStoreHashedBytesMax } from '../../../../src/core/constants.js';
 import { FileStore, fileStoreVersion } from '../../../../src/core/store/index.js';
 import { fileStoreLockName } from '../../../../src/core/store/file-store-lock.js';
 import {
@@ -147,6 +148,26 @@ describe('FileStore', () => {
     } finally {
       fs.rmSync(remote, { recursive: true, force: true });
     }
+    expect(tmpEntries()).toEqual([]);
+  });
+
+  it('versions objects above fileStoreHashedBytesMax by their file, without reading them', async () => {
+    const big = Buffer.alloc(fileStoreHashedBytesMax + 1, 7);
+    const local = path.join(dir, 'big.seg');
+    fs.writeFileSync(local, big);
+    const linked = await store.putFile('big/linked', local);
+    expect(linked.version).toMatch(/^f[0-9a-f]+-[0-9a-f]+-[0-9a-f]+$/);
+    expect(await store.head('big/linked')).toEqual(linked);
+    // The same bytes put again are a new file: a new version, as S3 gives multipart uploads.
+    const put = await store.put('big/put', big);
+    expect(put.version).not.toBe(linked.version);
+    expect(await store.head('big/put')).toEqual(put);
+    const replaced = await store.put('big/put', big);
+    expect(replaced.version).not.toBe(put.version);
+    expect(await store.head('big/put')).toEqual(replaced);
+    // At the bound, content still decides.
+    const edge = Buffer.alloc(fileStoreHashedBytesMax, 7);
+    expect((await store.put('big/edge', edge)).version).toBe(fileStoreVersion(edge));
     expect(tmpEntries()).toEqual([]);
   });
 
