@@ -41,6 +41,7 @@ import {
   nbdCloseGraceMs,
   nbdOutboxBytesMax,
 } from './limits.js';
+import { switchToFixedBuffer } from './fixed-buffer-reads.js';
 import { InputQueue } from './input-queue.js';
 import { OptionNegotiation, type ExportCatalog } from './negotiation.js';
 import {
@@ -56,6 +57,8 @@ export interface ConnectionHost extends ExportCatalog {
   readonly log: Logger;
   /** Large read-reply and write-payload buffers, shared by the server's connections. */
   readonly buffers: BufferPool;
+  /** The one buffer every connection's socket reads into (fixed-buffer-reads.ts). */
+  readonly receiveBuffer: Buffer;
   /**
    * A write refused because the data directory is below its free-space reserve. The client
    * gets ENOSPC; the operator must hear of it too (df still shows space), but not every time.
@@ -70,8 +73,9 @@ export class NbdConnection {
   private exported: NbdExport | null = null;
   /** Bytes of an oversized option or payload still to be thrown away. */
   private discardBytes = 0;
-  /** A request whose payload is still arriving. */
-  private awaitingPayload: RequestHeader | null = null;
+  /** A write whose payload is still arriving, and how much of it is there. */
+  private awaitingPayload: { request: RequestHeader; payload: Buffer; filled: number } | null =
+    null;
   /** Reply for a request whose payload is being discarded. */
   private afterDiscard: (() => void) | null = null;
   private inflight = 0;
@@ -105,7 +109,12 @@ export class NbdConnection {
       if (this.phase !== 'transmission') this.abort('handshake timed out');
     });
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    // Accepted paused (pauseOnConnect): reading starts once its mode is chosen.
+    const fixed = switchToFixedBuffer(socket, host.receiveBuffer, (bytes) =>
+      this.receive(bytes, true),
+    );
+    if (!fixed) socket.on('data', (chunk: Buffer) => this.receive(chunk, false));
+    socket.resume();
     socket.on('error', (error) => this.host.log.debug(`nbd connection ${id}: ${error.message}`));
     socket.once('close', () => {
       this.phase = 'closed';
@@ -149,10 +158,12 @@ export class NbdConnection {
 
   // ---- input -----------------------------------------------------------------------------
 
-  private receive(chunk: Buffer): void {
+  /** `lent`: the chunk is a view of the shared receive buffer, valid only during this call. */
+  private receive(chunk: Buffer, lent: boolean): void {
     if (this.phase === 'closed') return;
     this.input.push(chunk);
     this.process();
+    if (lent) this.input.keepRemainder();
   }
 
   private process(): void {
@@ -185,10 +196,7 @@ export class NbdConnection {
       } else if (this.phase === 'options') {
         if (!this.pumpOption()) return;
       } else if (this.awaitingPayload !== null) {
-        const request = this.awaitingPayload;
-        if (input.available < request.length) return;
-        this.awaitingPayload = null;
-        this.dispatch(request, this.takePayload(request.length));
+        if (!this.fillPayload()) return;
       } else if (!this.pumpRequest()) {
         return;
       }
@@ -214,7 +222,8 @@ export class NbdConnection {
     }
     if (input.available < optionHeaderBytes + length) return false;
     input.skip(optionHeaderBytes);
-    this.negotiation.option(code, input.take(length));
+    // A copy: the input may be a lent view, and an option is small and rare.
+    this.negotiation.option(code, Buffer.from(input.take(length)));
     return true;
   }
 
@@ -253,17 +262,30 @@ export class NbdConnection {
       this.afterDiscard = () =>
         this.replyError(request, 'EINVAL', 'write exceeds the maximum payload');
     } else {
-      this.awaitingPayload = request;
+      // Pooled when large, given back when the write settles.
+      const payload = this.host.buffers.take(request.length);
+      this.awaitingPayload = { request, payload, filled: 0 };
     }
     return true;
   }
 
-  /** A write payload, in a pooled buffer when large (given back when the write settles). */
-  private takePayload(length: number): Buffer {
-    if (!this.host.buffers.pools(length)) return this.input.take(length);
-    const out = this.input.copyOut(this.host.buffers.take(length));
-    this.input.skip(length);
-    return out;
+  /**
+   * Copies what has arrived of the awaited write payload into its buffer as
+   * it arrives (never holding socket chunks for it); dispatches the write
+   * once it is whole, else returns false to wait for more.
+   */
+  private fillPayload(): boolean {
+    const awaited = this.awaitingPayload;
+    if (awaited === null) return true;
+    const { payload } = awaited;
+    const n = Math.min(this.input.available, payload.length - awaited.filled);
+    this.input.copyOut(payload.subarray(awaited.filled, awaited.filled + n));
+    this.input.skip(n);
+    awaited.filled += n;
+    if (awaited.filled < payload.length) return false;
+    this.awaitingPayload = null;
+    this.dispatch(awaited.request, payload);
+    return true;
   }
 
   private enterTransmission(exported: NbdExport): void {

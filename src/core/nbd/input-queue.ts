@@ -1,7 +1,8 @@
 /**
  * Bytes received from a client, kept as the list of chunks they arrived in. A
- * field is a view when one chunk holds it and a copy only when it spans chunks,
- * so large write payloads are not copied twice.
+ * field is a view when one chunk holds it and a copy only when it spans chunks.
+ * A chunk that is only lent (a view of a reused read buffer) is taken from
+ * while it is lent, and what is left of it is copied (`keepRemainder`).
  */
 export class InputQueue {
   private readonly chunks: Buffer[] = [];
@@ -34,6 +35,17 @@ export class InputQueue {
       if (copied === target.length) break;
     }
     return target;
+  }
+
+  /**
+   * Copies whatever is still queued into one buffer of its own: called once a
+   * lent chunk has been taken from as far as it can be, before it is reused.
+   */
+  keepRemainder(): void {
+    if (this.buffered === 0) return;
+    const kept = this.copyOut(Buffer.allocUnsafe(this.buffered));
+    this.chunks.length = 0;
+    this.chunks.push(kept);
   }
 
   take(length: number): Buffer {

@@ -17,6 +17,8 @@ export const nbdInflightPayloadBytesMax = 64 * 1024 * 1024;
 export const nbdOutboxBytesMax = 1024 * 1024;
 /** Read replies and write payloads at least this large use pooled buffers (buffer-pool.ts). */
 export const nbdPooledBufferMinBytes = 128 * 1024;
+/** The buffer every socket of one server reads into (fixed-buffer-reads.ts): one read's most. */
+export const nbdReceiveBufferBytes = 256 * 1024;
 /** Idle pooled buffers kept per server. */
 export const nbdBufferPoolIdleBytesMax = 64 * 1024 * 1024;
 /** Writes refused for want of space are logged at most once per export per this interval. */

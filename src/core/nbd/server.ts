@@ -16,7 +16,7 @@ import { ElideError, systemErrorCode } from '../errors.js';
 import { NbdConnection, type ConnectionHost } from './connection.js';
 import type { NbdExport } from './export.js';
 import { BufferPool } from './buffer-pool.js';
-import { nbdNoSpaceLogIntervalMs } from './limits.js';
+import { nbdNoSpaceLogIntervalMs, nbdReceiveBufferBytes } from './limits.js';
 
 export type ListenAddress = { host: string; port: number } | { path: string };
 
@@ -27,6 +27,7 @@ export class NbdServer implements ConnectionHost {
   private nextConnectionId = 1;
   private stopping = false;
   readonly buffers = new BufferPool();
+  readonly receiveBuffer = Buffer.allocUnsafeSlow(nbdReceiveBufferBytes);
   private readonly noSpaceLog: ThrottledLog;
 
   constructor(
@@ -62,7 +63,9 @@ export class NbdServer implements ConnectionHost {
 
   /** Starts listening; resolves with the bound address (the real port when 0 was asked). */
   async listen(address: ListenAddress): Promise<ListenAddress> {
-    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>
+      this.accept(socket),
+    );
     if ('path' in address) await removeStaleSocket(address.path);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error) => {
