@@ -2,10 +2,9 @@
  * The read path (docs/design.md §4): LBA → (hash, offset) through the LBA
  * map, then hash → body through the extent index, every byte verified.
  *
- * - a read that covers a whole raw extent reads it straight into the reply
- *   and checks its BLAKE3;
- * - a read of part of a raw extent reads only the blocks asked for and
- *   checks each against its CRC-32 from the segment index;
+ * - a read of a raw extent, whole or in part, reads only the blocks asked
+ *   for, straight into the reply, and checks each against its CRC-32 from
+ *   the segment index (taken from bytes checked against the hash);
  * - an LZ4 extent is decompressed whole, checked and kept in the extent cache;
  * - an extent still in a log is read and checked whole the first time, and
  *   its block CRCs kept for later partial reads.
@@ -207,13 +206,13 @@ export class ReadPath {
     count: number,
     target: Buffer,
   ): void {
-    const plainBlocks =
-      location.kind === 'wal' ? location.plainBlocks : location.extent.plainBlocks;
     const source = location.kind === 'wal' ? location.wal.path : location.segment.path;
     if (location.kind === 'segment' && location.extent.codec === 'raw') {
+      // Whole or in part, a raw extent is checked against its block CRCs: they
+      // were taken from bytes promotion verified against the hash, and cost
+      // about half what hashing the extent again would.
       location.segment.readRawInto(this.state.fs, location.extent, firstBlock * blockBytes, target);
-      if (count === plainBlocks) verifyHash(target, hash, source);
-      else verifyBlocks(target, 0, location.extent.blockCrcs, firstBlock, count, source);
+      verifyBlocks(target, 0, location.extent.blockCrcs, firstBlock, count, source);
       return;
     }
     if (location.kind === 'wal' && location.blockCrcs !== undefined) {
