@@ -15,7 +15,7 @@ export type ExtentLocation =
       wal: WalFile;
       payloadOffset: number;
       plainBlocks: number;
-      /** Per-block CRCs, computed when the whole record is first read and its hash checked. */
+      /** Per-block CRCs: taken at append, or when a recovered record is first read whole and its hash checked. */
       blockCrcs?: Uint32Array;
     }
   | { kind: 'segment'; segment: SegmentReader; extent: SegmentExtent };

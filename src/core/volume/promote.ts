@@ -7,7 +7,7 @@
  *      holds (dedup). All claims are kept, dead ones included: a claim may only be
  *      dropped once what shadows it is durable, which is GC's business.
  *   2. Build (a worker thread on the real filesystem, inline otherwise): read
- *      each body from the WAL, check it against its hash, LZ4-compress it
+ *      each body from the WAL, check it (readBackIntact), LZ4-compress it
  *      where that pays, stream it into `<id>.seg.tmp`, then write the index;
  *      fdatasync, rename, fsync pending/. COMMIT POINT.
  *   3. (caller) Point the extent index at the segment, then delete the WAL and
@@ -43,7 +43,13 @@ export interface PromotionPlan {
   seqMax: number;
   pendingDir: string;
   /** Records whose bodies go into the segment, in WAL order. */
-  bodies: Array<{ hash: Buffer; payloadOffset: number; lengthBlocks: number }>;
+  bodies: Array<{
+    hash: Buffer;
+    payloadOffset: number;
+    lengthBlocks: number;
+    /** The block CRCs taken at append (WalRecordRef.blockCrcs), if this process appended it. */
+    blockCrcs?: Uint32Array;
+  }>;
   claims: SegmentClaim[];
 }
 
@@ -67,6 +73,7 @@ export function planPromotion(input: {
       hash: record.hash,
       payloadOffset: record.payloadOffset,
       lengthBlocks: record.lengthBlocks,
+      ...(record.blockCrcs === undefined ? {} : { blockCrcs: record.blockCrcs }),
     });
   }
   return {
@@ -111,7 +118,8 @@ export async function buildSegment(fs: Fs, plan: PromotionPlan): Promise<Segment
     const extents: SegmentExtent[] = [];
     for (const body of plan.bodies) {
       const plain = wal.read(body.payloadOffset, body.lengthBlocks * blockBytes);
-      if (!blake3(plain).equals(body.hash)) {
+      const crcs = blockCrcs(plain);
+      if (!readBackIntact(plain, crcs, body)) {
         throw new ElideError(
           'ELIDE_WAL_CORRUPT',
           `${plan.walPath}: record at ${body.payloadOffset} no longer matches its hash`,
@@ -126,7 +134,7 @@ export async function buildSegment(fs: Fs, plan: PromotionPlan): Promise<Segment
         storedBytes: stored.length,
         plainBlocks: body.lengthBlocks,
         codec,
-        blockCrcs: blockCrcs(plain),
+        blockCrcs: crcs,
       });
     }
     return await writer.commit({
@@ -144,6 +152,22 @@ export async function buildSegment(fs: Fs, plan: PromotionPlan): Promise<Segment
   } finally {
     fs.close(walFd);
   }
+}
+
+/**
+ * Whether a body read back from its WAL is the one appended: its block CRCs
+ * equal those taken at append from the bytes that were hashed (the segment
+ * needs them anyway), else, for a recovered record, its hash is checked.
+ */
+function readBackIntact(
+  plain: Buffer,
+  crcs: Uint32Array,
+  body: PromotionPlan['bodies'][number],
+): boolean {
+  if (body.blockCrcs === undefined) return blake3(plain).equals(body.hash);
+  if (body.blockCrcs.length !== crcs.length) return false;
+  for (let i = 0; i < crcs.length; i++) if (crcs[i] !== body.blockCrcs[i]) return false;
+  return true;
 }
 
 /**

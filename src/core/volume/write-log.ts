@@ -13,6 +13,7 @@ import { blockBytes, walDeferredRecordBytesMax, walRecordHeaderBytes } from '../
 import { CoalescedRun } from '../coalesced-run.js';
 import { isElideError } from '../errors.js';
 import { blake3, ZERO_HASH } from '../hash.js';
+import { blockCrcs } from '../segment/index.js';
 import { encodeWalRecordHeader, WalFile } from '../wal/index.js';
 import type { VolumeState } from './state.js';
 
@@ -60,6 +61,7 @@ export class WriteLog {
     const { state } = this;
     const lengthBlocks = chunk.length / blockBytes;
     const hash = blake3(chunk);
+    const crcs = blockCrcs(chunk);
     const wal = this.activeLog(walRecordHeaderBytes + chunk.length);
     const seq = state.nextSeq++;
     const header = encodeWalRecordHeader(
@@ -67,13 +69,22 @@ export class WriteLog {
       wal.id,
     );
     const payloadOffset = this.appendToWal(wal, header, chunk);
-    wal.records.push({ kind: 'data', startLba, lengthBlocks, seq, hash, payloadOffset });
+    wal.records.push({
+      kind: 'data',
+      startLba,
+      lengthBlocks,
+      seq,
+      hash,
+      payloadOffset,
+      blockCrcs: crcs,
+    });
     state.lbaMap.set(startLba, lengthBlocks, hash, 0, seq);
     state.extents.setLocalCopy(hash, {
       kind: 'wal',
       wal,
       payloadOffset,
       plainBlocks: lengthBlocks,
+      blockCrcs: crcs,
     });
   }
 

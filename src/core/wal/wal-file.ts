@@ -32,6 +32,12 @@ export interface WalRecordRef {
   hash: Buffer;
   /** File offset of the payload (DATA only; 0 for ZERO). */
   payloadOffset: number;
+  /**
+   * CRC-32 of each payload block, taken with the hash from the same bytes
+   * when this process appended the record (absent for records recovered
+   * from the file): promotion checks its read-back against them.
+   */
+  blockCrcs?: Uint32Array;
 }
 
 export const walSuffix = '.wal';

@@ -227,6 +227,36 @@ describe('local-only data: refused, never read as if it had not been written', (
   });
 });
 
+describe('a log damaged while the volume is open', () => {
+  it('fails reads of the damaged block and the promotion that reads it back, by the CRCs taken at append', async () => {
+    const ctx = await setup();
+    const volume = await ctx.dataDir.openVolume('v');
+    await volume.write(0, pattern(256 * 1024, 3));
+    await volume.flush();
+    const [log] = ctx
+      .files('wal')
+      .filter((file) => ctx.sim.readFile(file).length > walFileHeaderBytes);
+    expect(log).toBeDefined();
+    // The third block of the record's payload (record header: 96 bytes).
+    flipByte(ctx.sim, log!, walFileHeaderBytes + 96 + 2 * blockBytes + 17);
+    expect(
+      (await volume.read(0, 2 * blockBytes)).equals(
+        pattern(256 * 1024, 3).subarray(0, 2 * blockBytes),
+      ),
+    ).toBe(true);
+    await expect(volume.read(0, 256 * 1024)).rejects.toMatchObject({
+      code: 'ELIDE_EXTENT_CORRUPT',
+    });
+    await expect(volume.sync()).rejects.toMatchObject({
+      message: expect.stringMatching(
+        /could not be promoted: .*\.wal: record at 224 no longer matches/,
+      ),
+    });
+    expect(ctx.files('pending')).toEqual([]);
+    await volume.abandon();
+  });
+});
+
 describe('a volume.json neither the disk nor the store can give', () => {
   it('is refused with a warning that pending/ holds writes the store never got', async () => {
     const ctx = await setup({ holdUploads: true });
