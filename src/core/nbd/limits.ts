@@ -17,8 +17,8 @@ export const nbdInflightPayloadBytesMax = 64 * 1024 * 1024;
 export const nbdOutboxBytesMax = 1024 * 1024;
 /** Read replies and write payloads at least this large use pooled buffers (buffer-pool.ts). */
 export const nbdPooledBufferMinBytes = 128 * 1024;
-/** Idle pooled buffers kept per server. */
-export const nbdBufferPoolIdleBytesMax = 64 * 1024 * 1024;
+/** Idle pooled buffers kept per server (part of the memory budget, released when the server is quiet). */
+export const nbdBufferPoolIdleBytesMax = 16 * 1024 * 1024;
 /** Writes refused for want of space are logged at most once per export per this interval. */
 export const nbdNoSpaceLogIntervalMs = 10_000;
 /** At shutdown, a client gets this long to close its side before it is disconnected. */
