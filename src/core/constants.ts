@@ -119,8 +119,28 @@ export const compressionInlineBytesMax = 64 * 1024;
 /** Segment bodies are written in batches of about this size. */
 export const segmentWriteBatchBytes = 1024 * 1024;
 
-/** Decompressed-and-verified extents kept in memory for repeated partial reads. */
+/**
+ * Decompressed-and-verified extents one volume keeps in memory for repeated
+ * partial reads, at most; the memory comes out of the process's budget.
+ */
 export const extentCacheBytesMax = 64 * 1024 * 1024;
+
+/**
+ * The memory budget every volume and connection of a process shares
+ * (`serve nbd --memory-limit`, ELIDE_MEMORY_LIMIT; docs/design.md §5, Memory):
+ * NBD request buffers, fetch buffers, extent caches, upload reads.
+ */
+export const memoryLimitBytesDefault = 256 * 1024 * 1024;
+/** A smaller budget is refused: one largest NBD request (32 MiB) and its reply must fit. */
+export const memoryLimitBytesMin = 64 * 1024 * 1024;
+/** Kept memory (idle buffers, caches) is released after the process has been quiet this long. */
+export const memoryIdleReleaseMs = 2_000;
+/** How often the budget looks for quiet. */
+export const memoryIdleCheckMs = 1_000;
+/** What one segment upload in flight reads through at most (the file store hashes 4 MiB chunks). */
+export const uploadMemoryBytes = 4 * 1024 * 1024;
+/** Segments the promotion worker builds at once, for every volume of the process together. */
+export const promotionBuildsMax = 4;
 
 /** Segments uploaded to the store at once, per volume. */
 export const uploadConcurrencyMax = 4;
@@ -299,6 +319,7 @@ assert(Number.isSafeInteger(volumeBytesMax * 2), 'byte offsets stay exact double
 assert(extentBytesMax <= walBytesMax, 'one extent fits in a WAL');
 assert(walDeferredRecordBytesMax <= walStagingBytes, 'a deferred record fits in a staging buffer');
 assert(extentBytesMax <= fetchRunBytesMax, 'one extent fits in a fetch buffer');
+assert(uploadMemoryBytes >= rawCopyChunkBytes, 'an upload lease covers a file-store chunk');
 assert(extentBytesMax <= promotionReadBytes, 'one extent fits in the promotion read window');
 assert(
   compressionSampleBytes % compressionSampleRunBytes === 0 &&

@@ -7,12 +7,13 @@ export { parseSize, parseDuration, formatBytes, roundUp, sizeForms } from './uni
 export type { Logger } from './log.js';
 export { nullLogger } from './log.js';
 export { DataDir } from './data-dir/index.js';
+export { checkMemoryLimit, MemoryBudget } from './memory/index.js';
 export { belowReserveWarning } from './volume/index.js';
 export type { DataDirOptions, EvictResult, SyncResult } from './data-dir/index.js';
 export type { GcOptions, GcRunResult, GcVolumeResult } from './gc/index.js';
 export type { SnapshotInfo } from './snapshot/index.js';
 export type { SnapshotManifest } from './snapshot/index.js';
-export { gcMinLiveDefault, gcRetentionMsDefault } from './constants.js';
+export { gcMinLiveDefault, gcRetentionMsDefault, memoryLimitBytesDefault } from './constants.js';
 export { Volume } from './volume/index.js';
 export type { BlockStatusRun, BlockStatusKind, VolumeStats, WriteOptions } from './volume/index.js';
 export type {

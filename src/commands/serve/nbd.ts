@@ -2,7 +2,16 @@ import { Args, Flags } from '@oclif/core';
 import { exitStatusFor } from '../../cli/interrupt.js';
 import { ElideCommand } from '../../cli/base-command.js';
 import { SIZE_FORMS, sizeFlag } from '../../cli/flags.js';
-import { ElideError, nbdDefaultHost, nbdDefaultPort, serveVolumes } from '../../core/index.js';
+import {
+  checkMemoryLimit,
+  ElideError,
+  formatBytes,
+  MemoryBudget,
+  memoryLimitBytesDefault,
+  nbdDefaultHost,
+  nbdDefaultPort,
+  serveVolumes,
+} from '../../core/index.js';
 import type { DataDirOptions } from '../../core/index.js';
 
 export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
@@ -69,11 +78,27 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
         `not yet uploaded never count and are never evicted. SIZE is ${SIZE_FORMS}.`,
       env: 'ELIDE_CACHE_SIZE',
     }),
+    'memory-limit': sizeFlag({
+      summary:
+        'Memory shared by every served volume for buffers and caches ' +
+        `[default: ${formatBytes(memoryLimitBytesDefault)}].`,
+      description:
+        'Large NBD request buffers, fetch buffers, decompressed-extent caches and segment ' +
+        'uploads of all volumes lease from this one budget. When it is used up, new requests ' +
+        'wait (the server stops reading from their connections) rather than fail; idle buffers ' +
+        'and caches are released within seconds once the server is quiet. Per-volume ' +
+        'metadata (block maps, extent indexes) and the process itself come on top; see ' +
+        `docs/design.md. At least 64 MiB. SIZE is ${SIZE_FORMS}.`,
+      env: 'ELIDE_MEMORY_LIMIT',
+    }),
   };
 
   protected override dataDirOptions(): Partial<DataDirOptions> {
     const size = this.flags['cache-size'];
-    return size === undefined ? {} : { cacheBytesMax: size };
+    const memory = new MemoryBudget(
+      checkMemoryLimit(this.flags['memory-limit'] ?? memoryLimitBytesDefault),
+    );
+    return { memory, ...(size === undefined ? {} : { cacheBytesMax: size }) };
   }
 
   async run(): Promise<void> {

@@ -17,6 +17,7 @@ import { decodeExtentBody } from '../segment/index.js';
 import type { SegmentExtent } from '../segment/index.js';
 import { segmentKey, type ObjectStore } from '../store/index.js';
 import { fetchBytesMin, fetchRunBytesMax, presenceSaveDelayMs } from '../constants.js';
+import type { MemoryBudget } from '../memory/index.js';
 import { FetchBufferPool, type FetchLease } from './fetch-buffers.js';
 import type { StoredSegment } from './stored-segment.js';
 
@@ -32,6 +33,8 @@ export interface SegmentCacheOptions {
   /** Cached body bytes to keep at most; undefined for no bound. */
   cacheBytesMax?: number;
   fetchTimeoutMs: number;
+  /** What fetch buffers are leased from (shared by every volume of the process). */
+  memory: MemoryBudget;
   /**
    * Called with each fetched extent's plaintext once it has passed its hash
    * check, so the reader that asked for it need not read and hash it again.
@@ -56,7 +59,7 @@ export class SegmentCache {
   private readonly segments = new Map<Ulid, StoredSegment>();
   /** Fetches in flight by segment id and extent body offset, so concurrent reads share them. */
   private readonly inFlight = new Map<string, Promise<void>>();
-  private readonly buffers = new FetchBufferPool();
+  private readonly buffers: FetchBufferPool;
   private saveTimer: NodeJS.Timeout | null = null;
   private savePromise: Promise<void> = Promise.resolve();
   private closed = false;
@@ -65,6 +68,7 @@ export class SegmentCache {
     this.fs = options.fs;
     this.store = options.store;
     this.log = options.log;
+    this.buffers = new FetchBufferPool(options.memory);
   }
 
   add(segment: StoredSegment): void {
@@ -230,6 +234,7 @@ export class SegmentCache {
     await this.savePromise;
     await this.saveAll();
     for (const segment of this.segments.values()) segment.close(this.fs);
+    this.buffers.close();
   }
 
   /**
@@ -287,7 +292,7 @@ export class SegmentCache {
     // A fork reads its ancestors' segments under their own volumes' keys.
     const key = segmentKey(segment.index.header.volumeId, segment.id);
     // Only a long run fills enough of a pooled buffer to be worth keeping views of it.
-    const lease = length > fetchRunBytesMax / 2 ? this.buffers.lease() : undefined;
+    const lease = length > fetchRunBytesMax / 2 ? this.buffers.tryLease() : undefined;
     let bytes: Buffer;
     try {
       bytes = await withTimeout(

@@ -4,6 +4,7 @@
  * `volume.json` that is missing or damaged is taken from the store (which
  * holds every descriptor, found through `names/<name>`).
  */
+import type { MemoryBudget } from '../memory/index.js';
 import path from 'node:path';
 import { walFileHeaderBytes } from '../constants.js';
 import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
@@ -56,6 +57,8 @@ export interface DataDirContext {
     promotionRunner: PromotionRunner;
     cacheBytesMax: number | undefined;
     fetchTimeoutMs: number;
+    /** One budget for every volume opened here (DataDirOptions.memory). */
+    memory: MemoryBudget;
   };
 }
 

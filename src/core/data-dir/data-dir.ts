@@ -6,6 +6,7 @@
  * image-import.ts, ownership.ts, displacement.ts; setup.ts opens it); this class sweeps the debris a crash left before a
  * creation or deletion, and keeps the shared context.
  */
+import type { MemoryBudget } from '../memory/index.js';
 import path from 'node:path';
 import {
   checkControl,
@@ -116,6 +117,11 @@ export class DataDir {
 
   get volumesDir(): string {
     return this.ctx.volumesDir;
+  }
+
+  /** The memory budget every volume opened here shares. */
+  get memory(): MemoryBudget {
+    return this.ctx.volumes.memory;
   }
 
   async close(): Promise<void> {

@@ -6,9 +6,11 @@
 import path from 'node:path';
 import {
   fetchTimeoutMsDefault,
+  memoryLimitBytesDefault,
   freeSpaceReserveBytesDefault,
   ownershipCheckIntervalMs,
 } from '../constants.js';
+import { MemoryBudget } from '../memory/index.js';
 import { ElideError } from '../errors.js';
 import { nodeFs, type Fs } from '../fs/index.js';
 import { UlidMint } from '../ids/index.js';
@@ -40,6 +42,8 @@ export interface DataDirOptions {
   walBytesMax?: number;
   /** Cached segment body bytes a served volume keeps at most (LRU eviction). */
   cacheBytesMax?: number;
+  /** The memory budget shared by every volume opened here (default memoryLimitBytesDefault). */
+  memory?: MemoryBudget;
   /** A read that must fetch from the store fails after this long. */
   fetchTimeoutMs?: number;
   /** `single-host` runs on a store that ignores conditional writes (docs/design.md §3.13). */
@@ -119,6 +123,7 @@ export async function openContext(options: DataDirOptions): Promise<DataDirConte
         options.fs === undefined ? realFsPromotionRunner() : inlinePromotionRunner(fs),
       cacheBytesMax: options.cacheBytesMax,
       fetchTimeoutMs: options.fetchTimeoutMs ?? fetchTimeoutMsDefault,
+      memory: options.memory ?? new MemoryBudget(memoryLimitBytesDefault),
     },
   };
 }

@@ -4,41 +4,85 @@
  * and runs full collections to keep pace, and each new buffer's pages are
  * faulted in again. A reply buffer comes back once the socket has handed it
  * to the kernel, a payload once the backend has finished with the write.
+ *
+ * Every pooled buffer is paid for from the process's memory budget: the
+ * connection leases `capacity(bytes)` before it takes one, and `give` either
+ * keeps the buffer idle (still counted) or returns its bytes. Idle buffers
+ * are given back when the budget is short and when the process goes quiet.
  */
+import type { MemoryBudget, MemoryHolder } from '../memory/index.js';
 import { nbdBufferPoolIdleBytesMax, nbdPooledBufferMinBytes } from './limits.js';
 
 /** Pool sizes are rounded up to this granularity, so a steady stream of one request size reuses. */
 const classBytes = 64 * 1024;
 
-export class BufferPool {
+export class BufferPool implements MemoryHolder {
   private readonly idle = new Map<number, Buffer[]>();
   private idleBytes = 0;
+
+  constructor(private readonly budget: MemoryBudget) {
+    budget.addHolder(this);
+  }
 
   /** Whether buffers of this size come from the pool. */
   pools(bytes: number): boolean {
     return bytes >= nbdPooledBufferMinBytes;
   }
 
-  /** A buffer of exactly `bytes` (a view of a pooled one when large enough to pool). */
+  /** Budget bytes a pooled buffer of `bytes` takes (0 when it is not pooled). */
+  capacity(bytes: number): number {
+    return this.pools(bytes) ? Math.ceil(bytes / classBytes) * classBytes : 0;
+  }
+
+  /**
+   * A buffer of exactly `bytes` (a view of a pooled one when large enough to
+   * pool, for which the caller has leased `capacity(bytes)`).
+   */
   take(bytes: number): Buffer {
     if (!this.pools(bytes)) return Buffer.allocUnsafe(bytes);
-    const capacity = Math.ceil(bytes / classBytes) * classBytes;
+    const capacity = this.capacity(bytes);
     const buffer = this.idle.get(capacity)?.pop();
     if (buffer === undefined) return Buffer.allocUnsafeSlow(capacity).subarray(0, bytes);
+    // The caller's lease pays for it now.
     this.idleBytes -= capacity;
+    this.budget.release(capacity);
     return buffer.subarray(0, bytes);
   }
 
   /** Returns a buffer from `take` once nothing reads it any more (small ones are left to GC). */
   give(buffer: Buffer): void {
+    if (!this.pools(buffer.length)) return;
     const capacity = buffer.buffer.byteLength;
-    if (!this.pools(buffer.length) || buffer.byteOffset !== 0) return;
-    if (capacity % classBytes !== 0 || this.idleBytes + capacity > nbdBufferPoolIdleBytesMax)
+    if (
+      buffer.byteOffset !== 0 ||
+      this.budget.wanted ||
+      this.idleBytes + capacity > nbdBufferPoolIdleBytesMax
+    ) {
+      this.budget.release(capacity);
       return;
+    }
     const list = this.idle.get(capacity);
     const whole = Buffer.from(buffer.buffer, 0, capacity);
     if (list === undefined) this.idle.set(capacity, [whole]);
     else list.push(whole);
     this.idleBytes += capacity;
+  }
+
+  reclaim(bytes: number): number {
+    let freed = 0;
+    for (const [capacity, list] of this.idle) {
+      while (freed < bytes && list.pop() !== undefined) {
+        this.idleBytes -= capacity;
+        this.budget.release(capacity);
+        freed += capacity;
+      }
+      if (list.length === 0) this.idle.delete(capacity);
+      if (freed >= bytes) break;
+    }
+    return freed;
+  }
+
+  releaseIdle(): void {
+    this.reclaim(Infinity);
   }
 }

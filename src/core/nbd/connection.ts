@@ -32,6 +32,7 @@ import {
 } from './wire.js';
 import type { NbdExport } from './export.js';
 import type { BufferPool } from './buffer-pool.js';
+import type { MemoryBudget } from '../memory/index.js';
 import {
   nbdInflightPayloadBytesMax,
   nbdInflightRequestsMax,
@@ -59,6 +60,8 @@ export interface ConnectionHost extends ExportCatalog {
   readonly buffers: BufferPool;
   /** The one buffer every connection's socket reads into (fixed-buffer-reads.ts). */
   readonly receiveBuffer: Buffer;
+  /** What those buffers are paid from, shared with every volume of the process. */
+  readonly memory: MemoryBudget;
   /**
    * A write refused because the data directory is below its free-space reserve. The client
    * gets ENOSPC; the operator must hear of it too (df still shows space), but not every time.
@@ -83,6 +86,10 @@ export class NbdConnection {
   private inflightPayloadBytes = 0;
   private disconnectRequested = false;
   private waitingForDrain = false;
+  /** Budget bytes leased for the pooled buffer of the next request, not yet taken. */
+  private leasedBytes = 0;
+  /** Reading stopped until the budget grants the next request's buffer. */
+  private waitingForMemory = false;
   /** Replies waiting for the batch write; `pooled` ones go back to the pool once written. */
   private readonly outbox: Array<{ reply: Buffer; pooled: boolean }> = [];
   private outboxBytes = 0;
@@ -118,6 +125,10 @@ export class NbdConnection {
     socket.on('error', (error) => this.host.log.debug(`nbd connection ${id}: ${error.message}`));
     socket.once('close', () => {
       this.phase = 'closed';
+      this.returnLease();
+      // A payload cut off mid-way is never written: its buffer goes back to the pool.
+      if (this.awaitingPayload !== null) this.host.buffers.give(this.awaitingPayload.payload);
+      this.awaitingPayload = null;
       this.resolveSettled();
     });
     const greeting = Buffer.alloc(18);
@@ -253,17 +264,21 @@ export class NbdConnection {
       this.abort('bad request magic');
       return false;
     }
+    // The header stays queued until the budget has room for the request's buffer.
+    if (!this.leaseFor(request)) return false;
     input.skip(requestHeaderBytes);
     if (request.type !== command.write) {
       this.dispatch(request, undefined);
+      // A read refused before its reply buffer was taken leaves its lease unused.
+      this.returnLease();
     } else if (request.length > nbdPayloadBytesMax) {
       this.inflight++;
       this.discardBytes = request.length;
       this.afterDiscard = () =>
         this.replyError(request, 'EINVAL', 'write exceeds the maximum payload');
     } else {
-      // Pooled when large, given back when the write settles.
-      const payload = this.host.buffers.take(request.length);
+      // Pooled when large (paid by the lease just taken), given back when the write settles.
+      const payload = this.takeBuffer(request.length);
       this.awaitingPayload = { request, payload, filled: 0 };
     }
     return true;
@@ -286,6 +301,63 @@ export class NbdConnection {
     this.awaitingPayload = null;
     this.dispatch(awaited.request, payload);
     return true;
+  }
+
+  /**
+   * Whether the pooled buffer `request` needs (a large write payload or read
+   * reply) is leased from the memory budget. When the budget is short, reading
+   * stops until the lease is granted (backpressure shared by every volume).
+   */
+  private leaseFor(request: RequestHeader): boolean {
+    if (this.waitingForMemory) return false;
+    const bytes = this.pooledBytes(request);
+    if (bytes === 0 || this.leasedBytes === bytes) return true;
+    this.returnLease();
+    if (this.host.memory.tryLease(bytes)) {
+      this.leasedBytes = bytes;
+      return true;
+    }
+    this.waitingForMemory = true;
+    this.socket.pause();
+    void this.host.memory.lease(bytes).then(() => {
+      this.waitingForMemory = false;
+      if (this.phase === 'closed') {
+        this.host.memory.release(bytes);
+        return;
+      }
+      this.leasedBytes = bytes;
+      this.resume();
+    });
+    return false;
+  }
+
+  /** Budget bytes of the pooled buffer a request takes (0: none, or refused before one is taken). */
+  private pooledBytes(request: RequestHeader): number {
+    const { buffers } = this.host;
+    if (request.length > nbdPayloadBytesMax) return 0;
+    if (request.type === command.write) return buffers.capacity(request.length);
+    if (request.type !== command.read) return 0;
+    return buffers.capacity(this.readReplyBytes(request));
+  }
+
+  /** A read reply: its header (simple, or structured with the data chunk's offset) and data. */
+  private readReplyBytes(request: RequestHeader): number {
+    const headerBytes = this.negotiation.structuredReplies
+      ? structuredReplyHeaderBytes + 8
+      : simpleReplyHeaderBytes;
+    return headerBytes + request.length;
+  }
+
+  /** Hands the lease taken for the next request to the buffer now taken for it. */
+  private takeBuffer(bytes: number): Buffer {
+    if (this.host.buffers.pools(bytes)) this.leasedBytes = 0;
+    return this.host.buffers.take(bytes);
+  }
+
+  private returnLease(): void {
+    if (this.leasedBytes === 0) return;
+    this.host.memory.release(this.leasedBytes);
+    this.leasedBytes = 0;
   }
 
   private enterTransmission(exported: NbdExport): void {
@@ -351,10 +423,8 @@ export class NbdConnection {
 
   /** Local data replies in the same turn; data only in the store replies once fetched. */
   private replyRead(request: RequestHeader, found: NbdExport): void {
-    const headerBytes = this.negotiation.structuredReplies
-      ? structuredReplyHeaderBytes + 8
-      : simpleReplyHeaderBytes;
-    const reply = this.host.buffers.take(headerBytes + request.length);
+    const headerBytes = this.readReplyBytes(request) - request.length;
+    const reply = this.takeBuffer(headerBytes + request.length);
     let pending: void | Promise<void>;
     try {
       pending = found.backend.readInto(request.offset, reply.subarray(headerBytes));
@@ -479,7 +549,7 @@ export class NbdConnection {
   }
 
   private resume(): void {
-    if (this.phase === 'closed' || this.disconnectRequested) return;
+    if (this.phase === 'closed' || this.disconnectRequested || this.waitingForMemory) return;
     if (
       this.inflight < nbdInflightRequestsMax &&
       this.inflightPayloadBytes < nbdInflightPayloadBytesMax &&

@@ -19,8 +19,8 @@ export const nbdOutboxBytesMax = 1024 * 1024;
 export const nbdPooledBufferMinBytes = 128 * 1024;
 /** The buffer every socket of one server reads into (fixed-buffer-reads.ts): one read's most. */
 export const nbdReceiveBufferBytes = 256 * 1024;
-/** Idle pooled buffers kept per server. */
-export const nbdBufferPoolIdleBytesMax = 64 * 1024 * 1024;
+/** Idle pooled buffers kept per server (part of the memory budget, released when the server is quiet). */
+export const nbdBufferPoolIdleBytesMax = 16 * 1024 * 1024;
 /** Writes refused for want of space are logged at most once per export per this interval. */
 export const nbdNoSpaceLogIntervalMs = 10_000;
 /** At shutdown, a client gets this long to close its side before it is disconnected. */

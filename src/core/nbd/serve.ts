@@ -42,7 +42,10 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
   const stopAll = async (): Promise<void> => {
     await server?.close();
     for (const entry of served) await stopServed(entry, options.log);
+    dataDir.memory.stopIdleRelease();
   };
+  // Pools and caches let go of what they keep once the server goes quiet.
+  dataDir.memory.startIdleRelease();
   try {
     for (const name of new Set(options.names)) {
       const { volume: volumeName, snapshotId } = parseVolumeRef(name);
@@ -79,6 +82,7 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
         backend: volume,
       })),
       options.log,
+      dataDir.memory,
     );
     const uris: string[] = [];
     const addresses: ListenAddress[] = [];

@@ -16,6 +16,7 @@ import { ElideError, systemErrorCode } from '../errors.js';
 import { NbdConnection, type ConnectionHost } from './connection.js';
 import type { NbdExport } from './export.js';
 import { BufferPool } from './buffer-pool.js';
+import type { MemoryBudget } from '../memory/index.js';
 import { nbdNoSpaceLogIntervalMs, nbdReceiveBufferBytes } from './limits.js';
 
 export type ListenAddress = { host: string; port: number } | { path: string };
@@ -26,14 +27,17 @@ export class NbdServer implements ConnectionHost {
   private readonly connections = new Set<NbdConnection>();
   private nextConnectionId = 1;
   private stopping = false;
-  readonly buffers = new BufferPool();
+  readonly buffers: BufferPool;
   readonly receiveBuffer = Buffer.allocUnsafeSlow(nbdReceiveBufferBytes);
   private readonly noSpaceLog: ThrottledLog;
 
   constructor(
     exports: NbdExport[],
     readonly log: Logger,
+    /** Shared with every volume of the process (pooled buffers lease from it). */
+    readonly memory: MemoryBudget,
   ) {
+    this.buffers = new BufferPool(memory);
     for (const entry of exports) this.exportsByName.set(entry.name, entry);
     this.noSpaceLog = new ThrottledLog((message) => log.warn(message), nbdNoSpaceLogIntervalMs);
   }
@@ -111,6 +115,7 @@ export class NbdServer implements ConnectionHost {
     );
     await Promise.all([...this.connections].map((connection) => connection.shutdown()));
     await Promise.all(listenersClosed);
+    this.buffers.releaseIdle();
   }
 
   private accept(socket: net.Socket): void {

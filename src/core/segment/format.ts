@@ -293,8 +293,13 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
       `blockCrcCount ${header.blockCrcCount} is not the ${plainBlocksTotal} extent blocks`,
     );
   }
+  // One array for all CRCs, each extent a view: an array (and its backing store) per extent
+  // cost more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
+  const allCrcs = new Uint32Array(header.blockCrcCount);
+  let crcAt = 0;
   for (const extent of extents) {
-    const crcs = new Uint32Array(extent.plainBlocks);
+    const crcs = allCrcs.subarray(crcAt, crcAt + extent.plainBlocks);
+    crcAt += extent.plainBlocks;
     for (let b = 0; b < crcs.length; b++, at += segmentBlockCrcBytes)
       crcs[b] = index.readUInt32LE(at);
     extent.blockCrcs = crcs;

@@ -10,22 +10,33 @@
  * of a larger buffer (a 1 MiB extent of a 4 MiB fetch), which stays alive as
  * long as any view of it does. So each backing ArrayBuffer is charged whole,
  * once, while at least one entry views it.
+ *
+ * That memory is leased from the process's memory budget: an extent is not
+ * cached when the budget has no room, the oldest entries go when the budget
+ * is short for something else, and all of them when the process goes quiet.
  */
 import { assert } from '../assert.js';
+import type { MemoryBudget, MemoryHolder } from '../memory/index.js';
 
 interface Entry {
   value: Buffer;
   release: (() => void) | undefined;
 }
 
-export class ExtentCache {
+export class ExtentCache implements MemoryHolder {
   private readonly entries = new Map<string, Entry>();
   /** Entries viewing each backing buffer. */
   private readonly views = new Map<ArrayBufferLike, number>();
   private bytes = 0;
 
-  constructor(private readonly bytesMax: number) {
+  private readonly unregister: () => void;
+
+  constructor(
+    private readonly bytesMax: number,
+    private readonly budget: MemoryBudget,
+  ) {
     assert(bytesMax >= 0, 'cache size is not negative');
+    this.unregister = budget.addHolder(this);
   }
 
   /** Bytes of the backing buffers the entries keep alive. */
@@ -36,6 +47,7 @@ export class ExtentCache {
   get(key: string): Buffer | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
+    this.budget.noteActivity();
     // Map iteration order is insertion order: re-inserting marks it most recent.
     this.entries.delete(key);
     this.entries.set(key, entry);
@@ -49,18 +61,39 @@ export class ExtentCache {
 
   set(key: string, value: Buffer, release?: () => void): void {
     this.drop(key);
-    if (value.buffer.byteLength > this.bytesMax) {
+    const backingBytes = value.buffer.byteLength;
+    const views = this.views.get(value.buffer) ?? 0;
+    if (views === 0 && (backingBytes > this.bytesMax || !this.budget.tryLease(backingBytes))) {
       release?.();
       return;
     }
     this.entries.set(key, { value, release });
-    const views = this.views.get(value.buffer) ?? 0;
-    if (views === 0) this.bytes += value.buffer.byteLength;
+    if (views === 0) this.bytes += backingBytes;
     this.views.set(value.buffer, views + 1);
     for (const oldest of this.entries.keys()) {
       if (this.bytes <= this.bytesMax) break;
       this.drop(oldest);
     }
+  }
+
+  /** Drops the oldest entries until about `bytes` of memory is released. */
+  reclaim(bytes: number): number {
+    const before = this.bytes;
+    for (const oldest of this.entries.keys()) {
+      if (before - this.bytes >= bytes) break;
+      this.drop(oldest);
+    }
+    return before - this.bytes;
+  }
+
+  releaseIdle(): void {
+    this.reclaim(Infinity);
+  }
+
+  /** Drops every entry and stops taking part in the budget (the volume closes). */
+  close(): void {
+    this.releaseIdle();
+    this.unregister();
   }
 
   private drop(key: string): void {
@@ -72,6 +105,7 @@ export class ExtentCache {
     if (views === 0) {
       this.views.delete(backing);
       this.bytes -= backing.byteLength;
+      this.budget.release(backing.byteLength);
     } else {
       this.views.set(backing, views);
     }

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { promotionBuildsMax } from '../constants.js';
 import { ElideError, errorCodes, type ErrorCode } from '../errors.js';
 import type { Fs } from '../fs/index.js';
 import { nodeFs } from '../fs/index.js';
@@ -50,7 +51,12 @@ export function realFsPromotionRunner(): PromotionRunner {
   };
 }
 
-/** One worker per process, shared by every volume; referenced only while it has work. */
+/**
+ * One worker per process, shared by every volume; referenced only while it
+ * has work. It builds at most promotionBuildsMax segments at once (each holds
+ * a read window and a write batch), however many volumes promote: the rest
+ * queue here.
+ */
 class PromotionWorker {
   private worker: Worker | undefined;
   private nextId = 1;
@@ -58,15 +64,23 @@ class PromotionWorker {
     number,
     { resolve: () => void; reject: (error: Error) => void }
   >();
+  private readonly queued: Array<() => void> = [];
 
-  run(plan: PromotionPlan): Promise<void> {
+  async run(plan: PromotionPlan): Promise<void> {
+    if (this.waiting.size >= promotionBuildsMax) {
+      await new Promise<void>((resolve) => this.queued.push(resolve));
+    }
     const worker = this.start();
     const id = this.nextId++;
-    return new Promise<void>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      worker.ref();
-      worker.postMessage({ id, plan });
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.waiting.set(id, { resolve, reject });
+        worker.ref();
+        worker.postMessage({ id, plan });
+      });
+    } finally {
+      this.queued.shift()?.();
+    }
   }
 
   private start(): Worker {

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { assert } from '../assert.js';
-import { extentCacheBytesMax, walBytesMax } from '../constants.js';
+import { extentCacheBytesMax, memoryLimitBytesDefault, walBytesMax } from '../constants.js';
 import { SegmentCache, StoredSegment, type CacheDirs } from '../cache/index.js';
 import { ElideError, errorText } from '../errors.js';
 import { hashKey, type ExtentIndex } from '../extent-index/index.js';
@@ -22,6 +22,7 @@ import type { WalFile } from '../wal/index.js';
 import type { VolumeDescriptor } from './descriptor.js';
 import { ExtentCache } from './extent-cache.js';
 import { FreeSpaceGuard } from './free-space.js';
+import { MemoryBudget } from '../memory/index.js';
 import { InventoryWriter, storedDigest, type InventoryContents } from './inventory.js';
 import type { VolumeOpenOptions } from './types.js';
 import type { Claim, RecoveredState } from './recovery.js';
@@ -42,8 +43,10 @@ export class VolumeState {
   /** WAL size that triggers sealing and promotion. */
   readonly walBytesMax: number;
   readonly space: FreeSpaceGuard;
+  /** What the volume's buffers and caches are leased from (shared by the process's volumes). */
+  readonly memory: MemoryBudget;
   /** Verified plaintext of recently read extents. */
-  readonly cache = new ExtentCache(extentCacheBytesMax);
+  readonly cache: ExtentCache;
   readonly mint: UlidMint;
   readonly lbaMap: LbaMap;
   readonly extents: ExtentIndex;
@@ -101,6 +104,8 @@ export class VolumeState {
     // Recovery refuses a log longer than walFileBytesMax, which allows for this bound.
     assert(this.walBytesMax <= walBytesMax, 'walBytesMax option within the named limit');
     this.space = new FreeSpaceGuard(options.fs, options.volumeDir, options.freeSpaceReserveBytes);
+    this.memory = options.memory ?? new MemoryBudget(memoryLimitBytesDefault);
+    this.cache = new ExtentCache(extentCacheBytesMax, this.memory);
     this.lbaMap = recovered.lbaMap;
     this.extents = recovered.extents;
     this.segments = recovered.segments;
@@ -111,6 +116,7 @@ export class VolumeState {
       log: options.log,
       cacheBytesMax: options.cacheBytesMax,
       fetchTimeoutMs: options.fetchTimeoutMs,
+      memory: this.memory,
       // The reader that asked for a fetched extent finds it here, already verified.
       onVerified: (extent, plain, lease) => {
         lease?.retain();

@@ -3,6 +3,7 @@ import type { ElideError } from '../errors.js';
 import type { DirectoryLock, Fs } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
+import type { MemoryBudget } from '../memory/index.js';
 import type { ObjectStore } from '../store/index.js';
 import type { VolumeDescriptor } from './descriptor.js';
 import type { PromotionRunner } from './promotion-runner.js';
@@ -29,6 +30,8 @@ export interface VolumeOpenOptions {
   cacheBytesMax?: number;
   /** A read that must fetch from the store fails after this long. */
   fetchTimeoutMs: number;
+  /** The process's memory budget; a volume opened alone gets one of the default size. */
+  memory?: MemoryBudget;
   /** Opened under a lock (it caches fetched data) but refusing writes: a snapshot view. */
   readOnly?: boolean;
   /** What writes to a read-only open fail with (default ELIDE_VOLUME_READONLY). */

@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { StoredSegment, indexSuffix, presentSuffix } from '../cache/index.js';
+import { uploadMemoryBytes } from '../constants.js';
 import { nodeFs, writeFileAtomic } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
 import { readExact, segmentSuffix, type SegmentFile } from '../segment/index.js';
@@ -87,11 +88,17 @@ export class VolumeUploadSide implements UploadHost {
   }
 
   async putSegment(key: string, segment: SegmentFile): Promise<void> {
-    const { fs, store } = this.state;
-    // Streamed from disk on the real filesystem; a substituted one (crash
-    // tests) is read through, since the store cannot open its files.
-    if (fs === nodeFs) await store.putFile(key, segment.path);
-    else await store.put(key, fs.readFile(segment.path));
+    const { fs, store, memory } = this.state;
+    // The store reads the file through a buffer: uploads of every volume share the budget.
+    await memory.lease(uploadMemoryBytes);
+    try {
+      // Streamed from disk on the real filesystem; a substituted one (crash
+      // tests) is read through, since the store cannot open its files.
+      if (fs === nodeFs) await store.putFile(key, segment.path);
+      else await store.put(key, fs.readFile(segment.path));
+    } finally {
+      memory.release(uploadMemoryBytes);
+    }
   }
 
   /**

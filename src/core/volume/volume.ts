@@ -513,6 +513,7 @@ export class Volume {
     const { state } = this;
     await this.log.close();
     await state.stored.close();
+    state.cache.close();
     for (const segment of state.segments.values()) segment.close(state.fs);
     for (const wal of state.wals) if (!wal.retired) state.fs.close(wal.fd);
   }

@@ -13,6 +13,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DataDir, nullLogger } from '../../../../src/core/index.js';
 import type { Volume } from '../../../../src/core/index.js';
 import { NbdServer } from '../../../../src/core/nbd/index.js';
+import { MemoryBudget } from '../../../../src/core/memory/index.js';
+import { memoryLimitBytesDefault } from '../../../../src/core/constants.js';
 import type { NbdBackend, NbdExport } from '../../../../src/core/nbd/index.js';
 import {
   CLIENT_FLAG,
@@ -94,7 +96,7 @@ beforeAll(async () => {
     { name: 'ro', description: 'read-only', readOnly: true, backend: readOnlyVolume },
     { name: 'counted', description: '', readOnly: false, backend: countingBackend(countedVolume) },
   ];
-  server = new NbdServer(exports, nullLogger);
+  server = new NbdServer(exports, nullLogger, dataDir.memory);
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   if (!('port' in address)) throw new Error('expected a TCP address');
   port = address.port;
@@ -907,6 +909,7 @@ describe('NbdServer.close()', () => {
     const other = new NbdServer(
       [{ name: 'v', description: '', readOnly: false, backend: volume }],
       nullLogger,
+      new MemoryBudget(memoryLimitBytesDefault),
     );
     const address = await other.listen({ host: '127.0.0.1', port: 0 });
     if (!('port' in address)) throw new Error('expected a TCP address');

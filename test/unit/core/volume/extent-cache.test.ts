@@ -1,5 +1,6 @@
 /** The in-memory LRU of verified extents: its bound on memory held, and releasing pooled memory it drops. */
 import { describe, expect, it } from 'vitest';
+import { MemoryBudget } from '../../../../src/core/memory/index.js';
 import { ExtentCache } from '../../../../src/core/volume/extent-cache.js';
 
 /** A value with a backing buffer of its own, of exactly `bytes`. */
@@ -9,7 +10,7 @@ function own(bytes: number, fill = 0): Buffer {
 
 describe('ExtentCache', () => {
   it('drops least recently used entries past its bound, releasing each exactly once', () => {
-    const cache = new ExtentCache(3 * 4096);
+    const cache = new ExtentCache(3 * 4096, new MemoryBudget(1 << 30));
     const released: string[] = [];
     const put = (key: string): void =>
       cache.set(key, own(4096, key.charCodeAt(0)), () => released.push(key));
@@ -30,7 +31,7 @@ describe('ExtentCache', () => {
   });
 
   it('has() does not count as a use', () => {
-    const cache = new ExtentCache(3 * 4096);
+    const cache = new ExtentCache(3 * 4096, new MemoryBudget(1 << 30));
     cache.set('x', own(4096));
     cache.set('y', own(4096));
     cache.set('w', own(4096));
@@ -41,7 +42,7 @@ describe('ExtentCache', () => {
   });
 
   it('charges the whole buffer a view keeps alive, once for all its views', () => {
-    const cache = new ExtentCache(8 * 4096);
+    const cache = new ExtentCache(8 * 4096, new MemoryBudget(1 << 30));
     const shared = Buffer.alloc(4 * 4096);
     for (let i = 0; i < 4; i++) cache.set(`s${i}`, shared.subarray(i * 4096, (i + 1) * 4096));
     expect(cache.heldBytes).toBe(4 * 4096);

@@ -1,0 +1,1 @@
+export { checkMemoryLimit, MemoryBudget, type MemoryHolder } from './memory-budget.js';

@@ -1,0 +1,148 @@
+/**
+ * One memory budget for the whole process: the large buffers of NBD requests,
+ * fetch buffers, decompressed-extent caches and upload reads of every volume
+ * lease their bytes from it, so twenty volumes under load share one bound
+ * instead of each keeping an allowance of its own (docs/design.md §5, Memory).
+ *
+ * A lease that does not fit first asks the holders (pools keeping idle
+ * buffers, caches) to give memory back; if that is not enough the caller
+ * waits, in arrival order, until releases make room (backpressure, never an
+ * error). A single lease larger than the whole budget is granted once nothing
+ * else is leased, so no request size can wait forever.
+ *
+ * Kept memory is let go when the process goes quiet: once nothing has leased
+ * or used cached data for memoryIdleReleaseMs, every holder drops what it
+ * keeps only for reuse.
+ */
+import { assert } from '../assert.js';
+import { memoryIdleCheckMs, memoryIdleReleaseMs, memoryLimitBytesMin } from '../constants.js';
+import { ElideError } from '../errors.js';
+import { formatBytes } from '../units.js';
+
+/** Checks a `--memory-limit` (ELIDE_MEMORY_LIMIT) value; returns it. */
+export function checkMemoryLimit(bytes: number): number {
+  if (bytes < memoryLimitBytesMin) {
+    throw new ElideError(
+      'ELIDE_INVALID_ARGUMENT',
+      `memory limit ${formatBytes(bytes)} is below the ${formatBytes(memoryLimitBytesMin)} ` +
+        'one large request may need',
+    );
+  }
+  return bytes;
+}
+
+/** Something that keeps budgeted memory it can give back. */
+export interface MemoryHolder {
+  /** Gives back up to about `bytes` of what it keeps (idle buffers, cached data); returns bytes released. */
+  reclaim(bytes: number): number;
+  /** The process has gone quiet: give back everything kept only for reuse. */
+  releaseIdle(): void;
+}
+
+interface Waiter {
+  bytes: number;
+  resolve: () => void;
+}
+
+export class MemoryBudget {
+  private used = 0;
+  private readonly waiters: Waiter[] = [];
+  private readonly holders = new Set<MemoryHolder>();
+  /** Set while holders are asked to give back: their releases must not grant waiters meanwhile. */
+  private reclaiming = false;
+  private lastActiveMs: number;
+  private idleReleased = true;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly limitBytes: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    assert(Number.isSafeInteger(limitBytes) && limitBytes > 0, 'a memory budget is positive');
+    this.lastActiveMs = now();
+  }
+
+  /** Bytes leased and not yet released (kept idle buffers and cached data included). */
+  get usedBytes(): number {
+    return this.used;
+  }
+
+  /** Whether leases are waiting: holders should give back rather than keep. */
+  get wanted(): boolean {
+    return this.waiters.length > 0;
+  }
+
+  /** Leases `bytes` now if they fit (after asking holders to give back); false otherwise. */
+  tryLease(bytes: number): boolean {
+    this.noteActivity();
+    // Arrival order: a lease does not overtake one that is waiting.
+    return this.waiters.length === 0 && this.grant(bytes);
+  }
+
+  /** Leases `bytes`, waiting until they fit. */
+  lease(bytes: number): Promise<void> {
+    if (this.tryLease(bytes)) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ bytes, resolve }));
+  }
+
+  /** Returns leased bytes; waiting leases that now fit are granted, oldest first. */
+  release(bytes: number): void {
+    assert(bytes >= 0 && bytes <= this.used, 'only leased bytes are released');
+    this.used -= bytes;
+    this.noteActivity();
+    if (this.reclaiming) return;
+    while (this.waiters.length > 0 && this.grant(this.waiters[0]!.bytes)) {
+      this.waiters.shift()!.resolve();
+    }
+  }
+
+  /** Registers a holder; the returned function unregisters it. */
+  addHolder(holder: MemoryHolder): () => void {
+    this.holders.add(holder);
+    return () => this.holders.delete(holder);
+  }
+
+  /** Marks the process busy: kept memory is not released as idle for a while. */
+  noteActivity(): void {
+    this.lastActiveMs = this.now();
+    this.idleReleased = false;
+  }
+
+  /** Releases kept memory once the process has been quiet for memoryIdleReleaseMs. */
+  releaseIfIdle(): void {
+    if (this.idleReleased || this.now() - this.lastActiveMs < memoryIdleReleaseMs) return;
+    this.idleReleased = true;
+    for (const holder of this.holders) holder.releaseIdle();
+  }
+
+  /** Checks for quiet every memoryIdleCheckMs (the timer never keeps the process alive). */
+  startIdleRelease(): void {
+    this.idleTimer ??= setInterval(() => this.releaseIfIdle(), memoryIdleCheckMs).unref();
+  }
+
+  stopIdleRelease(): void {
+    clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private grant(bytes: number): boolean {
+    if (!this.fits(bytes)) {
+      this.reclaiming = true;
+      try {
+        for (const holder of this.holders) {
+          if (this.fits(bytes)) break;
+          holder.reclaim(this.used + bytes - this.limitBytes);
+        }
+      } finally {
+        this.reclaiming = false;
+      }
+      if (!this.fits(bytes)) return false;
+    }
+    this.used += bytes;
+    return true;
+  }
+
+  private fits(bytes: number): boolean {
+    return this.used + bytes <= this.limitBytes || this.used === 0;
+  }
+}
