@@ -132,8 +132,7 @@ export class Promotions {
       state.fs.close(wal.fd);
       state.wals.splice(state.wals.indexOf(wal), 1);
       try {
-        state.fs.unlink(wal.path);
-        await state.fs.fsyncDir(state.walDir);
+        await this.log.removePromoted(wal);
       } catch (error) {
         // Harmless for the data (recovery deletes a promoted log), but a
         // failed directory sync is not retried (invariant 7).

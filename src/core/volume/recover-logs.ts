@@ -117,7 +117,7 @@ export async function recoverLogs(input: LogRecoveryInput): Promise<LogRecovery>
   for (const name of fs.readdir(walDir)) {
     const id = name.slice(0, -walSuffix.length);
     if (name.endsWith(walTmpSuffix) && isUlid(name.slice(0, -walTmpSuffix.length))) {
-      // A creation cut short: it never held a record.
+      // A creation cut short, or a promoted log kept for reuse: no record only it holds.
       if (writes) {
         fs.unlink(path.join(walDir, name));
         swept = true;

@@ -22,6 +22,8 @@ export class WriteLog {
   private spare: WalFile | null;
   private spareCreation: Promise<void> | null = null;
   private spareError: unknown;
+  /** A promoted log's file, renamed to a `.wal.tmp` name, for the next spare to reuse. */
+  private recyclable: string | null = null;
   private deferredWriteScheduled = false;
   /** Flushes share fdatasyncs: at most one runs and one waits. */
   private readonly flushes = new CoalescedRun(() => this.syncWals());
@@ -184,6 +186,34 @@ export class WriteLog {
   async close(): Promise<void> {
     await this.spareCreation;
     if (this.spare !== null) this.state.fs.close(this.spare.fd);
+    this.dropRecyclable();
+  }
+
+  /**
+   * Removes a promoted log's file, or keeps it (renamed to a `.wal.tmp`
+   * name, which recovery sweeps) for the next spare to reuse: the log files
+   * in use then stay the same few, their pages already allocated.
+   */
+  async removePromoted(wal: WalFile): Promise<void> {
+    const { state } = this;
+    if (this.recyclable === null && !state.closed && wal.header.version === 2) {
+      const target = WalFile.recycleName(state.walDir, wal.id);
+      state.fs.rename(wal.path, target);
+      this.recyclable = target;
+    } else {
+      state.fs.unlink(wal.path);
+    }
+    await state.fs.fsyncDir(state.walDir);
+  }
+
+  private dropRecyclable(): void {
+    if (this.recyclable === null) return;
+    try {
+      this.state.fs.unlink(this.recyclable);
+    } catch {
+      // Swept at the next open.
+    }
+    this.recyclable = null;
   }
 
   /**
@@ -243,12 +273,14 @@ export class WriteLog {
     const { state } = this;
     try {
       this.spareError = undefined;
-      const wal = await WalFile.create(
-        state.fs,
-        state.walDir,
-        state.mint.next(),
-        state.descriptor.id,
-      );
+      const recyclable = this.recyclable;
+      this.recyclable = null;
+      const id = state.mint.next();
+      const volumeId = state.descriptor.id;
+      const wal =
+        recyclable === null
+          ? await WalFile.create(state.fs, state.walDir, id, volumeId)
+          : await WalFile.reuse(state.fs, state.walDir, recyclable, id, volumeId);
       // After close it is left for the next open, which takes it as its spare or removes it.
       if (state.closed) state.fs.close(wal.fd);
       else this.spare = wal;

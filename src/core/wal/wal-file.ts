@@ -5,7 +5,9 @@
  * Creation protocol (docs/formats.md §3): the header is written to
  * `<id>.wal.tmp`, fdatasynced, renamed to `<id>.wal`, and `wal/` fsynced, so
  * a log that exists always has a durable header (the volume then enters it
- * in its inventory before appending to it).
+ * in its inventory before appending to it). A promoted log's file may be
+ * reused for a new log the same way (`reuse`): renamed to a `.wal.tmp` name
+ * once promoted, given the new log's header, synced and renamed into place.
  *
  * Append protocol: the header and payload are written at the end of the file
  * with plain writes (page cache). They become durable only when the volume's
@@ -110,9 +112,44 @@ export class WalFile {
    * `.tmp` file, which is removed here if possible and swept at open if not.
    */
   static async create(fs: Fs, dir: string, id: Ulid, volumeId: Ulid): Promise<WalFile> {
-    const file = path.join(dir, walFileName(id));
     const tmp = path.join(dir, id + walTmpSuffix);
-    const fd = fs.open(tmp, 'create');
+    return WalFile.install(fs, dir, fs.open(tmp, 'create'), tmp, id, volumeId);
+  }
+
+  /**
+   * Creates an empty log in the file of a promoted one (`recyclable`, a
+   * `.wal.tmp` name: see `recycleName`), by the same protocol. Its old
+   * records stay behind the new header until overwritten, but every record
+   * header is checksummed with its log's id, so to recovery they are a torn
+   * tail, never records. Overwriting pages the page cache and the
+   * filesystem already hold costs less than appending fresh ones, and a
+   * flush then syncs data without growing the file.
+   */
+  static async reuse(
+    fs: Fs,
+    dir: string,
+    recyclable: string,
+    id: Ulid,
+    volumeId: Ulid,
+  ): Promise<WalFile> {
+    return WalFile.install(fs, dir, fs.open(recyclable, 'readwrite'), recyclable, id, volumeId);
+  }
+
+  /** The name a promoted log's file takes while it waits to be reused (swept at open). */
+  static recycleName(dir: string, id: Ulid): string {
+    return path.join(dir, id + walTmpSuffix);
+  }
+
+  /** Writes the header into `tmp` (open as `fd`), makes it durable, and renames it into place. */
+  private static async install(
+    fs: Fs,
+    dir: string,
+    fd: number,
+    tmp: string,
+    id: Ulid,
+    volumeId: Ulid,
+  ): Promise<WalFile> {
+    const file = path.join(dir, walFileName(id));
     let renamed = false;
     try {
       writeAll(fs, fd, [encodeWalFileHeader({ walId: id, volumeId })], 0, tmp);
@@ -125,7 +162,7 @@ export class WalFile {
       try {
         fs.unlink(renamed ? file : tmp);
       } catch {
-        // Swept at the next open: a .tmp never held a record, nor did this log.
+        // Swept at the next open: a .tmp holds no record but a promoted log's, nor did this log.
       }
       throw error;
     }
