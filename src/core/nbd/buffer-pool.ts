@@ -11,14 +11,26 @@
  * are given back when the budget is short and when the process goes quiet.
  */
 import type { MemoryBudget, MemoryHolder } from '../memory/index.js';
-import { nbdBufferPoolIdleBytesMax, nbdPooledBufferMinBytes } from './limits.js';
+import {
+  nbdBufferPoolIdleBytesMax,
+  nbdPooledBufferMinBytes,
+  nbdSmallBufferIdleBytesMax,
+  nbdSmallBufferMinBytes,
+} from './limits.js';
 
 /** Pool sizes are rounded up to this granularity, so a steady stream of one request size reuses. */
 const classBytes = 64 * 1024;
+/** The same for small buffers (a 4 KiB read's reply is 4 KiB and a header). */
+const smallClassBytes = 1024;
 
 export class BufferPool implements MemoryHolder {
   private readonly idle = new Map<number, Buffer[]>();
   private idleBytes = 0;
+  /** Small buffers (nbdSmallBufferMinBytes up to pooled sizes), by capacity; not in the budget. */
+  private readonly smallIdle = new Map<number, Buffer[]>();
+  private smallIdleBytes = 0;
+  /** Small buffers this pool allocated: only they come back (Node's own share slabs). */
+  private readonly smallOwned = new WeakSet<ArrayBufferLike>();
 
   constructor(private readonly budget: MemoryBudget) {
     budget.addHolder(this);
@@ -39,7 +51,7 @@ export class BufferPool implements MemoryHolder {
    * pool, for which the caller has leased `capacity(bytes)`).
    */
   take(bytes: number): Buffer {
-    if (!this.pools(bytes)) return Buffer.allocUnsafe(bytes);
+    if (!this.pools(bytes)) return this.takeSmall(bytes);
     const capacity = this.capacity(bytes);
     const buffer = this.idle.get(capacity)?.pop();
     if (buffer === undefined) return Buffer.allocUnsafeSlow(capacity).subarray(0, bytes);
@@ -49,9 +61,9 @@ export class BufferPool implements MemoryHolder {
     return buffer.subarray(0, bytes);
   }
 
-  /** Returns a buffer from `take` once nothing reads it any more (small ones are left to GC). */
+  /** Returns a buffer from `take` once nothing reads it any more. */
   give(buffer: Buffer): void {
-    if (!this.pools(buffer.length)) return;
+    if (!this.pools(buffer.length)) return this.giveSmall(buffer);
     const capacity = buffer.buffer.byteLength;
     if (
       buffer.byteOffset !== 0 ||
@@ -84,5 +96,31 @@ export class BufferPool implements MemoryHolder {
 
   releaseIdle(): void {
     this.reclaim(Infinity);
+    this.smallIdle.clear();
+    this.smallIdleBytes = 0;
+  }
+
+  private takeSmall(bytes: number): Buffer {
+    if (bytes < nbdSmallBufferMinBytes) return Buffer.allocUnsafe(bytes);
+    const capacity = Math.ceil(bytes / smallClassBytes) * smallClassBytes;
+    const buffer = this.smallIdle.get(capacity)?.pop();
+    if (buffer === undefined) {
+      const fresh = Buffer.allocUnsafeSlow(capacity);
+      this.smallOwned.add(fresh.buffer);
+      return fresh.subarray(0, bytes);
+    }
+    this.smallIdleBytes -= capacity;
+    return buffer.subarray(0, bytes);
+  }
+
+  private giveSmall(buffer: Buffer): void {
+    const capacity = buffer.buffer.byteLength;
+    if (!this.smallOwned.has(buffer.buffer) || buffer.byteOffset !== 0) return;
+    if (this.smallIdleBytes + capacity > nbdSmallBufferIdleBytesMax) return;
+    const whole = Buffer.from(buffer.buffer, 0, capacity);
+    const list = this.smallIdle.get(capacity);
+    if (list === undefined) this.smallIdle.set(capacity, [whole]);
+    else list.push(whole);
+    this.smallIdleBytes += capacity;
   }
 }

@@ -17,6 +17,14 @@ export const nbdInflightPayloadBytesMax = 64 * 1024 * 1024;
 export const nbdOutboxBytesMax = 1024 * 1024;
 /** Read replies and write payloads at least this large use pooled buffers (buffer-pool.ts). */
 export const nbdPooledBufferMinBytes = 128 * 1024;
+/**
+ * Replies and payloads from this size up to nbdPooledBufferMinBytes are
+ * reused too, outside the memory budget: at most nbdSmallBufferIdleBytesMax
+ * of them idle per server. A 4 KiB request otherwise allocates an
+ * ArrayBuffer of its own, which V8 then collects.
+ */
+export const nbdSmallBufferMinBytes = 1024;
+export const nbdSmallBufferIdleBytesMax = 2 * 1024 * 1024;
 /** The buffer every socket of one server reads into (fixed-buffer-reads.ts): one read's most. */
 export const nbdReceiveBufferBytes = 256 * 1024;
 /** Idle pooled buffers kept per server (part of the memory budget, released when the server is quiet). */

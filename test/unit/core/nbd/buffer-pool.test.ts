@@ -4,6 +4,8 @@ import { BufferPool } from '../../../../src/core/nbd/buffer-pool.js';
 import {
   nbdBufferPoolIdleBytesMax,
   nbdPooledBufferMinBytes,
+  nbdSmallBufferIdleBytesMax,
+  nbdSmallBufferMinBytes,
 } from '../../../../src/core/nbd/limits.js';
 
 const MiB = 1024 * 1024;
@@ -36,13 +38,29 @@ describe('BufferPool', () => {
     expect(take(1024 * 1024 + 8).buffer).not.toBe(first.buffer);
   });
 
-  it('leaves small buffers to the allocator and leases nothing for them', () => {
+  it('reuses small buffers outside the budget, only its own, and at most nbdSmallBufferIdleBytesMax idle', () => {
     const { pool: buffers, budget } = pool();
     expect(buffers.capacity(nbdPooledBufferMinBytes - 1)).toBe(0);
-    const small = buffers.take(nbdPooledBufferMinBytes - 1);
-    buffers.give(small);
-    expect(buffers.take(nbdPooledBufferMinBytes - 1).buffer).not.toBe(small.buffer);
+    const reply = buffers.take(4096 + 16);
+    buffers.give(reply);
+    expect(buffers.take(4096 + 8).buffer).toBe(reply.buffer);
     expect(budget.usedBytes).toBe(0);
+    // Tiny ones, and buffers the pool did not allocate (Node's shared slabs), are left alone.
+    const tiny = buffers.take(nbdSmallBufferMinBytes - 1);
+    buffers.give(tiny);
+    const next = buffers.take(nbdSmallBufferMinBytes - 1);
+    expect(next.buffer !== tiny.buffer || next.byteOffset !== tiny.byteOffset).toBe(true);
+    const foreign = Buffer.allocUnsafeSlow(8192);
+    buffers.give(foreign);
+    expect(buffers.take(8192).buffer).not.toBe(foreign.buffer);
+    // Past the idle bound, given buffers are dropped.
+    const count = nbdSmallBufferIdleBytesMax / 8192 + 4;
+    const taken = Array.from({ length: count }, () => buffers.take(8192));
+    for (const buffer of taken) buffers.give(buffer);
+    const kept = new Set(taken.map((buffer) => buffer.buffer));
+    let reused = 0;
+    for (let i = 0; i < count; i++) if (kept.has(buffers.take(8192).buffer)) reused++;
+    expect(reused).toBe(nbdSmallBufferIdleBytesMax / 8192);
   });
 
   it('keeps at most nbdBufferPoolIdleBytesMax idle, and the rest goes back to the budget', () => {
