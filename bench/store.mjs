@@ -19,7 +19,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  benchBase,
   CreateBucketCommand,
   GetObjectCommand,
   PutObjectCommand,
@@ -29,6 +28,7 @@ import { fetchRunBytesMax } from '../dist/core/constants.js';
 import { HttpTransport } from '../dist/core/store/http/transport.js';
 import { writeDocSection } from './doc-section.mjs';
 import {
+  benchBase,
   exitPaths,
   exited,
   logTail,
