@@ -13,6 +13,13 @@ export function cpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
+/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat). */
+export function machineBusySeconds() {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1, 9);
+  const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
+  return (user + nice + system + irq + softirq + steal) / ticksPerSecond;
+}
+
 /** { rssBytes, hwmBytes } of process `pid` (VmRSS and VmHWM). */
 export function memory(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

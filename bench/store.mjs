@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Object-store throughput: elide's segment upload (`volume sync`) and its cold sequential read
 // through NBD (demand fetch) against raw PutObject/GetObject of 32 MiB objects, all against one
-// single-node Ceph radosgw started for the run (scripts/ceph/start.sh, memstore OSD).
+// single-node Ceph radosgw started for the run (scripts/ceph/start.sh, memstore OSD). Reports CPU
+// seconds per GiB of the cold read (the NBD server) beside the raw GET client's (a process of its
+// own, bench/store-gets.mjs), and races elide's hand-written HTTP transport against undici's Pool
+// (bench/undici-transport.mjs) on every raw GET batch (issue 17; bench/store-race.mjs).
 // Writes the figures into docs/benchmarks.md between the store-bench markers.
 // Run with `npm run bench:store` (builds first).
 // Options (env): ELIDE_BENCH_DIR (default the system temp dir), ELIDE_BENCH_SIZE (volume and raw data per
@@ -19,7 +22,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  benchBase,
   CreateBucketCommand,
   GetObjectCommand,
   PutObjectCommand,
@@ -28,7 +30,11 @@ import {
 import { fetchRunBytesMax } from '../dist/core/constants.js';
 import { HttpTransport } from '../dist/core/store/http/transport.js';
 import { writeDocSection } from './doc-section.mjs';
+import { getInChild, transports } from './store-gets.mjs';
+import { cpuTable, raceSection } from './store-race.mjs';
+import { cpuSeconds as procCpuSeconds, machineBusySeconds } from './proc.mjs';
 import {
+  benchBase,
   exitPaths,
   exited,
   logTail,
@@ -51,13 +57,16 @@ const sizeBytes = Math.max(objectBytes, Math.ceil(parseSize(sizeText) / 4096) * 
 const objectCount = Math.ceil(sizeBytes / objectBytes);
 const rawBytes = objectCount * objectBytes;
 const putConcurrency = 4; // elide uploads four segments at once
-// Whole objects at three depths, and the shape of elide's own fetches: ranges of fetchRunBytesMax.
-// A batch deeper than its request count (a small ELIDE_BENCH_SIZE) would only repeat a shallower one.
+// Whole objects at three depths, and the shape of elide's own fetches: ranges of fetchRunBytesMax
+// at three depths. A batch deeper than its request count (a small ELIDE_BENCH_SIZE) would only
+// repeat a shallower one.
 const getBatches = [
   { id: '4', qd: 4 },
   { id: '8', qd: 8 },
   { id: '1', qd: 1 },
+  { id: 'Range1', qd: 1, rangeBytes: fetchRunBytesMax },
   { id: 'Range4', qd: 4, rangeBytes: fetchRunBytesMax },
+  { id: 'Range8', qd: 8, rangeBytes: fetchRunBytesMax },
 ].filter(
   ({ qd, rangeBytes }) => qd <= objectCount * Math.ceil(objectBytes / (rangeBytes ?? objectBytes)),
 );
@@ -74,11 +83,19 @@ const memstoreBytes = Math.ceil(
   ((runs + 1) * rawBytes + runs * Math.ceil(sizeBytes * 1.1) + 2 ** 30) / 0.9,
 );
 const fioRead = { rw: 'read', bs: '1M', qd: 8 };
-const targets = { upload: 0.7, coldRead: 0.7 };
+const targets = { upload: 0.7, coldRead: 0.7, linkColdRead: 0.9 };
+// Every raw GET batch goes through both of elide's transport candidates (the race of issue 17),
+// in an order that alternates from run to run; `productTransport` is the one elide uses.
+const raceTransports = ['elide', 'undici'];
+const productTransport = 'elide';
+// The race's rule: the hand-written transport stays only if undici costs this much more CPU per GiB.
+const raceMargin = 1.15;
 const keep = process.env.ELIDE_BENCH_KEEP === '1';
 const linkRate = process.env.ELIDE_BENCH_LINK_RATE ?? '1gbit';
-const linkGetBatches = getBatches.filter((batch) => batch.id !== '8');
-const clockTicks = 100; // USER_HZ on Linux
+// Over the link every batch takes ~9 s a GiB: whole objects ×4 and elide's fetch shapes only.
+const linkGetBatches = getBatches.filter((batch) =>
+  ['4', 'Range1', 'Range4', 'Range8'].includes(batch.id),
+);
 // Each measured phase starts once the machine has used under 0.25 cores for 500 ms (at most 20 s).
 const settleCoresMax = 0.25;
 const settleWindowMs = 500;
@@ -337,19 +354,10 @@ function rgwRequests(fromMs, toMs, method, pathPart) {
 /** CPU seconds (user + system, all threads) a process has used so far; NaN once it is gone. */
 function cpuSeconds(pid) {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+    return procCpuSeconds(pid);
   } catch {
     return NaN;
   }
-}
-
-/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat). */
-function machineBusySeconds() {
-  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1, 9);
-  const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
-  return (user + nice + system + irq + softirq + steal) / clockTicks;
 }
 
 /**
@@ -392,9 +400,10 @@ function cpuMeter(extraPid) {
 
 /**
  * An S3 client as the product configures it (src/core/store/s3-store.ts), with elide's HTTP
- * transport; `nodeHttp` swaps in the SDK's default Node.js HTTP handler instead.
+ * transport: the PUTs, and the warm-up GETs. The measured GETs run in a child process
+ * (bench/store-gets.mjs).
  */
-function s3Client(ceph, { nodeHttp = false } = {}) {
+function s3Client(ceph) {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   return new S3Client({
     endpoint: ceph.endpoint,
@@ -405,14 +414,7 @@ function s3Client(ceph, { nodeHttp = false } = {}) {
     responseChecksumValidation: 'WHEN_REQUIRED',
     retryMode: 'standard',
     maxAttempts: 3,
-    ...(nodeHttp
-      ? {}
-      : {
-          requestHandler: new HttpTransport({
-            connectionTimeoutMs: 30_000,
-            socketTimeoutMs: 30_000,
-          }),
-        }),
+    requestHandler: new HttpTransport({ connectionTimeoutMs: 30_000, socketTimeoutMs: 30_000 }),
   });
 }
 
@@ -451,9 +453,8 @@ async function rawPut(client, bucket, keys, bodies) {
 }
 
 /**
- * GETs every key, whole or in ranges of `rangeBytes`, `qd` requests at a time. A body from elide's
- * transport is copied into a reused buffer per worker (as elide's fetches are); the SDK's own
- * stream is only counted.
+ * GETs every key, whole or in ranges of `rangeBytes`, `qd` requests at a time, in process (the
+ * warm-up); each body is copied into a reused buffer per worker.
  */
 async function rawGet(client, bucket, keys, { qd, rangeBytes }) {
   const step = rangeBytes ?? objectBytes;
@@ -469,12 +470,7 @@ async function rawGet(client, bucket, keys, { qd, rangeBytes }) {
       const output = await client.send(
         new GetObjectCommand({ Bucket: bucket, Key: key, ...range }),
       );
-      let got = 0;
-      if (typeof output.Body.readInto === 'function') {
-        got = await output.Body.readInto(rawGetBuffer(worker));
-      } else {
-        for await (const chunk of output.Body) got += chunk.length;
-      }
+      const got = await output.Body.readInto(rawGetBuffer(worker));
       if (got !== length) throw new Error(`GET ${key} at ${offset}: ${got} of ${length} bytes`);
     }),
   );
@@ -538,6 +534,40 @@ async function info(env) {
   return JSON.parse((await elide(env, ['volume', 'info', 'v', '--json'])).stdout);
 }
 
+/** A raw GET batch for the child client (bench/store-gets.mjs). */
+function getJob({ ceph, bucket, keys }, batch, transport) {
+  return {
+    ...ceph,
+    bucket,
+    keys,
+    objectBytes,
+    qd: batch.qd,
+    rangeBytes: batch.rangeBytes,
+    transport,
+    pids: { rgw: cephPid('client.rgw.a'), osd: cephPid('osd.0') },
+  };
+}
+
+/**
+ * One GET batch through each transport of the race, each in its own client process after the
+ * machine settled; the order alternates from run to run. Results go to `lane[batch.id][transport]`.
+ */
+async function raceBatch(raw, batch, where = '') {
+  const order = raw.r % 2 === 1 ? raceTransports : [...raceTransports].reverse();
+  raw.lane[batch.id] = {};
+  for (const transport of order) {
+    await settle();
+    raw.lane[batch.id][transport] = await getInChild(getJob(raw, batch, transport));
+  }
+  const said = order.map((transport) => {
+    const got = raw.lane[batch.id][transport];
+    return `${transport} ${num(got.mibPerS)} MiB/s ${got.cpuPerGiB.toFixed(2)} CPU s/GiB`;
+  });
+  console.log(
+    `run ${raw.r}/${runs} raw ${batchName(batch)}${where && ` ${where}`}: ${said.join(', ')}`,
+  );
+}
+
 /**
  * Evicts the volume, serves it, and reads it all once with fio (and, with `warm`, once more from
  * the cache). MiB/s as fio reports it; the window, CPU and radosgw's counters cover the cold pass.
@@ -585,7 +615,7 @@ async function coldRead(env, tag, { warm }) {
   return measured;
 }
 
-async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile) {
+async function oneRun(r, ceph, client, bucket, bodies, imageFile) {
   const result = { run: r };
   const keys = Array.from({ length: objectCount }, (_, i) => `raw/run${r}/obj-${i}`);
   const windows = {};
@@ -595,24 +625,24 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
   result.rawPut = await rawPut(client, bucket, keys, bodies);
   windows.rawPut = [from, Date.now(), 'PUT', `/raw/run${r}/`];
   result.rawPutCpu = cpu();
+  result.gets = { loopback: {}, link: {} };
+  const raw = { ceph, bucket, keys, lane: result.gets.loopback, r };
   for (const batch of getBatches) {
-    await settle();
-    cpu = cpuMeter();
-    from = Date.now();
-    result[`rawGet${batch.id}`] = await rawGet(client, bucket, keys, batch);
-    windows[`rawGet${batch.id}`] = [from, Date.now(), 'GET', `/raw/run${r}/`];
-    result[`rawGet${batch.id}Cpu`] = cpu();
+    await raceBatch(raw, batch);
+    const got = result.gets.loopback[batch.id][productTransport];
+    result[`rawGet${batch.id}`] = got.mibPerS;
+    windows[`rawGet${batch.id}`] = [got.fromMs, got.toMs, 'GET', `/raw/run${r}/`];
+    result[`rawGet${batch.id}Cpu`] = got.cpu;
   }
   await settle();
-  cpu = cpuMeter();
-  from = Date.now();
-  result.rawGetNodeHttp = await rawGet(nodeHttpClient, bucket, keys, { qd: 4 });
-  windows.rawGetNodeHttp = [from, Date.now(), 'GET', `/raw/run${r}/`];
-  result.rawGetNodeHttpCpu = cpu();
+  const nodeHttp = await getInChild(getJob(raw, { qd: 4 }, 'node'));
+  result.rawGetNodeHttp = nodeHttp.mibPerS;
+  windows.rawGetNodeHttp = [nodeHttp.fromMs, nodeHttp.toMs, 'GET', `/raw/run${r}/`];
+  result.rawGetNodeHttpCpu = nodeHttp.cpu;
   console.log(
-    `run ${r}/${runs} raw PUT x${putConcurrency} ${num(result.rawPut)} MiB/s, ` +
-      getBatches.map((b) => `${batchName(b)} ${num(result[`rawGet${b.id}`])} MiB/s`).join(', ') +
-      `, GET x4 with the SDK's Node.js HTTP handler ${num(result.rawGetNodeHttp)} MiB/s`,
+    `run ${r}/${runs} raw PUT x${putConcurrency} ${num(result.rawPut)} MiB/s, GET x4 with the ` +
+      `SDK's Node.js HTTP handler ${num(result.rawGetNodeHttp)} MiB/s ` +
+      `(${nodeHttp.cpuPerGiB.toFixed(2)} CPU s/GiB)`,
   );
 
   const dataDir = path.join(work, `data-${r}`);
@@ -671,12 +701,14 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
   result.coldSeconds = cold.seconds;
   result.coldGetBytes = cold.getBytes;
   result.coldGets = cold.gets;
+  result.coldCpuPerGiB = cold.cpu.elide / (cold.getBytes / 2 ** 30);
   result.warmRead = cold.warmMibPerS;
   const after = await info(env);
   result.cacheAfter = after.cacheBytes;
   console.log(
     `run ${r}/${runs} elide cold read ${num(result.coldRead)} MiB/s ` +
       `(store served ${num(mib(result.coldGetBytes))} MiB in ${result.coldGets} GETs, ` +
+      `${result.coldCpuPerGiB.toFixed(2)} CPU s/GiB, ` +
       `cache after ${num(mib(result.cacheAfter))} MiB), warm read ${num(result.warmRead)} MiB/s`,
   );
 
@@ -689,16 +721,15 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
     try {
       if (linkUnavailable === undefined) {
         for (const batch of linkGetBatches) {
-          await settle();
-          result[`linkGet${batch.id}`] = await rawGet(client, bucket, keys, batch);
+          await raceBatch({ ...raw, lane: result.gets.link }, batch, 'over the link');
+          result[`linkGet${batch.id}`] = result.gets.link[batch.id][productTransport].mibPerS;
         }
-        result.linkCold = (await coldRead(env, `${r}-link`, { warm: false })).mibPerS;
+        const linkCold = await coldRead(env, `${r}-link`, { warm: false });
+        result.linkCold = linkCold.mibPerS;
+        result.linkColdCpuPerGiB = linkCold.cpu.elide / (linkCold.getBytes / 2 ** 30);
         console.log(
-          `run ${r}/${runs} over a ${linkRate} link: ` +
-            linkGetBatches
-              .map((b) => `${batchName(b)} ${num(result[`linkGet${b.id}`])} MiB/s`)
-              .join(', ') +
-            `, elide cold read ${num(result.linkCold)} MiB/s`,
+          `run ${r}/${runs} over a ${linkRate} link: elide cold read ${num(result.linkCold)} ` +
+            `MiB/s, ${result.linkColdCpuPerGiB.toFixed(2)} CPU s/GiB`,
         );
       }
     } finally {
@@ -717,6 +748,50 @@ async function oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile
   );
   if (!keep) fs.rmSync(dataDir, { recursive: true, force: true });
   return result;
+}
+
+/** The CPU-per-GiB subsection: cold read vs raw GET, and the transport race. */
+function cpuReport(results, linked) {
+  const laneOf = (key) =>
+    key === 'loopback'
+      ? { key, label: '127.0.0.1', cold: 'coldCpuPerGiB', batches: getBatches }
+      : { key, label: `${linkRate}/s link`, cold: 'linkColdCpuPerGiB', batches: linkGetBatches };
+  const lanes = (linked ? ['loopback', 'link'] : ['loopback']).map(laneOf);
+  const compare = ['Range4', '4'].map((id) => getBatches.find((batch) => batch.id === id));
+  const cpu = cpuTable(results, {
+    lanes,
+    compare: compare.filter((batch) => batch !== undefined),
+    batchName,
+    transport: productTransport,
+  });
+  const race = raceSection(results, {
+    lanes,
+    decisionLane: lanes.at(-1),
+    margin: raceMargin,
+    batchName,
+  });
+  return [
+    '### CPU per GiB: cold read vs raw GET, and the HTTP transport race',
+    '',
+    "CPU seconds per GiB fetched from the store. elide's: the `serve nbd` process's user + " +
+      'system time (/proc, all its threads) over the fio pass, over the bytes radosgw served ' +
+      "in that time; it also verifies each extent, writes it to the cache and serves it over NBD. The raw client's: " +
+      `\`process.cpuUsage()\` of the client process (\`bench/store-gets.mjs\`, started per batch; ` +
+      'module loading and one unmeasured warm-up request per worker come before the measured ' +
+      `batch) with ${transports[productTransport]}, over the batch, over the bytes it read.`,
+    '',
+    cpu,
+    '',
+    `Race (issue 17): every raw GET batch above ran once through each of ${raceTransports
+      .map((transport) => transports[transport])
+      .join(' and ')}, one client process each, the machine settled before each; the order ` +
+      'alternates from run to run. The decision is taken on CPU per GiB, which holds steadier ' +
+      'than throughput on this shared machine.',
+    '',
+    race.table,
+    '',
+    race.verdict,
+  ].join('\n');
 }
 
 async function main() {
@@ -740,7 +815,6 @@ async function main() {
   linkUnavailable = probeLinkLane();
   if (linkUnavailable !== undefined) console.log(`no shaped-link lane: ${linkUnavailable}`);
   const client = s3Client(ceph);
-  const nodeHttpClient = s3Client(ceph, { nodeHttp: true });
   const bucket = `elide-bench-${process.pid}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 
@@ -758,7 +832,6 @@ async function main() {
   for (let round = 0; round < 2; round++) {
     for (const [i, batch] of getBatches.entries())
       warmUpRates[i].push(await rawGet(client, bucket, warmKeys, batch));
-    await rawGet(nodeHttpClient, bucket, warmKeys, { qd: 4 });
   }
   const warmUp = getBatches
     .map((batch, i) => `${batchName(batch)} ${warmUpRates[i].map(num).join(' then ')}`)
@@ -767,9 +840,8 @@ async function main() {
 
   const results = [];
   for (let r = 1; r <= runs; r++)
-    results.push(await oneRun(r, ceph, client, nodeHttpClient, bucket, bodies, imageFile));
+    results.push(await oneRun(r, ceph, client, bucket, bodies, imageFile));
   client.destroy();
-  nodeHttpClient.destroy();
 
   const m = (key) => median(results.map((result) => result[key]));
   const each = (key) => results.map((result) => num(result[key])).join(' / ');
@@ -818,12 +890,11 @@ async function main() {
     ),
     ...(linked
       ? [
-          row(
-            `context: store behind a ${linkRate}/s link, cold read vs the fastest GetObject batch ` +
-              `(${linkGetBatches.map(batchName).join(', ')}) over the same link`,
-            'linkCold',
-            'linkGetBest',
-          ),
+          `| store behind a ${linkRate}/s link: cold read vs the fastest GetObject batch ` +
+            `(${linkGetBatches.map(batchName).join(', ')}) over the same link | ` +
+            `${num(m('linkCold'))} MiB/s | ${num(m('linkGetBest'))} MiB/s | ` +
+            `${(m('linkCold') / m('linkGetBest')).toFixed(2)}× | ` +
+            `${status(m('linkCold') / m('linkGetBest'), targets.linkColdRead)} |`,
         ]
       : []),
     `| context: warm sequential read (same fio job again, all cached) | ` +
@@ -869,14 +940,14 @@ async function main() {
       key: `rawGet${batch.id}`,
       rate: `rawGet${batch.id}`,
       cpu: `rawGet${batch.id}Cpu`,
-      client: 'bench',
+      client: 'client',
     })),
     {
       name: "raw GetObject ×4, SDK's Node.js HTTP handler",
       key: 'rawGetNodeHttp',
       rate: 'rawGetNodeHttp',
       cpu: 'rawGetNodeHttpCpu',
-      client: 'bench',
+      client: 'client',
     },
     { name: 'elide cold read', key: 'cold', rate: 'coldRead', cpu: 'coldCpu', client: 'elide' },
   ];
@@ -923,10 +994,12 @@ async function main() {
       "required, region us-east-1, elide's HTTP transport for requests without a body); then " +
       `${getBatches.map(batchName).join(', then ')} of all of them (whole objects, or ranges ` +
       `of ${mib(fetchRunBytesMax)} MiB, the size of elide's fetches; ×N is the requests in ` +
-      'flight), each body copied into a buffer its worker reuses (as elide copies into pooled ' +
-      'fetch buffers); then whole, 4 in flight again ' +
-      "through the SDK's default Node.js HTTP handler (the body only counted), for context. " +
-      'MiB/s is the bytes over the wall time of the batch.',
+      'flight), each batch by a client process of its own (`bench/store-gets.mjs`), once with ' +
+      "each of elide's transport candidates (see the race below), each body copied into a " +
+      'buffer its worker reuses (as elide copies into pooled fetch buffers); then whole, 4 in ' +
+      "flight again through the SDK's default Node.js HTTP handler (the body only counted), " +
+      'for context. MiB/s is the bytes over the wall time of the batch; the raw GET figures ' +
+      `outside the race are ${transports[productTransport]}'s.`,
     `- elide upload: \`elide volume import-raw IMAGE v\` of a ${gib} GiB file of random ` +
       'data (incompressible, nothing deduplicates), with `ELIDE_STORE=s3://BUCKET/elide-runN` ' +
       'and the AWS_* variables pointing at radosgw; import-raw closes the volume with sealed ' +
@@ -969,15 +1042,22 @@ async function main() {
       "or GET of the phase's objects, clipped to the phase; the `volume sync` row counts segment " +
       'and head PUTs, and its wall time includes starting the CLI) ' +
       'and from CPU accounting (/proc for radosgw, the OSD and the NBD server, ' +
-      '`/usr/bin/time` for `volume sync`, `process.cpuUsage()` for the raw client, ' +
+      '`/usr/bin/time` for `volume sync`, `process.cpuUsage()` for the raw client: in this ' +
+      'process for the PUTs, in the client process over its measured batch for the GETs, whose ' +
+      'rows cover that window only; ' +
       '/proc/stat for the machine, which has ' +
       `${cpus.length} cores; fio's own CPU is in the machine total only):`,
     '',
     phaseTable,
   ].join('\n');
 
-  writeDocSection('store-bench', 'Object store: upload and cold read vs raw S3 (radosgw)', section);
-  console.log(`\n${table}\n\n${perRun}\n\n${phaseTable}`);
+  const cpu = cpuReport(results, linked);
+  writeDocSection(
+    'store-bench',
+    'Object store: upload and cold read vs raw S3 (radosgw)',
+    `${section}\n\n${cpu}`,
+  );
+  console.log(`\n${table}\n\n${perRun}\n\n${phaseTable}\n\n${cpu}`);
   if (stderrNotes.length > 0) console.log(`\nelide wrote to stderr:\n${stderrNotes.join('\n')}`);
 }
 

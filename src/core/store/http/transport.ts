@@ -9,7 +9,6 @@
  * Requests with a body (PUT, POST) go to the SDK's NodeHttpHandler.
  */
 import net from 'node:net';
-import { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import {
@@ -19,28 +18,14 @@ import {
 } from '../../constants.js';
 import { ConnectionClosedEarly, HttpProtocolError, ResponseParser } from './response-parser.js';
 import type { ResponseHead, ResponseSink } from './response-parser.js';
-
-type HttpRequest = Parameters<NodeHttpHandler['handle']>[0];
-type HttpHandlerOptions = NonNullable<Parameters<NodeHttpHandler['handle']>[1]>;
-type HttpResponse = Awaited<ReturnType<NodeHttpHandler['handle']>>['response'];
-
-export interface HttpTransportOptions {
-  /** Time allowed to open a connection (TCP and TLS). */
-  connectionTimeoutMs: number;
-  /** Time a request may wait for any byte from the server. */
-  socketTimeoutMs: number;
-}
-
-/** Errors shaped as the SDK's retry policy and the store's error mapping expect. */
-function timeoutError(message: string): Error {
-  return Object.assign(new Error(message), { name: 'TimeoutError', code: 'ETIMEDOUT' });
-}
-
-function abortError(signal: AbortSignal): Error {
-  const error = new Error('the request was aborted', { cause: signal.reason });
-  error.name = 'AbortError';
-  return error;
-}
+import { ResponseBody } from './response-body.js';
+import { abortError, hasBody, idempotentMethods, requestTarget, timeoutError } from './request.js';
+import type {
+  HttpHandlerOptions,
+  HttpRequest,
+  HttpResponse,
+  HttpTransportOptions,
+} from './request.js';
 
 /**
  * The transport, in the shape of the SDK's HttpHandler (requestHandler).
@@ -115,20 +100,9 @@ export class HttpTransport {
   }
 }
 
-const idempotentMethods = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS']);
-
-function hasBody(body: unknown): boolean {
-  if (body === undefined || body === null) return false;
-  if (typeof body === 'string') return body.length > 0;
-  if (body instanceof Uint8Array) return body.length > 0;
-  return true;
-}
-
 /** The request line and headers. No CR, LF or NUL may reach the wire inside a field. */
 function encodeRequest(request: HttpRequest): string {
-  let target = request.path === '' ? '/' : request.path;
-  const query = encodeQuery(request.query ?? {});
-  if (query !== '') target += `?${query}`;
+  const target = requestTarget(request);
   const fields = Object.entries(request.headers);
   if (!fields.some(([name]) => name.toLowerCase() === 'host')) {
     const port = request.port === undefined ? '' : `:${request.port}`;
@@ -141,25 +115,6 @@ function encodeRequest(request: HttpRequest): string {
   // Sent as latin1: anything beyond it would be mangled silently.
   if (/[\u0100-\uffff]/.test(all)) throw new Error('a request header is not latin1 text');
   return `${text}\r\n`;
-}
-
-function escape(text: string): string {
-  return encodeURIComponent(text).replace(
-    /[!'()*]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
-  );
-}
-
-function encodeQuery(query: Record<string, string | string[] | null>): string {
-  const parts: string[] = [];
-  for (const name of Object.keys(query).sort()) {
-    const value = query[name];
-    if (value === null || value === undefined) parts.push(escape(name));
-    else if (Array.isArray(value))
-      for (const v of value) parts.push(`${escape(name)}=${escape(v)}`);
-    else parts.push(`${escape(name)}=${escape(value)}`);
-  }
-  return parts.join('&');
 }
 
 interface Origin {
@@ -453,116 +408,4 @@ function isConnectionLost(error: Error): boolean {
 
 function servername(host: string): string | undefined {
   return net.isIP(host) === 0 ? host : undefined;
-}
-
-/**
- * A response body. Read it as a stream, or copy it whole into a buffer with
- * readInto (no stream machinery). Until one of the two starts, the first
- * bytes are kept and the connection stops reading.
- */
-export class ResponseBody extends Readable {
-  private mode: 'unclaimed' | 'stream' | 'into' = 'unclaimed';
-  private held: Buffer[] = [];
-  private target: Buffer | null = null;
-  private filled = 0;
-  private ended = false;
-  private failure: Error | null = null;
-  private settle: { resolve: (bytes: number) => void; reject: (error: Error) => void } | null =
-    null;
-  /** The connection should stop reading until the reader asks for more. */
-  paused = false;
-
-  constructor(private readonly connection: Connection) {
-    super();
-  }
-
-  /**
-   * Copies the whole body into `target` from its start; resolves with the
-   * length once it has ended. A body longer than `target` is an error.
-   */
-  readInto(target: Buffer): Promise<number> {
-    if (this.mode !== 'unclaimed') throw new Error('the body is already being read');
-    this.mode = 'into';
-    this.target = target;
-    return new Promise<number>((resolve, reject) => {
-      this.settle = { resolve, reject };
-      for (const chunk of this.held.splice(0)) {
-        if (!this.copy(chunk, 0, chunk.length)) return;
-      }
-      if (this.failure !== null) reject(this.failure);
-      else if (this.ended) resolve(this.filled);
-      else this.wake();
-    });
-  }
-
-  /** Body bytes from the connection (valid only during the call). */
-  deliver(buffer: Buffer, start: number, end: number): void {
-    if (this.mode === 'into') {
-      this.copy(buffer, start, end);
-    } else if (this.mode === 'stream') {
-      if (!this.push(Buffer.from(buffer.subarray(start, end)))) this.paused = true;
-    } else {
-      this.held.push(Buffer.from(buffer.subarray(start, end)));
-      this.paused = true;
-    }
-  }
-
-  finish(): void {
-    this.ended = true;
-    if (this.mode === 'into') this.settle?.resolve(this.filled);
-    else if (this.mode === 'stream') this.push(null);
-  }
-
-  fail(error: Error): void {
-    if (this.ended) return;
-    this.failure = error;
-    if (this.mode === 'into') this.settle?.reject(error);
-    else if (this.mode === 'stream') this.destroy(error);
-  }
-
-  override _read(): void {
-    if (this.mode === 'unclaimed') {
-      this.mode = 'stream';
-      for (const chunk of this.held.splice(0)) this.push(chunk);
-      if (this.failure !== null) {
-        this.destroy(this.failure);
-        return;
-      }
-      if (this.ended) {
-        this.push(null);
-        return;
-      }
-    }
-    this.wake();
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    // A body left unread makes its connection unusable for the next response.
-    if (!this.ended) this.connection.destroy();
-    if (this.mode === 'into' && !this.ended && this.failure === null) {
-      this.settle?.reject(error ?? new Error('the body was closed before it ended'));
-    }
-    callback(error);
-  }
-
-  private wake(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.connection.resume(this);
-  }
-
-  private copy(buffer: Buffer, start: number, end: number): boolean {
-    if (this.failure !== null) return false; // nothing more lands in a rejected read
-    const target = this.target!;
-    if (this.filled + (end - start) > target.length) {
-      const error = new HttpProtocolError(`the body is longer than ${target.length} bytes`);
-      this.connection.destroy();
-      this.failure = error;
-      this.settle?.reject(error);
-      return false;
-    }
-    buffer.copy(target, this.filled, start, end);
-    this.filled += end - start;
-    return true;
-  }
 }

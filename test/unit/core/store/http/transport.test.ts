@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { httpConnectionsPerOriginMax } from '../../../../../src/core/constants.js';
-import { HttpTransport, ResponseBody } from '../../../../../src/core/store/http/transport.js';
+import { HttpTransport, ResponseBody } from '../../../../../src/core/store/http/index.js';
 
 type Handler = (request: http.IncomingMessage, response: http.ServerResponse) => void;
 
