@@ -3,7 +3,7 @@
  * block in elide's formats.
  *
  * Node's `zlib.crc32` computes the same values but without the carry-less
- * multiply instructions: on 4 KiB segment blocks it costs about three times
+ * multiply instructions: on 4 KiB segment blocks it costs about two and a half times
  * the CPU of this native one (docs/benchmarks.md), and every byte written is
  * checksummed once and every byte read from a segment once more.
  */
