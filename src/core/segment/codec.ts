@@ -10,7 +10,7 @@
  * prefix before the decompressor sees it, since the decompressor sizes its
  * output allocation from that prefix.
  */
-import { crc32 } from '../checksum.js';
+import { crc32, crc32OfBlocks } from '../checksum.js';
 import { compress, compressSync, uncompressSync } from 'lz4-napi';
 import { assert } from '../assert.js';
 import {
@@ -168,6 +168,8 @@ export function blockCrcs(plain: Uint8Array): Uint32Array {
 /**
  * Checks `count` blocks held in `data` (from `at`) against the CRCs of an
  * extent's blocks `firstBlock..`; throws ELIDE_EXTENT_CORRUPT naming the first bad one.
+ * A run is checked whole first (one CRC over it, against the block CRCs
+ * combined); block by block only when that differs, to name the block.
  */
 export function verifyBlocks(
   data: Uint8Array,
@@ -177,6 +179,10 @@ export function verifyBlocks(
   count: number,
   source: string,
 ): void {
+  if (count > 1) {
+    const run = data.subarray(at, at + count * blockBytes);
+    if (crc32(run) === crc32OfBlocks(crcs, firstBlock, count)) return;
+  }
   for (let b = 0; b < count; b++) {
     const block = data.subarray(at + b * blockBytes, at + (b + 1) * blockBytes);
     if (crc32(block) !== crcs[firstBlock + b]) {

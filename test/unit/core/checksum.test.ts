@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { crc32 } from '../../../src/core/checksum.js';
+import { crc32, crc32OfBlocks } from '../../../src/core/checksum.js';
 import { mulberry32 } from '../../support/rng.js';
 
 describe('crc32', () => {
@@ -29,5 +29,24 @@ describe('crc32', () => {
     const data = randomBytes(4096);
     const view = new Uint8Array(data.buffer, data.byteOffset + 100, 1000);
     expect(crc32(view)).toBe(zlibCrc32(data.subarray(100, 1100)));
+  });
+
+  it('combines block CRCs into the CRC of the blocks together (crc32OfBlocks)', () => {
+    const random = mulberry32(5);
+    const blocks = 64;
+    const data = randomBytes(blocks * 4096);
+    const crcs = Uint32Array.from({ length: blocks }, (_, b) =>
+      crc32(data.subarray(b * 4096, (b + 1) * 4096)),
+    );
+    for (let i = 0; i < 50; i++) {
+      const first = Math.floor(random() * blocks);
+      const count = 1 + Math.floor(random() * (blocks - first));
+      const run = data.subarray(first * 4096, (first + count) * 4096);
+      expect(crc32OfBlocks(crcs, first, count)).toBe(crc32(run));
+    }
+    // Any changed block changes the combination.
+    const damaged = Uint32Array.from(crcs);
+    damaged[10] = (damaged[10]! ^ 1) >>> 0;
+    expect(crc32OfBlocks(damaged, 0, blocks)).not.toBe(crc32(data));
   });
 });

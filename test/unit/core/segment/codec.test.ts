@@ -6,9 +6,11 @@ import { AssertionError } from '../../../../src/core/assert.js';
 import { compressionEntropyBitsMax } from '../../../../src/core/constants.js';
 import { isElideError } from '../../../../src/core/errors.js';
 import {
+  blockCrcs,
   decodeExtentBody,
   encodeExtentBody,
   sampledEntropyBits,
+  verifyBlocks,
 } from '../../../../src/core/segment/codec.js';
 
 function compressible(blocks: number): Buffer {
@@ -175,5 +177,33 @@ describe('decodeExtentBody: hostile input', () => {
     expect(() => decodeExtentBody(Buffer.alloc(1), 'raw', 1, 'segment X extent 3')).toThrow(
       /segment X extent 3/,
     );
+  });
+});
+
+describe('verifyBlocks', () => {
+  const plain = randomBytes(16 * 4096);
+  const crcs = blockCrcs(plain);
+
+  it('passes intact runs of every length and position', () => {
+    for (let first = 0; first < 16; first += 3) {
+      for (let count = 1; first + count <= 16; count += 4) {
+        const run = plain.subarray(first * 4096, (first + count) * 4096);
+        expect(() => verifyBlocks(run, 0, crcs, first, count, 'x')).not.toThrow();
+      }
+    }
+  });
+
+  it('names the first damaged block of a run', () => {
+    for (const bad of [0, 5, 15]) {
+      const copy = Buffer.from(plain);
+      copy[bad * 4096 + 100]! ^= 1;
+      copy[15 * 4096 + 7]! ^= 1;
+      expect(() => verifyBlocks(copy, 0, crcs, 0, 16, 'seg')).toThrow(
+        `seg: block ${bad} of an extent does not match its checksum`,
+      );
+    }
+    const shifted = Buffer.concat([Buffer.alloc(10), plain]);
+    shifted[10 + 3 * 4096]! ^= 0x80;
+    expect(() => verifyBlocks(shifted, 10, crcs, 0, 16, 'seg')).toThrow('block 3 of an extent');
   });
 });
