@@ -25,8 +25,7 @@ import {
   segmentInputsMax,
   segmentClaimEntryBytes,
 } from '../constants.js';
-import { hashKey } from '../extent-index/index.js';
-import { isZeroHash } from '../hash.js';
+import { hashKey, isZeroHash } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import type { LbaMap } from '../lbamap/index.js';
 import type { SegmentClaim, SegmentExtent, SegmentIndex } from '../segment/index.js';

@@ -19,9 +19,9 @@ import path from 'node:path';
 import { assert } from '../assert.js';
 import { blockBytes, promotionReadBytes } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { hashKey, type ExtentIndex, type ExtentLocation } from '../extent-index/index.js';
+import type { ExtentIndex, ExtentLocation } from '../extent-index/index.js';
 import type { Fs } from '../fs/index.js';
-import { blake3 } from '../hash.js';
+import { blake3, hashKey } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import { blockCrcs, encodeExtentBody } from '../segment/index.js';
 import {

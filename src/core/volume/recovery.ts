@@ -23,7 +23,7 @@ import { blockBytes, inventoryBytesMax } from '../constants.js';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
 import { ExtentIndex } from '../extent-index/index.js';
 import type { Fs } from '../fs/index.js';
-import { isZeroHash } from '../hash.js';
+import { hashKey, isZeroHash } from '../hash.js';
 import { isUlid, type Ulid } from '../ids/index.js';
 import { LbaMap } from '../lbamap/index.js';
 import { SegmentFile, segmentSuffix, tmpSuffix, type SegmentReader } from '../segment/index.js';
@@ -401,7 +401,8 @@ export function buildLbaMap(claims: Iterable<Claim>): LbaMap {
   const ordered = [...claims].sort((a, b) => a.seq - b.seq);
   const map = new LbaMap();
   for (const claim of ordered) {
-    map.set(claim.startLba, claim.lengthBlocks, claim.hash, claim.offsetBlocks, claim.seq);
+    const { startLba, lengthBlocks, offsetBlocks, seq } = claim;
+    map.set(startLba, lengthBlocks, hashKey(claim.hash), offsetBlocks, seq);
   }
   return map;
 }
