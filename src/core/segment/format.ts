@@ -87,6 +87,46 @@ export interface SegmentClaim {
   offsetBlocks: number;
 }
 
+/** An extent of a decoded index: the hash and block CRCs are read from the index when asked for. */
+class DecodedExtent implements SegmentExtent {
+  constructor(
+    private readonly index: Buffer,
+    /** Where its entry starts in `index`. */
+    private readonly at: number,
+    private readonly allCrcs: Uint32Array,
+    /** Where its block CRCs start in `allCrcs`. */
+    private readonly crcAt: number,
+    readonly bodyOffset: number,
+    readonly storedBytes: number,
+    readonly plainBlocks: number,
+    readonly codec: ExtentCodec,
+  ) {}
+
+  get hash(): Buffer {
+    return this.index.subarray(this.at, this.at + hashBytes);
+  }
+
+  get blockCrcs(): Uint32Array {
+    return this.allCrcs.subarray(this.crcAt, this.crcAt + this.plainBlocks);
+  }
+}
+
+/** A claim of a decoded index: the hash is read from the index when asked for. */
+class DecodedClaim implements SegmentClaim {
+  constructor(
+    private readonly index: Buffer,
+    private readonly at: number,
+    readonly startLba: number,
+    readonly seq: number,
+    readonly lengthBlocks: number,
+    readonly offsetBlocks: number,
+  ) {}
+
+  get hash(): Buffer {
+    return this.index.subarray(this.at, this.at + hashBytes);
+  }
+}
+
 export interface SegmentHeader {
   segmentId: Ulid;
   volumeId: Ulid;
@@ -249,39 +289,13 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
     corrupt(source, 'index checksum mismatch');
   }
 
-  let at = segmentHeaderBytes;
-  const extents: SegmentExtent[] = [];
-  for (let i = 0; i < header.extentCount; i++, at += segmentExtentEntryBytes) {
-    if (!isZeroRange(index, at + 49, at + 64)) corrupt(source, `extent ${i} reserved bytes set`);
-    const code = index[at + 48];
-    const codec: ExtentCodec | null = code === 0 ? 'raw' : code === 1 ? 'lz4' : null;
-    if (codec === null) corrupt(source, `extent ${i} has unknown codec ${code}`);
-    const bodyOffset = readSafeU64(index, at + 32);
-    if (bodyOffset === null) corrupt(source, `extent ${i} bodyOffset out of range`);
-    extents.push({
-      hash: index.subarray(at, at + 32),
-      bodyOffset,
-      storedBytes: index.readUInt32LE(at + 40),
-      plainBlocks: index.readUInt32LE(at + 44),
-      codec,
-      blockCrcs: new Uint32Array(0),
-    });
-  }
-  const claims: SegmentClaim[] = [];
-  for (let i = 0; i < header.claimCount; i++, at += segmentClaimEntryBytes) {
-    if (!isZeroRange(index, at + 56, at + 64)) corrupt(source, `claim ${i} reserved bytes set`);
-    const startLba = readSafeU64(index, at + 32);
-    const seq = readSafeU64(index, at + 40);
-    if (startLba === null) corrupt(source, `claim ${i} startLba out of range`);
-    if (seq === null) corrupt(source, `claim ${i} seq out of range`);
-    claims.push({
-      hash: index.subarray(at, at + 32),
-      startLba,
-      seq,
-      lengthBlocks: index.readUInt32LE(at + 48),
-      offsetBlocks: index.readUInt32LE(at + 52),
-    });
-  }
+  // One array for all CRCs, each extent viewing its part: an array per extent would cost
+  // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
+  const allCrcs = new Uint32Array(header.blockCrcCount);
+  const extents = decodeExtents(index, header.extentCount, allCrcs, source);
+  let at = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
+  const claims = decodeClaims(index, at, header.claimCount, source);
+  at += header.claimCount * segmentClaimEntryBytes;
   const inputs: Ulid[] = [];
   for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
     inputs.push(readUlid(index, at));
@@ -293,16 +307,8 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
       `blockCrcCount ${header.blockCrcCount} is not the ${plainBlocksTotal} extent blocks`,
     );
   }
-  // One array for all CRCs, each extent a view: an array (and its backing store) per extent
-  // cost more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
-  const allCrcs = new Uint32Array(header.blockCrcCount);
-  let crcAt = 0;
-  for (const extent of extents) {
-    const crcs = allCrcs.subarray(crcAt, crcAt + extent.plainBlocks);
-    crcAt += extent.plainBlocks;
-    for (let b = 0; b < crcs.length; b++, at += segmentBlockCrcBytes)
-      crcs[b] = index.readUInt32LE(at);
-    extent.blockCrcs = crcs;
+  for (let i = 0; i < allCrcs.length; i++, at += segmentBlockCrcBytes) {
+    allCrcs[i] = index.readUInt32LE(at);
   }
 
   const byHash = new Map<string, SegmentExtent>();
@@ -312,6 +318,53 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   if (claimProblem !== undefined) corrupt(source, claimProblem);
 
   return { header, extents, claims, inputs, bodyOffset: indexBytes };
+}
+
+/**
+ * The extent table. Entries keep only numbers and references to `index` and
+ * `allCrcs`: hash and block CRCs are views made when asked for, since a view
+ * per field kept for every extent cost more than the entry itself.
+ */
+function decodeExtents(
+  index: Buffer,
+  count: number,
+  allCrcs: Uint32Array,
+  source: string,
+): SegmentExtent[] {
+  const extents: SegmentExtent[] = [];
+  let at = segmentHeaderBytes;
+  let crcAt = 0;
+  for (let i = 0; i < count; i++, at += segmentExtentEntryBytes) {
+    if (!isZeroRange(index, at + 49, at + 64)) corrupt(source, `extent ${i} reserved bytes set`);
+    const code = index[at + 48];
+    const codec: ExtentCodec | null = code === 0 ? 'raw' : code === 1 ? 'lz4' : null;
+    if (codec === null) corrupt(source, `extent ${i} has unknown codec ${code}`);
+    const bodyOffset = readSafeU64(index, at + 32);
+    if (bodyOffset === null) corrupt(source, `extent ${i} bodyOffset out of range`);
+    const plainBlocks = index.readUInt32LE(at + 44);
+    const storedBytes = index.readUInt32LE(at + 40);
+    extents.push(
+      new DecodedExtent(index, at, allCrcs, crcAt, bodyOffset, storedBytes, plainBlocks, codec),
+    );
+    crcAt += plainBlocks;
+  }
+  return extents;
+}
+
+/** The claim table, `count` entries from `at`; hashes are views made when asked for. */
+function decodeClaims(index: Buffer, at: number, count: number, source: string): SegmentClaim[] {
+  const claims: SegmentClaim[] = [];
+  for (let i = 0; i < count; i++, at += segmentClaimEntryBytes) {
+    if (!isZeroRange(index, at + 56, at + 64)) corrupt(source, `claim ${i} reserved bytes set`);
+    const startLba = readSafeU64(index, at + 32);
+    const seq = readSafeU64(index, at + 40);
+    if (startLba === null) corrupt(source, `claim ${i} startLba out of range`);
+    if (seq === null) corrupt(source, `claim ${i} seq out of range`);
+    const lengthBlocks = index.readUInt32LE(at + 48);
+    const offsetBlocks = index.readUInt32LE(at + 52);
+    claims.push(new DecodedClaim(index, at, startLba, seq, lengthBlocks, offsetBlocks));
+  }
+  return claims;
 }
 
 function readHeader(buf: Buffer, source: string): { header: SegmentHeader; indexBytes: number } {
