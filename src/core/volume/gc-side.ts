@@ -88,9 +88,11 @@ export class VolumeGcSide implements GcSubject {
       minLive: 0,
       frozenSegments: own.length - eligible.length,
       otherClaimHashes: function* () {
-        for (const segment of others) for (const claim of segment.index.claims) yield claim.hash;
+        for (const segment of others) {
+          for (const claim of segment.index.claims) yield hashKey(claim.hash);
+        }
         // A fork may hold its own copy of a body its ancestors' claims use.
-        for (const claim of ancestorClaims) yield claim.hash;
+        for (const claim of ancestorClaims) yield hashKey(claim.hash);
         for (const wal of wals) {
           if (wal.retired) continue;
           for (const record of wal.records) if (record.kind === 'data') yield record.hash;
@@ -208,9 +210,8 @@ export class VolumeGcSide implements GcSubject {
     for (const wal of state.wals) {
       if (wal.retired) continue;
       for (const record of wal.records) {
-        if (record.kind !== 'data') continue;
-        const key = hashKey(record.hash);
-        if (!dropped.has(key) || walCopies.has(key)) continue;
+        const key = record.hash;
+        if (record.kind !== 'data' || !dropped.has(key) || walCopies.has(key)) continue;
         const { payloadOffset, lengthBlocks: plainBlocks } = record;
         walCopies.set(key, { kind: 'wal', wal, payloadOffset, plainBlocks });
       }

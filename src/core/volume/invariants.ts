@@ -6,7 +6,7 @@
  * in a live segment or log. A failure names the caller and is a bug.
  */
 import { assert } from '../assert.js';
-import { zeroHashKey } from '../hash.js';
+import { hashKeyBytes, zeroHashKey } from '../hash.js';
 import { buildLbaMap, type Claim } from './recovery.js';
 import type { VolumeState } from './state.js';
 
@@ -18,7 +18,9 @@ export function checkInvariants(state: VolumeState, caller: string): void {
   for (const claim of state.ancestorClaims) claims.push(claim);
   for (const wal of state.wals) {
     if (wal.retired) continue;
-    for (const record of wal.records) claims.push({ ...record, offsetBlocks: 0 });
+    for (const record of wal.records) {
+      claims.push({ ...record, hash: hashKeyBytes(record.hash), offsetBlocks: 0 });
+    }
   }
   const live = [...state.lbaMap.entries()];
   const fresh = [...buildLbaMap(claims).entries()];

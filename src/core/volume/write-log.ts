@@ -69,17 +69,17 @@ export class WriteLog {
       wal.id,
     );
     const payloadOffset = this.appendToWal(wal, header, chunk);
+    // One key string shared by the record, the LBA map and the extent index.
+    const key = hashKey(hash);
     wal.records.push({
       kind: 'data',
       startLba,
       lengthBlocks,
       seq,
-      hash,
+      hash: key,
       payloadOffset,
       blockCrcs: crcs,
     });
-    // One key string shared by the LBA map and the extent index.
-    const key = hashKey(hash);
     state.lbaMap.set(startLba, lengthBlocks, key, 0, seq);
     state.extents.setLocalCopy(key, {
       kind: 'wal',
@@ -100,7 +100,14 @@ export class WriteLog {
       wal.id,
     );
     this.appendToWal(wal, header, undefined);
-    wal.records.push({ kind: 'zero', startLba, lengthBlocks, seq, hash, payloadOffset: 0 });
+    wal.records.push({
+      kind: 'zero',
+      startLba,
+      lengthBlocks,
+      seq,
+      hash: zeroHashKey,
+      payloadOffset: 0,
+    });
     state.lbaMap.set(startLba, lengthBlocks, zeroHashKey, 0, seq);
   }
 
