@@ -4,7 +4,7 @@
  * extents only by hash, so moving a body (promotion, later GC) never touches
  * the LBA map.
  */
-import { assert } from '../assert.js';
+import { hashKey, type HashKey } from '../hash.js';
 import type { SegmentExtent } from '../segment/index.js';
 import type { SegmentReader } from '../segment/index.js';
 import type { WalFile } from '../wal/index.js';
@@ -20,41 +20,42 @@ export type ExtentLocation =
     }
   | { kind: 'segment'; segment: SegmentReader; extent: SegmentExtent };
 
-/** Map key for a 32-byte hash: one latin1 character per byte, half the size of hex. */
-export function hashKey(hash: Buffer): string {
-  assert(hash.length === 32, 'hashes are 32 bytes');
-  return hash.toString('latin1');
+/** A hash as the index keys it; a key passed in is kept, so the LBA map can share it. */
+export type ExtentHash = HashKey | Uint8Array;
+
+function keyOf(hash: ExtentHash): HashKey {
+  return typeof hash === 'string' ? hash : hashKey(hash);
 }
 
 export class ExtentIndex {
-  private readonly locations = new Map<string, ExtentLocation>();
+  private readonly locations = new Map<HashKey, ExtentLocation>();
   /** Copies in stored segments that a local copy displaced (setLocalCopy): still deduplicable. */
-  private readonly storedCopies = new Map<string, ExtentLocation>();
+  private readonly storedCopies = new Map<HashKey, ExtentLocation>();
 
   get size(): number {
     return this.locations.size;
   }
 
-  get(hash: Buffer): ExtentLocation | undefined {
-    return this.locations.get(hashKey(hash));
+  get(hash: ExtentHash): ExtentLocation | undefined {
+    return this.locations.get(keyOf(hash));
   }
 
-  has(hash: Buffer): boolean {
-    return this.locations.has(hashKey(hash));
+  has(hash: ExtentHash): boolean {
+    return this.locations.has(keyOf(hash));
   }
 
-  set(hash: Buffer, location: ExtentLocation): void {
-    this.locations.set(hashKey(hash), location);
+  set(hash: ExtentHash, location: ExtentLocation): void {
+    this.locations.set(keyOf(hash), location);
   }
 
   /** Forgets a hash whose body GC dropped (nothing refers to it any more). */
-  delete(hash: Buffer): void {
-    this.locations.delete(hashKey(hash));
+  delete(hash: ExtentHash): void {
+    this.locations.delete(keyOf(hash));
   }
 
   /** Records a location only for a hash not seen before: the first stored copy wins. */
-  setIfAbsent(hash: Buffer, location: ExtentLocation): void {
-    const key = hashKey(hash);
+  setIfAbsent(hash: ExtentHash, location: ExtentLocation): void {
+    const key = keyOf(hash);
     if (!this.locations.has(key)) this.locations.set(key, location);
   }
 
@@ -63,8 +64,8 @@ export class ExtentIndex {
    * it replaces a location in a stored segment whose body is not cached, so
    * reading the extent never needs the store while its bytes are on disk.
    */
-  setLocalCopy(hash: Buffer, location: ExtentLocation): void {
-    const key = hashKey(hash);
+  setLocalCopy(hash: ExtentHash, location: ExtentLocation): void {
+    const key = keyOf(hash);
     const existing = this.locations.get(key);
     const onlyInStore =
       existing?.kind === 'segment' && !existing.segment.isPresent(existing.extent);
@@ -76,9 +77,10 @@ export class ExtentIndex {
    * A copy of the extent in a segment, even when reads use a local copy:
    * what promotion may deduplicate against (a stored copy need not be cached).
    */
-  segmentCopy(hash: Buffer): ExtentLocation | undefined {
-    const current = this.locations.get(hashKey(hash));
-    return current?.kind === 'segment' ? current : this.storedCopies.get(hashKey(hash));
+  segmentCopy(hash: ExtentHash): ExtentLocation | undefined {
+    const key = keyOf(hash);
+    const current = this.locations.get(key);
+    return current?.kind === 'segment' ? current : this.storedCopies.get(key);
   }
 
   /** Forgets displaced stored copies in `segment` (GC removed it). */

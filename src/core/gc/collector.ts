@@ -221,7 +221,10 @@ async function writeOutput(
     let sinceYield = 0;
     for (const { segment, extent } of pass.extents) {
       const stored = await volume.readForGc(segment, extent);
-      extents.push({ ...extent, bodyOffset: writer.appendBody(stored) });
+      // Fields named, not spread: a decoded extent's hash and CRCs are accessors.
+      const { hash, storedBytes, plainBlocks, codec, blockCrcs } = extent;
+      const bodyOffset = writer.appendBody(stored);
+      extents.push({ hash, bodyOffset, storedBytes, plainBlocks, codec, blockCrcs });
       // Reads of cached bodies never wait: let guest I/O in between.
       sinceYield += stored.length;
       if (sinceYield >= gcCopyYieldBytes) {

@@ -25,8 +25,7 @@ import {
   segmentInputsMax,
   segmentClaimEntryBytes,
 } from '../constants.js';
-import { hashKey } from '../extent-index/index.js';
-import { isZeroHash } from '../hash.js';
+import { hashKey, isZeroHash, type HashKey } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import type { LbaMap } from '../lbamap/index.js';
 import type { SegmentClaim, SegmentExtent, SegmentIndex } from '../segment/index.js';
@@ -44,7 +43,7 @@ export interface GcPlanInput<S extends GcSegment> {
   storedSeqMax: number;
   lbaMap: Pick<LbaMap, 'lookup'>;
   /** Hashes claimed by every segment and log outside `eligible`. */
-  otherClaimHashes: () => Iterable<Buffer>;
+  otherClaimHashes: () => Iterable<HashKey>;
   /** Segments whose live fraction is below this are compacted. */
   minLive: number;
 }
@@ -95,7 +94,7 @@ export async function planGc<S extends GcSegment>(input: GcPlanInput<S>): Promis
     examined.push({ segment, keptClaims, liveFraction: 0, empty: false });
   }
   for (const hash of input.otherClaimHashes()) {
-    referenced.add(hashKey(hash));
+    referenced.add(hash);
     await pace();
   }
 

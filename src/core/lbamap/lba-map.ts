@@ -13,9 +13,7 @@
  * may keep what `entries()`/`forEach` hand out without seeing it change later.
  */
 import { assert } from '../assert.js';
-
-const hashBytes = 32;
-const zeroHash = Buffer.alloc(hashBytes);
+import { hashBytes, zeroHashKey, type HashKey } from '../hash.js';
 
 /** Default entries per chunk; small enough that a splice is a short memmove. */
 export const lbaMapChunkEntriesDefault = 512;
@@ -24,11 +22,8 @@ export const lbaMapChunkEntriesDefault = 512;
 export interface LbaMapping {
   readonly startLba: number;
   readonly lengthBlocks: number;
-  /**
-   * 32-byte extent hash, or 32 zero bytes for a zero claim. The caller's buffer is kept, not
-   * copied (zero hashes become one shared buffer): never mutate it.
-   */
-  readonly hash: Buffer;
+  /** Extent hash, or `zeroHashKey` for a zero claim; the caller's key is kept, not copied. */
+  readonly hash: HashKey;
   /** Block of the extent where this run begins; always 0 for zero claims. */
   readonly offsetBlocks: number;
   readonly seq: number;
@@ -38,7 +33,7 @@ export interface LbaMapping {
 export interface LbaPiece {
   startLba: number;
   lengthBlocks: number;
-  mapping?: { hash: Buffer; offsetBlocks: number; seq: number };
+  mapping?: { hash: HashKey; offsetBlocks: number; seq: number };
 }
 
 export interface MappedBlocks {
@@ -57,14 +52,13 @@ class Entry implements LbaMapping {
   constructor(
     readonly startLba: number,
     readonly lengthBlocks: number,
-    readonly hash: Buffer,
+    readonly hash: HashKey,
     readonly offsetBlocks: number,
     readonly seq: number,
   ) {}
 
-  /** Zero hashes are stored as the one `zeroHash` buffer, so this is an identity check. */
   get zero(): boolean {
-    return this.hash === zeroHash;
+    return this.hash === zeroHashKey;
   }
 
   get endLba(): number {
@@ -77,10 +71,6 @@ class Entry implements LbaMapping {
     const offset = this.zero ? 0 : this.offsetBlocks + (start - this.startLba);
     return new Entry(start, end - start, this.hash, offset, this.seq);
   }
-}
-
-function isZeroHash(hash: Buffer): boolean {
-  return hash[0] === 0 && hash.equals(zeroHash);
 }
 
 /** Index of the last element of `keys` that is <= `key`, or -1. */
@@ -113,8 +103,7 @@ function entryProblem(e: Entry, prevEnd: number): string | undefined {
   if (!Number.isSafeInteger(e.startLba) || e.startLba < 0) return 'entry startLba valid';
   if (!Number.isSafeInteger(e.lengthBlocks) || e.lengthBlocks < 1) return 'entry length >= 1';
   if (e.startLba < prevEnd) return 'entries sorted and non-overlapping';
-  if (e.hash.length !== hashBytes) return 'entry hash is 32 bytes';
-  if (!e.zero && isZeroHash(e.hash)) return 'zero hashes are stored as the shared zeroHash';
+  if (typeof e.hash !== 'string' || e.hash.length !== hashBytes) return 'entry hash is 32 bytes';
   if (!Number.isSafeInteger(e.offsetBlocks) || e.offsetBlocks < 0) return 'entry offset >= 0';
   if (e.zero && e.offsetBlocks !== 0) return 'zero entries have offset 0';
   if (!Number.isSafeInteger(e.seq) || e.seq < 0) return 'entry seq valid';
@@ -135,15 +124,15 @@ function assertRange(startLba: number, lengthBlocks: number): void {
   if (problem !== undefined) assert(false, problem);
 }
 
-/** Validates a claim and returns the hash buffer to store for it. */
-function claimHash(
+/** Validates a claim. */
+function checkClaim(
   startLba: number,
   lengthBlocks: number,
-  hash: Buffer,
+  hash: HashKey,
   offsetBlocks: number,
   seq: number,
-): Buffer {
-  const zero = hash.length === hashBytes && isZeroHash(hash);
+): void {
+  const zero = hash === zeroHashKey;
   const problem =
     rangeProblem(startLba, lengthBlocks) ??
     (hash.length !== hashBytes
@@ -156,8 +145,6 @@ function claimHash(
             ? 'zero claims have offsetBlocks 0'
             : undefined);
   if (problem !== undefined) assert(false, problem);
-  // One shared buffer for every zero entry: cheap zero tests, no per-claim buffers kept alive.
-  return zero ? zeroHash : hash;
 }
 
 export class LbaMap {
@@ -190,12 +177,12 @@ export class LbaMap {
   set(
     startLba: number,
     lengthBlocks: number,
-    hash: Buffer,
+    hash: HashKey,
     offsetBlocks: number,
     seq: number,
   ): void {
-    const stored = claimHash(startLba, lengthBlocks, hash, offsetBlocks, seq);
-    this.setEntry(new Entry(startLba, lengthBlocks, stored, offsetBlocks, seq));
+    checkClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
+    this.setEntry(new Entry(startLba, lengthBlocks, hash, offsetBlocks, seq));
   }
 
   /**
@@ -205,11 +192,11 @@ export class LbaMap {
   setIfNewer(
     startLba: number,
     lengthBlocks: number,
-    hash: Buffer,
+    hash: HashKey,
     offsetBlocks: number,
     seq: number,
   ): void {
-    const stored = claimHash(startLba, lengthBlocks, hash, offsetBlocks, seq);
+    checkClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
     const end = startLba + lengthBlocks;
     // Collect maximal runs first: `setEntry` reshapes the chunks being walked.
     const runs: number[] = [];
@@ -229,8 +216,8 @@ export class LbaMap {
     for (let r = 0; r < runs.length; r += 2) {
       const from = runs[r]!;
       const to = runs[r + 1]!;
-      const offset = stored === zeroHash ? 0 : offsetBlocks + (from - startLba);
-      this.setEntry(new Entry(from, to - from, stored, offset, seq));
+      const offset = hash === zeroHashKey ? 0 : offsetBlocks + (from - startLba);
+      this.setEntry(new Entry(from, to - from, hash, offset, seq));
     }
   }
 
@@ -275,10 +262,6 @@ export class LbaMap {
   checkInvariants(): void {
     const { chunks, chunkStarts } = this;
     assert(chunks.length === chunkStarts.length, 'one start key per chunk');
-    assert(
-      zeroHash.every((byte) => byte === 0),
-      'nobody wrote into the shared zeroHash',
-    );
     let entries = 0;
     let data = 0;
     let zeros = 0;

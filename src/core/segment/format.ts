@@ -87,6 +87,84 @@ export interface SegmentClaim {
   offsetBlocks: number;
 }
 
+/** What a decoded index's entries read from: its own copy of the tables, and the block CRCs. */
+interface DecodedTables {
+  readonly index: Buffer;
+  readonly allCrcs: Uint32Array;
+}
+
+/** A u64 field the decoder has checked is a safe integer. */
+function readCheckedU64(index: Buffer, at: number): number {
+  return index.readUInt32LE(at) + index.readUInt32LE(at + 4) * 2 ** 32;
+}
+
+/**
+ * An extent of a decoded index: where its entry is, and every field read from
+ * there when asked for. One small object per extent, where fields and a view
+ * each for the hash and the CRCs cost several times the 64-byte entry.
+ */
+class DecodedExtent implements SegmentExtent {
+  constructor(
+    private readonly tables: DecodedTables,
+    /** Where its entry starts in `tables.index`. */
+    private readonly at: number,
+    /** Where its block CRCs start in `tables.allCrcs`. */
+    private readonly crcAt: number,
+  ) {}
+
+  get hash(): Buffer {
+    return this.tables.index.subarray(this.at, this.at + hashBytes);
+  }
+
+  get bodyOffset(): number {
+    return readCheckedU64(this.tables.index, this.at + 32);
+  }
+
+  get storedBytes(): number {
+    return this.tables.index.readUInt32LE(this.at + 40);
+  }
+
+  get plainBlocks(): number {
+    return this.tables.index.readUInt32LE(this.at + 44);
+  }
+
+  get codec(): ExtentCodec {
+    return this.tables.index[this.at + 48] === codecCodes.raw ? 'raw' : 'lz4';
+  }
+
+  get blockCrcs(): Uint32Array {
+    return this.tables.allCrcs.subarray(this.crcAt, this.crcAt + this.plainBlocks);
+  }
+}
+
+/** A claim of a decoded index, read from its entry when asked for (see DecodedExtent). */
+class DecodedClaim implements SegmentClaim {
+  constructor(
+    private readonly index: Buffer,
+    private readonly at: number,
+  ) {}
+
+  get hash(): Buffer {
+    return this.index.subarray(this.at, this.at + hashBytes);
+  }
+
+  get startLba(): number {
+    return readCheckedU64(this.index, this.at + 32);
+  }
+
+  get seq(): number {
+    return readCheckedU64(this.index, this.at + 40);
+  }
+
+  get lengthBlocks(): number {
+    return this.index.readUInt32LE(this.at + 48);
+  }
+
+  get offsetBlocks(): number {
+    return this.index.readUInt32LE(this.at + 52);
+  }
+}
+
 export interface SegmentHeader {
   segmentId: Ulid;
   volumeId: Ulid;
@@ -249,39 +327,13 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
     corrupt(source, 'index checksum mismatch');
   }
 
-  let at = segmentHeaderBytes;
-  const extents: SegmentExtent[] = [];
-  for (let i = 0; i < header.extentCount; i++, at += segmentExtentEntryBytes) {
-    if (!isZeroRange(index, at + 49, at + 64)) corrupt(source, `extent ${i} reserved bytes set`);
-    const code = index[at + 48];
-    const codec: ExtentCodec | null = code === 0 ? 'raw' : code === 1 ? 'lz4' : null;
-    if (codec === null) corrupt(source, `extent ${i} has unknown codec ${code}`);
-    const bodyOffset = readSafeU64(index, at + 32);
-    if (bodyOffset === null) corrupt(source, `extent ${i} bodyOffset out of range`);
-    extents.push({
-      hash: index.subarray(at, at + 32),
-      bodyOffset,
-      storedBytes: index.readUInt32LE(at + 40),
-      plainBlocks: index.readUInt32LE(at + 44),
-      codec,
-      blockCrcs: new Uint32Array(0),
-    });
-  }
-  const claims: SegmentClaim[] = [];
-  for (let i = 0; i < header.claimCount; i++, at += segmentClaimEntryBytes) {
-    if (!isZeroRange(index, at + 56, at + 64)) corrupt(source, `claim ${i} reserved bytes set`);
-    const startLba = readSafeU64(index, at + 32);
-    const seq = readSafeU64(index, at + 40);
-    if (startLba === null) corrupt(source, `claim ${i} startLba out of range`);
-    if (seq === null) corrupt(source, `claim ${i} seq out of range`);
-    claims.push({
-      hash: index.subarray(at, at + 32),
-      startLba,
-      seq,
-      lengthBlocks: index.readUInt32LE(at + 48),
-      offsetBlocks: index.readUInt32LE(at + 52),
-    });
-  }
+  // One array for all CRCs, each extent viewing its part: an array per extent would cost
+  // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
+  const allCrcs = new Uint32Array(header.blockCrcCount);
+  const extents = decodeExtents({ index, allCrcs }, header.extentCount, source);
+  let at = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
+  const claims = decodeClaims(index, at, header.claimCount, source);
+  at += header.claimCount * segmentClaimEntryBytes;
   const inputs: Ulid[] = [];
   for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
     inputs.push(readUlid(index, at));
@@ -293,16 +345,8 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
       `blockCrcCount ${header.blockCrcCount} is not the ${plainBlocksTotal} extent blocks`,
     );
   }
-  // One array for all CRCs, each extent a view: an array (and its backing store) per extent
-  // cost more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
-  const allCrcs = new Uint32Array(header.blockCrcCount);
-  let crcAt = 0;
-  for (const extent of extents) {
-    const crcs = allCrcs.subarray(crcAt, crcAt + extent.plainBlocks);
-    crcAt += extent.plainBlocks;
-    for (let b = 0; b < crcs.length; b++, at += segmentBlockCrcBytes)
-      crcs[b] = index.readUInt32LE(at);
-    extent.blockCrcs = crcs;
+  for (let i = 0; i < allCrcs.length; i++, at += segmentBlockCrcBytes) {
+    allCrcs[i] = index.readUInt32LE(at);
   }
 
   const byHash = new Map<string, SegmentExtent>();
@@ -312,6 +356,38 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   if (claimProblem !== undefined) corrupt(source, claimProblem);
 
   return { header, extents, claims, inputs, bodyOffset: indexBytes };
+}
+
+/** The extent table: checks each entry's fields, and returns entries that read them later. */
+function decodeExtents(tables: DecodedTables, count: number, source: string): SegmentExtent[] {
+  const { index } = tables;
+  const extents: SegmentExtent[] = [];
+  let at = segmentHeaderBytes;
+  let crcAt = 0;
+  for (let i = 0; i < count; i++, at += segmentExtentEntryBytes) {
+    if (!isZeroRange(index, at + 49, at + 64)) corrupt(source, `extent ${i} reserved bytes set`);
+    const code = index[at + 48];
+    if (code !== codecCodes.raw && code !== codecCodes.lz4) {
+      corrupt(source, `extent ${i} has unknown codec ${code}`);
+    }
+    if (readSafeU64(index, at + 32) === null)
+      corrupt(source, `extent ${i} bodyOffset out of range`);
+    extents.push(new DecodedExtent(tables, at, crcAt));
+    crcAt += index.readUInt32LE(at + 44);
+  }
+  return extents;
+}
+
+/** The claim table, `count` entries from `at` (see decodeExtents). */
+function decodeClaims(index: Buffer, at: number, count: number, source: string): SegmentClaim[] {
+  const claims: SegmentClaim[] = [];
+  for (let i = 0; i < count; i++, at += segmentClaimEntryBytes) {
+    if (!isZeroRange(index, at + 56, at + 64)) corrupt(source, `claim ${i} reserved bytes set`);
+    if (readSafeU64(index, at + 32) === null) corrupt(source, `claim ${i} startLba out of range`);
+    if (readSafeU64(index, at + 40) === null) corrupt(source, `claim ${i} seq out of range`);
+    claims.push(new DecodedClaim(index, at));
+  }
+  return claims;
 }
 
 function readHeader(buf: Buffer, source: string): { header: SegmentHeader; indexBytes: number } {

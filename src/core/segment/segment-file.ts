@@ -210,25 +210,9 @@ export class SegmentWriter {
     }
     this.fs.close(this.fd);
     this.closed = true;
-    // The index was just encoded from these fields (the encoder checks every
-    // rule the decoder does), so the caller need not decode it again.
-    return {
-      header: {
-        segmentId: fields.segmentId,
-        volumeId: fields.volumeId,
-        sourceWalId: fields.sourceWalId,
-        extentCount: fields.extents.length,
-        claimCount: fields.claims.length,
-        inputCount: fields.inputs.length,
-        blockCrcCount: fields.extents.reduce((sum, extent) => sum + extent.plainBlocks, 0),
-        bodyBytes: this.bodyBytes,
-        seqMax: fields.seqMax,
-      },
-      extents: fields.extents,
-      claims: fields.claims,
-      inputs: fields.inputs,
-      bodyOffset: this.indexBytes,
-    };
+    // Decoded from the bytes just written rather than kept as given: a decoded index holds
+    // compact entries, and no views into the inputs' indexes (GC) that would keep them alive.
+    return decodeSegmentIndex(encoded, this.tmp);
   }
 
   /** Renames the prepared file to `<id>.seg`; returns its path. */

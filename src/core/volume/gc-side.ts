@@ -7,9 +7,9 @@
 import { assert } from '../assert.js';
 import type { StoredSegment } from '../cache/index.js';
 import { ElideError } from '../errors.js';
-import { hashKey, type ExtentLocation } from '../extent-index/index.js';
+import type { ExtentLocation } from '../extent-index/index.js';
 import type { GcPass, GcPlanInput, GcSubject } from '../gc/index.js';
-import { blake3 } from '../hash.js';
+import { blake3, hashKey, type HashKey } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import {
   decodeExtentBody,
@@ -88,9 +88,11 @@ export class VolumeGcSide implements GcSubject {
       minLive: 0,
       frozenSegments: own.length - eligible.length,
       otherClaimHashes: function* () {
-        for (const segment of others) for (const claim of segment.index.claims) yield claim.hash;
+        for (const segment of others) {
+          for (const claim of segment.index.claims) yield hashKey(claim.hash);
+        }
         // A fork may hold its own copy of a body its ancestors' claims use.
-        for (const claim of ancestorClaims) yield claim.hash;
+        for (const claim of ancestorClaims) yield hashKey(claim.hash);
         for (const wal of wals) {
           if (wal.retired) continue;
           for (const record of wal.records) if (record.kind === 'data') yield record.hash;
@@ -204,12 +206,12 @@ export class VolumeGcSide implements GcSubject {
     const { state } = this;
     const inputs = new Set<SegmentReader>(pass.inputs);
     const dropped = new Set(pass.droppedHashes.map(hashKey));
-    const walCopies = new Map<string, ExtentLocation>();
+    const walCopies = new Map<HashKey, ExtentLocation>();
     for (const wal of state.wals) {
       if (wal.retired) continue;
       for (const record of wal.records) {
-        const key = record.kind === 'data' ? hashKey(record.hash) : '';
-        if (!dropped.has(key) || walCopies.has(key)) continue;
+        const key = record.hash;
+        if (record.kind !== 'data' || !dropped.has(key) || walCopies.has(key)) continue;
         const { payloadOffset, lengthBlocks: plainBlocks } = record;
         walCopies.set(key, { kind: 'wal', wal, payloadOffset, plainBlocks });
       }

@@ -6,7 +6,7 @@
  * in a live segment or log. A failure names the caller and is a bug.
  */
 import { assert } from '../assert.js';
-import { isZeroHash } from '../hash.js';
+import { hashKeyBytes, zeroHashKey } from '../hash.js';
 import { buildLbaMap, type Claim } from './recovery.js';
 import type { VolumeState } from './state.js';
 
@@ -18,7 +18,9 @@ export function checkInvariants(state: VolumeState, caller: string): void {
   for (const claim of state.ancestorClaims) claims.push(claim);
   for (const wal of state.wals) {
     if (wal.retired) continue;
-    for (const record of wal.records) claims.push({ ...record, offsetBlocks: 0 });
+    for (const record of wal.records) {
+      claims.push({ ...record, hash: hashKeyBytes(record.hash), offsetBlocks: 0 });
+    }
   }
   const live = [...state.lbaMap.entries()];
   const fresh = [...buildLbaMap(claims).entries()];
@@ -32,7 +34,7 @@ export function checkInvariants(state: VolumeState, caller: string): void {
         entry.lengthBlocks === other.lengthBlocks &&
         entry.offsetBlocks === other.offsetBlocks &&
         entry.seq === other.seq &&
-        entry.hash.equals(other.hash)
+        entry.hash === other.hash
       );
     });
   assert(same, `${caller}: live LBA map differs from a rebuild from disk`);
@@ -42,7 +44,7 @@ export function checkInvariants(state: VolumeState, caller: string): void {
     `${caller}: a segment GC replaced is still in use`,
   );
   for (const entry of live) {
-    if (isZeroHash(entry.hash)) continue;
+    if (entry.hash === zeroHashKey) continue;
     const location = state.extents.get(entry.hash);
     assert(location !== undefined, `${caller}: mapped extent has a stored copy`);
     if (location.kind === 'wal') {

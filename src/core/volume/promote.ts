@@ -19,9 +19,9 @@ import path from 'node:path';
 import { assert } from '../assert.js';
 import { blockBytes, promotionReadBytes } from '../constants.js';
 import { ElideError } from '../errors.js';
-import { hashKey, type ExtentIndex, type ExtentLocation } from '../extent-index/index.js';
+import type { ExtentIndex, ExtentLocation } from '../extent-index/index.js';
 import type { Fs } from '../fs/index.js';
-import { blake3 } from '../hash.js';
+import { blake3, hashKeyBytes } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import { blockCrcs, encodeExtentBody } from '../segment/index.js';
 import {
@@ -66,11 +66,11 @@ export function planPromotion(input: {
   const included = new Set<string>();
   for (const record of wal.records) {
     if (record.kind !== 'data') continue;
-    const key = hashKey(record.hash);
-    if (included.has(key) || storedEarlier(extents.segmentCopy(record.hash), wal)) continue;
+    const key = record.hash;
+    if (included.has(key) || storedEarlier(extents.segmentCopy(key), wal)) continue;
     included.add(key);
     bodies.push({
-      hash: record.hash,
+      hash: hashKeyBytes(key),
       payloadOffset: record.payloadOffset,
       lengthBlocks: record.lengthBlocks,
       ...(record.blockCrcs === undefined ? {} : { blockCrcs: record.blockCrcs }),
@@ -85,7 +85,7 @@ export function planPromotion(input: {
     pendingDir: input.pendingDir,
     bodies,
     claims: wal.records.map((record) => ({
-      hash: record.hash,
+      hash: hashKeyBytes(record.hash),
       startLba: record.startLba,
       seq: record.seq,
       lengthBlocks: record.lengthBlocks,

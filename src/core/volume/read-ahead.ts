@@ -17,8 +17,7 @@ import {
   readAheadSlackBytes,
 } from '../constants.js';
 import { StoredSegment, type FetchRequest } from '../cache/index.js';
-import { hashKey } from '../extent-index/index.js';
-import { isZeroHash } from '../hash.js';
+import { zeroHashKey } from '../hash.js';
 import type { VolumeState } from './state.js';
 
 export class ReadAhead {
@@ -62,7 +61,7 @@ export class ReadAhead {
     const requests: FetchRequest[] = [];
     for (const piece of lbaMap.lookup(from, to - from)) {
       const hash = piece.mapping?.hash;
-      if (hash === undefined || isZeroHash(hash) || cache.has(hashKey(hash))) continue;
+      if (hash === undefined || hash === zeroHashKey || cache.has(hash)) continue;
       const location = extents.get(hash);
       if (location?.kind !== 'segment' || !(location.segment instanceof StoredSegment)) continue;
       if (!location.segment.isPresent(location.extent)) {

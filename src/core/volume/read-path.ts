@@ -15,8 +15,8 @@ import { assert } from '../assert.js';
 import { blockBytes } from '../constants.js';
 import { StoredSegment, type FetchRequest } from '../cache/index.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
-import { hashKey, type ExtentLocation } from '../extent-index/index.js';
-import { blake3, isZeroHash } from '../hash.js';
+import type { ExtentLocation } from '../extent-index/index.js';
+import { blake3, hashKey, hashKeyHex, zeroHashKey, type HashKey } from '../hash.js';
 import { blockCrcs, decodeExtentBody, verifyBlocks } from '../segment/index.js';
 import type { WalFile } from '../wal/index.js';
 import { ReadAhead } from './read-ahead.js';
@@ -68,7 +68,7 @@ export class ReadPath {
       const destination = targetOffset + (piece.startLba - startLba) * blockBytes;
       const length = piece.lengthBlocks * blockBytes;
       const mapping = piece.mapping;
-      if (mapping === undefined || isZeroHash(mapping.hash)) {
+      if (mapping === undefined || mapping.hash === zeroHashKey) {
         target.fill(0, destination, destination + length);
         continue;
       }
@@ -150,25 +150,21 @@ export class ReadPath {
    * damaged cached copy is dropped and added too.
    */
   private readExtentBlocks(
-    hash: Buffer,
+    key: HashKey,
     firstBlock: number,
     count: number,
     target: Buffer,
     missing?: FetchRequest[],
   ): void {
     const { state } = this;
-    const key = hashKey(hash);
     const cached = state.cache.get(key);
     if (cached !== undefined) {
       cached.copy(target, 0, firstBlock * blockBytes, (firstBlock + count) * blockBytes);
       return;
     }
-    const location = state.extents.get(hash);
+    const location = state.extents.get(key);
     if (location === undefined) {
-      throw new ElideError(
-        'ELIDE_VOLUME_CORRUPT',
-        `extent ${hash.toString('hex')} has no stored copy`,
-      );
+      throw new ElideError('ELIDE_VOLUME_CORRUPT', `extent ${hashKeyHex(key)} has no stored copy`);
     }
     const plainBlocks =
       location.kind === 'wal' ? location.plainBlocks : location.extent.plainBlocks;
@@ -181,7 +177,7 @@ export class ReadPath {
     }
     if (location.kind === 'segment' && location.segment instanceof StoredSegment && missing) {
       try {
-        this.readLocatedBlocks(location, key, hash, firstBlock, count, target);
+        this.readLocatedBlocks(location, key, firstBlock, count, target);
       } catch (error) {
         const damaged =
           isElideError(error, 'ELIDE_EXTENT_CORRUPT') ||
@@ -194,14 +190,13 @@ export class ReadPath {
       }
       return;
     }
-    this.readLocatedBlocks(location, key, hash, firstBlock, count, target);
+    this.readLocatedBlocks(location, key, firstBlock, count, target);
   }
 
   /** Reads and verifies blocks of an extent from where its body is local. */
   private readLocatedBlocks(
     location: ExtentLocation,
-    key: string,
-    hash: Buffer,
+    key: HashKey,
     firstBlock: number,
     count: number,
     target: Buffer,
@@ -221,7 +216,7 @@ export class ReadPath {
       return;
     }
     const plain = this.loadWholeExtent(location);
-    verifyHash(plain, hash, source);
+    verifyHash(plain, key, source);
     if (location.kind === 'wal') location.blockCrcs = blockCrcs(plain);
     else this.state.cache.set(key, plain);
     plain.copy(target, 0, firstBlock * blockBytes, (firstBlock + count) * blockBytes);
@@ -238,12 +233,12 @@ export class ReadPath {
   }
 }
 
-/** ELIDE_EXTENT_CORRUPT unless `plain` is the extent `hash` names. */
-export function verifyHash(plain: Buffer, hash: Buffer, source: string): void {
-  if (!blake3(plain).equals(hash)) {
+/** ELIDE_EXTENT_CORRUPT unless `plain` is the extent `key` names. */
+export function verifyHash(plain: Buffer, key: HashKey, source: string): void {
+  if (hashKey(blake3(plain)) !== key) {
     throw new ElideError(
       'ELIDE_EXTENT_CORRUPT',
-      `extent ${hash.toString('hex')} in ${source} does not match its hash`,
+      `extent ${hashKeyHex(key)} in ${source} does not match its hash`,
     );
   }
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { walFileBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import { readFilePrefix, type Fs } from '../fs/index.js';
+import { hashKey } from '../hash.js';
 import { isUlid, type Ulid } from '../ids/index.js';
 import type { Logger } from '../log.js';
 import { scanWal, type WalScanResult } from '../wal/index.js';
@@ -274,7 +275,7 @@ async function openLog(
     startLba: record.startLba,
     lengthBlocks: record.lengthBlocks,
     seq: record.seq,
-    hash: record.hash,
+    hash: hashKey(record.hash),
     payloadOffset: record.kind === 'data' ? record.payloadOffset : 0,
   }));
   const header = {

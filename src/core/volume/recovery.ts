@@ -23,7 +23,7 @@ import { blockBytes, inventoryBytesMax } from '../constants.js';
 import { ElideError, isElideError, systemErrorCode } from '../errors.js';
 import { ExtentIndex } from '../extent-index/index.js';
 import type { Fs } from '../fs/index.js';
-import { isZeroHash } from '../hash.js';
+import { hashKey, hashKeyBytes, isZeroHash } from '../hash.js';
 import { isUlid, type Ulid } from '../ids/index.js';
 import { LbaMap } from '../lbamap/index.js';
 import { SegmentFile, segmentSuffix, tmpSuffix, type SegmentReader } from '../segment/index.js';
@@ -326,7 +326,7 @@ function assemble(input: {
     observe(wal.id);
     for (const record of wal.records) {
       seqMax = Math.max(seqMax, record.seq);
-      claims.push({ ...record, offsetBlocks: 0 });
+      claims.push({ ...record, hash: hashKeyBytes(record.hash), offsetBlocks: 0 });
       if (record.kind === 'data') {
         extents.setLocalCopy(record.hash, {
           kind: 'wal',
@@ -401,7 +401,8 @@ export function buildLbaMap(claims: Iterable<Claim>): LbaMap {
   const ordered = [...claims].sort((a, b) => a.seq - b.seq);
   const map = new LbaMap();
   for (const claim of ordered) {
-    map.set(claim.startLba, claim.lengthBlocks, claim.hash, claim.offsetBlocks, claim.seq);
+    const { startLba, lengthBlocks, offsetBlocks, seq } = claim;
+    map.set(startLba, lengthBlocks, hashKey(claim.hash), offsetBlocks, seq);
   }
   return map;
 }

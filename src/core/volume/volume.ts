@@ -26,7 +26,7 @@ import { blockBytes, syncRoundsMax } from '../constants.js';
 import { ElideError, errorText, systemErrorCode } from '../errors.js';
 import type { DirectoryLock } from '../fs/index.js';
 import type { GcSubject } from '../gc/index.js';
-import { isZeroHash } from '../hash.js';
+import { zeroHashKey } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import { isGcOutput, Uploader, uploadOrder } from '../upload/index.js';
 import type { VolumeDescriptor } from './descriptor.js';
@@ -189,7 +189,7 @@ export class Volume {
     const runs: Array<{ startLba: number; lengthBlocks: number; zero: boolean }> = [];
     this.state.lbaMap.forEach((mapping) => {
       if (mapping.seq <= seq) return;
-      const zero = isZeroHash(mapping.hash);
+      const zero = mapping.hash === zeroHashKey;
       const last = runs[runs.length - 1];
       if (
         last !== undefined &&
@@ -297,7 +297,7 @@ export class Volume {
     const endLba = Math.ceil((offsetBytes + lengthBytes) / blockBytes);
     for (const piece of this.state.lbaMap.lookup(startLba, endLba - startLba)) {
       const kind: BlockStatusKind =
-        piece.mapping === undefined ? 'hole' : isZeroHash(piece.mapping.hash) ? 'zero' : 'data';
+        piece.mapping === undefined ? 'hole' : piece.mapping.hash === zeroHashKey ? 'zero' : 'data';
       const last = runs[runs.length - 1];
       if (last !== undefined && last.kind === kind) {
         last.lengthBytes += piece.lengthBlocks * blockBytes;

@@ -12,7 +12,7 @@ import { assert } from '../assert.js';
 import { blockBytes, walDeferredRecordBytesMax, walRecordHeaderBytes } from '../constants.js';
 import { CoalescedRun } from '../coalesced-run.js';
 import { isElideError } from '../errors.js';
-import { blake3, ZERO_HASH } from '../hash.js';
+import { blake3, hashKey, ZERO_HASH, zeroHashKey } from '../hash.js';
 import { blockCrcs } from '../segment/index.js';
 import { encodeWalRecordHeader, WalFile } from '../wal/index.js';
 import type { VolumeState } from './state.js';
@@ -71,17 +71,19 @@ export class WriteLog {
       wal.id,
     );
     const payloadOffset = this.appendToWal(wal, header, chunk);
+    // One key string shared by the record, the LBA map and the extent index.
+    const key = hashKey(hash);
     wal.records.push({
       kind: 'data',
       startLba,
       lengthBlocks,
       seq,
-      hash,
+      hash: key,
       payloadOffset,
       blockCrcs: crcs,
     });
-    state.lbaMap.set(startLba, lengthBlocks, hash, 0, seq);
-    state.extents.setLocalCopy(hash, {
+    state.lbaMap.set(startLba, lengthBlocks, key, 0, seq);
+    state.extents.setLocalCopy(key, {
       kind: 'wal',
       wal,
       payloadOffset,
@@ -100,8 +102,15 @@ export class WriteLog {
       wal.id,
     );
     this.appendToWal(wal, header, undefined);
-    wal.records.push({ kind: 'zero', startLba, lengthBlocks, seq, hash, payloadOffset: 0 });
-    state.lbaMap.set(startLba, lengthBlocks, ZERO_HASH, 0, seq);
+    wal.records.push({
+      kind: 'zero',
+      startLba,
+      lengthBlocks,
+      seq,
+      hash: zeroHashKey,
+      payloadOffset: 0,
+    });
+    state.lbaMap.set(startLba, lengthBlocks, zeroHashKey, 0, seq);
   }
 
   /** Reads written log bytes, writing deferred records first. */

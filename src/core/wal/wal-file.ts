@@ -23,6 +23,7 @@ import { walFileHeaderBytes, walRecordHeaderBytes, walStagingBytes } from '../co
 import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/index.js';
+import type { HashKey } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import { encodeWalDurableSlot, encodeWalFileHeader, walDurableSlotOffset } from './record.js';
 
@@ -31,7 +32,8 @@ export interface WalRecordRef {
   startLba: number;
   lengthBlocks: number;
   seq: number;
-  hash: Buffer;
+  /** As the LBA map and extent index hold it, so all three share one string. */
+  hash: HashKey;
   /** File offset of the payload (DATA only; 0 for ZERO). */
   payloadOffset: number;
   /**

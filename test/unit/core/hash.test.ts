@@ -5,9 +5,13 @@ import {
   blake3Concat,
   hashBytes,
   hashHex,
+  hashKey,
+  hashKeyBytes,
+  hashKeyHex,
   isAllZero,
   isZeroHash,
   ZERO_HASH,
+  zeroHashKey,
 } from '../../../src/core/hash.js';
 
 describe('blake3', () => {
@@ -93,5 +97,31 @@ describe('ZERO_HASH and zero checks', () => {
         expect(isAllZero(buf)).toBe(at >= n);
       }),
     );
+  });
+});
+
+describe('hash keys', () => {
+  it('round-trip every 32-byte hash, one character per byte', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), (bytes) => {
+        const key = hashKey(bytes);
+        expect(key).toHaveLength(32);
+        expect(hashKeyBytes(key).equals(Buffer.from(bytes))).toBe(true);
+        expect(hashKeyHex(key)).toBe(Buffer.from(bytes).toString('hex'));
+      }),
+    );
+  });
+
+  it('equal hashes give equal keys, and the zero hash gives zeroHashKey', () => {
+    const hash = blake3(Buffer.from('abc'));
+    expect(hashKey(Buffer.from(hash))).toBe(hashKey(hash));
+    expect(hashKey(ZERO_HASH)).toBe(zeroHashKey);
+    expect(hashKeyBytes(zeroHashKey).equals(ZERO_HASH)).toBe(true);
+    expect(hashKey(hash)).not.toBe(zeroHashKey);
+  });
+
+  it('rejects anything but 32 bytes', () => {
+    expect(() => hashKey(Buffer.alloc(31))).toThrow();
+    expect(() => hashKey(Buffer.alloc(33))).toThrow();
   });
 });

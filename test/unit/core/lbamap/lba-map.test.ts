@@ -1,22 +1,23 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AssertionError } from '../../../../src/core/assert.js';
+import { hashKey, zeroHashKey, type HashKey } from '../../../../src/core/hash.js';
 import { LbaMap } from '../../../../src/core/lbamap/index.js';
 import type { LbaMapping, LbaPiece } from '../../../../src/core/lbamap/index.js';
 import { mulberry32, randomInt } from '../../../support/rng.js';
 
-const ZERO = Buffer.alloc(32);
-function hashOf(n: number): Buffer {
+const ZERO = zeroHashKey;
+function hashOf(n: number): HashKey {
   const h = Buffer.alloc(32, 0xa5);
   h.writeUInt32LE(n + 1, 0);
-  return h;
+  return hashKey(h);
 }
 const H = [hashOf(0), hashOf(1), hashOf(2), hashOf(3)] as const;
 const [A, B, C] = H;
 
 /** Entries as plain tuples for readable expectations; hashes shown by index (-1 = zero). */
 function dump(map: LbaMap): Array<[number, number, number, number, number]> {
-  const hashIndex = (h: Buffer): number => (h.equals(ZERO) ? -1 : H.findIndex((x) => x.equals(h)));
+  const hashIndex = (h: HashKey): number => (h === ZERO ? -1 : H.indexOf(h));
   return [...map.entries()].map((e) => [
     e.startLba,
     e.lengthBlocks,
@@ -149,9 +150,9 @@ describe('LbaMap set: trim and split', () => {
 
   it('recognises a zero hash by content, not identity', () => {
     const map = new LbaMap();
-    map.set(0, 4, Buffer.alloc(32), 0, 1);
+    map.set(0, 4, '\0'.repeat(32) as HashKey, 0, 1);
     expect(map.mappedBlocks()).toEqual({ dataBlocks: 0, zeroBlocks: 4 });
-    expect(() => map.set(0, 4, Buffer.alloc(32), 1, 2)).toThrow(AssertionError);
+    expect(() => map.set(0, 4, hashKey(Buffer.alloc(32)), 1, 2)).toThrow(AssertionError);
   });
 
   it('hands out entries that do not change when the map later trims them', () => {
@@ -168,7 +169,7 @@ describe('LbaMap set: trim and split', () => {
     expect(() => map.set(0, 0, A, 0, 1)).toThrow(AssertionError);
     expect(() => map.set(-1, 1, A, 0, 1)).toThrow(AssertionError);
     expect(() => map.set(0.5, 1, A, 0, 1)).toThrow(AssertionError);
-    expect(() => map.set(0, 1, Buffer.alloc(31, 1), 0, 1)).toThrow(AssertionError);
+    expect(() => map.set(0, 1, 'x'.repeat(31) as HashKey, 0, 1)).toThrow(AssertionError);
     expect(() => map.set(0, 1, A, -1, 1)).toThrow(AssertionError);
     expect(() => map.set(Number.MAX_SAFE_INTEGER, 2, A, 0, 1)).toThrow(AssertionError);
     expect(() => map.lookup(0, 0)).toThrow(AssertionError);
@@ -224,7 +225,7 @@ describe('LbaMap lookup, iteration, setIfNewer', () => {
   });
 
   it('setIfNewer gives the same map whatever order the claims come in', () => {
-    const claims: Array<[number, number, Buffer, number, number]> = [
+    const claims: Array<[number, number, HashKey, number, number]> = [
       [0, 100, A, 0, 1],
       [20, 30, B, 0, 4],
       [40, 40, C, 10, 3],
@@ -255,7 +256,7 @@ function perBlock(pieces: LbaPiece[]): Cell[] {
       const m = p.mapping;
       if (!m) out.push(undefined);
       else {
-        const hash = modelHashes.findIndex((h) => h.equals(m.hash));
+        const hash = modelHashes.indexOf(m.hash);
         out.push({ hash, offset: hash === 0 ? 0 : m.offsetBlocks + b, seq: m.seq });
       }
     }
@@ -298,8 +299,7 @@ function firstMismatch(pieces: LbaPiece[], model: Cell[], start: number): string
   let b = start;
   for (const p of pieces) {
     const m = p.mapping;
-    // The map keeps the caller's data hash buffers, so identity finds the model index.
-    const hash = !m ? -1 : m.hash.equals(ZERO) ? 0 : modelHashes.indexOf(m.hash);
+    const hash = !m ? -1 : modelHashes.indexOf(m.hash);
     for (let i = 0; i < p.lengthBlocks; i++, b++) {
       const want = model[b];
       const ok = m

@@ -105,7 +105,12 @@ describe('segment index round trip', () => {
     const buf = encodeSegmentIndex(input);
     expect(buf.length).toBe(128 + 3 * 64 + 4 * 64 + 2 * 16 + 259 * 4);
     expect(buf.subarray(0, 8).toString('latin1')).toBe(segmentMagic);
-    const index = decodeSegmentIndex(buf, 'seg-1');
+    const decoded = decodeSegmentIndex(buf, 'seg-1');
+    const index = {
+      ...decoded,
+      extents: decoded.extents.map(plainExtent),
+      claims: decoded.claims.map(plainClaim),
+    };
     expect(index).toEqual({
       header: {
         segmentId,
@@ -151,7 +156,7 @@ describe('segment index round trip', () => {
 
   it('ignores bytes after the index (the body)', () => {
     const buf = Buffer.concat([encodeSegmentIndex(input), Buffer.alloc(9100, 0xaa)]);
-    expect(decodeSegmentIndex(buf, 'whole').extents).toEqual(extents);
+    expect(decodeSegmentIndex(buf, 'whole').extents.map(plainExtent)).toEqual(extents);
   });
 
   it('returns hashes that do not alias the input buffer', () => {
@@ -214,13 +219,32 @@ describe('segment index round trip', () => {
           seqMax: 1000,
         });
         const index = decodeSegmentIndex(buf, 'prop');
-        expect(index.extents).toEqual(ex);
-        expect(index.claims).toEqual(cl);
+        expect(index.extents.map(plainExtent)).toEqual(ex);
+        expect(index.claims.map(plainClaim)).toEqual(cl);
       }),
       { numRuns: 100 },
     );
   });
 });
+
+it('decoded entries read hash and block CRCs from the index, which they keep', () => {
+  const index = decodeSegmentIndex(encodeSegmentIndex(input), 'x');
+  const [first, second] = index.extents as [SegmentExtent, SegmentExtent];
+  expect(first.hash.buffer).toBe(second.hash.buffer);
+  expect(first.blockCrcs.buffer).toBe(second.blockCrcs.buffer);
+  expect(index.claims[0]!.hash.buffer).toBe(first.hash.buffer);
+});
+
+/** A decoded extent's fields as a plain object (its hash and CRCs are accessors). */
+function plainExtent(extent: SegmentExtent): SegmentExtent {
+  const { hash, bodyOffset, storedBytes, plainBlocks, codec, blockCrcs } = extent;
+  return { hash, bodyOffset, storedBytes, plainBlocks, codec, blockCrcs };
+}
+
+function plainClaim(claim: SegmentClaim): SegmentClaim {
+  const { hash, startLba, seq, lengthBlocks, offsetBlocks } = claim;
+  return { hash, startLba, seq, lengthBlocks, offsetBlocks };
+}
 
 describe('segment index: hostile input', () => {
   const good = encodeSegmentIndex(input);
