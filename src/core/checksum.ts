@@ -19,6 +19,41 @@ export function crc32(data: Uint8Array, seed?: number): number {
 }
 
 /**
+ * Block CRCs appended in order to one growing array: the CRCs a log takes
+ * of the records it appends, one allocation per doubling rather than a
+ * typed array per record (which cost ~180 bytes for a 4 KiB write).
+ */
+export class BlockCrcList {
+  private crcs = new Uint32Array(256);
+  private count = 0;
+
+  /** Appends the CRC-32 of each 4 KiB block of `data`; returns the index of the first. */
+  append(data: Uint8Array): number {
+    const blocks = data.length / blockBytes;
+    const at = this.count;
+    if (at + blocks > this.crcs.length) {
+      const grown = new Uint32Array(Math.max(this.crcs.length * 2, at + blocks));
+      grown.set(this.crcs.subarray(0, at));
+      this.crcs = grown;
+    }
+    for (let b = 0; b < blocks; b++) {
+      this.crcs[at + b] = crc32(data.subarray(b * blockBytes, (b + 1) * blockBytes));
+    }
+    this.count = at + blocks;
+    return at;
+  }
+
+  /** The CRCs so far (and spare room after them); read it anew after an append, which may replace it. */
+  get values(): Uint32Array {
+    return this.crcs;
+  }
+
+  get length(): number {
+    return this.count;
+  }
+}
+
+/**
  * The CRC-32 of `count` consecutive 4 KiB blocks whose own CRCs are
  * `crcs[first..first+count)`, without their bytes: CRC-32 is linear, so
  * crc(A‖B) = shift(crc(A)) ⊕ crc(B), where shift advances the register over

@@ -15,7 +15,9 @@ export type ExtentLocation =
       wal: WalFile;
       payloadOffset: number;
       plainBlocks: number;
-      /** Per-block CRCs: taken at append, or when a recovered record is first read whole and its hash checked. */
+      /** Where its block CRCs start in the log's `appendedCrcs`, when this process appended it. */
+      crcAt?: number;
+      /** Block CRCs of a recovered record, taken when it is first read whole and its hash checked. */
       blockCrcs?: Uint32Array;
     }
   | { kind: 'segment'; segment: SegmentReader; extent: SegmentExtent };

@@ -167,7 +167,8 @@ export function blockCrcs(plain: Uint8Array): Uint32Array {
 
 /**
  * Checks `count` blocks held in `data` (from `at`) against the CRCs of an
- * extent's blocks `firstBlock..`; throws ELIDE_EXTENT_CORRUPT naming the first bad one.
+ * extent's blocks `firstBlock..` (`crcs[crcBase + firstBlock..]`); throws
+ * ELIDE_EXTENT_CORRUPT naming the first bad one.
  * A run is checked whole first (one CRC over it, against the block CRCs
  * combined); block by block only when that differs, to name the block.
  */
@@ -178,14 +179,15 @@ export function verifyBlocks(
   firstBlock: number,
   count: number,
   source: string,
+  crcBase = 0,
 ): void {
   if (count > 1) {
     const run = data.subarray(at, at + count * blockBytes);
-    if (crc32(run) === crc32OfBlocks(crcs, firstBlock, count)) return;
+    if (crc32(run) === crc32OfBlocks(crcs, crcBase + firstBlock, count)) return;
   }
   for (let b = 0; b < count; b++) {
     const block = data.subarray(at + b * blockBytes, at + (b + 1) * blockBytes);
-    if (crc32(block) !== crcs[firstBlock + b]) {
+    if (crc32(block) !== crcs[crcBase + firstBlock + b]) {
       throw new ElideError(
         'ELIDE_EXTENT_CORRUPT',
         `${source}: block ${firstBlock + b} of an extent does not match its checksum`,

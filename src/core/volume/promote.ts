@@ -47,9 +47,11 @@ export interface PromotionPlan {
     hash: Buffer;
     payloadOffset: number;
     lengthBlocks: number;
-    /** The block CRCs taken at append (WalRecordRef.blockCrcs), if this process appended it. */
-    blockCrcs?: Uint32Array;
+    /** Where its block CRCs taken at append start in `appendedCrcs`, if this process appended it. */
+    crcAt?: number;
   }>;
+  /** The log's `appendedCrcs`. */
+  appendedCrcs: Uint32Array;
   claims: SegmentClaim[];
 }
 
@@ -73,10 +75,11 @@ export function planPromotion(input: {
       hash: hashKeyBytes(key),
       payloadOffset: record.payloadOffset,
       lengthBlocks: record.lengthBlocks,
-      ...(record.blockCrcs === undefined ? {} : { blockCrcs: record.blockCrcs }),
+      ...(record.crcAt === undefined ? {} : { crcAt: record.crcAt }),
     });
   }
   return {
+    appendedCrcs: wal.appendedCrcs.values.slice(0, wal.appendedCrcs.length),
     walPath: wal.path,
     walId: wal.id,
     volumeId: input.volumeId,
@@ -119,7 +122,7 @@ export async function buildSegment(fs: Fs, plan: PromotionPlan): Promise<Segment
     for (const body of plan.bodies) {
       const plain = wal.read(body.payloadOffset, body.lengthBlocks * blockBytes);
       const crcs = blockCrcs(plain);
-      if (!readBackIntact(plain, crcs, body)) {
+      if (!readBackIntact(plain, crcs, body, plan.appendedCrcs)) {
         throw new ElideError(
           'ELIDE_WAL_CORRUPT',
           `${plan.walPath}: record at ${body.payloadOffset} no longer matches its hash`,
@@ -163,10 +166,12 @@ function readBackIntact(
   plain: Buffer,
   crcs: Uint32Array,
   body: PromotionPlan['bodies'][number],
+  appendedCrcs: Uint32Array,
 ): boolean {
-  if (body.blockCrcs === undefined) return blake3(plain).equals(body.hash);
-  if (body.blockCrcs.length !== crcs.length) return false;
-  for (let i = 0; i < crcs.length; i++) if (crcs[i] !== body.blockCrcs[i]) return false;
+  const at = body.crcAt;
+  if (at === undefined) return blake3(plain).equals(body.hash);
+  if (at + crcs.length > appendedCrcs.length) return false;
+  for (let i = 0; i < crcs.length; i++) if (crcs[i] !== appendedCrcs[at + i]) return false;
   return true;
 }
 

@@ -210,10 +210,14 @@ export class ReadPath {
       verifyBlocks(target, 0, location.extent.blockCrcs, firstBlock, count, source);
       return;
     }
-    if (location.kind === 'wal' && location.blockCrcs !== undefined) {
-      this.readWal(location.wal, target, location.payloadOffset + firstBlock * blockBytes);
-      verifyBlocks(target, 0, location.blockCrcs, firstBlock, count, source);
-      return;
+    if (location.kind === 'wal') {
+      const appended = location.crcAt === undefined ? undefined : location.wal.appendedCrcs.values;
+      const crcs = appended ?? location.blockCrcs;
+      if (crcs !== undefined) {
+        this.readWal(location.wal, target, location.payloadOffset + firstBlock * blockBytes);
+        verifyBlocks(target, 0, crcs, firstBlock, count, source, location.crcAt ?? 0);
+        return;
+      }
     }
     const plain = this.loadWholeExtent(location);
     verifyHash(plain, key, source);

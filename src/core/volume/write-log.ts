@@ -13,7 +13,6 @@ import { blockBytes, walDeferredRecordBytesMax, walRecordHeaderBytes } from '../
 import { CoalescedRun } from '../coalesced-run.js';
 import { isElideError } from '../errors.js';
 import { blake3, hashKey, ZERO_HASH, zeroHashKey } from '../hash.js';
-import { blockCrcs } from '../segment/index.js';
 import { encodeWalRecordHeader, WalFile } from '../wal/index.js';
 import type { VolumeState } from './state.js';
 
@@ -63,8 +62,8 @@ export class WriteLog {
     const { state } = this;
     const lengthBlocks = chunk.length / blockBytes;
     const hash = blake3(chunk);
-    const crcs = blockCrcs(chunk);
     const wal = this.activeLog(walRecordHeaderBytes + chunk.length);
+    const crcAt = wal.appendedCrcs.append(chunk);
     const seq = state.nextSeq++;
     const header = encodeWalRecordHeader(
       { kind: 'data', lengthBlocks, startLba, seq, durableBytes: wal.durableBytes, hash },
@@ -80,7 +79,7 @@ export class WriteLog {
       seq,
       hash: key,
       payloadOffset,
-      blockCrcs: crcs,
+      crcAt,
     });
     state.lbaMap.set(startLba, lengthBlocks, key, 0, seq);
     state.extents.setLocalCopy(key, {
@@ -88,7 +87,7 @@ export class WriteLog {
       wal,
       payloadOffset,
       plainBlocks: lengthBlocks,
-      blockCrcs: crcs,
+      crcAt,
     });
   }
 

@@ -20,6 +20,7 @@
  */
 import path from 'node:path';
 import { walFileHeaderBytes, walRecordHeaderBytes, walStagingBytes } from '../constants.js';
+import { BlockCrcList } from '../checksum.js';
 import { assert } from '../assert.js';
 import { ElideError, systemErrorCode } from '../errors.js';
 import type { Fs } from '../fs/index.js';
@@ -37,11 +38,12 @@ export interface WalRecordRef {
   /** File offset of the payload (DATA only; 0 for ZERO). */
   payloadOffset: number;
   /**
-   * CRC-32 of each payload block, taken with the hash from the same bytes
-   * when this process appended the record (absent for records recovered
-   * from the file): promotion checks its read-back against them.
+   * Where the CRC-32s of the payload's blocks start in the log's
+   * `appendedCrcs`, taken with the hash from the same bytes when this
+   * process appended the record (absent for records recovered from the
+   * file): promotion checks its read-back against them.
    */
-  blockCrcs?: Uint32Array;
+  crcAt?: number;
 }
 
 export const walSuffix = '.wal';
@@ -77,6 +79,8 @@ export class WalFile {
   private readonly deferred: Buffer[] = [];
   private staging: Buffer | null = null;
   private stagedBytes = 0;
+  /** Block CRCs of the records this process appended (WalRecordRef.crcAt). */
+  readonly appendedCrcs = new BlockCrcList();
   /** Bytes known to be on stable storage (fdatasync completed). */
   durableBytes: number;
   /** The header's current durable slot: what recovery would take as durable (version 2 only). */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { crc32, crc32OfBlocks } from '../../../src/core/checksum.js';
+import { BlockCrcList, crc32, crc32OfBlocks } from '../../../src/core/checksum.js';
 import { mulberry32 } from '../../support/rng.js';
 
 describe('crc32', () => {
@@ -48,5 +48,21 @@ describe('crc32', () => {
     const damaged = Uint32Array.from(crcs);
     damaged[10] = (damaged[10]! ^ 1) >>> 0;
     expect(crc32OfBlocks(damaged, 0, blocks)).not.toBe(crc32(data));
+  });
+
+  it('BlockCrcList keeps the block CRCs of everything appended, in order, across growth', () => {
+    const list = new BlockCrcList();
+    const parts = Array.from({ length: 40 }, (_, i) => randomBytes(((i % 7) + 1) * 4096 * 3));
+    const starts = parts.map((part) => list.append(part));
+    let blocks = 0;
+    parts.forEach((part, i) => {
+      expect(starts[i]).toBe(blocks);
+      for (let b = 0; b < part.length / 4096; b++) {
+        expect(list.values[blocks + b]).toBe(crc32(part.subarray(b * 4096, (b + 1) * 4096)));
+      }
+      blocks += part.length / 4096;
+    });
+    expect(list.length).toBe(blocks);
+    expect(blocks).toBeGreaterThan(256);
   });
 });
