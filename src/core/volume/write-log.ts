@@ -193,7 +193,11 @@ export class WriteLog {
   /** At close: waits for a spare on its way, and closes the spare's file. */
   async close(): Promise<void> {
     await this.spareCreation;
-    if (this.spare !== null) this.state.fs.close(this.spare.fd);
+    for (const wal of this.state.wals) if (!wal.retired) wal.trimReusedTail(this.state.fs);
+    if (this.spare !== null) {
+      this.spare.trimReusedTail(this.state.fs);
+      this.state.fs.close(this.spare.fd);
+    }
     this.dropRecyclable();
   }
 
@@ -290,8 +294,10 @@ export class WriteLog {
           ? await WalFile.create(state.fs, state.walDir, id, volumeId)
           : await WalFile.reuse(state.fs, state.walDir, recyclable, id, volumeId);
       // After close it is left for the next open, which takes it as its spare or removes it.
-      if (state.closed) state.fs.close(wal.fd);
-      else this.spare = wal;
+      if (state.closed) {
+        wal.trimReusedTail(state.fs);
+        state.fs.close(wal.fd);
+      } else this.spare = wal;
     } catch (error) {
       this.spareError = isElideError(error, 'ELIDE_NO_SPACE')
         ? error

@@ -315,6 +315,21 @@ export class WalFile {
     }
   }
 
+  /**
+   * At a clean close: cuts a reused file's old records off behind this
+   * log's end, so the next open finds the log ending where its records do
+   * (its scan would otherwise take them for an unsynced tail and say so).
+   * Best effort: a file left longer is only truncated at the next open.
+   */
+  trimReusedTail(fs: Fs): void {
+    if (this.sealed || this.hasDeferred) return;
+    try {
+      if (fs.sizeOf(this.fd) > this.writtenBytes) fs.truncate(this.fd, this.writtenBytes);
+    } catch {
+      // Left for the next open's scan.
+    }
+  }
+
   /** Reads written bytes; the volume writes deferred records before reading them. */
   read(fs: Fs, target: Buffer, position: number): void {
     assert(position + target.length <= this.writtenBytes, 'reads cover only written bytes');

@@ -308,6 +308,31 @@ describe('log files are reused', () => {
   });
 });
 
+describe('log files are reused, quietly', () => {
+  it('a clean close leaves no old records behind a log for the next open to report', async () => {
+    const warnings: string[] = [];
+    const log: Logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (message: string) => warnings.push(message),
+      error: (message: string) => warnings.push(message),
+    };
+    const { open, dataDir } = await setup({ walBytesMax: 64 * 1024, log });
+    const volume = await dataDir.openVolume('v');
+    for (let i = 0; i < 24; i++) {
+      await volume.write(i * 4 * blockBytes, pattern(4 * blockBytes, i));
+      if (i % 4 === 3) await volume.flush();
+    }
+    await volume.sync();
+    await volume.write(0, pattern(blockBytes, 99));
+    await volume.close();
+    const reopened = await (await open()).openVolume('v');
+    expect((await reopened.read(0, blockBytes)).equals(pattern(blockBytes, 99))).toBe(true);
+    await reopened.close();
+    expect(warnings.filter((warning) => warning.includes('truncating'))).toEqual([]);
+  });
+});
+
 describe('range and mode checks', () => {
   it('rejects I/O outside the volume', async () => {
     const { dataDir } = await setup();
