@@ -23,6 +23,7 @@ import {
   num,
   parseSize,
   positiveInt,
+  requireTools,
   run,
   serveElide,
   stop,
@@ -222,7 +223,7 @@ async function foregroundRun(server, withGc) {
 const latency = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
 
 async function main() {
-  if (version('fio', ['--version']) === 'unknown') throw new Error('fio is not installed');
+  requireTools([['fio', ['--version']]]);
   const loadBefore = os.loadavg()[0];
   fs.mkdirSync(base, { recursive: true });
   work = fs.mkdtempSync(path.join(base, 'gc-'));

@@ -123,6 +123,13 @@ export function version(command, args) {
   }
 }
 
+/** Throws unless every `[command, versionArgs]` answers `versionOf` (default `version`). */
+export function requireTools(tools, versionOf = version) {
+  for (const [tool, args] of tools) {
+    if (versionOf(tool, args) === 'unknown') throw new Error(`${tool} is not installed`);
+  }
+}
+
 export function logTail(file) {
   const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
   return text.split('\n').slice(-20).join('\n');

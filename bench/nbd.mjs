@@ -21,6 +21,7 @@ import {
   num,
   parseSize,
   positiveInt,
+  requireTools,
   run,
   stop,
   version,
@@ -185,13 +186,11 @@ async function measure(servers) {
 }
 
 async function main() {
-  for (const [tool, args] of [
+  requireTools([
     ['fio', ['--version']],
     ['nbdkit', ['--version']],
     ['qemu-nbd', ['--version']],
-  ]) {
-    if (version(tool, args) === 'unknown') throw new Error(`${tool} is not installed`);
-  }
+  ]);
   const loadBefore = os.loadavg()[0];
   fs.mkdirSync(base, { recursive: true });
   work = fs.mkdtempSync(path.join(base, 'nbd-'));

@@ -20,7 +20,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeDocSection } from './doc-section.mjs';
-import { benchBase, exitPaths, median, num, positiveInt, run, version } from './harness.mjs';
+import {
+  benchBase,
+  exitPaths,
+  median,
+  num,
+  positiveInt,
+  requireTools,
+  run,
+  version,
+} from './harness.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
@@ -249,13 +258,14 @@ async function verify(imported, rootfs) {
 }
 
 async function main() {
-  for (const [tool, args] of [
-    ['umoci', ['--version']],
-    ['e2fsck', ['-V']],
-    ['debugfs', ['-V']],
-  ]) {
-    if (toolVersion(tool, args) === 'unknown') throw new Error(`${tool} is not installed`);
-  }
+  requireTools(
+    [
+      ['umoci', ['--version']],
+      ['e2fsck', ['-V']],
+      ['debugfs', ['-V']],
+    ],
+    toolVersion,
+  );
   const loadBefore = os.loadavg()[0];
   fs.mkdirSync(base, { recursive: true });
   const { layout, meta, reused } = await prepareImages();

@@ -50,11 +50,19 @@ function client(job) {
         : undefined;
   if (job.transport !== 'node' && requestHandler === undefined)
     throw new Error(`unknown transport ${job.transport}`);
+  return s3Client(job, requestHandler);
+}
+
+/**
+ * An S3 client for radosgw at `endpoint` as the product configures it (src/core/store/s3-store.ts),
+ * over `requestHandler` (the SDK's default Node.js handler when undefined).
+ */
+export function s3Client({ endpoint, accessKeyId, secretAccessKey }, requestHandler) {
   return new S3Client({
-    endpoint: job.endpoint,
+    endpoint,
     region: 'us-east-1',
     forcePathStyle: true,
-    credentials: { accessKeyId: job.accessKeyId, secretAccessKey: job.secretAccessKey },
+    credentials: { accessKeyId, secretAccessKey },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     retryMode: 'standard',

@@ -21,27 +21,23 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  CreateBucketCommand,
-  GetObjectCommand,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { fetchRunBytesMax } from '../dist/core/constants.js';
 import { HttpTransport } from '../dist/core/store/http/transport.js';
 import { writeDocSection } from './doc-section.mjs';
-import { getInChild, transports } from './store-gets.mjs';
+import { getInChild, s3Client, transports } from './store-gets.mjs';
 import { cpuTable, raceSection } from './store-race.mjs';
 import { cpuSeconds as procCpuSeconds, machineBusySeconds } from './proc.mjs';
 import {
   benchBase,
-  exitPaths,
   exited,
+  exitPaths,
   logTail,
   median,
   num,
   parseSize,
   positiveInt,
+  requireTools,
   run,
   serveElide,
   version,
@@ -399,23 +395,15 @@ function cpuMeter(extraPid) {
 }
 
 /**
- * An S3 client as the product configures it (src/core/store/s3-store.ts), with elide's HTTP
- * transport: the PUTs, and the warm-up GETs. The measured GETs run in a child process
- * (bench/store-gets.mjs).
+ * An S3 client as the product configures it, with elide's HTTP transport: the PUTs, and the
+ * warm-up GETs. The measured GETs run in a child process (bench/store-gets.mjs).
  */
-function s3Client(ceph) {
+function productClient(ceph) {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  return new S3Client({
-    endpoint: ceph.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    retryMode: 'standard',
-    maxAttempts: 3,
-    requestHandler: new HttpTransport({ connectionTimeoutMs: 30_000, socketTimeoutMs: 30_000 }),
-  });
+  return s3Client(
+    ceph,
+    new HttpTransport({ connectionTimeoutMs: 30_000, socketTimeoutMs: 30_000 }),
+  );
 }
 
 /** Runs task(0..count-1, worker) with `concurrency` workers, each one task at a time. */
@@ -795,7 +783,7 @@ function cpuReport(results, linked) {
 }
 
 async function main() {
-  if (version('fio', ['--version']) === 'unknown') throw new Error('fio is not installed');
+  requireTools([['fio', ['--version']]]);
   const loadBefore = os.loadavg()[0];
   const freeGiB = os.freemem() / 2 ** 30;
   if (memstoreBytes > os.freemem() * 0.8)
@@ -814,7 +802,7 @@ async function main() {
   );
   linkUnavailable = probeLinkLane();
   if (linkUnavailable !== undefined) console.log(`no shaped-link lane: ${linkUnavailable}`);
-  const client = s3Client(ceph);
+  const client = productClient(ceph);
   const bucket = `elide-bench-${process.pid}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 
