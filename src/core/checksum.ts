@@ -18,6 +18,15 @@ export function crc32(data: Uint8Array, seed?: number): number {
   return seed === undefined ? nativeCrc32(bytes) : nativeCrc32(bytes, seed);
 }
 
+/** Writes the CRC-32 of each 4 KiB block of `data` into `target` from index `at`; returns `target`. */
+export function blockCrcsInto(data: Uint8Array, target: Uint32Array, at: number): Uint32Array {
+  const blocks = data.length / blockBytes;
+  for (let b = 0; b < blocks; b++) {
+    target[at + b] = crc32(data.subarray(b * blockBytes, (b + 1) * blockBytes));
+  }
+  return target;
+}
+
 /**
  * Block CRCs appended in order to one growing array: the CRCs a log takes
  * of the records it appends, one allocation per doubling rather than a
@@ -36,9 +45,7 @@ export class BlockCrcList {
       grown.set(this.crcs.subarray(0, at));
       this.crcs = grown;
     }
-    for (let b = 0; b < blocks; b++) {
-      this.crcs[at + b] = crc32(data.subarray(b * blockBytes, (b + 1) * blockBytes));
-    }
+    blockCrcsInto(data, this.crcs, at);
     this.count = at + blocks;
     return at;
   }

@@ -23,12 +23,46 @@ const classBytes = 64 * 1024;
 /** The same for small buffers (a 4 KiB read's reply is 4 KiB and a header). */
 const smallClassBytes = 1024;
 
+/** Idle buffers by capacity (each a whole ArrayBuffer), and their bytes. */
+class IdleBuffers {
+  private readonly lists = new Map<number, Buffer[]>();
+  bytes = 0;
+
+  /** A whole idle buffer of `capacity`, taken out, or undefined. */
+  pop(capacity: number): Buffer | undefined {
+    const buffer = this.lists.get(capacity)?.pop();
+    if (buffer !== undefined) this.bytes -= capacity;
+    return buffer;
+  }
+
+  /** Keeps the whole ArrayBuffer behind `buffer`. */
+  push(buffer: Buffer): void {
+    const capacity = buffer.buffer.byteLength;
+    const whole = Buffer.from(buffer.buffer, 0, capacity);
+    const list = this.lists.get(capacity);
+    if (list === undefined) this.lists.set(capacity, [whole]);
+    else list.push(whole);
+    this.bytes += capacity;
+  }
+
+  /** Drops idle buffers until about `bytes` are gone (any capacity); returns the bytes dropped. */
+  drop(bytes: number): number {
+    let dropped = 0;
+    for (const [capacity, list] of this.lists) {
+      while (dropped < bytes && list.pop() !== undefined) dropped += capacity;
+      if (list.length === 0) this.lists.delete(capacity);
+      if (dropped >= bytes) break;
+    }
+    this.bytes -= dropped;
+    return dropped;
+  }
+}
+
 export class BufferPool implements MemoryHolder {
-  private readonly idle = new Map<number, Buffer[]>();
-  private idleBytes = 0;
-  /** Small buffers (nbdSmallBufferMinBytes up to pooled sizes), by capacity; not in the budget. */
-  private readonly smallIdle = new Map<number, Buffer[]>();
-  private smallIdleBytes = 0;
+  /** Large buffers, counted in the budget while idle. */
+  private readonly idle = new IdleBuffers();
+  /** Small buffers (nbdSmallBufferMinBytes up to pooled sizes); not in the budget. */
+  private readonly smallIdle = new IdleBuffers();
   /** Small buffers this pool allocated: only they come back (Node's own share slabs). */
   private readonly smallOwned = new WeakSet<ArrayBufferLike>();
 
@@ -53,10 +87,9 @@ export class BufferPool implements MemoryHolder {
   take(bytes: number): Buffer {
     if (!this.pools(bytes)) return this.takeSmall(bytes);
     const capacity = this.capacity(bytes);
-    const buffer = this.idle.get(capacity)?.pop();
+    const buffer = this.idle.pop(capacity);
     if (buffer === undefined) return Buffer.allocUnsafeSlow(capacity).subarray(0, bytes);
     // The caller's lease pays for it now.
-    this.idleBytes -= capacity;
     this.budget.release(capacity);
     return buffer.subarray(0, bytes);
   }
@@ -68,59 +101,38 @@ export class BufferPool implements MemoryHolder {
     if (
       buffer.byteOffset !== 0 ||
       this.budget.wanted ||
-      this.idleBytes + capacity > nbdBufferPoolIdleBytesMax
+      this.idle.bytes + capacity > nbdBufferPoolIdleBytesMax
     ) {
       this.budget.release(capacity);
       return;
     }
-    const list = this.idle.get(capacity);
-    const whole = Buffer.from(buffer.buffer, 0, capacity);
-    if (list === undefined) this.idle.set(capacity, [whole]);
-    else list.push(whole);
-    this.idleBytes += capacity;
+    this.idle.push(buffer);
   }
 
   reclaim(bytes: number): number {
-    let freed = 0;
-    for (const [capacity, list] of this.idle) {
-      while (freed < bytes && list.pop() !== undefined) {
-        this.idleBytes -= capacity;
-        this.budget.release(capacity);
-        freed += capacity;
-      }
-      if (list.length === 0) this.idle.delete(capacity);
-      if (freed >= bytes) break;
-    }
+    const freed = this.idle.drop(bytes);
+    this.budget.release(freed);
     return freed;
   }
 
   releaseIdle(): void {
     this.reclaim(Infinity);
-    this.smallIdle.clear();
-    this.smallIdleBytes = 0;
+    this.smallIdle.drop(Infinity);
   }
 
   private takeSmall(bytes: number): Buffer {
     if (bytes < nbdSmallBufferMinBytes) return Buffer.allocUnsafe(bytes);
     const capacity = Math.ceil(bytes / smallClassBytes) * smallClassBytes;
-    const buffer = this.smallIdle.get(capacity)?.pop();
-    if (buffer === undefined) {
-      const fresh = Buffer.allocUnsafeSlow(capacity);
-      this.smallOwned.add(fresh.buffer);
-      return fresh.subarray(0, bytes);
-    }
-    this.smallIdleBytes -= capacity;
-    return buffer.subarray(0, bytes);
+    const buffer = this.smallIdle.pop(capacity);
+    if (buffer !== undefined) return buffer.subarray(0, bytes);
+    const fresh = Buffer.allocUnsafeSlow(capacity);
+    this.smallOwned.add(fresh.buffer);
+    return fresh.subarray(0, bytes);
   }
 
   private giveSmall(buffer: Buffer): void {
-    const capacity = buffer.buffer.byteLength;
     if (!this.smallOwned.has(buffer.buffer) || buffer.byteOffset !== 0) return;
-    if (this.smallIdleBytes + capacity > nbdSmallBufferIdleBytesMax) return;
-    const whole = Buffer.from(buffer.buffer, 0, capacity);
-    const list = this.smallIdle.get(capacity);
-    if (list === undefined) this.smallIdle.set(capacity, [whole]);
-    else list.push(whole);
-    this.smallIdleBytes += capacity;
+    if (this.smallIdle.bytes + buffer.buffer.byteLength > nbdSmallBufferIdleBytesMax) return;
+    this.smallIdle.push(buffer);
   }
 }

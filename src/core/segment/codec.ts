@@ -10,7 +10,7 @@
  * prefix before the decompressor sees it, since the decompressor sizes its
  * output allocation from that prefix.
  */
-import { crc32, crc32OfBlocks } from '../checksum.js';
+import { blockCrcsInto, crc32, crc32OfBlocks } from '../checksum.js';
 import { compress, compressSync, uncompressSync } from 'lz4-napi';
 import { assert } from '../assert.js';
 import {
@@ -158,11 +158,7 @@ function corrupt(source: string, problem: string, cause?: unknown): never {
 
 /** CRC-32 of each 4 KiB block of an extent's plaintext (the segment's block CRC table). */
 export function blockCrcs(plain: Uint8Array): Uint32Array {
-  const blocks = plain.length / blockBytes;
-  const crcs = new Uint32Array(blocks);
-  for (let b = 0; b < blocks; b++)
-    crcs[b] = crc32(plain.subarray(b * blockBytes, (b + 1) * blockBytes));
-  return crcs;
+  return blockCrcsInto(plain, new Uint32Array(plain.length / blockBytes), 0);
 }
 
 /**
