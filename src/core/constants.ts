@@ -310,6 +310,25 @@ export const httpConnectionsPerOriginMax = 50;
 /** An idle kept-alive connection is closed after this long. */
 export const httpIdleConnectionMs = 4000;
 
+/** Longest frame payload on a migration link: one data chunk and its offset, with room to spare. */
+export const migrateFramePayloadBytesMax = 1024 * 1024 + 64 * 1024;
+/** Longest JSON payload of a migration frame. */
+export const migrateJsonBytesMax = 64 * 1024;
+/** Bytes of volume data one DATA frame carries at most (a forwarded request is split to this too). */
+export const migrateDataChunkBytes = 1024 * 1024;
+/** Forwarded requests outstanding on one migration link; more wait on the source. */
+export const migrateForwardInflightMax = 32;
+/** Pre-copy rounds before cutover is forced, however much is still dirty. */
+export const migrateRoundsMax = 8;
+/** Cut over once a round leaves at most this much dirty: it is sent while guest writes wait. */
+export const migrateCutoverBytes = 16 * 1024 * 1024;
+/** A migration peer that sends nothing for this long (handshake, round, cutover) is given up. */
+export const migrateIdleMs = 60_000;
+/** How often `elide migrate` asks the server running a migration where it stands. */
+export const migrateStatusPollMs = 250;
+/** After READY, how long B waits for COMMITTED before asking the store who owns the volume. */
+export const migrateCommitWaitMs = 30_000;
+
 assert(blockBytes === 1 << blockShift, 'blockShift matches blockBytes');
 assert(walRecordHeaderBytes % walRecordAlignBytes === 0, 'record header keeps alignment');
 assert(blockBytes % walRecordAlignBytes === 0, 'record payloads keep alignment');
@@ -318,6 +337,11 @@ assert(volumeBytesMax % blockBytes === 0, 'volumeBytesMax is whole blocks');
 assert(Number.isSafeInteger(volumeBytesMax * 2), 'byte offsets stay exact doubles');
 assert(extentBytesMax <= walBytesMax, 'one extent fits in a WAL');
 assert(walDeferredRecordBytesMax <= walStagingBytes, 'a deferred record fits in a staging buffer');
+assert(
+  migrateDataChunkBytes % blockBytes === 0 &&
+    migrateDataChunkBytes + 64 <= migrateFramePayloadBytesMax,
+  'a data chunk is whole blocks and fits in a frame',
+);
 assert(extentBytesMax <= fetchRunBytesMax, 'one extent fits in a fetch buffer');
 assert(uploadMemoryBytes >= rawCopyChunkBytes, 'an upload lease covers a file-store chunk');
 assert(extentBytesMax <= promotionReadBytes, 'one extent fits in the promotion read window');

@@ -37,6 +37,8 @@ export const errorCodes = {
   ELIDE_DISPLACED: [20, 'EIO'],
   /** The store holds history this copy of the volume never saw. */
   ELIDE_STORE_AHEAD: [21, 'EIO'],
+  /** A live migration failed (the link, the peer, or its refusal); the source still owns the volume unless said otherwise. */
+  ELIDE_MIGRATION_FAILED: [22, 'EIO'],
   ELIDE_INTERRUPTED: [130, 'EIO'],
   ELIDE_IO: [1, 'EIO'],
 } as const;

@@ -33,3 +33,10 @@ export { hostPlatform, parsePlatform, formatPlatform } from './oci/index.js';
 export type { ImportOciResult, ImportOciOptions } from './data-dir/index.js';
 export type { ClaimResult, ReleaseResult, RemoteVolume } from './data-dir/index.js';
 export type { ForceReleaseReport, StoreMode, VolumeEvent } from './ownership/index.js';
+export { loadLinkSecurity, migrateVolume, parseHostPort } from './migrate/index.js';
+export type {
+  LinkSecurity,
+  MigrateRequest,
+  MigrationProgress,
+  MigrationResult,
+} from './migrate/index.js';

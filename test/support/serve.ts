@@ -309,6 +309,10 @@ export interface ServeHandle {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<ExitStatus>;
   /** SIGKILL: a crash. */
   kill9(): Promise<ExitStatus>;
+  /** Where it accepts migrations (`--accept-migrations` given), else null. */
+  readonly migrationAddress: string | null;
+  /** Resolves with the first match of `pattern` in stderr; rejects after `timeoutMs`. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
 }
 
 const readyPattern = /^elide: serving (.*)$/m;
@@ -319,7 +323,13 @@ const readyPattern = /^elide: serving (.*)$/m;
  */
 export async function startServe(
   names: readonly string[],
-  options: { dataDir: string; args?: readonly string[]; env?: Record<string, string | undefined> },
+  options: {
+    dataDir: string;
+    args?: readonly string[];
+    env?: Record<string, string | undefined>;
+    /** Accept migrations on a free loopback port, the link secured by these flags. */
+    acceptMigrations?: readonly string[];
+  },
 ): Promise<ServeHandle> {
   const args = [
     binPath,
@@ -329,6 +339,9 @@ export async function startServe(
     '--listen',
     '127.0.0.1:0',
     ...(options.args ?? []),
+    ...(options.acceptMigrations === undefined
+      ? []
+      : ['--accept-migrations', '127.0.0.1:0', ...options.acceptMigrations]),
   ];
   const child = spawn(process.execPath, args, {
     env: childEnv({ ELIDE_DATA_DIR: options.dataDir, ...options.env }),
@@ -376,17 +389,41 @@ export async function startServe(
     });
     check();
   });
-  if (uris.length === 0) {
+  if (uris.length === 0 && options.acceptMigrations === undefined) {
     child.kill('SIGKILL');
     throw new Error(`ready line without nbd:// URIs:\n${stderr}`);
   }
   const base = /^(nbd:\/\/[^/]+)/.exec(uris[0] ?? '')?.[1] ?? '';
 
+  const waitFor = (pattern: RegExp, timeoutMs = serveReadyTimeoutMs) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const check = (): void => {
+        const match = pattern.exec(stderr);
+        if (match === null) return;
+        clearTimeout(timer);
+        child.stderr.off('data', check);
+        resolve(match);
+      };
+      const timer = setTimeout(() => {
+        child.stderr.off('data', check);
+        reject(
+          new Error(`serve nbd printed nothing matching ${pattern} in ${timeoutMs} ms:\n${stderr}`),
+        );
+      }, timeoutMs);
+      child.stderr.on('data', check);
+      check();
+    });
+  const migrationAddress =
+    options.acceptMigrations === undefined
+      ? null
+      : ((await waitFor(/^elide: accepting migrations on (\S+)$/m))[1] ?? null);
   const handle: ServeHandle = {
     child,
     pid,
     uris,
     base,
+    migrationAddress,
+    waitFor,
     uri(name: string): string {
       const found = uris.find((uri) => uri.endsWith(`/${name}`));
       if (found === undefined) throw new Error(`no export ${name} in ${uris.join(' ')}`);

@@ -1,15 +1,22 @@
 import { Args, Flags } from '@oclif/core';
 import { exitStatusFor } from '../../cli/interrupt.js';
 import { ElideCommand } from '../../cli/base-command.js';
-import { SIZE_FORMS, sizeFlag } from '../../cli/flags.js';
+import {
+  migrationSecurity,
+  migrationSecurityFlags,
+  SIZE_FORMS,
+  sizeFlag,
+} from '../../cli/flags.js';
 import {
   checkMemoryLimit,
   ElideError,
   formatBytes,
+  loadLinkSecurity,
   MemoryBudget,
   memoryLimitBytesDefault,
   nbdDefaultHost,
   nbdDefaultPort,
+  parseHostPort,
   serveVolumes,
 } from '../../core/index.js';
 import type { DataDirOptions } from '../../core/index.js';
@@ -26,7 +33,13 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
     'Volumes are exported with multi-connection support: a flush on one connection covers ' +
     'writes completed on all. While serving, `elide volume sync`, `volume evict`, ' +
     '`snapshot create`, `snapshot delete` and `gc` for a served volume are carried out by this ' +
-    'process (through a control socket), without stopping guest I/O.';
+    'process (through a control socket), without stopping guest I/O.\n\n' +
+    'With --accept-migrations HOST:PORT it also accepts volumes that `elide migrate` moves ' +
+    'here from other hosts sharing the same store (NAME may then be left out): once one is ' +
+    'cut over it is served like the others and a ready line is printed for it. The link is ' +
+    'TLS with --migration-psk or the --migration-cert/-key/-ca files; plain TCP needs ' +
+    '--migration-insecure. `elide migrate` of a volume served here is carried out by this ' +
+    'process, and its clients are forwarded to the new owner.';
 
   static override examples = [
     { description: 'Serve one volume on the default address.', command: 'elide serve nbd vm1' },
@@ -42,6 +55,12 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
       description: 'Serve a snapshot (read-only) next to the live volume.',
       command: 'elide serve nbd vm1 vm1@01J9Z3K5Q7M2X8Y4A6B0C1D2E3',
     },
+    {
+      description: 'Serve nothing yet, accepting volumes migrated from other hosts.',
+      command:
+        'elide serve nbd --listen 0.0.0.0:10809 --accept-migrations 10.0.0.2:10901 ' +
+        '--migration-psk /etc/elide/migrate.psk',
+    },
   ];
 
   static override enableJsonFlag = false;
@@ -50,8 +69,9 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
     name: Args.string({
       description:
         'Volumes to export (one or more). NAME@SNAPSHOT exports a snapshot read-only ' +
-        '(ids from `elide snapshot list`); it can be served while NAME itself is.',
-      required: true,
+        '(ids from `elide snapshot list`); it can be served while NAME itself is. Optional ' +
+        'with --accept-migrations.',
+      required: false,
       multiple: true,
     }),
   };
@@ -91,6 +111,14 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
         `docs/design.md. At least 64 MiB. SIZE is ${SIZE_FORMS}.`,
       env: 'ELIDE_MEMORY_LIMIT',
     }),
+    'accept-migrations': Flags.string({
+      summary: 'Also accept volumes migrated here, on this address (see `elide migrate`).',
+      description:
+        'HOST:PORT or [IPV6]:PORT; it listens only there. Port 0 picks a free port (printed ' +
+        'as "elide: accepting migrations on HOST:PORT").',
+      helpValue: 'HOST:PORT',
+    }),
+    ...migrationSecurityFlags(),
   };
 
   protected override dataDirOptions(): Partial<DataDirOptions> {
@@ -102,7 +130,21 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
   }
 
   async run(): Promise<void> {
-    const names = this.args.name;
+    const names: string[] = this.args.name ?? [];
+    const accept = this.flags['accept-migrations'];
+    if (names.length === 0 && accept === undefined) {
+      throw new ElideError(
+        'ELIDE_INVALID_ARGUMENT',
+        'name the volumes to serve (or pass --accept-migrations to wait for migrated ones)',
+      );
+    }
+    const acceptMigrations =
+      accept === undefined
+        ? undefined
+        : {
+            at: parseHostPort(accept, '--accept-migrations'),
+            security: loadLinkSecurity(migrationSecurity(this.flags)),
+          };
     const log = this.logger();
     const listen =
       this.flags.listen !== undefined || this.flags.socket === undefined
@@ -116,8 +158,19 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
         ...(this.flags.socket === undefined ? {} : { socketPath: this.flags.socket }),
         readOnly: this.flags.readonly,
         log,
+        ...(acceptMigrations === undefined ? {} : { acceptMigrations }),
+        onServing: (uris) => process.stderr.write(`elide: serving ${uris.join(' ')}\n`),
       });
-      process.stderr.write(`elide: serving ${service.uris.join(' ')}\n`);
+      if (service.migrationAddress !== null) {
+        const { host, port } = service.migrationAddress;
+        const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+        process.stderr.write(`elide: accepting migrations on ${where}\n`);
+      }
+      process.stderr.write(
+        service.uris.length > 0
+          ? `elide: serving ${service.uris.join(' ')}\n`
+          : 'elide: serving no volume yet\n',
+      );
       await new Promise<void>((resolve, reject) => {
         let stopping: 'SIGINT' | 'SIGTERM' | undefined;
         const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {

@@ -8,4 +8,7 @@ export type {
   ControlOp,
   ControlRequest,
   ControlResult,
+  MigrateArgs,
+  MigrateResult,
+  MigrateStatus,
 } from './ops.js';

@@ -61,6 +61,66 @@ const gcResultCounts = [
   'durationMs',
 ] as const;
 
+const optionalString = (
+  value: Record<string, unknown>,
+  name: string,
+  fail: (what: string) => never,
+): string | undefined => {
+  const field = value[name];
+  if (field !== undefined && typeof field !== 'string') fail(`${name} is not a string`);
+  return field as string | undefined;
+};
+
+/** What `elide migrate` asks the server holding the volume to do (files are absolute paths). */
+export interface MigrateArgs {
+  to: string;
+  pskFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  caFile?: string;
+  insecure: boolean;
+  disconnect: boolean;
+}
+
+function migrateArgs(value: unknown, fail: (what: string) => never): MigrateArgs {
+  const args = record(value, fail);
+  const to = args.to;
+  if (typeof to !== 'string') fail('to is not a string');
+  const result: MigrateArgs = {
+    to: to as string,
+    insecure: args.insecure === true,
+    disconnect: args.disconnect === true,
+  };
+  for (const name of ['pskFile', 'certFile', 'keyFile', 'caFile'] as const) {
+    const file = optionalString(args, name, fail);
+    if (file !== undefined) result[name] = file;
+  }
+  return result;
+}
+
+const migrationCounts = [
+  'bytesSent',
+  'bytesFromStore',
+  'volumeBytes',
+  'dirtyRounds',
+  'cutoverMs',
+  'totalMs',
+] as const;
+
+/** A migration's result, as `elide migrate --json` prints it. */
+export type MigrateResult = { name: string; to: string; uri: string } & Record<
+  (typeof migrationCounts)[number],
+  number
+>;
+
+/** Where a migration the server runs stands (`phase` idle: none is running). */
+export interface MigrateStatus {
+  phase: string;
+  round: number;
+  bytesSent: number;
+  dirtyBytes: number;
+}
+
 export const controlOps = {
   sync: spec(none, (value, fail) => {
     const reply = record(value, fail);
@@ -111,6 +171,25 @@ export const controlOps = {
       return result;
     },
   ),
+  /** Runs a live migration of the volume to another host (nbd/serve.ts answers it). */
+  migrate: spec(migrateArgs, (value, fail): MigrateResult => {
+    const reply = record(value, fail);
+    const strings = ['name', 'to', 'uri'].map((name) => optionalString(reply, name, fail) ?? '');
+    const result = { name: strings[0]!, to: strings[1]!, uri: strings[2]! } as MigrateResult;
+    for (const field of migrationCounts) result[field] = count(reply, field, fail);
+    return result;
+  }),
+  'migrate-status': spec(none, (value, fail): MigrateStatus => {
+    const reply = record(value, fail);
+    return {
+      phase: optionalString(reply, 'phase', fail) ?? 'idle',
+      round: count(reply, 'round', fail),
+      bytesSent: count(reply, 'bytesSent', fail),
+      dirtyBytes: count(reply, 'dirtyBytes', fail),
+    };
+  }),
+  /** Cancels a running migration if it has not reached its commit point. */
+  'migrate-cancel': spec(none, none),
 } satisfies Record<string, OpSpec<unknown, unknown>>;
 
 export type ControlOp = keyof typeof controlOps;

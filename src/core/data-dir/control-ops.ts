@@ -4,7 +4,7 @@
  * holding the lock, through its control socket (control/). One table of
  * handlers serves both: the server's socket calls the same ones.
  */
-import { isElideError } from '../errors.js';
+import { ElideError, isElideError } from '../errors.js';
 import {
   runControl,
   sendControl,
@@ -54,7 +54,15 @@ export function controlHandlers(ctx: DataDirContext, volume: Volume): ControlHan
     gc: (args) => collectVolume(volume.gc, ctx.fs, ctx.store, args),
     // Only a server has something to stop (nbd/serve.ts answers it).
     stop: async () => ({}),
+    // A migration is run by whoever opened the volume (migrate/run.ts, or nbd/serve.ts).
+    migrate: () => Promise.reject(notServing(volume.name)),
+    'migrate-status': async () => ({ phase: 'idle', round: 0, bytesSent: 0, dirtyBytes: 0 }),
+    'migrate-cancel': async () => ({}),
   };
+}
+
+function notServing(name: string): ElideError {
+  return new ElideError('ELIDE_INVALID_ARGUMENT', `volume ${name} is not being served here`);
 }
 
 /**

@@ -11,6 +11,9 @@ import path from 'node:path';
 import {
   checkControl,
   runControl,
+  sendControl,
+  type ControlArgs,
+  type ControlOp,
   type ControlHandlers,
   type ControlRequest,
   type ControlResult,
@@ -62,6 +65,7 @@ import type {
   VolumeSummary,
 } from './types.js';
 import { openVolume } from './open-volume.js';
+import { migrationSteps, type MigrationSteps } from './migration.js';
 import {
   claimVolume,
   forceReleaseVolume,
@@ -391,6 +395,24 @@ export class DataDir {
    * For a server: watches that this host still owns a writable volume, and
    * rehomes what a displaced one never published (displacement.ts).
    */
+  /**
+   * Sends `op` to the server holding the volume; undefined when no server
+   * holds it (the caller may open it itself).
+   */
+  async sendToServer<Op extends ControlOp>(
+    name: string,
+    op: Op,
+    args: ControlArgs<Op>,
+  ): Promise<ControlResult<Op> | undefined> {
+    const dir = existingVolumeDir(this.ctx, name);
+    return (await sendControl(this.ctx.fs.realpath(dir), op, args))?.result;
+  }
+
+  /** The data directory's side of live migrations (migrate/ drives them). */
+  get migrations(): MigrationSteps {
+    return migrationSteps(this.ctx);
+  }
+
   watchOwnership(volume: Volume): OwnershipWatch | undefined {
     if (
       volume.writeRefusal?.code === 'ELIDE_DISPLACED' ||

@@ -16,3 +16,4 @@ export type {
 export type { ImportOciOptions, ImportOciResult } from './image-import.js';
 export type { ClaimResult, ReleaseResult, RemoteVolume } from './ownership.js';
 export type { OwnershipWatch } from './displacement.js';
+export type { MigrationOffer, MigrationSteps } from './migration.js';

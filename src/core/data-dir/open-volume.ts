@@ -9,10 +9,13 @@ import { fetchSegmentIndex } from '../cache/index.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
 import type { Ulid } from '../ids/index.js';
 import { DirectoryLock } from '../fs/index.js';
+import { readNameRecord } from '../names/index.js';
 import {
   displaced,
+  ownedBy,
   readLocalOwner,
   readStanding,
+  startEpoch,
   upgradeName,
   writeLocalOwner,
   type LocalOwner,
@@ -38,6 +41,9 @@ export async function openVolume(
   });
   const lock = await DirectoryLock.acquire(ctx.fs, dir, name);
   try {
+    if (readLocalOwner(ctx.fs, dir).state === 'incoming') {
+      await settleIncomingAtOpen(ctx, dir, name, descriptor.id);
+    }
     const owner = readLocalOwner(ctx.fs, dir);
     const readOnly =
       options.readOnly === true ||
@@ -169,4 +175,36 @@ async function onlyGcOutputs(
     }
   }
   return true;
+}
+
+/**
+ * An incoming copy found at open (the destination stopped before it learnt
+ * the outcome): it becomes owned if the store names this host, else it is
+ * refused. The caller holds the lock.
+ */
+async function settleIncomingAtOpen(
+  ctx: DataDirContext,
+  dir: string,
+  name: string,
+  volumeId: Ulid,
+): Promise<void> {
+  const owner = readLocalOwner(ctx.fs, dir);
+  const record = await readNameRecord(ctx.store, name);
+  if (record?.volumeId === volumeId && ownedBy(record, ctx.host, owner.epoch)) {
+    await startEpoch(ctx.store, volumeId, owner.epoch, ctx.host);
+    await writeLocalOwner(ctx.fs, dir, {
+      ...owner,
+      state: 'owned',
+      since: new Date().toISOString(),
+    });
+    ctx.log.info(`volume ${name}: the migration to this host had completed; it is owned here now`);
+    return;
+  }
+  throw new ElideError(
+    'ELIDE_OWNED_ELSEWHERE',
+    `volume ${name} is an incoming migration that was never cut over (the store names ` +
+      `${record?.owner?.hostname ?? 'no owner'}); migrating it again replaces it, ` +
+      `\`elide volume delete ${name} --local\` drops it`,
+    { volume: name },
+  );
 }

@@ -89,7 +89,7 @@ export async function claimVolume(ctx: DataDirContext, name: string): Promise<Cl
   }
   const { record, head } = await takeName(ownershipOf(ctx), name);
   const descriptor = await fetchVolumeDescriptor(ctx.store, name, record.volumeId);
-  await createClaimedVolume(ctx, descriptor, record.epoch, head);
+  await createClaimedVolume(ctx, descriptor, { epoch: record.epoch, state: 'owned' }, head);
   return {
     name,
     volumeId: record.volumeId,
@@ -244,7 +244,7 @@ async function currentLocalCopy(
 }
 
 /** Moves a local copy claim replaces to `stale/` (never deleted: it may hold what nobody else has). */
-async function setLocalCopyAside(ctx: DataDirContext, name: string): Promise<string> {
+export async function setLocalCopyAside(ctx: DataDirContext, name: string): Promise<string> {
   const { fs } = ctx;
   const dir = volumeDir(ctx, name);
   const lock = await DirectoryLock.acquire(fs, dir, name);
@@ -269,18 +269,21 @@ async function setLocalCopyAside(ctx: DataDirContext, name: string): Promise<str
  * through. Built in `.claiming-<ULID>` and renamed into place (COMMIT
  * POINT); debris is swept locally only.
  */
-async function createClaimedVolume(
+export async function createClaimedVolume(
   ctx: DataDirContext,
   descriptor: VolumeDescriptor,
-  epoch: number,
-  head: Head,
-): Promise<void> {
+  standing: { epoch: number; state: 'owned' | 'incoming' },
+  head: Pick<Head, 'segments'>,
+): Promise<{ indexBytes: number }> {
   const { fs } = ctx;
+  const { epoch, state } = standing;
   const staging = path.join(ctx.volumesDir, `.claiming-${ctx.mint.next()}`);
+  let indexBytes = 0;
   try {
     for (const sub of ['wal', 'pending', 'index', 'cache']) fs.mkdirp(path.join(staging, sub));
     for (const id of head.segments) {
       const { bytes } = await fetchSegmentIndex(ctx.store, descriptor.id, id);
+      indexBytes += bytes.length;
       await writeFileAtomic(fs, path.join(staging, 'index'), id + indexSuffix, bytes);
     }
     await writeFileAtomic(
@@ -296,7 +299,7 @@ async function createClaimedVolume(
     );
     await writeLocalOwner(fs, staging, {
       epoch,
-      state: 'owned',
+      state,
       since: new Date().toISOString(),
       displacedAs: null,
     });
@@ -309,6 +312,7 @@ async function createClaimedVolume(
     fs.removeTree(staging);
     throw error;
   }
+  return { indexBytes };
 }
 
 /** A release this host already made: the local copy is only dropped if asked. */
@@ -364,7 +368,7 @@ function released(name: string): ElideError {
   });
 }
 
-function refuseSingleHost(ctx: DataDirContext, what: string): void {
+export function refuseSingleHost(ctx: DataDirContext, what: string): void {
   if (ctx.storeMode !== 'single-host') return;
   throw new ElideError(
     'ELIDE_STORE_UNSAFE',

@@ -48,7 +48,7 @@ export interface VolumeInfo extends VolumeSummary, VolumeStats {
    * This host's standing: it owns the volume, released it (a read-only cache), or lost it
    * (the store's name record names another owner or epoch).
    */
-  standing: 'owned' | 'released' | 'displaced';
+  standing: 'owned' | 'released' | 'displaced' | 'incoming';
   /** The owner the store's name record names (null when released, or the store is out of reach). */
   owner: { hostId: string; hostname: string; since: string } | null;
   /** For a displaced volume: the released name holding what this host never published. */

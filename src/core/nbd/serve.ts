@@ -3,15 +3,21 @@
  * on stop drains the connections, flushes and closes the volumes. Each
  * writable volume's ownership is watched (docs/design.md §3.13), and a
  * volume can be stopped on its own (`release --stop`, over its control
- * socket). The caller (the CLI) owns signals and printing.
+ * socket). With `acceptMigrations`, volumes migrated here join the exports
+ * once cut over; a served volume migrates away through its control socket
+ * (served-migration.ts). The caller (the CLI) owns signals and printing.
  */
 import fs from 'node:fs';
-import { listenControl, type ControlServer } from '../control/index.js';
+import { listenControl } from '../control/index.js';
 import { errorText } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseVolumeRef, type DataDir, type OwnershipWatch } from '../data-dir/index.js';
+import { parseVolumeRef, type DataDir } from '../data-dir/index.js';
+import { listenLinks, receiveMigration, type Link, type LinkListener } from '../migrate/index.js';
+import type { LinkSecurity } from '../migrate/index.js';
 import type { Volume } from '../volume/index.js';
+import { MovableBackend } from './movable-backend.js';
 import { NbdServer, type ListenAddress } from './server.js';
+import { migrateServed, type Served } from './served-migration.js';
 
 export interface ServeOptions {
   names: string[];
@@ -19,30 +25,55 @@ export interface ServeOptions {
   socketPath?: string;
   readOnly: boolean;
   log: Logger;
+  /** Accept volumes migrated from other hosts here. */
+  acceptMigrations?: { at: { host: string; port: number }; security: LinkSecurity };
+  /** Called with a volume's URIs when it starts being served after a migration. */
+  onServing?: (uris: string[]) => void;
 }
 
 export interface NbdService {
   /** One URI per export and listener, e.g. nbd://127.0.0.1:10809/vm1. */
   readonly uris: string[];
+  /** Where migrations are accepted (the real port when 0 was asked). */
+  readonly migrationAddress: { host: string; port: number } | null;
   /** Stops accepting, waits for in-flight requests, flushes and closes every volume. */
   stop(): Promise<void>;
 }
 
-/** One served volume and what runs beside it. */
-interface Served {
-  volume: Volume;
-  control?: ControlServer;
-  watch?: OwnershipWatch;
-  stopped: boolean;
-}
-
 export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Promise<NbdService> {
   const served: Served[] = [];
-  let server: NbdServer | undefined;
+  const server = new NbdServer([], options.log, dataDir.memory);
+  const addresses: ListenAddress[] = [];
+  const incoming = new Set<Link>();
+  const receiving = new Set<Promise<void>>();
+  let migrations: LinkListener | undefined;
   const stopAll = async (): Promise<void> => {
-    await server?.close();
-    for (const entry of served) await stopServed(entry, options.log);
+    await migrations?.close();
+    for (const link of incoming) link.close();
+    await Promise.allSettled(receiving);
+    await server.close();
+    for (const entry of served) {
+      entry.forwarder?.close();
+      await stopServed(entry, options.log);
+    }
     dataDir.memory.stopIdleRelease();
+  };
+  const serve = async (volume: Volume, readOnly: boolean): Promise<string[]> => {
+    const entry: Served = {
+      volume,
+      backend: new MovableBackend(volume),
+      stopped: false,
+      migration: null,
+    };
+    served.push(entry);
+    if (!readOnly) await attach(dataDir, server, entry, options.log);
+    server.addExport({
+      name: volume.name,
+      description: `elide volume ${volume.name}`,
+      readOnly: options.readOnly || readOnly || !volume.writable,
+      backend: entry.backend,
+    });
+    return addresses.map((address) => exportUri(address, volume.name));
   };
   // Pools and caches let go of what they keep once the server goes quiet.
   dataDir.memory.startIdleRelease();
@@ -51,59 +82,77 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
       const { volume: volumeName, snapshotId } = parseVolumeRef(name);
       if (snapshotId !== undefined) {
         // A snapshot is served read-only from a view of its own.
-        served.push({
-          volume: await dataDir.openSnapshotView(volumeName, snapshotId),
-          stopped: false,
-        });
-        continue;
+        await serve(await dataDir.openSnapshotView(volumeName, snapshotId), true);
+      } else {
+        await serve(await dataDir.openVolume(name), false);
       }
-      const entry: Served = { volume: await dataDir.openVolume(name), stopped: false };
-      served.push(entry);
-      entry.watch = dataDir.watchOwnership(entry.volume);
-      // `elide volume sync`, `evict`, `snapshot`, `gc` and `release --stop` reach this process here.
-      entry.control = await listenControl(
-        fs.realpathSync(entry.volume.directory),
-        {
-          ...dataDir.controlHandlers(entry.volume),
-          stop: async () => {
-            // After this reply has gone out: the export, then the volume and its lock.
-            setImmediate(() => void stopOne(server, entry, options.log));
-            return {};
-          },
-        },
-        options.log,
-      );
     }
-    server = new NbdServer(
-      served.map(({ volume }) => ({
-        name: volume.name,
-        description: `elide volume ${volume.name}`,
-        readOnly: options.readOnly || !volume.writable,
-        backend: volume,
-      })),
-      options.log,
-      dataDir.memory,
-    );
-    const uris: string[] = [];
-    const addresses: ListenAddress[] = [];
     if (options.listen !== undefined) addresses.push(await server.listen(options.listen));
     if (options.socketPath !== undefined)
       addresses.push(await server.listen({ path: options.socketPath }));
-    for (const address of addresses) {
-      for (const { volume } of served) uris.push(exportUri(address, volume.name));
+    const uris = addresses.flatMap((address) =>
+      served.map(({ volume }) => exportUri(address, volume.name)),
+    );
+    if (options.acceptMigrations !== undefined) {
+      const { at, security } = options.acceptMigrations;
+      const hooks = {
+        serve: async (volume: Volume): Promise<string> => {
+          const volumeUris = await serve(volume, false);
+          options.onServing?.(volumeUris);
+          return volumeUris[0] ?? '';
+        },
+        log: options.log,
+      };
+      migrations = await listenLinks(
+        at,
+        security,
+        (link) => {
+          incoming.add(link);
+          const done = receiveMigration(dataDir.migrations, link, hooks).finally(() => {
+            incoming.delete(link);
+            receiving.delete(done);
+          });
+          receiving.add(done);
+        },
+        (peer, reason) => options.log.warn(`migration link from ${peer} refused: ${reason}`),
+      );
     }
-    return { uris, stop: stopAll };
+    return { uris, migrationAddress: migrations?.address ?? null, stop: stopAll };
   } catch (error) {
     await stopAll();
     throw error;
   }
 }
 
+/** A writable volume's ownership watch and control socket. */
+async function attach(
+  dataDir: DataDir,
+  server: NbdServer,
+  entry: Served,
+  log: Logger,
+): Promise<void> {
+  entry.watch = dataDir.watchOwnership(entry.volume);
+  // `elide volume sync`, `evict`, `snapshot`, `gc`, `release --stop` and `migrate` reach this process here.
+  entry.control = await listenControl(
+    fs.realpathSync(entry.volume.directory),
+    {
+      ...dataDir.controlHandlers(entry.volume),
+      stop: async () => {
+        // After this reply has gone out: the export, then the volume and its lock.
+        setImmediate(() => void stopOne(server, entry, log));
+        return {};
+      },
+      ...migrateServed(dataDir, server, entry, () => stopServed(entry, log)),
+    },
+    log,
+  );
+}
+
 /** Stops serving one volume (the others go on). */
-async function stopOne(server: NbdServer | undefined, entry: Served, log: Logger): Promise<void> {
+async function stopOne(server: NbdServer, entry: Served, log: Logger): Promise<void> {
   if (entry.stopped) return;
   log.info(`nbd: no longer serving ${entry.volume.name} (asked to stop)`);
-  await server?.removeExport(entry.volume.name);
+  await server.removeExport(entry.volume.name);
   await stopServed(entry, log);
 }
 

@@ -96,6 +96,11 @@ export class NbdServer implements ConnectionHost {
     return address;
   }
 
+  /** Starts exporting one more volume (one that migrated here). */
+  addExport(entry: NbdExport): void {
+    this.exportsByName.set(entry.name, entry);
+  }
+
   /**
    * Stops exporting `name`: new clients cannot choose it, and its clients'
    * connections end once their requests in flight have replied.

@@ -24,6 +24,7 @@ export const eventKinds = [
   'force-released',
   'displaced',
   'rehomed',
+  'migrated',
 ] as const;
 export type EventKind = (typeof eventKinds)[number];
 

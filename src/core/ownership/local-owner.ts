@@ -12,7 +12,8 @@ import { encodeJsonRecord, isEpoch, parseJsonRecordOr } from '../store/index.js'
 
 export const ownerFileName = 'owner.json';
 
-export type LocalStanding = 'owned' | 'released' | 'displaced';
+/** `incoming`: a migration to this host not yet cut over (`epoch` is the one it will own). */
+export type LocalStanding = 'owned' | 'released' | 'displaced' | 'incoming';
 
 export interface LocalOwner {
   epoch: number;
@@ -42,7 +43,9 @@ export function readLocalOwner(fs: Fs, volumeDir: string): LocalOwner {
   const value = parseJsonRecordOr(bytes, file, damaged);
   const { version, epoch, state, since, displacedAs } = value;
   if (version !== 1 || !isEpoch(epoch) || typeof since !== 'string') return damaged();
-  if (state !== 'owned' && state !== 'released' && state !== 'displaced') return damaged();
+  if (state !== 'owned' && state !== 'released' && state !== 'displaced' && state !== 'incoming') {
+    return damaged();
+  }
   if (displacedAs !== null && typeof displacedAs !== 'string') return damaged();
   return { epoch, state, since, displacedAs };
 }

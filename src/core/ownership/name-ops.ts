@@ -64,17 +64,7 @@ export async function takeName(
     throw ownedElsewhere(name, current);
   });
   const { volumeId, epoch } = record;
-  const fenced = epoch > 1 ? await fenceHead(store, volumeId, epoch - 1, host) : undefined;
-  let head = (await readHead(store, volumeId, epoch))?.head;
-  if (head === undefined) {
-    head = headForEpoch(fenced, volumeId, epoch);
-    try {
-      await store.putIfAbsent(headKey(volumeId, epoch), encodeJsonRecord(head));
-    } catch (error) {
-      if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) throw error;
-      head = (await readHead(store, volumeId, epoch))!.head;
-    }
-  }
+  const head = await startEpoch(store, volumeId, epoch, host);
   if (changed) {
     const forced = previous.released?.forced === true ? ' (after a forced release)' : '';
     const detail = `epoch ${epoch}${forced}`;
@@ -86,6 +76,67 @@ export async function takeName(
     );
   }
   return { record, head, resumed: !changed };
+}
+
+/**
+ * The store side of a new epoch once the name record names its owner: the
+ * fence on the last head of the epoch before, and the new epoch's head that
+ * starts from it (both idempotent, so a new owner cut short runs it again).
+ */
+export async function startEpoch(
+  store: ObjectStore,
+  volumeId: Ulid,
+  epoch: number,
+  host: HostRef,
+): Promise<Head> {
+  const fenced = epoch > 1 ? await fenceHead(store, volumeId, epoch - 1, host) : undefined;
+  const found = (await readHead(store, volumeId, epoch))?.head;
+  if (found !== undefined) return found;
+  const head = headForEpoch(fenced, volumeId, epoch);
+  try {
+    await store.putIfAbsent(headKey(volumeId, epoch), encodeJsonRecord(head));
+    return head;
+  } catch (error) {
+    if (!isElideError(error, 'ELIDE_STORE_PRECONDITION_FAILED')) throw error;
+    return (await readHead(store, volumeId, epoch))!.head;
+  }
+}
+
+/**
+ * A live migration's commit point: owned(this host, e) → owned(`to`, e+1),
+ * in one conditional write. Idempotent: a record that already names `to`
+ * under e+1 (this host's earlier write whose reply was lost) is left as it
+ * is, so after a store failure the caller asks again to learn the outcome.
+ */
+export async function passName(
+  ctx: OwnershipContext,
+  name: string,
+  owned: { volumeId: Ulid; epoch: number },
+  to: HostRef,
+): Promise<NameRecord> {
+  const { store, host } = ctx;
+  const { volumeId, epoch } = owned;
+  const { record, changed } = await changeName(store, name, ({ record: current }) => {
+    if (current.volumeId !== volumeId) throw displaced(name, current);
+    const passed =
+      current.state === 'owned' &&
+      current.epoch === epoch + 1 &&
+      current.owner?.hostId === to.hostId;
+    if (passed) return 'unchanged';
+    if (!ownedBy(current, host, epoch)) throw displaced(name, current);
+    const owner = { ...to, since: new Date().toISOString() };
+    return { ...current, epoch: epoch + 1, state: 'owned', owner, released: null };
+  });
+  if (changed) {
+    const detail = `from ${host.hostname} (host ${host.hostId}) to ${to.hostname} (host ${to.hostId}), epoch ${epoch + 1}`;
+    await appendEvent(
+      store,
+      ctx.mint,
+      { kind: 'migrated', name, volumeId, epoch: epoch + 1, host, detail },
+      ctx.log,
+    );
+  }
+  return record;
 }
 
 /** `release`: owned(this host, e) → released(e), noting the last head it published. */

@@ -83,6 +83,8 @@ export class Uploader {
   private loop: Promise<void> | null = null;
   private wakeRequested = false;
   private stopped = false;
+  /** Held by a migration: nothing is uploaded and no head written until resumed. */
+  private held = false;
   private fatal: ElideError | null = null;
   private failuresInARow = 0;
   private lastError: unknown;
@@ -99,7 +101,7 @@ export class Uploader {
 
   /** Starts the background loop now (cutting a retry delay short) if it is not running. */
   notify(): void {
-    if (this.stopped || this.fatal !== null) return;
+    if (this.stopped || this.held || this.fatal !== null) return;
     this.wakeRequested = true;
     this.clearRetry();
     if (this.loop !== null) return;
@@ -127,6 +129,12 @@ export class Uploader {
       // A volume that stopped (a failed commit, a lost ownership) will not make `done` true.
       if (this.host.stoppedBy !== null) throw this.host.stoppedBy;
       if (this.stopped) throw new ElideError('ELIDE_IO', `volume ${this.host.name} is closed`);
+      if (this.held) {
+        throw new ElideError(
+          'ELIDE_IN_USE',
+          `volume ${this.host.name} is being migrated: uploads wait until it ends`,
+        );
+      }
       const before = this.failuresInARow;
       if (this.retryWait !== null) await this.retryWait;
       else this.notify();
@@ -152,6 +160,21 @@ export class Uploader {
     }
   }
 
+  /**
+   * Uploads nothing more (and writes no head) until `resume`; resolves once
+   * the attempt in flight has ended, so the head in the store stays as it is.
+   */
+  async hold(): Promise<void> {
+    this.held = true;
+    this.clearRetry();
+    await this.loop;
+  }
+
+  resume(): void {
+    this.held = false;
+    this.notify();
+  }
+
   /** Stops after the attempt in flight; pending segments stay for the next open. */
   async close(): Promise<void> {
     this.stopped = true;
@@ -160,10 +183,12 @@ export class Uploader {
   }
 
   private async run(): Promise<void> {
-    while (!this.stopped && this.wakeRequested) {
+    while (!this.stopped && !this.held && this.wakeRequested) {
       this.wakeRequested = false;
       try {
-        while (!this.stopped && (await this.uploadBatch())) this.failuresInARow = 0;
+        while (!this.stopped && !this.held && (await this.uploadBatch())) {
+          this.failuresInARow = 0;
+        }
         this.failuresInARow = 0;
       } catch (error) {
         this.onFailure(error);
@@ -261,7 +286,7 @@ export class Uploader {
         const oldest =
           queue.find((segment) => started.has(segment) && !confirmedPuts.has(segment)) ??
           queue.find((segment) => started.has(segment));
-        if (oldest === undefined || this.stopped) return any;
+        if (oldest === undefined || this.stopped || this.held) return any;
         any = true;
         await started.get(oldest);
         // Every confirmed segment at the front of the queue goes in one head.

@@ -45,6 +45,8 @@ export interface VolumeOpenOptions {
    * directory's ownership checks, docs/design.md §3.13).
    */
   admitWrites?: (history: LocalHistory) => Promise<ElideError | undefined>;
+  /** An incoming migration's copy: it uploads nothing until `resumeUploads`. */
+  uploadsHeld?: boolean;
   /**
    * `--discard-newer-store-history`: segments the store's head lists and this
    * volume never had are retired by its next head instead of refused.

@@ -88,6 +88,7 @@ export class Volume {
     this.uploader = state.writable
       ? new Uploader(options.store, new VolumeUploadSide(state), options.log)
       : null;
+    if (options.uploadsHeld === true) void this.uploader?.hold();
     state.notifyUploader = () => this.uploader?.notify();
     this.gc = new VolumeGcSide(state, this, this.promotions, this.uploader);
   }
@@ -373,6 +374,18 @@ export class Volume {
         );
       }
     }
+  }
+
+  /**
+   * A migration's pause: nothing more is uploaded and no head is written
+   * until `resumeUploads`; resolves once an upload in flight has ended.
+   */
+  holdUploads(): Promise<void> {
+    return this.uploader?.hold() ?? Promise.resolve();
+  }
+
+  resumeUploads(): void {
+    this.uploader?.resume();
   }
 
   /** Drops every cached body that is in the store; returns the bytes freed. */
