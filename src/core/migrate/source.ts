@@ -69,8 +69,21 @@ export interface SourceOptions {
   cutoverBytes?: number;
 }
 
-/** Runs the phases above on an open, writable volume this host owns. */
-export async function migrateOut(
+/**
+ * Runs the phases above on an open, writable volume this host owns; GC
+ * passes and snapshots of the volume wait until it ends (they write heads
+ * and segments B does not expect).
+ */
+export function migrateOut(
+  steps: MigrationSteps,
+  volume: Volume,
+  options: SourceOptions,
+  hooks: SourceHooks,
+): Promise<MigrationResult> {
+  return volume.exclusive(() => runPhases(steps, volume, options, hooks));
+}
+
+async function runPhases(
   steps: MigrationSteps,
   volume: Volume,
   options: SourceOptions,
