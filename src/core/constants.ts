@@ -234,6 +234,8 @@ export const registryBlobTimeoutMs = 30 * 60_000;
 export const controlRequestBytesMax = 64 * 1024;
 /** A control client must send its request within this time. */
 export const controlIdleMs = 10_000;
+/** Closing a control socket waits this long for replies being written (stop, migrate). */
+export const controlReplyWaitMs = 2000;
 /** Control connections served at once per volume. */
 export const controlConnectionsMax = 16;
 /**
@@ -326,6 +328,8 @@ export const migrateCutoverBytes = 16 * 1024 * 1024;
 export const migrateIdleMs = 60_000;
 /** How often `elide migrate` asks the server running a migration where it stands. */
 export const migrateStatusPollMs = 250;
+/** B asks the store again after this long (the name record, finishing its handover). */
+export const migrateRetryMs = 500;
 /** After READY, how long B waits for COMMITTED before asking the store who owns the volume. */
 export const migrateCommitWaitMs = 30_000;
 

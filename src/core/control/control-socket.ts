@@ -19,7 +19,12 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { controlConnectionsMax, controlIdleMs, controlRequestBytesMax } from '../constants.js';
+import {
+  controlConnectionsMax,
+  controlIdleMs,
+  controlReplyWaitMs,
+  controlRequestBytesMax,
+} from '../constants.js';
 import { ElideError, errorCodes, errorText, isElideError, type ErrorCode } from '../errors.js';
 import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
@@ -55,10 +60,15 @@ export async function listenControl(
   fs.writeFileSync(tmp, key + '\n', { mode: 0o600 });
   fs.renameSync(tmp, keyPath);
   const sockets = new Set<net.Socket>();
+  /** Sockets whose request is being answered: closing waits for their reply to go out. */
+  const answering = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     if (sockets.size >= controlConnectionsMax) return socket.destroy();
     sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    socket.on('close', () => {
+      sockets.delete(socket);
+      answering.delete(socket);
+    });
     socket.on('error', () => {});
     socket.setTimeout(controlIdleMs, () => socket.destroy());
     let buffered = '';
@@ -70,6 +80,7 @@ export async function listenControl(
       // The request is in: the answer (a sync) may take long, so no idle limit now.
       socket.pause();
       socket.setTimeout(0);
+      answering.add(socket);
       void answer(buffered.slice(0, end), key, handlers, log).then((reply) =>
         socket.end(JSON.stringify(reply) + '\n'),
       );
@@ -85,9 +96,17 @@ export async function listenControl(
   return {
     close: () =>
       new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
+        // An operation that ends by closing its own socket (stop, migrate) still gets its
+        // reply out; one still running after controlReplyWaitMs is cut off.
+        for (const socket of sockets) if (!answering.has(socket)) socket.destroy();
+        const cutOff = setTimeout(() => {
+          for (const socket of sockets) socket.destroy();
+        }, controlReplyWaitMs);
         fs.rmSync(keyPath, { force: true });
-        server.close(() => resolve());
+        server.close(() => {
+          clearTimeout(cutOff);
+          resolve();
+        });
       }),
   };
 }

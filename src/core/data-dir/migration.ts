@@ -98,6 +98,11 @@ export async function prepareIncoming(
   validateVolumeName(name);
   refuseSingleHost(ctx, 'accepting a migration');
   await ctx.ensureSafeStore();
+  if (offer.host.hostId === ctx.host.hostId) {
+    throw refused(
+      `${name} is already this host's (the source and destination are one data directory)`,
+    );
+  }
   const record = await readNameRecord(ctx.store, name);
   if (record?.volumeId !== volumeId || !ownedBy(record, offer.host, epoch)) {
     throw refused(
@@ -132,16 +137,19 @@ export async function prepareIncoming(
   }
 }
 
-/**
- * The destination's last step, once the name record names it: the fence on
- * the source's epoch and the head of its own, owner.json `owned`, uploads
- * resumed. False (nothing changed) when the record names someone else.
- */
-export async function commitIncoming(ctx: DataDirContext, volume: Volume): Promise<boolean> {
+/** Whether the name record names this host as owner of the incoming copy's epoch. */
+export async function ownsIncoming(ctx: DataDirContext, volume: Volume): Promise<boolean> {
   const record = await readNameRecord(ctx.store, volume.name);
-  if (record?.volumeId !== volume.volumeId || !ownedBy(record, ctx.host, volume.epoch)) {
-    return false;
-  }
+  return record?.volumeId === volume.volumeId && ownedBy(record, ctx.host, volume.epoch);
+}
+
+/**
+ * The destination's last steps once the record names it (it may already
+ * serve the volume: writes stay local until uploads resume): the fence on
+ * the source's epoch and the head of its own, owner.json `owned`, uploads
+ * resumed. Idempotent.
+ */
+export async function finishIncoming(ctx: DataDirContext, volume: Volume): Promise<void> {
   await startEpoch(ctx.store, volume.volumeId, volume.epoch, ctx.host);
   await writeLocalOwner(ctx.fs, volume.directory, {
     epoch: volume.epoch,
@@ -150,7 +158,6 @@ export async function commitIncoming(ctx: DataDirContext, volume: Volume): Promi
     displacedAs: null,
   });
   volume.resumeUploads();
-  return true;
 }
 
 /** Drops an incoming copy whose migration failed before the destination said READY. */
@@ -187,7 +194,8 @@ export interface MigrationSteps {
   publishedHead(volume: Volume): Promise<MigrationOffer['head']>;
   handOver(volume: Volume, to: HostRef, attempts: number): Promise<number>;
   prepareIncoming(offer: MigrationOffer): Promise<{ volume: Volume; bytesFromStore: number }>;
-  commitIncoming(volume: Volume): Promise<boolean>;
+  ownsIncoming(volume: Volume): Promise<boolean>;
+  finishIncoming(volume: Volume): Promise<void>;
   dropIncoming(volume: Volume): Promise<void>;
 }
 
@@ -198,7 +206,8 @@ export function migrationSteps(ctx: DataDirContext): MigrationSteps {
     publishedHead: (volume) => publishedHead(ctx, volume),
     handOver: (volume, to, attempts) => handOverVolume(ctx, volume, to, attempts),
     prepareIncoming: (offer) => prepareIncoming(ctx, offer),
-    commitIncoming: (volume) => commitIncoming(ctx, volume),
+    ownsIncoming: (volume) => ownsIncoming(ctx, volume),
+    finishIncoming: (volume) => finishIncoming(ctx, volume),
     dropIncoming: (volume) => dropIncoming(ctx, volume),
   };
 }

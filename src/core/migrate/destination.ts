@@ -5,7 +5,7 @@
  * READY). After READY it never drops it: the name record decides, read
  * from the store when COMMITTED does not arrive.
  */
-import { migrateCommitWaitMs } from '../constants.js';
+import { migrateCommitWaitMs, migrateRetryMs } from '../constants.js';
 import { ElideError, errorText, isElideError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { readSafeU64 } from '../binary.js';
@@ -112,19 +112,53 @@ async function receive(
     }
     state.settling = committed === undefined;
     if (!(await settle(steps, volume, committed === true, log, state))) return;
-    const uri = await hooks.serve(volume);
-    log.info(`migrate ${offer.name}: cut over; serving ${uri}`);
-    if (committed === true) {
-      await link.send(encodeJsonFrame('serving', { uri }));
-      serveForwarded(link, volume, log);
-      await link.closed;
-    }
+    // B owns the volume from here on: nothing below may close or drop it.
+    await takeOver(steps, link, volume, hooks, committed === true);
   } catch (error) {
     log.warn(`migration of ${offer.name} from ${link.peer} failed: ${errorText(error)}`);
     await refuse(link, error);
     if (!ready) await steps.dropIncoming(volume).catch(() => {});
     else if (!volume.closed) await volume.close().catch(() => {});
   }
+}
+
+/**
+ * The volume is B's: it is served (and A's forwarded requests answered) at
+ * once, while the fence, B's head and owner.json are written, retried
+ * until the store takes them; uploads resume only after that.
+ */
+async function takeOver(
+  steps: MigrationSteps,
+  link: Link,
+  volume: Volume,
+  hooks: DestinationHooks,
+  committed: boolean,
+): Promise<void> {
+  const { log } = hooks;
+  let uri = '';
+  try {
+    uri = await hooks.serve(volume);
+    log.info(`migrate ${volume.name}: cut over; serving ${uri}`);
+  } catch (error) {
+    log.error(`migrate ${volume.name}: owned here now, but not served: ${errorText(error)}`);
+  }
+  if (committed) {
+    void link.send(encodeJsonFrame('serving', { uri })).then(
+      () => serveForwarded(link, volume, log),
+      () => {},
+    );
+  }
+  for (;;) {
+    try {
+      await steps.finishIncoming(volume);
+      break;
+    } catch (error) {
+      if (volume.closed) return;
+      log.warn(`migrate ${volume.name}: finishing the handover, will retry: ${errorText(error)}`);
+      await new Promise((resolve) => setTimeout(resolve, migrateRetryMs));
+    }
+  }
+  if (committed) await link.closed;
 }
 
 /** DATA and ZERO frames go into the volume in order until CUTOVER. */
@@ -159,7 +193,8 @@ function offsetOf(frame: Frame): number {
 /**
  * After READY: the name record is the authority. COMMITTED says A wrote
  * it; without it (the link failed), the store is asked until
- * migrateCommitWaitMs has passed. True when B owns the volume now.
+ * migrateCommitWaitMs has passed (a store failure is asked again either
+ * way). True when B owns the volume now.
  */
 async function settle(
   steps: MigrationSteps,
@@ -168,17 +203,18 @@ async function settle(
   log: Logger,
   state: Receiving,
 ): Promise<boolean> {
-  const deadline = performance.now() + (committed ? 0 : migrateCommitWaitMs);
+  const deadline = performance.now() + migrateCommitWaitMs;
   for (;;) {
     if (state.superseded) break;
     try {
-      if (await steps.commitIncoming(volume)) return true;
+      if (await steps.ownsIncoming(volume)) return true;
+      if (committed) break;
     } catch (error) {
       if (!isElideError(error, 'ELIDE_STORE_UNAVAILABLE')) throw error;
       log.warn(`migrate ${volume.name}: cannot read the name record: ${errorText(error)}`);
     }
     if (performance.now() >= deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, migrateRetryMs));
   }
   if (committed) throw linkError('the source said COMMITTED but the store does not name this host');
   log.warn(

@@ -85,6 +85,8 @@ export class Uploader {
   private stopped = false;
   /** Held by a migration: nothing is uploaded and no head written until resumed. */
   private held = false;
+  private heldUntil: Promise<void> = Promise.resolve();
+  private endHold: (() => void) | null = null;
   private fatal: ElideError | null = null;
   private failuresInARow = 0;
   private lastError: unknown;
@@ -130,10 +132,9 @@ export class Uploader {
       if (this.host.stoppedBy !== null) throw this.host.stoppedBy;
       if (this.stopped) throw new ElideError('ELIDE_IO', `volume ${this.host.name} is closed`);
       if (this.held) {
-        throw new ElideError(
-          'ELIDE_IN_USE',
-          `volume ${this.host.name} is being migrated: uploads wait until it ends`,
-        );
+        // A migration holds uploads: a sync waits for it to end (or for the volume to close).
+        await this.heldUntil;
+        continue;
       }
       const before = this.failuresInARow;
       if (this.retryWait !== null) await this.retryWait;
@@ -165,6 +166,7 @@ export class Uploader {
    * the attempt in flight has ended, so the head in the store stays as it is.
    */
   async hold(): Promise<void> {
+    if (!this.held) this.heldUntil = new Promise((resolve) => (this.endHold = resolve));
     this.held = true;
     this.clearRetry();
     await this.loop;
@@ -172,12 +174,15 @@ export class Uploader {
 
   resume(): void {
     this.held = false;
+    this.endHold?.();
+    this.endHold = null;
     this.notify();
   }
 
   /** Stops after the attempt in flight; pending segments stay for the next open. */
   async close(): Promise<void> {
     this.stopped = true;
+    this.endHold?.();
     this.clearRetry();
     await this.loop;
   }
