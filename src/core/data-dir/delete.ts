@@ -12,7 +12,7 @@ import { ElideError, errorText, isElideError } from '../errors.js';
 import { DirectoryLock } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
 import { readNameRecord } from '../names/index.js';
-import { markDeleting, readLocalOwner } from '../ownership/index.js';
+import { markDeleting, ownedBy, readLocalOwner } from '../ownership/index.js';
 import {
   deleteManifests,
   readForks,
@@ -54,6 +54,7 @@ export async function deleteVolume(
   const { dir, descriptor } = found;
   const { fs, store } = ctx;
   const owner = readLocalOwner(fs, dir);
+  if (owner.state === 'incoming') await refuseCompletedIncoming(ctx, name, owner.epoch);
   if (owner.state !== 'owned') {
     // Released or displaced: the volume in the store is not this host's to delete.
     await refuseServedViews(fs, dir, name);
@@ -226,4 +227,24 @@ export async function dropLocalCopy(ctx: DataDirContext, name: string, dir: stri
     await lock.release();
   }
   fs.removeTree(doomed);
+}
+
+/**
+ * An incoming migration's copy goes like a released one, unless the name
+ * record names this host: then the migration completed and the copy holds
+ * what the source acknowledged, so it is the volume itself.
+ */
+async function refuseCompletedIncoming(
+  ctx: DataDirContext,
+  name: string,
+  epoch: number,
+): Promise<void> {
+  const record = await readNameRecord(ctx.store, name);
+  if (record === undefined || !ownedBy(record, ctx.host, epoch)) return;
+  throw new ElideError(
+    'ELIDE_IN_USE',
+    `volume ${name} migrated here and this host owns it now: serve it once ` +
+      `(\`elide serve nbd ${name}\`) before deleting it`,
+    { volume: name },
+  );
 }

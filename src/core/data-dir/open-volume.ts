@@ -203,8 +203,8 @@ async function settleIncomingAtOpen(
   throw new ElideError(
     'ELIDE_OWNED_ELSEWHERE',
     `volume ${name} is an incoming migration that was never cut over (the store names ` +
-      `${record?.owner?.hostname ?? 'no owner'}); migrating it again replaces it, ` +
-      `\`elide volume delete ${name} --local\` drops it`,
+      `${record?.owner?.hostname ?? 'no owner'}); migrating it here again replaces it, ` +
+      `\`elide volume delete ${name}\` drops it`,
     { volume: name },
   );
 }

@@ -7,6 +7,7 @@
  * destination without a copy; a link cut after the commit point still
  * leaves the destination owning and serving everything.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { DataDir, nullLogger, type Volume } from '../../../../src/core/index.js';
 import {
   listenLinks,
+  loadLinkSecurity,
   migrateOut,
   parsePskFile,
   receiveMigration,
@@ -315,6 +317,91 @@ describe('migrate', () => {
     expect(served).toHaveLength(1);
     expect(await digest(served[0]!)).toBe(before);
     await volume.close();
+  });
+});
+
+/** A CA and certificates for 127.0.0.1 signed by it, made with openssl in `dir`. */
+function certificates(dir: string, ca: string, hosts: string[]): void {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    `${ca}.key`,
+    '-out',
+    `${ca}.crt`,
+    '-subj',
+    `/CN=${ca}`,
+    '-days',
+    '1',
+  );
+  fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  for (const host of hosts) {
+    ssl('req', ...ec, '-keyout', `${host}.key`, '-out', `${host}.csr`, '-subj', `/CN=${host}`);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${host}.csr`,
+      '-CA',
+      `${ca}.crt`,
+      '-CAkey',
+      `${ca}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${host}.crt`,
+      '-days',
+      '1',
+      '-extfile',
+      'san.ext',
+    );
+  }
+}
+
+describe('migrate over x509', () => {
+  it('needs a certificate the destination trusts, on both ends', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-x509-'));
+    roots.push(dir);
+    certificates(dir, 'ca', ['a', 'b']);
+    certificates(dir, 'other-ca', ['mallory']);
+    const files = (host: string, ca: string) =>
+      loadLinkSecurity({
+        certFile: path.join(dir, `${host}.crt`),
+        keyFile: path.join(dir, `${host}.key`),
+        caFile: path.join(dir, `${ca}.crt`),
+      });
+    const { a, to, refused, served } = await twoHosts({ security: files('b', 'ca') });
+    const volume = await volumeWithData(a, MiB);
+    const signal = new AbortController().signal;
+    await expect(
+      migrateOut(
+        a.migrations,
+        volume,
+        { to, security: files('mallory', 'ca'), signal },
+        quietHooks(),
+      ),
+    ).rejects.toMatchObject({ code: 'ELIDE_MIGRATION_FAILED' });
+    expect(refused.length).toBeGreaterThan(0);
+    expect(served).toHaveLength(0);
+    const result = await migrateOut(
+      a.migrations,
+      volume,
+      { to, security: files('a', 'ca'), signal },
+      quietHooks(),
+    );
+    expect(result.uri).toBe('nbd://b/vm');
+    await volume.close();
+  });
+
+  it('refuses a link chosen two ways, or none', () => {
+    expect(() => loadLinkSecurity({})).toThrow(/exactly one of/);
+    expect(() => loadLinkSecurity({ insecure: true, pskFile: '/nonexistent' })).toThrow(
+      /exactly one of/,
+    );
+    expect(() => loadLinkSecurity({ certFile: '/x' })).toThrow(/together/);
+    expect(() => parsePskFile('f', Buffer.from('elide:abcd\n'))).toThrow(/at least 16 bytes/);
   });
 });
 
