@@ -12,7 +12,7 @@ import {
   nbdDefaultPort,
   serveVolumes,
 } from '../../core/index.js';
-import type { DataDirOptions } from '../../core/index.js';
+import type { DataDirOptions, Logger, NbdService } from '../../core/index.js';
 
 export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
   static override summary = 'Serve volumes over NBD until interrupted.';
@@ -117,23 +117,34 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
         readOnly: this.flags.readonly,
         log,
       });
+      // Handlers first: whoever reads the ready line may signal at once, and until a handler
+      // is installed SIGTERM's default action kills the process (exit by signal, not 0).
+      const stopped = stopOnSignal(service, log);
       process.stderr.write(`elide: serving ${service.uris.join(' ')}\n`);
-      await new Promise<void>((resolve, reject) => {
-        let stopping: 'SIGINT' | 'SIGTERM' | undefined;
-        const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
-          if (stopping !== undefined) {
-            process.stderr.write(`elide: ${signal} again: exiting without waiting\n`);
-            process.exit(exitStatusFor(stopping));
-          }
-          stopping = signal;
-          log.info(`${signal}: finishing requests in flight and flushing`);
-          service.stop().then(resolve, reject);
-        };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
-      });
+      await stopped;
     });
   }
+}
+
+/**
+ * Installs the SIGINT and SIGTERM handlers now; settles once the first
+ * signal's stop has. A second signal exits at once.
+ */
+function stopOnSignal(service: NbdService, log: Logger): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let stopping: 'SIGINT' | 'SIGTERM' | undefined;
+    const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
+      if (stopping !== undefined) {
+        process.stderr.write(`elide: ${signal} again: exiting without waiting\n`);
+        process.exit(exitStatusFor(stopping));
+      }
+      stopping = signal;
+      log.info(`${signal}: finishing requests in flight and flushing`);
+      service.stop().then(resolve, reject);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
 }
 
 function parseListen(text: string): { host: string; port: number } {
