@@ -19,7 +19,7 @@ import {
   parseHostPort,
   serveVolumes,
 } from '../../core/index.js';
-import type { DataDirOptions } from '../../core/index.js';
+import type { DataDirOptions, Logger, NbdService } from '../../core/index.js';
 
 export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
   static override summary = 'Serve volumes over NBD until interrupted.';
@@ -161,6 +161,9 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
         ...(acceptMigrations === undefined ? {} : { acceptMigrations }),
         onServing: (uris) => process.stderr.write(`elide: serving ${uris.join(' ')}\n`),
       });
+      // Handlers first: whoever reads the ready line may signal at once, and until a handler
+      // is installed SIGTERM's default action kills the process (exit by signal, not 0).
+      const stopped = stopOnSignal(service, log);
       if (service.migrationAddress !== null) {
         const { host, port } = service.migrationAddress;
         const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
@@ -171,22 +174,30 @@ export default class ServeNbd extends ElideCommand<typeof ServeNbd> {
           ? `elide: serving ${service.uris.join(' ')}\n`
           : 'elide: serving no volume yet\n',
       );
-      await new Promise<void>((resolve, reject) => {
-        let stopping: 'SIGINT' | 'SIGTERM' | undefined;
-        const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
-          if (stopping !== undefined) {
-            process.stderr.write(`elide: ${signal} again: exiting without waiting\n`);
-            process.exit(exitStatusFor(stopping));
-          }
-          stopping = signal;
-          log.info(`${signal}: finishing requests in flight and flushing`);
-          service.stop().then(resolve, reject);
-        };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
-      });
+      await stopped;
     });
   }
+}
+
+/**
+ * Installs the SIGINT and SIGTERM handlers now; settles once the first
+ * signal's stop has. A second signal exits at once.
+ */
+function stopOnSignal(service: NbdService, log: Logger): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let stopping: 'SIGINT' | 'SIGTERM' | undefined;
+    const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
+      if (stopping !== undefined) {
+        process.stderr.write(`elide: ${signal} again: exiting without waiting\n`);
+        process.exit(exitStatusFor(stopping));
+      }
+      stopping = signal;
+      log.info(`${signal}: finishing requests in flight and flushing`);
+      service.stop().then(resolve, reject);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
 }
 
 function parseListen(text: string): { host: string; port: number } {

@@ -105,7 +105,8 @@ export async function claimVolume(ctx: DataDirContext, name: string): Promise<Cl
  * `release NAME`: everything uploaded and the final head published, then
  * the name released (COMMIT POINT) and the local copy kept as a read-only
  * cache or dropped. A server holding the volume is asked to stop first
- * when `stop` is set, else the release is refused.
+ * when `stop` is set, else the release is refused. Run again after it was
+ * cut short, it finishes whichever steps are left.
  */
 export async function releaseVolume(
   ctx: DataDirContext,
@@ -125,6 +126,12 @@ export async function releaseVolume(
   if (owner.state === 'released') return finishLocalRelease(ctx, name, dir, options.dropLocal);
   await stopServer(ctx, dir, name, options.stop);
   const volume = await openVolume(ctx, name);
+  if (readLocalOwner(ctx.fs, dir).state === 'released') {
+    // The store has the name released by this host (a release killed after its commit point,
+    // before owner.json said so): the open took owner.json along; only the local steps are left.
+    await volume.close();
+    return finishLocalRelease(ctx, name, dir, options.dropLocal);
+  }
   let head: Head | undefined;
   try {
     await volume.sync();

@@ -49,6 +49,8 @@ describe('serve nbd --memory-limit / ELIDE_MEMORY_LIMIT', () => {
       void running.done.then(() => reject(new Error(`serve exited early: ${stderr}`)));
     });
     running.child.kill('SIGTERM');
-    expect((await running.done).code).toBe(0);
+    const exit = await running.done;
+    // A death by signal has code null: say which signal, and what it printed.
+    expect(exit.code, `signal ${exit.signal}, stderr: ${exit.stderr}`).toBe(0);
   });
 });
