@@ -5,7 +5,8 @@
  * SIGINT, each at two points of the protocol (pre-copy DATA, CUTOVER,
  * READY). Each time A goes on owning and serving the volume with every
  * byte, takes new writes, and a second `migrate` moves everything to B.
- * Killed right after the commit point instead, B owns everything once restarted.
+ * Killed right after the commit point instead, B owns everything once restarted;
+ * with --disconnect, A stops exporting the volume once it has moved.
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import {
   binPath,
   delay,
   makeServeSandbox,
+  run,
   runOk,
   spawnBackground,
   startServe,
@@ -27,7 +29,7 @@ let onA: ServeHandle;
 let onB: ServeHandle;
 const env = { ELIDE_LOG_LEVEL: 'warn' } as Record<string, string>;
 const insecure = ['--migration-insecure'];
-const volumes = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7'];
+const volumes = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', 'c8'];
 
 const dataDir = (host: string) => path.join(sandbox.dir, host);
 const serveB = () => startServe([], { dataDir: dataDir('b'), env, acceptMigrations: insecure });
@@ -146,5 +148,21 @@ describe('a migration that fails before its commit point', { timeout: 120_000 },
       env: { ...env, ELIDE_DATA_DIR: dataDir('b') },
     });
     expect(JSON.parse(info.text)).toMatchObject({ standing: 'owned', epoch: 2 });
+  });
+
+  it('with --disconnect, A stops exporting the volume instead of forwarding it', async () => {
+    const name = 'c8';
+    await qemuIo(onA.uri(name), 'write -P 0x61 0 1M', 'flush');
+    if (!onB.running) onB = await serveB();
+    const moved = await spawnBackground(
+      process.execPath,
+      [binPath, 'migrate', name, '--to', onB.migrationAddress!, ...insecure, '--disconnect'],
+      { env: { ...env, ELIDE_DATA_DIR: dataDir('a') } },
+    );
+    expect((await moved.exited).code, moved.output()).toBe(0);
+    const gone = await run('qemu-io', ['-f', 'raw', '-c', 'read 0 4k', onA.uri(name)]);
+    expect(gone.code).not.toBe(0);
+    const uri = (await onB.waitFor(new RegExp(`^elide: serving (nbd://\\S+/${name})$`, 'm')))[1]!;
+    await qemuIo(uri, 'read -P 0x61 0 1M');
   });
 });
