@@ -158,9 +158,13 @@ export function serveElide(elideBin, name, { env, logFile, nodeArgs = [] }) {
 
 /**
  * Starts `node ARGS` and resolves once it prints "serving nbd://..." on stderr
- * (elide's ready line), with that URI.
+ * (elide's ready line), with that URI; `ready` (a regular expression whose first group is
+ * resolved instead) waits for another line, e.g. "accepting migrations on HOST:PORT".
  */
-export async function serveUntilReady(args, { env, logFile, what }) {
+export async function serveUntilReady(
+  args,
+  { env, logFile, what, ready = /serving (nbd:\/\/\S+)/ },
+) {
   const log = fs.createWriteStream(logFile);
   const child = track(
     spawn(process.execPath, args, {
@@ -177,7 +181,7 @@ export async function serveUntilReady(args, { env, logFile, what }) {
   const uri = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${seen}`)), 30_000);
     const check = () => {
-      const match = /serving (nbd:\/\/\S+)/.exec(seen);
+      const match = ready.exec(seen);
       if (match !== null) {
         clearTimeout(timer);
         resolve(match[1]);
