@@ -23,7 +23,8 @@
 // servers', default info), ELIDE_BENCH_KEEP=1 (keep the work dir, with the servers' logs and fio's
 // latency logs), ELIDE_BENCH_SCENARIOS (mostly, none or mostly,none, the default),
 // ELIDE_BENCH_NO_DOC=1 (print only; docs/benchmarks.md is left alone),
-// ELIDE_BENCH_TRACE_LINK=0 (no relay on the migration link: the cutover is then not broken down).
+// ELIDE_BENCH_TRACE_RUNS (default 1: runs of each scenario after the measured ones with a relay
+// on the migration link that times its frames, for the cutover breakdown; 0: none).
 // Needs fio (with the nbd engine) and Ceph (ceph-mon, ceph-osd, radosgw) on PATH.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -64,7 +65,10 @@ const background = process.env.ELIDE_BENCH_BACKGROUND;
 const logLevel = process.env.ELIDE_BENCH_LOG_LEVEL ?? 'info';
 const keep = process.env.ELIDE_BENCH_KEEP === '1';
 const writeDoc = process.env.ELIDE_BENCH_NO_DOC !== '1';
-const traceLink = process.env.ELIDE_BENCH_TRACE_LINK !== '0';
+// Runs of each scenario, after the measured ones, with the frame-timing relay on the link.
+const traceRuns = Number(process.env.ELIDE_BENCH_TRACE_RUNS ?? 1);
+if (!Number.isInteger(traceRuns) || traceRuns < 0)
+  throw new Error('ELIDE_BENCH_TRACE_RUNS must be a whole number');
 const base = benchBase();
 // The stream runs this long before `migrate` starts and after it returns.
 const leadMs = 3_000;
@@ -481,8 +485,8 @@ async function waitFor(output, pattern, ms) {
   }
 }
 
-async function measure(scenario, r) {
-  const dir = path.join(work, `${scenario.key}-${r}`);
+async function measure(scenario, r, traced) {
+  const dir = path.join(work, `${scenario.key}-${traced ? 'traced-' : ''}${r}`);
   fs.mkdirSync(dir);
   const ceph = await startCeph(path.join(dir, 'ceph'));
   proxy = await startRejectingProxy(ceph.endpoint);
@@ -520,8 +524,8 @@ async function measure(scenario, r) {
     /accepting migrations on (\S+)/,
     'elide serve nbd --accept-migrations (B)',
   );
-  const trace = traceLink ? await startLinkTrace(b.uri) : undefined;
-  const tag = `run ${r}/${runs} ${scenario.label}`;
+  const trace = traced ? await startLinkTrace(b.uri) : undefined;
+  const tag = `${traced ? 'traced run' : 'run'} ${r}/${traced ? traceRuns : runs} ${scenario.label}`;
   const fill = Date.now();
   await run('fio', fioFill(a.uri, path.join(dir, 'fill.json'), [`--size=${sizeBytes}`]));
   const fillSeconds = (Date.now() - fill) / 1000;
@@ -702,7 +706,11 @@ async function main() {
   console.log(`work dir ${work}; ${uptimeBefore}`);
   const results = Object.fromEntries(scenarios.map((s) => [s.key, []]));
   for (let r = 1; r <= runs; r++)
-    for (const scenario of scenarios) results[scenario.key].push(await measure(scenario, r));
+    for (const scenario of scenarios) results[scenario.key].push(await measure(scenario, r, false));
+  const tracedResults = Object.fromEntries(scenarios.map((s) => [s.key, []]));
+  for (let r = 1; r <= traceRuns; r++)
+    for (const scenario of scenarios)
+      tracedResults[scenario.key].push(await measure(scenario, r, true));
   const uptimeAfter = uptime();
 
   const med = (key, field) => median(results[key].map((result) => result[field]));
@@ -779,12 +787,16 @@ async function main() {
         'slowest write issued, s after `migrate` started',
         (x) => (x.worstIssuedMs / 1000).toFixed(2),
       ],
+      [
+        'slowest write issued, ms before `migrate` returned (compare with cutoverMs)',
+        (x) => num(x.commandMs - x.worstIssuedMs),
+      ],
       ['longest stall of writes before `migrate`, ms', (x) => num(x.beforeStallMs)],
       ['longest stall of writes issued after `migrate` returned, ms', (x) => num(x.afterStallMs)],
       ['write p50 / p99, ms', (x) => `${x.p50Ms.toFixed(2)}, ${x.p99Ms.toFixed(2)}`],
       ['stream IOPS (whole fio run)', (x) => num(x.iops)],
       ['CPU s over the migration, A / B', (x) => `${x.cpuA.toFixed(1)}, ${x.cpuB.toFixed(1)}`],
-      ['CPU s over the migration, this bench (proxy, relay)', (x) => x.cpuBench.toFixed(1)],
+      ['CPU s over the migration, the bench process (its S3 proxy)', (x) => x.cpuBench.toFixed(1)],
       ['segment uploads A was refused (proxy)', (x) => String(x.rejected)],
       ['fill (1 MiB writes, QD8), s', (x) => x.fillSeconds.toFixed(1)],
       ...(background === undefined
@@ -795,7 +807,11 @@ async function main() {
     ),
   ].join('\n');
 
-  const traced = scenarios.every((sc) => results[sc.key].every((x) => x.phases !== undefined));
+  const traced =
+    traceRuns > 0 &&
+    scenarios.every((sc) => tracedResults[sc.key].every((x) => x.phases !== undefined));
+  const tmed = (key, field) => median(tracedResults[key].map((result) => result[field]));
+  const teach = (key, show) => tracedResults[key].map(show).join(' / ');
   const phaseRows = [
     ['A holds writes, sends the last changes (CUTOVER)', 'holdAndSendMs'],
     ['B makes its copy durable (READY)', 'durableMs'],
@@ -819,8 +835,8 @@ async function main() {
             scenarios
               .map(
                 (sc) =>
-                  `${num(median(results[sc.key].map((x) => phaseOf(x, field))))} ` +
-                  `(${each(sc.key, (x) => num(phaseOf(x, field)))})`,
+                  `${num(median(tracedResults[sc.key].map((x) => phaseOf(x, field))))} ` +
+                  `(${teach(sc.key, (x) => num(phaseOf(x, field)))})`,
               )
               .join(' | ') +
             ' |',
@@ -829,7 +845,7 @@ async function main() {
           scenarios
             .map(
               (sc) =>
-                `${num(median(results[sc.key].map(phaseSum)))} (${each(sc.key, (x) => num(phaseSum(x)))})`,
+                `${num(median(tracedResults[sc.key].map(phaseSum)))} (${teach(sc.key, (x) => num(phaseSum(x)))})`,
             )
             .join(' | ') +
           ' |',
@@ -837,21 +853,41 @@ async function main() {
           scenarios
             .map(
               (sc) =>
-                `${num(mib(median(results[sc.key].map((x) => x.phases.cutoverDataBytes))))} ` +
-                `(${each(sc.key, (x) => num(mib(x.phases.cutoverDataBytes)))})`,
+                `${num(mib(median(tracedResults[sc.key].map((x) => x.phases.cutoverDataBytes))))} ` +
+                `(${teach(sc.key, (x) => num(mib(x.phases.cutoverDataBytes)))})`,
             )
             .join(' | ') +
           ' |',
+        '| context: `migrate` totalMs in these runs | ' +
+          scenarios
+            .map(
+              (sc) => `${num(tmed(sc.key, 'totalMs'))} (${teach(sc.key, (x) => num(x.totalMs))})`,
+            )
+            .join(' | ') +
+          ' |',
+        '| context: CPU s of the bench process (the relay, the proxy) over the migration | ' +
+          scenarios
+            .map(
+              (sc) =>
+                `${tmed(sc.key, 'cpuBench').toFixed(1)} (${teach(sc.key, (x) => x.cpuBench.toFixed(1))})`,
+            )
+            .join(' | ') +
+          ' |',
+        '| context: dirty rounds in these runs | ' +
+          scenarios.map((sc) => teach(sc.key, (x) => String(x.dirtyRounds))).join(' | ') +
+          ' |',
         '| longest write stall | ' +
           scenarios
-            .map((sc) => `${num(med(sc.key, 'stallMs'))} (${each(sc.key, (x) => num(x.stallMs))})`)
+            .map(
+              (sc) => `${num(tmed(sc.key, 'stallMs'))} (${teach(sc.key, (x) => num(x.stallMs))})`,
+            )
             .join(' | ') +
           ' |',
         '| longest stall of a write held through the cutover | ' +
           scenarios
             .map(
               (sc) =>
-                `${num(med(sc.key, 'cutoverStallMs'))} (${each(sc.key, (x) => num(x.cutoverStallMs))})`,
+                `${num(tmed(sc.key, 'cutoverStallMs'))} (${teach(sc.key, (x) => num(x.cutoverStallMs))})`,
             )
             .join(' | ') +
           ' |',
@@ -859,12 +895,12 @@ async function main() {
           scenarios
             .map(
               (sc) =>
-                `${num(med(sc.key, 'precopyStallMs'))} (${each(sc.key, (x) => num(x.precopyStallMs))})`,
+                `${num(tmed(sc.key, 'precopyStallMs'))} (${teach(sc.key, (x) => num(x.precopyStallMs))})`,
             )
             .join(' | ') +
           ' |',
         '| where the longest stall of the stream was | ' +
-          scenarios.map((sc) => each(sc.key, (x) => x.worstWhere)).join(' | ') +
+          scenarios.map((sc) => teach(sc.key, (x) => x.worstWhere)).join(' | ') +
           ' |',
       ].join('\n');
   const noneShares = (results.none ?? []).map((x) => x.localBefore / x.writtenBytes);
@@ -879,7 +915,7 @@ async function main() {
     process.env.ELIDE_BENCH_LOAD_IOPS ? `ELIDE_BENCH_LOAD_IOPS=${loadIops}` : '',
     background === undefined ? '' : `ELIDE_BENCH_BACKGROUND=${background}`,
     process.env.ELIDE_BENCH_SCENARIOS ? `ELIDE_BENCH_SCENARIOS=${chosen.join(',')}` : '',
-    traceLink ? '' : 'ELIDE_BENCH_TRACE_LINK=0',
+    process.env.ELIDE_BENCH_TRACE_RUNS ? `ELIDE_BENCH_TRACE_RUNS=${traceRuns}` : '',
     'npm run bench:migrate',
   ]
     .filter(Boolean)
@@ -921,9 +957,12 @@ async function main() {
       '/proc/PID/stat) and of the whole machine (/proc/stat, 2 cores) over the `migrate` command. ' +
       `${runs} run${runs === 1 ? '' : 's'}, each scenario in turn; figures are medians.` +
       (traced
-        ? ' The migration link goes through a TCP relay in the bench that passes every byte on ' +
-          'unchanged and notes when the header of each control frame (docs/formats.md §9) went ' +
-          'through, for the cutover table below.'
+        ? ` Then ${traceRuns} more run${traceRuns === 1 ? '' : 's'} of each scenario, not in the ` +
+          'tables above, with the migration link through a TCP relay in the bench that passes ' +
+          'every byte on unchanged and notes when the header of each control frame ' +
+          '(docs/formats.md §9) went through, for the cutover table below (the relay is more ' +
+          'work on the same 2 cores, see its CPU seconds there, so those runs can take longer ' +
+          'and their pre-copy rounds can differ).'
         : ''),
     '',
     table,
@@ -934,7 +973,8 @@ async function main() {
     ...(traced
       ? [
           '',
-          'Where the cutover goes, from the relay: A holds the guest writes from the last ' +
+          `Where the cutover goes, from the relay (the run${traceRuns === 1 ? '' : 's'} with it): ` +
+            'A holds the guest writes from the last ' +
             'ROUND_DONE (its last pre-copy round acknowledged) until it forwards them to B after ' +
             "SERVING, so a write issued in that window waits for all of it. From fio's latency " +
             'log, the table also gives the longest stall of a write held through that window ' +
