@@ -49,17 +49,19 @@ export async function publishedHead(
  * epoch. A store failure leaves the outcome unknown, so the write is asked
  * again (it is idempotent) until the store answers; only then does this
  * return or throw. Afterwards the local copy is released (read-only).
+ * `recorded` settles once the migration's event is in the journal.
  */
 export async function handOverVolume(
   ctx: DataDirContext,
   volume: Volume,
   to: HostRef,
   attempts: number,
-): Promise<number> {
+): Promise<{ recorded: Promise<void> }> {
   const owned = { volumeId: volume.volumeId, epoch: volume.epoch };
+  let recorded: Promise<void>;
   for (let attempt = 1; ; attempt++) {
     try {
-      await passName(ownershipOf(ctx), volume.name, owned, to);
+      ({ recorded } = await passName(ownershipOf(ctx), volume.name, owned, to));
       break;
     } catch (error) {
       if (!isElideError(error, 'ELIDE_STORE_UNAVAILABLE') || attempt >= attempts) throw error;
@@ -80,7 +82,7 @@ export async function handOverVolume(
     since: new Date().toISOString(),
     displacedAs: null,
   });
-  return volume.epoch + 1;
+  return { recorded };
 }
 
 /**
@@ -192,7 +194,7 @@ export interface MigrationSteps {
   readonly host: HostRef;
   readonly storeUrl: string;
   publishedHead(volume: Volume): Promise<MigrationOffer['head']>;
-  handOver(volume: Volume, to: HostRef, attempts: number): Promise<number>;
+  handOver(volume: Volume, to: HostRef, attempts: number): Promise<{ recorded: Promise<void> }>;
   prepareIncoming(offer: MigrationOffer): Promise<{ volume: Volume; bytesFromStore: number }>;
   ownsIncoming(volume: Volume): Promise<boolean>;
   finishIncoming(volume: Volume): Promise<void>;

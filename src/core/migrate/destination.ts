@@ -174,6 +174,8 @@ async function applyUntilCutover(link: Link, volume: Volume): Promise<void> {
         await volume.writeZeroes(offsetOf(frame), readSafeU64(frame.payload, 8) ?? -1);
         break;
       case 'roundEnd':
+        // Each round made durable as it ends leaves only the last one to sync at cutover.
+        await volume.flush();
         await link.send(encodeJsonFrame('roundDone', { round: decodeJson(frame).round }));
         break;
       case 'cutover':

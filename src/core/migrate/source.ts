@@ -136,7 +136,7 @@ async function runPhases(
     await link.send(encodeJsonFrame('cutover', { seqMax: volume.seqMax }));
     await link.next('ready');
     checkAborted(options.signal);
-    await handOver(steps, volume, destination);
+    const { recorded } = await handOver(steps, volume, destination);
     committed = true;
     progress.phase = 'committed';
     hooks.onProgress(progress);
@@ -145,6 +145,7 @@ async function runPhases(
     const forwarder = new ForwardingClient(link, volume.sizeBytes, to);
     await hooks.handOff(forwarder);
     const cutoverMs = Math.round(performance.now() - cutoverStartedMs);
+    await recorded;
     progress.phase = 'done';
     hooks.onProgress(progress);
     return {
@@ -250,9 +251,13 @@ async function sendChanged(
  * refuses it (ELIDE_DISPLACED); any other failure leaves the outcome
  * unknown, so this copy refuses writes for good: the store may name B.
  */
-async function handOver(steps: MigrationSteps, volume: Volume, to: HostRef): Promise<void> {
+async function handOver(
+  steps: MigrationSteps,
+  volume: Volume,
+  to: HostRef,
+): Promise<{ recorded: Promise<void> }> {
   try {
-    await steps.handOver(volume, to, nameWriteAttemptsMax);
+    return await steps.handOver(volume, to, nameWriteAttemptsMax);
   } catch (error) {
     if (error instanceof ElideError && error.code === 'ELIDE_DISPLACED') throw error;
     volume.refuseWrites(

@@ -113,7 +113,7 @@ export async function passName(
   name: string,
   owned: { volumeId: Ulid; epoch: number },
   to: HostRef,
-): Promise<NameRecord> {
+): Promise<{ record: NameRecord; recorded: Promise<void> }> {
   const { store, host } = ctx;
   const { volumeId, epoch } = owned;
   const { record, changed } = await changeName(store, name, ({ record: current }) => {
@@ -127,16 +127,16 @@ export async function passName(
     const owner = { ...to, since: new Date().toISOString() };
     return { ...current, epoch: epoch + 1, state: 'owned', owner, released: null };
   });
-  if (changed) {
-    const detail = `from ${host.hostname} (host ${host.hostId}) to ${to.hostname} (host ${to.hostId}), epoch ${epoch + 1}`;
-    await appendEvent(
-      store,
-      ctx.mint,
-      { kind: 'migrated', name, volumeId, epoch: epoch + 1, host, detail },
-      ctx.log,
-    );
-  }
-  return record;
+  if (!changed) return { record, recorded: Promise.resolve() };
+  // The event is history, not ownership: the caller waits for it after guest writes go on.
+  const detail = `from ${host.hostname} (host ${host.hostId}) to ${to.hostname} (host ${to.hostId}), epoch ${epoch + 1}`;
+  const recorded = appendEvent(
+    store,
+    ctx.mint,
+    { kind: 'migrated', name, volumeId, epoch: epoch + 1, host, detail },
+    ctx.log,
+  );
+  return { record, recorded };
 }
 
 /** `release`: owned(this host, e) → released(e), noting the last head it published. */

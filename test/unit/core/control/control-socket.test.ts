@@ -31,6 +31,9 @@ function handlers(overrides: Partial<ControlHandlers> = {}): ControlHandlers {
     snapshot: unused,
     'delete-snapshot': async () => ({}),
     gc: unused,
+    migrate: unused,
+    'migrate-status': unused,
+    'migrate-cancel': async () => ({}),
     ...overrides,
   };
 }
@@ -86,6 +89,29 @@ describe('control socket', () => {
       code: 'ELIDE_IO',
       message: expect.stringContaining('segmentsExamined'),
     });
+  });
+
+  it('gets the reply out when the operation closes the socket it was asked on', async () => {
+    const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'elide-control-')));
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    let server: ControlServer | undefined;
+    server = await listenControl(
+      dir,
+      handlers({
+        // Like `stop` and `migrate`: the volume's control socket goes while answering.
+        evict: async () => {
+          const closed = server!.close();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          void closed;
+          return { evictedBytes: 1, cacheBytes: 2 };
+        },
+      }),
+      nullLogger,
+    );
+    expect(await sendControl(dir, 'evict', {})).toEqual({
+      result: { evictedBytes: 1, cacheBytes: 2 },
+    });
+    server = undefined;
   });
 
   it('refuses requests without the right key, and unknown operations', async () => {
