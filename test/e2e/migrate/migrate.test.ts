@@ -91,7 +91,7 @@ interface FioJob {
 }
 
 const jobs = 4;
-const perJob = 48 * MiB;
+const perJob = 32 * MiB;
 const regionBytes = 256 * MiB;
 
 /** One fio job per connection, each on its own region of the 1 GiB volume. */
@@ -127,11 +127,11 @@ describe('elide migrate', { timeout: 600_000 }, () => {
       const onA = await a.serve(['vm']);
       const onB = await b.serve([], true);
       const output = path.join(sandbox.dir, 'fio-through-a.json');
-      // Writes paced at 600 IOPS per connection (the write phase lasts ~20 s), so the
+      // Writes paced at 500 IOPS per connection (the write phase lasts ~16 s), so the
       // move happens while fio writes, whatever the machine's speed; the verify reads are not.
       const fio = await spawnBackground(
         'fio',
-        fioArgs(onA.uri('vm'), output, ['--do_verify=1', '--rate_iops=,600']),
+        fioArgs(onA.uri('vm'), output, ['--do_verify=1', '--rate_iops=,500']),
       );
       await delay(2000);
       expect(fio.running, fio.output()).toBe(true);
