@@ -2,6 +2,7 @@
 // (tracked so every exit path can stop them), and figure formatting.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -194,4 +195,41 @@ export async function serveUntilReady(
     });
   });
   return { child, uri, output: () => seen };
+}
+
+/** `count` free TCP ports on 127.0.0.1 (bound, read and released). */
+export function freePorts(count) {
+  return Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise((resolve, reject) => {
+          const server = net.createServer();
+          server.on('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
+  ).then(async (servers) => {
+    const ports = servers.map((server) => server.address().port);
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    return ports;
+  });
+}
+
+/**
+ * A single-node Ceph cluster in `cephDir` (scripts/ceph/start.sh, its memstore OSD holding
+ * `memstoreBytes`), on free ports; resolves with radosgw's endpoint and credentials. The caller
+ * stops it with stop.sh, which is safe on a half-started cluster.
+ */
+export async function startCephCluster(cephScripts, cephDir, memstoreBytes) {
+  const [rgwPort, monPort] = await freePorts(2);
+  const { stdout } = await run(
+    'bash',
+    [path.join(cephScripts, 'start.sh'), cephDir, String(rgwPort), String(monPort)],
+    { env: { ...process.env, CEPH_MEMSTORE_BYTES: String(memstoreBytes) } },
+  );
+  const ready = stdout.trim().split('\n').at(-1)?.split(' ') ?? [];
+  if (ready.length !== 4 || ready[0] !== 'READY')
+    throw new Error(`scripts/ceph/start.sh printed no READY line:\n${stdout}`);
+  return { endpoint: ready[1], accessKeyId: ready[2], secretAccessKey: ready[3] };
 }

@@ -30,12 +30,11 @@
 // migrate-relays.mjs (the proxy and the link relay) and migrate-report.mjs (tables, docs text).
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { writeDocSection } from './doc-section.mjs';
 import { fioFill, fioReport, latencyLog, loadArgs, maxOf, startLoad } from './migrate-load.mjs';
 import {
@@ -55,7 +54,17 @@ import {
 import { cutoverPhases, startLinkTrace, startRejectingProxy } from './migrate-relays.mjs';
 import { renderReport } from './migrate-report.mjs';
 import { cpuSeconds, machineBusySeconds } from './proc.mjs';
-import { benchBase, exitPaths, num, requireTools, run, serveUntilReady, stop } from './harness.mjs';
+import {
+  benchBase,
+  exitPaths,
+  num,
+  requireTools,
+  run,
+  serveUntilReady,
+  startCephCluster,
+  stop,
+} from './harness.mjs';
+import { s3Client } from './store-gets.mjs';
 
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const elideBin = path.join(repo, 'bin', 'run.js');
@@ -100,46 +109,12 @@ const { cleanup, signalled } = exitPaths({
   stopOthersSync: stopCephSync,
 });
 
-function freePorts(count) {
-  return Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise((resolve, reject) => {
-          const server = net.createServer();
-          server.on('error', reject);
-          server.listen(0, '127.0.0.1', () => resolve(server));
-        }),
-    ),
-  ).then(async (servers) => {
-    const ports = servers.map((server) => server.address().port);
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-    return ports;
-  });
-}
-
 async function startCeph(dir) {
   cephDir = dir;
-  const [rgwPort, monPort] = await freePorts(2);
   cephStarted = true; // stop.sh is safe on a half-started cluster
-  const { stdout } = await run(
-    'bash',
-    [path.join(cephScripts, 'start.sh'), cephDir, String(rgwPort), String(monPort)],
-    { env: { ...process.env, CEPH_MEMSTORE_BYTES: String(memstoreBytes) } },
-  );
-  const ready = stdout.trim().split('\n').at(-1)?.split(' ') ?? [];
-  if (ready.length !== 4 || ready[0] !== 'READY')
-    throw new Error(`scripts/ceph/start.sh printed no READY line:\n${stdout}`);
-  const ceph = { endpoint: ready[1], accessKeyId: ready[2], secretAccessKey: ready[3] };
+  const ceph = await startCephCluster(cephScripts, cephDir, memstoreBytes);
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const client = new S3Client({
-    endpoint: ceph.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const client = s3Client(ceph);
   try {
     await client.send(new CreateBucketCommand({ Bucket: 'migrate' }));
   } finally {

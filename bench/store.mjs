@@ -17,7 +17,6 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +39,7 @@ import {
   requireTools,
   run,
   serveElide,
+  startCephCluster,
   version,
 } from './harness.mjs';
 
@@ -252,37 +252,10 @@ async function elide(env, args) {
   return { stdout: result.stdout, cpu };
 }
 
-function freePorts(count) {
-  return Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise((resolve, reject) => {
-          const server = net.createServer();
-          server.on('error', reject);
-          server.listen(0, '127.0.0.1', () => resolve(server));
-        }),
-    ),
-  ).then(async (servers) => {
-    const ports = servers.map((server) => server.address().port);
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-    return ports;
-  });
-}
-
 async function startCeph() {
   cephDir = path.join(work, 'ceph');
-  const [rgwPort, monPort] = await freePorts(2);
   cephStarted = true; // stop.sh is safe on a half-started cluster
-  const { stdout } = await run(
-    'bash',
-    [path.join(cephScripts, 'start.sh'), cephDir, String(rgwPort), String(monPort)],
-    { env: { ...process.env, CEPH_MEMSTORE_BYTES: String(memstoreBytes) } },
-  );
-  const ready = stdout.trim().split('\n').at(-1)?.split(' ') ?? [];
-  if (ready.length !== 4 || ready[0] !== 'READY')
-    throw new Error(`scripts/ceph/start.sh printed no READY line:\n${stdout}`);
-  return { endpoint: ready[1], accessKeyId: ready[2], secretAccessKey: ready[3] };
+  return startCephCluster(cephScripts, cephDir, memstoreBytes);
 }
 
 function cephPid(name) {
