@@ -5,24 +5,12 @@
  * the destination, interrupt the source) with the frame held back.
  */
 import net from 'node:net';
-
-export const frameTypeCodes = {
-  hello: 1,
-  welcome: 2,
-  data: 3,
-  zero: 4,
-  roundEnd: 5,
-  roundDone: 6,
-  cutover: 7,
-  ready: 8,
-  committed: 9,
-  serving: 10,
-} as const;
+import { frameTypes } from '../../src/core/migrate/frames.js';
 
 export interface ProxyTrigger {
   /** 'toDestination': frames from the source; 'toSource': frames from the destination. */
   direction: 'toDestination' | 'toSource';
-  frame: keyof typeof frameTypeCodes;
+  frame: keyof typeof frameTypes;
   /** The nth such frame (1-based). */
   nth?: number;
   /** Runs with the frame held back; 'cut' then destroys both sockets, 'pass' sends it on. */
@@ -57,7 +45,7 @@ export async function startMigrationProxy(
       from.on('data', (chunk: Buffer) => {
         const hit =
           trigger !== null && !fired && trigger.direction === direction
-            ? parser.findFrame(chunk, frameTypeCodes[trigger.frame], trigger.nth ?? 1)
+            ? parser.findFrame(chunk, frameTypes[trigger.frame], trigger.nth ?? 1)
             : parser.skip(chunk);
         if (hit === null || trigger === null) {
           to.write(chunk);

@@ -12,15 +12,8 @@ import { ElideError, isElideError } from '../errors.js';
 import { loadLinkSecurity, parseHostPort } from './link.js';
 import { migrateOut, type MigrationProgress, type MigrationResult } from './source.js';
 
-export interface MigrateRequest {
-  to: string;
-  pskFile?: string;
-  certFile?: string;
-  keyFile?: string;
-  caFile?: string;
-  insecure: boolean;
-  disconnect: boolean;
-}
+/** What the command asks for: the control op's arguments, key and certificate paths as given. */
+export type MigrateRequest = MigrateArgs;
 
 export async function migrateVolume(
   dataDir: DataDir,

@@ -52,13 +52,17 @@ async function twoHosts() {
   const servers: ServeHandle[] = [];
   const host = (name: string) => {
     const dataDir = path.join(sandbox.dir, `${bucket}-${name}`);
+    const cli = (args: readonly string[]): Promise<RunResult> =>
+      run(process.execPath, [binPath, ...args], {
+        env: { ...env, ELIDE_DATA_DIR: dataDir },
+        timeoutMs: 180_000,
+      });
     return {
       dataDir,
-      cli: (args: readonly string[]): Promise<RunResult> =>
-        run(process.execPath, [binPath, ...args], {
-          env: { ...env, ELIDE_DATA_DIR: dataDir },
-          timeoutMs: 180_000,
-        }),
+      cli,
+      /** `elide migrate NAME --to TO` over the shared pre-shared key, with --json. */
+      migrate: (name: string, to: string) =>
+        cli(['migrate', name, '--to', to, '--migration-psk', pskFile, '--json']),
       serve: async (names: string[], accept = false): Promise<ServeHandle> => {
         const server = await startServe(names, {
           dataDir,
@@ -136,15 +140,7 @@ describe('elide migrate', { timeout: 600_000 }, () => {
       await delay(2000);
       expect(fio.running, fio.output()).toBe(true);
       const moved = json<Record<string, number | string>>(
-        await a.cli([
-          'migrate',
-          'vm',
-          '--to',
-          onB.migrationAddress!,
-          '--migration-psk',
-          pskFile,
-          '--json',
-        ]),
+        await a.migrate('vm', onB.migrationAddress!),
       );
       expect(Object.keys(moved)).toEqual(
         expect.arrayContaining([
@@ -212,17 +208,7 @@ describe('elide migrate', { timeout: 600_000 }, () => {
       const before = path.join(sandbox.dir, 'quiet-before.raw');
       await runOk('nbdcopy', [onA.uri('vm'), before], { timeoutMs: 120_000 });
       const onB = await b.serve([], true);
-      json(
-        await a.cli([
-          'migrate',
-          'vm',
-          '--to',
-          onB.migrationAddress!,
-          '--migration-psk',
-          pskFile,
-          '--json',
-        ]),
-      );
+      json(await a.migrate('vm', onB.migrationAddress!));
       const uriOnB = (await onB.waitFor(/^elide: serving (nbd:\/\/\S+\/vm)$/m))[1]!;
       const after = path.join(sandbox.dir, 'quiet-after.raw');
       await runOk('nbdcopy', [uriOnB, after], { timeoutMs: 120_000 });

@@ -25,7 +25,7 @@ import {
 } from '../../../../src/core/migrate/index.js';
 import { readNameRecord } from '../../../../src/core/names/index.js';
 import { readLocalOwner } from '../../../../src/core/ownership/index.js';
-import { startMigrationProxy } from '../../../support/migration-proxy.js';
+import { startMigrationProxy, type ProxyTrigger } from '../../../support/migration-proxy.js';
 import { pattern } from '../../../support/rng.js';
 
 const MiB = 1024 * 1024;
@@ -87,6 +87,22 @@ const quietHooks = (extra: Partial<SourceHooks> = {}): SourceHooks => ({
   onProgress: () => {},
   ...extra,
 });
+
+/** The link to `to` through a relay that cuts it at the first `frame` going `direction`. */
+async function cutLinkAt(
+  to: { host: string; port: number },
+  direction: ProxyTrigger['direction'],
+  frame: ProxyTrigger['frame'],
+) {
+  const proxy = await startMigrationProxy(`${to.host}:${to.port}`, {
+    direction,
+    frame,
+    action: async () => 'cut',
+  });
+  cleanups.push(() => proxy.close());
+  const [host, port] = proxy.address.split(':');
+  return { proxy, relayed: { host: host!, port: Number(port) } };
+}
 
 async function digest(volume: Volume): Promise<string> {
   return createHash('sha256')
@@ -252,22 +268,12 @@ describe('migrate', () => {
     const { a, b, served, to } = await twoHosts();
     const volume = await volumeWithData(a, 3 * MiB);
     const before = await digest(volume);
-    const proxy = await startMigrationProxy(`${to.host}:${to.port}`, {
-      direction: 'toDestination',
-      frame: 'committed',
-      action: async () => 'cut',
-    });
-    cleanups.push(() => proxy.close());
-    const [host, port] = proxy.address.split(':');
+    const { proxy, relayed } = await cutLinkAt(to, 'toDestination', 'committed');
     await expect(
       migrateOut(
         a.migrations,
         volume,
-        {
-          to: { host: host!, port: Number(port) },
-          security: insecure,
-          signal: new AbortController().signal,
-        },
+        { to: relayed, security: insecure, signal: new AbortController().signal },
         quietHooks(),
       ),
     ).rejects.toThrow(/now belongs to/);
@@ -285,21 +291,10 @@ describe('migrate', () => {
   it('keeps an incoming copy when the link is cut after READY, and a new offer replaces it', async () => {
     const { a, root, served, to } = await twoHosts();
     const volume = await volumeWithData(a, 2 * MiB);
-    const proxy = await startMigrationProxy(`${to.host}:${to.port}`, {
-      direction: 'toSource',
-      frame: 'ready',
-      action: async () => 'cut',
-    });
-    cleanups.push(() => proxy.close());
-    const [host, port] = proxy.address.split(':');
+    const { relayed } = await cutLinkAt(to, 'toSource', 'ready');
     const signal = new AbortController().signal;
     await expect(
-      migrateOut(
-        a.migrations,
-        volume,
-        { to: { host: host!, port: Number(port) }, security: insecure, signal },
-        quietHooks(),
-      ),
+      migrateOut(a.migrations, volume, { to: relayed, security: insecure, signal }, quietHooks()),
     ).rejects.toMatchObject({ code: 'ELIDE_MIGRATION_FAILED' });
     // A never wrote the name: B holds a durable copy it may not serve.
     expect((await readNameRecord(a.store, 'vm'))?.epoch).toBe(1);
