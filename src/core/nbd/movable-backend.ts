@@ -7,21 +7,26 @@
 import type { BlockStatusRun, WriteOptions } from '../volume/index.js';
 import type { NbdBackend } from './export.js';
 
+/** A backend and the requests running on it. */
+interface Target {
+  readonly backend: NbdBackend;
+  running: number;
+}
+
 export class MovableBackend implements NbdBackend {
-  private target: NbdBackend;
+  private current: Target;
   private held: Promise<void> | null = null;
   private openGate: (() => void) | null = null;
-  /** Requests running, per target, and who waits for a count to drop. */
-  private readonly running = new Map<NbdBackend, number>();
   private writesRunning = 0;
+  /** Who waits for a count to drop (hold, release); each checks its own count again. */
   private idleWaiters: Array<() => void> = [];
 
-  constructor(target: NbdBackend) {
-    this.target = target;
+  constructor(backend: NbdBackend) {
+    this.current = { backend, running: 0 };
   }
 
   get sizeBytes(): number {
-    return this.target.sizeBytes;
+    return this.current.backend.sizeBytes;
   }
 
   /** Holds writes, trims, zeroes and flushes; resolves once those running have ended. */
@@ -32,24 +37,22 @@ export class MovableBackend implements NbdBackend {
 
   /** Lets held requests go on (against `next` if given); resolves when the old target is idle. */
   async release(next?: NbdBackend): Promise<void> {
-    const previous = this.target;
-    if (next !== undefined) this.target = next;
+    const previous = this.current;
+    if (next !== undefined) this.current = { backend: next, running: 0 };
     const open = this.openGate;
     this.held = null;
     this.openGate = null;
     open?.();
     if (next !== undefined) {
-      while ((this.running.get(previous) ?? 0) > 0) {
-        await new Promise<void>((r) => this.idleWaiters.push(r));
-      }
+      while (previous.running > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
     }
   }
 
   readInto(offsetBytes: number, target: Buffer): void | Promise<void> {
-    const backend = this.target;
-    const pending = backend.readInto(offsetBytes, target);
+    const current = this.current;
+    const pending = current.backend.readInto(offsetBytes, target);
     if (pending === undefined) return;
-    return this.track(backend, pending, false);
+    return this.track(current, pending, false);
   }
 
   write(offsetBytes: number, data: Buffer, options?: WriteOptions): Promise<void> {
@@ -69,26 +72,22 @@ export class MovableBackend implements NbdBackend {
   }
 
   blockStatus(offsetBytes: number, lengthBytes: number): BlockStatusRun[] {
-    return this.target.blockStatus(offsetBytes, lengthBytes);
+    return this.current.backend.blockStatus(offsetBytes, lengthBytes);
   }
 
   private mutate(run: (backend: NbdBackend) => Promise<void>): Promise<void> {
     if (this.held !== null) return this.held.then(() => this.mutate(run));
-    return this.track(this.target, run(this.target), true);
+    return this.track(this.current, run(this.current.backend), true);
   }
 
-  private async track<T>(backend: NbdBackend, pending: Promise<T>, writes: boolean): Promise<T> {
-    this.running.set(backend, (this.running.get(backend) ?? 0) + 1);
+  /** Counts `pending` as running on `target` until it settles (one derived promise, no more). */
+  private track<T>(target: Target, pending: Promise<T>, writes: boolean): Promise<T> {
+    target.running++;
     if (writes) this.writesRunning++;
-    try {
-      return await pending;
-    } finally {
-      const left = this.running.get(backend)! - 1;
-      if (left === 0) this.running.delete(backend);
-      else this.running.set(backend, left);
+    return pending.finally(() => {
+      target.running--;
       if (writes) this.writesRunning--;
-      // Waiters check their own condition again.
-      for (const wake of this.idleWaiters.splice(0)) wake();
-    }
+      if (this.idleWaiters.length > 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    });
   }
 }

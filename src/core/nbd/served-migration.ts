@@ -53,7 +53,7 @@ export function migrateServed(
       entry.watch?.stop();
       entry.watch = undefined;
       try {
-        const result = await migrateOut(
+        return await migrateOut(
           dataDir.migrations,
           volume,
           { to, security, signal: cancel.signal },
@@ -72,8 +72,6 @@ export function migrateServed(
             },
           },
         );
-        const { name, to: dest, uri, ...counts } = result;
-        return { name, to: dest, uri, ...counts };
       } catch (error) {
         if (!volume.closed && volume.writeRefusal === null) {
           entry.watch = dataDir.watchOwnership(volume);
