@@ -141,6 +141,8 @@ export const memoryIdleCheckMs = 1_000;
 export const uploadMemoryBytes = 4 * 1024 * 1024;
 /** Segments the promotion worker builds at once, for every volume of the process together. */
 export const promotionBuildsMax = 4;
+/** The promotion worker exits after this long with nothing to build (a new one starts on demand). */
+export const promotionWorkerIdleExitMs = 5_000;
 
 /** Segments uploaded to the store at once, per volume. */
 export const uploadConcurrencyMax = 4;

@@ -14,7 +14,7 @@ import { blake3 } from '../hash.js';
 import type { Logger } from '../log.js';
 import type { Ulid } from '../ids/index.js';
 import { decodeExtentBody } from '../segment/index.js';
-import type { SegmentExtent } from '../segment/index.js';
+import type { IndexedExtent } from '../segment/index.js';
 import { segmentKey, type ObjectStore } from '../store/index.js';
 import { fetchBytesMin, fetchRunBytesMax, presenceSaveDelayMs } from '../constants.js';
 import type { MemoryBudget } from '../memory/index.js';
@@ -23,7 +23,7 @@ import type { StoredSegment } from './stored-segment.js';
 
 export interface FetchRequest {
   segment: StoredSegment;
-  extent: SegmentExtent;
+  extent: IndexedExtent;
 }
 
 export interface SegmentCacheOptions {
@@ -41,13 +41,13 @@ export interface SegmentCacheOptions {
    * `lease` is set when `plain` is a view of a pooled fetch buffer: keeping
    * `plain` past the call takes `lease.retain()`, and a `release()` later.
    */
-  onVerified?: (extent: SegmentExtent, plain: Buffer, lease: FetchLease | undefined) => void;
+  onVerified?: (extent: IndexedExtent, plain: Buffer, lease: FetchLease | undefined) => void;
 }
 
 /** Consecutive extents of one segment fetched with one ranged GET. */
 interface FetchRun {
   segment: StoredSegment;
-  extents: SegmentExtent[];
+  extents: IndexedExtent[];
   /** Stored bytes of `extents`. */
   bytes: number;
 }
@@ -151,7 +151,7 @@ export class SegmentCache {
    */
   private start(requests: readonly FetchRequest[], exact = false): Array<Promise<void>> {
     const waits: Array<Promise<void>> = [];
-    const wanted = new Map<StoredSegment, Set<SegmentExtent>>();
+    const wanted = new Map<StoredSegment, Set<IndexedExtent>>();
     for (const { segment, extent } of requests) {
       // A segment GC removed meanwhile: the caller looks the extent up again.
       if (segment.isPresent(extent) || this.segments.get(segment.id) !== segment) continue;
@@ -244,7 +244,7 @@ export class SegmentCache {
    * of at most fetchRunBytesMax (one fetch buffer) at once: each one's
    * extents become readable as soon as it lands, not when the whole run has.
    */
-  private planRuns(segment: StoredSegment, wanted: Set<SegmentExtent>): FetchRun[] {
+  private planRuns(segment: StoredSegment, wanted: Set<IndexedExtent>): FetchRun[] {
     const runs: FetchRun[] = [];
     let current: FetchRun | null = null;
     /** Bytes of the current group of adjacent runs. */
@@ -365,7 +365,7 @@ function evictable(segment: StoredSegment): boolean {
   return segment.cachedBytes > 0 && segment.fetchesInFlight === 0 && segment.pins === 0;
 }
 
-function flightKey(segment: StoredSegment, extent: SegmentExtent): string {
+function flightKey(segment: StoredSegment, extent: IndexedExtent): string {
   return `${segment.id}:${extent.bodyOffset}`;
 }
 

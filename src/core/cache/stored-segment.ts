@@ -11,7 +11,7 @@ import { ElideError, systemErrorCode } from '../errors.js';
 import { readFilePrefix, readFileWithin, writeFileAtomic } from '../fs/index.js';
 import type { Fs } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
-import { decodeSegmentIndex, type SegmentExtent, type SegmentIndex } from '../segment/index.js';
+import { decodeSegmentIndex, type IndexedExtent, type SegmentIndex } from '../segment/index.js';
 import {
   checkSegmentIdentity,
   readExact,
@@ -34,7 +34,6 @@ export class StoredSegment implements SegmentReader {
   private readonly presentName: string;
   private fd: number | null = null;
   private readonly bits: Uint8Array;
-  private readonly ordinals = new Map<SegmentExtent, number>();
   /** Stored bytes of the present extents. */
   private presentStoredBytes = 0;
   /** Presence bits set since the map was last written. */
@@ -58,7 +57,6 @@ export class StoredSegment implements SegmentReader {
     this.path = path.join(dirs.cacheDir, index.header.segmentId + segmentSuffix);
     this.presentName = index.header.segmentId + presentSuffix;
     this.bits = new Uint8Array(bitmapBytes(index.extents.length));
-    index.extents.forEach((extent, i) => this.ordinals.set(extent, i));
     if (bits !== null) {
       index.extents.forEach((extent, i) => {
         if ((bits[i >> 3]! & (1 << (i & 7))) !== 0) this.markPresent(extent);
@@ -129,12 +127,12 @@ export class StoredSegment implements SegmentReader {
     return encodePresentMap(index.header.segmentId, bits, index.extents.length);
   }
 
-  isPresent(extent: SegmentExtent): boolean {
+  isPresent(extent: IndexedExtent): boolean {
     const i = this.ordinal(extent);
     return (this.bits[i >> 3]! & (1 << (i & 7))) !== 0;
   }
 
-  readStored(fs: Fs, extent: SegmentExtent): Buffer {
+  readStored(fs: Fs, extent: IndexedExtent): Buffer {
     this.lastUsedMs = Date.now();
     return readExact(
       fs,
@@ -145,7 +143,7 @@ export class StoredSegment implements SegmentReader {
     );
   }
 
-  readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void {
+  readRawInto(fs: Fs, extent: IndexedExtent, offsetInExtent: number, target: Buffer): void {
     this.lastUsedMs = Date.now();
     const position = this.index.bodyOffset + extent.bodyOffset + offsetInExtent;
     if (fs.read(this.presentFd(extent), target, 0, target.length, position) !== target.length) {
@@ -159,7 +157,7 @@ export class StoredSegment implements SegmentReader {
    * are in; `savePresence` makes that durable later. The caller keeps the
    * segment from eviction meanwhile (fetchesInFlight).
    */
-  async writeFetched(fs: Fs, extent: SegmentExtent, stored: Buffer): Promise<void> {
+  async writeFetched(fs: Fs, extent: IndexedExtent, stored: Buffer): Promise<void> {
     assert(stored.length === extent.storedBytes, 'fetched body has the stored length');
     if (this.isPresent(extent)) return;
     if (this.fd === null) {
@@ -172,7 +170,7 @@ export class StoredSegment implements SegmentReader {
   }
 
   /** Marks a damaged cached extent absent, so the next read fetches it again. */
-  forget(extent: SegmentExtent): void {
+  forget(extent: IndexedExtent): void {
     const i = this.ordinal(extent);
     if ((this.bits[i >> 3]! & (1 << (i & 7))) === 0) return;
     this.bits[i >> 3]! &= ~(1 << (i & 7));
@@ -273,20 +271,20 @@ export class StoredSegment implements SegmentReader {
     this.fd = null;
   }
 
-  private markPresent(extent: SegmentExtent): void {
+  private markPresent(extent: IndexedExtent): void {
     const i = this.ordinal(extent);
     if ((this.bits[i >> 3]! & (1 << (i & 7))) !== 0) return;
     this.bits[i >> 3]! |= 1 << (i & 7);
     this.presentStoredBytes += extent.storedBytes;
   }
 
-  private ordinal(extent: SegmentExtent): number {
-    const i = this.ordinals.get(extent);
-    assert(i !== undefined, 'extent belongs to this segment');
+  private ordinal(extent: IndexedExtent): number {
+    const i = extent.ordinal;
+    assert(this.index.extents[i] === extent, 'extent belongs to this segment');
     return i;
   }
 
-  private presentFd(extent: SegmentExtent): number {
+  private presentFd(extent: IndexedExtent): number {
     assert(this.fd !== null && this.isPresent(extent), 'read only present extents');
     return this.fd;
   }

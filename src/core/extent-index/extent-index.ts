@@ -5,7 +5,7 @@
  * the LBA map.
  */
 import { hashKey, type HashKey } from '../hash.js';
-import type { SegmentExtent } from '../segment/index.js';
+import type { IndexedExtent } from '../segment/index.js';
 import type { SegmentReader } from '../segment/index.js';
 import type { WalFile } from '../wal/index.js';
 
@@ -20,7 +20,7 @@ export type ExtentLocation =
       /** Block CRCs of a recovered record, taken when it is first read whole and its hash checked. */
       blockCrcs?: Uint32Array;
     }
-  | { kind: 'segment'; segment: SegmentReader; extent: SegmentExtent };
+  | { kind: 'segment'; segment: SegmentReader; extent: IndexedExtent };
 
 /** A hash as the index keys it; a key passed in is kept, so the LBA map can share it. */
 export type ExtentHash = HashKey | Uint8Array;

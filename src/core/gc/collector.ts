@@ -15,7 +15,12 @@ import { gcCopyYieldBytes } from '../constants.js';
 import type { StoredSegment } from '../cache/index.js';
 import type { Fs } from '../fs/index.js';
 import type { Ulid } from '../ids/index.js';
-import { segmentIndexLength, SegmentWriter, type SegmentExtent } from '../segment/index.js';
+import {
+  segmentIndexLength,
+  SegmentWriter,
+  type IndexedExtent,
+  type SegmentExtent,
+} from '../segment/index.js';
 import type { SegmentIndex } from '../segment/index.js';
 import { readManifests } from '../snapshot/index.js';
 import type { SnapshotSubject } from '../snapshot/index.js';
@@ -34,7 +39,7 @@ export interface GcSubject extends SnapshotSubject {
   /** The volume's own stored segments outside `frozen`, the LBA map, and every hash claimed elsewhere. */
   gcView(frozen: ReadonlySet<Ulid>): GcPlanInput<StoredSegment> & { frozenSegments: number };
   /** The stored bytes of an input extent, verified against its hash (fetched if not cached). */
-  readForGc(segment: StoredSegment, extent: SegmentExtent): Promise<Buffer>;
+  readForGc(segment: StoredSegment, extent: IndexedExtent): Promise<Buffer>;
   /** Commits an output if nothing made it stale; false (nothing changed) otherwise. */
   applyGc(
     pass: GcPass<StoredSegment>,

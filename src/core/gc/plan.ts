@@ -28,7 +28,7 @@ import {
 import { hashKey, isZeroHash, type HashKey } from '../hash.js';
 import type { Ulid } from '../ids/index.js';
 import type { LbaMap } from '../lbamap/index.js';
-import type { SegmentClaim, SegmentExtent, SegmentIndex } from '../segment/index.js';
+import type { IndexedExtent, SegmentClaim, SegmentIndex } from '../segment/index.js';
 
 export interface GcSegment {
   readonly id: Ulid;
@@ -52,7 +52,7 @@ export interface GcPlanInput<S extends GcSegment> {
 export interface GcPass<S extends GcSegment> {
   inputs: S[];
   claims: SegmentClaim[];
-  extents: Array<{ segment: S; extent: SegmentExtent }>;
+  extents: Array<{ segment: S; extent: IndexedExtent }>;
   /** Hashes of input bodies the output leaves out. */
   droppedHashes: Buffer[];
   /** Object bytes of the inputs. */
@@ -105,7 +105,7 @@ export async function planGc<S extends GcSegment>(input: GcPlanInput<S>): Promis
     for (const extent of index.extents) {
       if (referenced.has(hashKey(extent.hash))) liveBody += extent.storedBytes;
     }
-    const total = index.header.bodyBytes + segmentClaimEntryBytes * index.claims.length;
+    const total = index.header.bodyBytes + segmentClaimEntryBytes * index.header.claimCount;
     entry.empty = total === 0;
     entry.liveFraction =
       total === 0 ? 0 : (liveBody + segmentClaimEntryBytes * entry.keptClaims.length) / total;

@@ -12,12 +12,14 @@
  *
  * Kept memory is let go when the process goes quiet: once nothing has leased
  * or used cached data for memoryIdleReleaseMs, every holder drops what it
- * keeps only for reuse.
+ * keeps only for reuse, and (in a process that started idle release) a full
+ * garbage collection returns the burst's garbage to the system.
  */
 import { assert } from '../assert.js';
 import { memoryIdleCheckMs, memoryIdleReleaseMs, memoryLimitBytesMin } from '../constants.js';
 import { ElideError } from '../errors.js';
 import { formatBytes } from '../units.js';
+import { collectGarbage } from './collect-garbage.js';
 
 /** Checks a `--memory-limit` (ELIDE_MEMORY_LIMIT) value; returns it. */
 export function checkMemoryLimit(bytes: number): number {
@@ -108,16 +110,25 @@ export class MemoryBudget {
     this.idleReleased = false;
   }
 
-  /** Releases kept memory once the process has been quiet for memoryIdleReleaseMs. */
-  releaseIfIdle(): void {
-    if (this.idleReleased || this.now() - this.lastActiveMs < memoryIdleReleaseMs) return;
+  /**
+   * Releases kept memory once the process has been quiet for memoryIdleReleaseMs;
+   * returns whether it did (once per quiet spell).
+   */
+  releaseIfIdle(): boolean {
+    if (this.idleReleased || this.now() - this.lastActiveMs < memoryIdleReleaseMs) return false;
     this.idleReleased = true;
     for (const holder of this.holders) holder.releaseIdle();
+    return true;
   }
 
-  /** Checks for quiet every memoryIdleCheckMs (the timer never keeps the process alive). */
+  /**
+   * Checks for quiet every memoryIdleCheckMs (the timer never keeps the process
+   * alive), collecting garbage after each release.
+   */
   startIdleRelease(): void {
-    this.idleTimer ??= setInterval(() => this.releaseIfIdle(), memoryIdleCheckMs).unref();
+    this.idleTimer ??= setInterval(() => {
+      if (this.releaseIfIdle()) collectGarbage();
+    }, memoryIdleCheckMs).unref();
   }
 
   stopIdleRelease(): void {

@@ -77,6 +77,12 @@ export interface SegmentExtent {
   blockCrcs: Uint32Array;
 }
 
+/** An extent of a decoded index, which knows its place in the index's extent table. */
+export interface IndexedExtent extends SegmentExtent {
+  /** Its position in the extent table (what presence maps index by). */
+  readonly ordinal: number;
+}
+
 export interface SegmentClaim {
   /** Extent hash, or ZERO_HASH for a zero claim. */
   hash: Buffer;
@@ -103,7 +109,7 @@ function readCheckedU64(index: Buffer, at: number): number {
  * there when asked for. One small object per extent, where fields and a view
  * each for the hash and the CRCs cost several times the 64-byte entry.
  */
-class DecodedExtent implements SegmentExtent {
+class DecodedExtent implements IndexedExtent {
   constructor(
     private readonly tables: DecodedTables,
     /** Where its entry starts in `tables.index`. */
@@ -111,6 +117,10 @@ class DecodedExtent implements SegmentExtent {
     /** Where its block CRCs start in `tables.allCrcs`. */
     private readonly crcAt: number,
   ) {}
+
+  get ordinal(): number {
+    return (this.at - segmentHeaderBytes) / segmentExtentEntryBytes;
+  }
 
   get hash(): Buffer {
     return this.tables.index.subarray(this.at, this.at + hashBytes);
@@ -179,8 +189,11 @@ export interface SegmentHeader {
 
 export interface SegmentIndex {
   header: SegmentHeader;
-  extents: SegmentExtent[];
-  claims: SegmentClaim[];
+  extents: IndexedExtent[];
+  /** The claim table; a new array of new entries on each read (keep it while using it). */
+  readonly claims: SegmentClaim[];
+  /** The largest seq of any claim, 0 for none (the header's seqMax may be larger). */
+  claimSeqMax: number;
   inputs: Ulid[];
   /** Absolute file offset where the body starts (header plus tables). */
   bodyOffset: number;
@@ -331,9 +344,9 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
   const allCrcs = new Uint32Array(header.blockCrcCount);
   const extents = decodeExtents({ index, allCrcs }, header.extentCount, source);
-  let at = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
-  const claims = decodeClaims(index, at, header.claimCount, source);
-  at += header.claimCount * segmentClaimEntryBytes;
+  const claimsAt = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
+  checkClaimEntries(index, claimsAt, header.claimCount, source);
+  let at = claimsAt + header.claimCount * segmentClaimEntryBytes;
   const inputs: Ulid[] = [];
   for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
     inputs.push(readUlid(index, at));
@@ -352,16 +365,29 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   const byHash = new Map<string, SegmentExtent>();
   const extentProblem = checkExtents(extents, header.bodyBytes, byHash);
   if (extentProblem !== undefined) corrupt(source, extentProblem);
+  const claims = claimsOf(index, claimsAt, header.claimCount);
   const claimProblem = checkClaims(claims, byHash, header.seqMax);
   if (claimProblem !== undefined) corrupt(source, claimProblem);
+  const claimSeqMax = claims.reduce((max, claim) => Math.max(max, claim.seq), 0);
 
-  return { header, extents, claims, inputs, bodyOffset: indexBytes };
+  return {
+    header,
+    extents,
+    // Decoded again on each use: an object per claim would outlive its use for as long as
+    // the segment is open, and most claims are read once (at open, by GC).
+    get claims() {
+      return claimsOf(index, claimsAt, header.claimCount);
+    },
+    claimSeqMax,
+    inputs,
+    bodyOffset: indexBytes,
+  };
 }
 
 /** The extent table: checks each entry's fields, and returns entries that read them later. */
-function decodeExtents(tables: DecodedTables, count: number, source: string): SegmentExtent[] {
+function decodeExtents(tables: DecodedTables, count: number, source: string): IndexedExtent[] {
   const { index } = tables;
-  const extents: SegmentExtent[] = [];
+  const extents: IndexedExtent[] = [];
   let at = segmentHeaderBytes;
   let crcAt = 0;
   for (let i = 0; i < count; i++, at += segmentExtentEntryBytes) {
@@ -378,15 +404,20 @@ function decodeExtents(tables: DecodedTables, count: number, source: string): Se
   return extents;
 }
 
-/** The claim table, `count` entries from `at` (see decodeExtents). */
-function decodeClaims(index: Buffer, at: number, count: number, source: string): SegmentClaim[] {
-  const claims: SegmentClaim[] = [];
+/** Checks the fields of the claim table's `count` entries from `at` that decoding relies on. */
+function checkClaimEntries(index: Buffer, at: number, count: number, source: string): void {
   for (let i = 0; i < count; i++, at += segmentClaimEntryBytes) {
     if (!isZeroRange(index, at + 56, at + 64)) corrupt(source, `claim ${i} reserved bytes set`);
     if (readSafeU64(index, at + 32) === null) corrupt(source, `claim ${i} startLba out of range`);
     if (readSafeU64(index, at + 40) === null) corrupt(source, `claim ${i} seq out of range`);
-    claims.push(new DecodedClaim(index, at));
   }
+}
+
+/** Entries reading the claim table's `count` entries from `at`, which has been checked. */
+function claimsOf(index: Buffer, at: number, count: number): SegmentClaim[] {
+  const claims: SegmentClaim[] = [];
+  for (let i = 0; i < count; i++, at += segmentClaimEntryBytes)
+    claims.push(new DecodedClaim(index, at));
   return claims;
 }
 

@@ -8,6 +8,7 @@ export {
 export type {
   SegmentClaim,
   SegmentExtent,
+  IndexedExtent,
   SegmentHeader,
   SegmentIndex,
   SegmentIndexInput,

@@ -20,6 +20,7 @@ import {
   encodeSegmentIndex,
   segmentIndexBytes,
   type SegmentClaim,
+  type IndexedExtent,
   type SegmentExtent,
   type SegmentIndex,
 } from './format.js';
@@ -38,10 +39,10 @@ export interface SegmentReader {
   readonly path: string;
   readonly index: SegmentIndex;
   /** Whether the extent's stored bytes are on local disk (reads of others must fetch first). */
-  isPresent(extent: SegmentExtent): boolean;
-  readStored(fs: Fs, extent: SegmentExtent): Buffer;
+  isPresent(extent: IndexedExtent): boolean;
+  readStored(fs: Fs, extent: IndexedExtent): Buffer;
   /** Reads `target.length` bytes of a raw extent's body, from `offsetInExtent`, into `target`. */
-  readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void;
+  readRawInto(fs: Fs, extent: IndexedExtent, offsetInExtent: number, target: Buffer): void;
   close(fs: Fs): void;
 }
 
@@ -98,7 +99,7 @@ export class SegmentFile implements SegmentReader {
     return true;
   }
 
-  readStored(fs: Fs, extent: SegmentExtent): Buffer {
+  readStored(fs: Fs, extent: IndexedExtent): Buffer {
     return readExact(
       fs,
       this.fd,
@@ -108,7 +109,7 @@ export class SegmentFile implements SegmentReader {
     );
   }
 
-  readRawInto(fs: Fs, extent: SegmentExtent, offsetInExtent: number, target: Buffer): void {
+  readRawInto(fs: Fs, extent: IndexedExtent, offsetInExtent: number, target: Buffer): void {
     const position = this.index.bodyOffset + extent.bodyOffset + offsetInExtent;
     if (fs.read(this.fd, target, 0, target.length, position) !== target.length) {
       throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${this.path}: short read at ${position}`);

@@ -369,7 +369,7 @@ export class Uploader {
         // The largest seq the listed segments hold (a header's seqMax may count
         // writes that were still in the active log when it was sealed).
         seqMax: confirmed.reduce(
-          (max, segment) => segment.index.claims.reduce((m, claim) => Math.max(m, claim.seq), max),
+          (max, segment) => Math.max(max, segment.index.claimSeqMax),
           // Newer history being discarded: its seqs go with it.
           this.host.overridesStoreHistory ? this.host.storedSeqMax() : head.seqMax,
         ),

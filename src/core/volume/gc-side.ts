@@ -14,7 +14,7 @@ import type { Ulid } from '../ids/index.js';
 import {
   decodeExtentBody,
   SegmentFile,
-  type SegmentExtent,
+  type IndexedExtent,
   type SegmentIndex,
   type SegmentReader,
 } from '../segment/index.js';
@@ -78,7 +78,7 @@ export class VolumeGcSide implements GcSubject {
     for (const segment of [...own, ...pending]) {
       // Pending GC outputs hold only claims the store already has.
       if (segment instanceof SegmentFile && !isGcOutput(segment.index.header)) continue;
-      for (const claim of segment.index.claims) storedSeqMax = Math.max(storedSeqMax, claim.seq);
+      storedSeqMax = Math.max(storedSeqMax, segment.index.claimSeqMax);
     }
     const { wals, ancestorClaims } = state;
     return {
@@ -106,7 +106,7 @@ export class VolumeGcSide implements GcSubject {
    * its hash: from the cache, or fetched (and cached) first. A damaged cached
    * copy is fetched again, so GC never copies bad bytes into the store.
    */
-  async readForGc(segment: StoredSegment, extent: SegmentExtent): Promise<Buffer> {
+  async readForGc(segment: StoredSegment, extent: IndexedExtent): Promise<Buffer> {
     const { state } = this;
     for (let attempt = 1; ; attempt++) {
       state.checkOpen();

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { promotionBuildsMax } from '../constants.js';
+import { promotionBuildsMax, promotionWorkerIdleExitMs } from '../constants.js';
 import { ElideError, errorCodes, type ErrorCode } from '../errors.js';
 import type { Fs } from '../fs/index.js';
 import { nodeFs } from '../fs/index.js';
@@ -65,6 +65,7 @@ class PromotionWorker {
     { resolve: () => void; reject: (error: Error) => void }
   >();
   private readonly queued: Array<() => void> = [];
+  private idleTimer: NodeJS.Timeout | undefined;
 
   async run(plan: PromotionPlan): Promise<void> {
     if (this.waiting.size >= promotionBuildsMax) {
@@ -84,20 +85,40 @@ class PromotionWorker {
   }
 
   private start(): Worker {
+    clearTimeout(this.idleTimer);
     if (this.worker !== undefined) return this.worker;
     const worker = new Worker(workerUrl);
     worker.on('message', (reply: PromotionReply) => this.settle(reply));
-    worker.on('error', (error) => this.fail(error));
-    worker.on('exit', (code) => this.fail(new Error(`promotion worker exited with code ${code}`)));
+    // A worker stopped for idleness must not fail the one started after it.
+    worker.on('error', (error) => {
+      if (this.worker === worker) this.fail(error);
+    });
+    worker.on('exit', (code) => {
+      if (this.worker === worker) this.fail(new Error(`promotion worker exited with code ${code}`));
+    });
     worker.unref();
     this.worker = worker;
     return worker;
   }
 
+  /** Ends a worker that has had nothing to build for a while: its heap goes with it. */
+  private stopWhenIdle(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      const worker = this.worker;
+      if (worker === undefined || this.waiting.size > 0) return;
+      this.worker = undefined;
+      void worker.terminate();
+    }, promotionWorkerIdleExitMs).unref();
+  }
+
   private settle(reply: PromotionReply): void {
     const waiter = this.waiting.get(reply.id);
     this.waiting.delete(reply.id);
-    if (this.waiting.size === 0) this.worker?.unref();
+    if (this.waiting.size === 0) {
+      this.worker?.unref();
+      this.stopWhenIdle();
+    }
     if (waiter === undefined) return;
     if (reply.ok) {
       waiter.resolve();

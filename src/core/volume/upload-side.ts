@@ -38,9 +38,7 @@ export class VolumeUploadSide implements UploadHost {
 
   storedSeqMax(): number {
     let max = 0;
-    for (const segment of this.state.ownStored()) {
-      for (const claim of segment.index.claims) if (claim.seq > max) max = claim.seq;
-    }
+    for (const segment of this.state.ownStored()) max = Math.max(max, segment.index.claimSeqMax);
     return max;
   }
 

@@ -4,6 +4,7 @@ import { memoryIdleReleaseMs, memoryLimitBytesMin } from '../../../../src/core/c
 import { isElideError } from '../../../../src/core/errors.js';
 import { checkMemoryLimit, MemoryBudget } from '../../../../src/core/memory/index.js';
 import type { MemoryHolder } from '../../../../src/core/memory/index.js';
+import { collectGarbage } from '../../../../src/core/memory/collect-garbage.js';
 
 /** A holder keeping `kept` bytes it gives back on demand. */
 function holder(budget: MemoryBudget, kept: number): MemoryHolder & { kept: number; idle: number } {
@@ -81,17 +82,28 @@ describe('MemoryBudget', () => {
     const budget = new MemoryBudget(100, () => now);
     const pool = holder(budget, 30);
     now += memoryIdleReleaseMs - 1;
-    budget.releaseIfIdle();
+    expect(budget.releaseIfIdle()).toBe(false);
     expect(pool.idle).toBe(0);
     now += 1;
-    budget.releaseIfIdle();
-    budget.releaseIfIdle();
+    expect(budget.releaseIfIdle()).toBe(true);
+    expect(budget.releaseIfIdle()).toBe(false);
     expect(pool.idle).toBe(1);
     expect(budget.usedBytes).toBe(0);
     budget.noteActivity();
     now += memoryIdleReleaseMs;
-    budget.releaseIfIdle();
+    expect(budget.releaseIfIdle()).toBe(true);
     expect(pool.idle).toBe(2);
+  });
+
+  it('collects garbage on demand (what follows an idle release in a server)', async () => {
+    let garbage: object | undefined = { payload: new Array(1000).fill(0) };
+    const ref = new WeakRef(garbage);
+    garbage = undefined;
+    // A WeakRef target stays alive until the job that made it ends.
+    await new Promise((resolve) => setImmediate(resolve));
+    collectGarbage();
+    expect(ref.deref()).toBeUndefined();
+    expect(garbage).toBeUndefined();
   });
 
   it('refuses a limit too small for one large request', () => {

@@ -14,6 +14,7 @@ import {
 } from '../../../../src/core/segment/format.js';
 import type {
   SegmentClaim,
+  IndexedExtent,
   SegmentExtent,
   SegmentIndexInput,
 } from '../../../../src/core/segment/format.js';
@@ -125,9 +126,12 @@ describe('segment index round trip', () => {
       },
       extents,
       claims,
+      claimSeqMax: Math.max(...claims.map((claim) => claim.seq)),
       inputs: [inputA, inputB],
       bodyOffset: buf.length,
     });
+    // Claims are decoded afresh on each read, not kept.
+    expect(decoded.claims[0]).not.toBe(decoded.claims[0]);
   });
 
   it('reports the index size from the header alone', () => {
@@ -229,7 +233,8 @@ describe('segment index round trip', () => {
 
 it('decoded entries read hash and block CRCs from the index, which they keep', () => {
   const index = decodeSegmentIndex(encodeSegmentIndex(input), 'x');
-  const [first, second] = index.extents as [SegmentExtent, SegmentExtent];
+  const [first, second] = index.extents as [IndexedExtent, IndexedExtent];
+  expect([first.ordinal, second.ordinal]).toEqual([0, 1]);
   expect(first.hash.buffer).toBe(second.hash.buffer);
   expect(first.blockCrcs.buffer).toBe(second.blockCrcs.buffer);
   expect(index.claims[0]!.hash.buffer).toBe(first.hash.buffer);
