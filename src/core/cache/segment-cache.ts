@@ -151,7 +151,8 @@ export class SegmentCache {
    */
   private start(requests: readonly FetchRequest[], exact = false): Array<Promise<void>> {
     const waits: Array<Promise<void>> = [];
-    const wanted = new Map<StoredSegment, Set<IndexedExtent>>();
+    // Extents by ordinal: entries are made afresh on each lookup, so objects do not compare.
+    const wanted = new Map<StoredSegment, Map<number, IndexedExtent>>();
     for (const { segment, extent } of requests) {
       // A segment GC removed meanwhile: the caller looks the extent up again.
       if (segment.isPresent(extent) || this.segments.get(segment.id) !== segment) continue;
@@ -160,14 +161,18 @@ export class SegmentCache {
         waits.push(running);
         continue;
       }
-      let set = wanted.get(segment);
-      if (set === undefined) wanted.set(segment, (set = new Set()));
-      set.add(extent);
+      let extents = wanted.get(segment);
+      if (extents === undefined) wanted.set(segment, (extents = new Map()));
+      extents.set(extent.ordinal, extent);
     }
     for (const [segment, extents] of wanted) {
       const runs = exact
-        ? [...extents].map((extent) => ({ segment, extents: [extent], bytes: extent.storedBytes }))
-        : this.planRuns(segment, extents);
+        ? [...extents.values()].map((extent) => ({
+            segment,
+            extents: [extent],
+            bytes: extent.storedBytes,
+          }))
+        : this.planRuns(segment, new Set(extents.keys()));
       for (const run of runs) waits.push(this.startRun(run));
     }
     return waits;
@@ -244,13 +249,24 @@ export class SegmentCache {
    * of at most fetchRunBytesMax (one fetch buffer) at once: each one's
    * extents become readable as soon as it lands, not when the whole run has.
    */
-  private planRuns(segment: StoredSegment, wanted: Set<IndexedExtent>): FetchRun[] {
+  private planRuns(segment: StoredSegment, wanted: ReadonlySet<number>): FetchRun[] {
     const runs: FetchRun[] = [];
     let current: FetchRun | null = null;
     /** Bytes of the current group of adjacent runs. */
     let groupBytes = 0;
-    for (const extent of segment.index.extents) {
-      const isWanted = wanted.has(extent);
+    const { index } = segment;
+    // Runs start only at wanted extents: the scan begins at the first and ends once past the
+    // last with no run open.
+    let first = Infinity;
+    let last = -1;
+    for (const ordinal of wanted) {
+      first = Math.min(first, ordinal);
+      last = Math.max(last, ordinal);
+    }
+    for (let i = first; i < index.header.extentCount; i++) {
+      if (i > last && current === null) break;
+      const extent = index.extentAt(i);
+      const isWanted = wanted.has(i);
       const fetchable =
         !segment.isPresent(extent) && !this.inFlight.has(flightKey(segment, extent));
       if (current !== null && fetchable && (isWanted || groupBytes < fetchBytesMin)) {

@@ -56,7 +56,7 @@ export class StoredSegment implements SegmentReader {
   ) {
     this.path = path.join(dirs.cacheDir, index.header.segmentId + segmentSuffix);
     this.presentName = index.header.segmentId + presentSuffix;
-    this.bits = new Uint8Array(bitmapBytes(index.extents.length));
+    this.bits = new Uint8Array(bitmapBytes(index.header.extentCount));
     if (bits !== null) {
       index.extents.forEach((extent, i) => {
         if ((bits[i >> 3]! & (1 << (i & 7))) !== 0) this.markPresent(extent);
@@ -99,9 +99,9 @@ export class StoredSegment implements SegmentReader {
     if (fs.stat(cachePath) !== undefined) {
       const mapPath = path.join(dirs.cacheDir, id + presentSuffix);
       // One byte more than a map can be: a longer file is read no further, and is damaged.
-      const longest = presentMapBytes(index.extents.length) + 1;
+      const longest = presentMapBytes(index.header.extentCount) + 1;
       const map = fs.stat(mapPath) === undefined ? null : readFilePrefix(fs, mapPath, longest);
-      bits = map === null ? null : decodePresentMap(map, id, index.extents.length, mapPath);
+      bits = map === null ? null : decodePresentMap(map, id, index.header.extentCount, mapPath);
     }
     const segment = new StoredSegment(dirs, index, bits);
     if (fs.stat(cachePath) !== undefined) segment.fd = fs.open(cachePath, 'readwrite');
@@ -121,10 +121,10 @@ export class StoredSegment implements SegmentReader {
 
   /** The presence map that marks every extent present (written before adoption). */
   static fullPresentMap(index: SegmentIndex): Buffer {
-    const bits = new Uint8Array(bitmapBytes(index.extents.length)).fill(0xff);
-    const spare = index.extents.length % 8;
+    const bits = new Uint8Array(bitmapBytes(index.header.extentCount)).fill(0xff);
+    const spare = index.header.extentCount % 8;
     if (spare !== 0) bits[bits.length - 1] = (1 << spare) - 1;
-    return encodePresentMap(index.header.segmentId, bits, index.extents.length);
+    return encodePresentMap(index.header.segmentId, bits, index.header.extentCount);
   }
 
   isPresent(extent: IndexedExtent): boolean {
@@ -194,7 +194,7 @@ export class StoredSegment implements SegmentReader {
       try {
         await fs.fdatasync(fd);
         if (this.generation !== generation) return;
-        const map = encodePresentMap(this.id, bits, this.index.extents.length);
+        const map = encodePresentMap(this.id, bits, this.index.header.extentCount);
         await writeFileAtomic(fs, this.dirs.cacheDir, this.presentName, map, () => {
           return this.generation === generation;
         });
@@ -280,7 +280,7 @@ export class StoredSegment implements SegmentReader {
 
   private ordinal(extent: IndexedExtent): number {
     const i = extent.ordinal;
-    assert(this.index.extents[i] === extent, 'extent belongs to this segment');
+    assert(i < this.index.header.extentCount, 'extent belongs to this segment');
     return i;
   }
 

@@ -129,8 +129,7 @@ export class ExtentIndex {
 
   private unpackSegment(packed: PackedLocation): SegmentLocation {
     const segment = this.slots.reader(Math.floor(packed / segmentExtentsMax));
-    const extent = segment.index.extents[packed % segmentExtentsMax]!;
-    return { kind: 'segment', segment, extent };
+    return { kind: 'segment', segment, extent: segment.index.extentAt(packed % segmentExtentsMax) };
   }
 
   private release(value: WalLocation | PackedLocation | undefined): void {

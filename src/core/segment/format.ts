@@ -189,7 +189,10 @@ export interface SegmentHeader {
 
 export interface SegmentIndex {
   header: SegmentHeader;
-  extents: IndexedExtent[];
+  /** The extent table; a new array of new entries on each read (keep it while using it). */
+  readonly extents: IndexedExtent[];
+  /** Entry `ordinal` of the extent table, made when asked for. */
+  extentAt(ordinal: number): IndexedExtent;
   /** The claim table; a new array of new entries on each read (keep it while using it). */
   readonly claims: SegmentClaim[];
   /** The largest seq of any claim, 0 for none (the header's seqMax may be larger). */
@@ -343,7 +346,16 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   // One array for all CRCs, each extent viewing its part: an array per extent would cost
   // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
   const allCrcs = new Uint32Array(header.blockCrcCount);
-  const extents = decodeExtents({ index, allCrcs }, header.extentCount, source);
+  const tables: DecodedTables = { index, allCrcs };
+  const crcStarts = checkExtentEntries(index, header.extentCount, source);
+  const extentAt = (ordinal: number): IndexedExtent => {
+    assert(ordinal >= 0 && ordinal < header.extentCount, 'an extent of this index');
+    const at = segmentHeaderBytes + ordinal * segmentExtentEntryBytes;
+    return new DecodedExtent(tables, at, crcStarts[ordinal]!);
+  };
+  const extentsOf = (): IndexedExtent[] =>
+    Array.from({ length: header.extentCount }, (_, i) => extentAt(i));
+  const extents = extentsOf();
   const claimsAt = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
   checkClaimEntries(index, claimsAt, header.claimCount, source);
   let at = claimsAt + header.claimCount * segmentClaimEntryBytes;
@@ -372,7 +384,12 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
 
   return {
     header,
-    extents,
+    // Entries are made when asked for, like claims below: an object per extent kept for as
+    // long as the segment is open costs most of the 64-byte entry again.
+    get extents() {
+      return extentsOf();
+    },
+    extentAt,
     // Decoded again on each use: an object per claim would outlive its use for as long as
     // the segment is open, and most claims are read once (at open, by GC).
     get claims() {
@@ -384,10 +401,13 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   };
 }
 
-/** The extent table: checks each entry's fields, and returns entries that read them later. */
-function decodeExtents(tables: DecodedTables, count: number, source: string): IndexedExtent[] {
-  const { index } = tables;
-  const extents: IndexedExtent[] = [];
+/**
+ * The extent table: checks each entry's fields, and returns where each
+ * entry's block CRCs start among all of them (a running sum of plainBlocks;
+ * a sum past the limit is refused after, as a blockCrcCount mismatch).
+ */
+function checkExtentEntries(index: Buffer, count: number, source: string): Uint32Array {
+  const crcStarts = new Uint32Array(count);
   let at = segmentHeaderBytes;
   let crcAt = 0;
   for (let i = 0; i < count; i++, at += segmentExtentEntryBytes) {
@@ -398,10 +418,10 @@ function decodeExtents(tables: DecodedTables, count: number, source: string): In
     }
     if (readSafeU64(index, at + 32) === null)
       corrupt(source, `extent ${i} bodyOffset out of range`);
-    extents.push(new DecodedExtent(tables, at, crcAt));
+    crcStarts[i] = crcAt;
     crcAt += index.readUInt32LE(at + 44);
   }
-  return extents;
+  return crcStarts;
 }
 
 /** Checks the fields of the claim table's `count` entries from `at` that decoding relies on. */

@@ -19,7 +19,8 @@ const walLocation = (payloadOffset: number): WalLocation => ({
 /** A reader over `count` extents (each knowing only its ordinal) whose presence is `present`. */
 function fakeSegment(count: number, present = false): SegmentReader {
   const extents = Array.from({ length: count }, (_, ordinal) => ({ ordinal }) as IndexedExtent);
-  return { isPresent: () => present, index: { extents } } as unknown as SegmentReader;
+  const extentAt = (ordinal: number): IndexedExtent => extents[ordinal]!;
+  return { isPresent: () => present, index: { extents, extentAt } } as unknown as SegmentReader;
 }
 
 const at = (segment: SegmentReader, ordinal: number): ExtentLocation => ({

@@ -125,13 +125,18 @@ describe('segment index round trip', () => {
         seqMax: 10,
       },
       extents,
+      extentAt: expect.any(Function),
       claims,
       claimSeqMax: Math.max(...claims.map((claim) => claim.seq)),
       inputs: [inputA, inputB],
       bodyOffset: buf.length,
     });
-    // Claims are decoded afresh on each read, not kept.
+    // Entries are decoded afresh on each read, not kept.
     expect(decoded.claims[0]).not.toBe(decoded.claims[0]);
+    expect(decoded.extentAt(2)).not.toBe(decoded.extentAt(2));
+    expect(plainExtent(decoded.extentAt(2))).toEqual(extents[2]);
+    expect(decoded.extentAt(2).ordinal).toBe(2);
+    expect(() => decoded.extentAt(3)).toThrow();
   });
 
   it('reports the index size from the header alone', () => {
