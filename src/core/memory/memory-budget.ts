@@ -19,7 +19,7 @@ import { assert } from '../assert.js';
 import { memoryIdleCheckMs, memoryIdleReleaseMs, memoryLimitBytesMin } from '../constants.js';
 import { ElideError } from '../errors.js';
 import { formatBytes } from '../units.js';
-import { collectGarbage } from './collect-garbage.js';
+import { collectGarbage } from './heap.js';
 
 /** Checks a `--memory-limit` (ELIDE_MEMORY_LIMIT) value; returns it. */
 export function checkMemoryLimit(bytes: number): number {

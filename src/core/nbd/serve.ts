@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import { listenControl } from '../control/index.js';
 import { errorText } from '../errors.js';
 import type { Logger } from '../log.js';
+import { favourSmallHeap } from '../memory/index.js';
 import { parseVolumeRef, type DataDir } from '../data-dir/index.js';
 import { listenLinks, receiveMigration, type Link, type LinkListener } from '../migrate/index.js';
 import type { LinkSecurity } from '../migrate/index.js';
@@ -75,7 +76,9 @@ export async function serveVolumes(dataDir: DataDir, options: ServeOptions): Pro
     });
     return addresses.map((address) => exportUri(address, volume.name));
   };
-  // Pools and caches let go of what they keep once the server goes quiet.
+  // Pools and caches let go of what they keep once the server goes quiet, and the heap
+  // stays close to what is live.
+  favourSmallHeap();
   dataDir.memory.startIdleRelease();
   try {
     for (const name of new Set(options.names)) {

@@ -4,7 +4,7 @@ import { memoryIdleReleaseMs, memoryLimitBytesMin } from '../../../../src/core/c
 import { isElideError } from '../../../../src/core/errors.js';
 import { checkMemoryLimit, MemoryBudget } from '../../../../src/core/memory/index.js';
 import type { MemoryHolder } from '../../../../src/core/memory/index.js';
-import { collectGarbage } from '../../../../src/core/memory/collect-garbage.js';
+import { collectGarbage } from '../../../../src/core/memory/index.js';
 
 /** A holder keeping `kept` bytes it gives back on demand. */
 function holder(budget: MemoryBudget, kept: number): MemoryHolder & { kept: number; idle: number } {
