@@ -133,6 +133,11 @@ export const extentCacheBytesMax = 64 * 1024 * 1024;
 export const memoryLimitBytesDefault = 256 * 1024 * 1024;
 /** A smaller budget is refused: one largest NBD request (32 MiB) and its reply must fit. */
 export const memoryLimitBytesMin = 64 * 1024 * 1024;
+/**
+ * How far past what survived its last collection V8 lets the heap of a serving
+ * process grow before the next, in percent (V8 picks 10-300% by itself).
+ */
+export const heapGrowingPercent = 50;
 /** Kept memory (idle buffers, caches) is released after the process has been quiet this long. */
 export const memoryIdleReleaseMs = 2_000;
 /** How often the budget looks for quiet. */
