@@ -116,8 +116,9 @@ export class MemoryBudget {
    */
   releaseIfIdle(): boolean {
     if (this.idleReleased || this.now() - this.lastActiveMs < memoryIdleReleaseMs) return false;
-    this.idleReleased = true;
     for (const holder of this.holders) holder.releaseIdle();
+    // What holders give back is not activity: the quiet spell goes on, released once.
+    this.idleReleased = true;
     return true;
   }
 

@@ -95,6 +95,21 @@ describe('MemoryBudget', () => {
     expect(pool.idle).toBe(2);
   });
 
+  it('does not count what holders give back at an idle release as activity', () => {
+    let now = 0;
+    const budget = new MemoryBudget(100, () => now);
+    // A pool with nothing kept still returns its (zero) bytes when asked.
+    budget.addHolder({ reclaim: () => 0, releaseIdle: () => budget.release(0) });
+    budget.noteActivity();
+    now += memoryIdleReleaseMs;
+    expect(budget.releaseIfIdle()).toBe(true);
+    now += memoryIdleReleaseMs;
+    expect(budget.releaseIfIdle()).toBe(false);
+    budget.noteActivity();
+    now += memoryIdleReleaseMs;
+    expect(budget.releaseIfIdle()).toBe(true);
+  });
+
   it('collects garbage on demand (what follows an idle release in a server)', async () => {
     let garbage: object | undefined = { payload: new Array(1000).fill(0) };
     const ref = new WeakRef(garbage);
