@@ -172,7 +172,7 @@ export class SegmentCache {
             extents: [extent],
             bytes: extent.storedBytes,
           }))
-        : this.planRuns(segment, new Set(extents.keys()));
+        : this.planRuns(segment, extents);
       for (const run of runs) waits.push(this.startRun(run));
     }
     return waits;
@@ -249,7 +249,7 @@ export class SegmentCache {
    * of at most fetchRunBytesMax (one fetch buffer) at once: each one's
    * extents become readable as soon as it lands, not when the whole run has.
    */
-  private planRuns(segment: StoredSegment, wanted: ReadonlySet<number>): FetchRun[] {
+  private planRuns(segment: StoredSegment, wanted: ReadonlyMap<number, IndexedExtent>): FetchRun[] {
     const runs: FetchRun[] = [];
     let current: FetchRun | null = null;
     /** Bytes of the current group of adjacent runs. */
@@ -259,7 +259,7 @@ export class SegmentCache {
     // last with no run open.
     let first = Infinity;
     let last = -1;
-    for (const ordinal of wanted) {
+    for (const ordinal of wanted.keys()) {
       first = Math.min(first, ordinal);
       last = Math.max(last, ordinal);
     }

@@ -35,6 +35,10 @@ export type ExtentHash = HashKey | Uint8Array;
 /** A segment location packed as `slot * segmentExtentsMax + ordinal` (safe below 2^53). */
 type PackedLocation = number;
 
+function slotOf(packed: PackedLocation): number {
+  return Math.floor(packed / segmentExtentsMax);
+}
+
 function keyOf(hash: ExtentHash): HashKey {
   return typeof hash === 'string' ? hash : hashKey(hash);
 }
@@ -112,7 +116,7 @@ export class ExtentIndex {
     const slot = this.slots.find(segment);
     if (slot === undefined) return;
     for (const [key, packed] of this.storedCopies) {
-      if (Math.floor(packed / segmentExtentsMax) !== slot) continue;
+      if (slotOf(packed) !== slot) continue;
       this.storedCopies.delete(key);
       this.release(packed);
     }
@@ -128,11 +132,11 @@ export class ExtentIndex {
   }
 
   private unpackSegment(packed: PackedLocation): SegmentLocation {
-    const segment = this.slots.reader(Math.floor(packed / segmentExtentsMax));
+    const segment = this.slots.reader(slotOf(packed));
     return { kind: 'segment', segment, extent: segment.index.extentAt(packed % segmentExtentsMax) };
   }
 
   private release(value: WalLocation | PackedLocation | undefined): void {
-    if (typeof value === 'number') this.slots.release(Math.floor(value / segmentExtentsMax));
+    if (typeof value === 'number') this.slots.release(slotOf(value));
   }
 }
