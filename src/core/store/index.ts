@@ -17,7 +17,6 @@ export {
 } from './file-store.js';
 export type { FileStoreOptions } from './file-store.js';
 export { ForwardingStore } from './forwarding-store.js';
-export { S3Store } from './s3-store.js';
 export type { S3Location, S3StoreOptions } from './s3-store.js';
 export { defaultStoreUrl, openStore, parseStoreUrl } from './url.js';
 export type { StoreOptions, StoreUrl } from './url.js';

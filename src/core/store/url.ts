@@ -11,7 +11,6 @@ import path from 'node:path';
 import { ElideError } from '../errors.js';
 import { FileStore } from './file-store.js';
 import type { FileStoreOptions } from './file-store.js';
-import { S3Store } from './s3-store.js';
 import type { S3StoreOptions } from './s3-store.js';
 import type { ObjectStore } from './types.js';
 import { validateStorePrefix } from './types.js';
@@ -59,8 +58,12 @@ export async function openStore(
   switch (parsed.kind) {
     case 'file':
       return FileStore.open(parsed.root, options);
-    case 's3':
+    case 's3': {
+      // Loaded only here: the AWS SDK holds about 20 MiB resident, which a
+      // process serving file:// volumes would otherwise carry for nothing.
+      const { S3Store } = await import('./s3-store.js');
       return S3Store.open(parsed, options);
+    }
   }
 }
 

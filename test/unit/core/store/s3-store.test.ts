@@ -10,7 +10,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { AssertionError } from '../../../../src/core/assert.js';
 import type { ObjectStore, StoreOptions } from '../../../../src/core/store/index.js';
 import { storeTimeoutMsDefault } from '../../../../src/core/constants.js';
-import { openStore, S3Store } from '../../../../src/core/store/index.js';
+import { openStore } from '../../../../src/core/store/index.js';
+import { S3Store } from '../../../../src/core/store/s3-store.js';
 import { createBucket, sharedCeph, uniqueBucketName } from '../../../support/ceph.js';
 import type { CephEndpoint } from '../../../support/ceph.js';
 import { FaultProxy } from '../../../support/fault-proxy.js';
