@@ -27,6 +27,7 @@ import {
   structuredReplyHeaderBytes,
   writeSimpleReply,
   writeStructuredHeader,
+  writeU64BE,
   type NbdErrno,
   type RequestHeader,
 } from './wire.js';
@@ -410,7 +411,7 @@ export class NbdConnection {
             backend.writeZeroes(request.offset, request.length, { fua }),
           );
         case command.cache:
-          return this.send(encodeSimpleReply(request.cookie, 0));
+          return this.send(encodeSimpleReply(request, 0));
         case command.blockStatus: {
           const runs = backend.blockStatus(request.offset, request.length);
           return this.send(encodeBlockStatusReply(request, runs));
@@ -454,19 +455,19 @@ export class NbdConnection {
       writeStructuredHeader(reply, 0, {
         flags: replyFlags.done,
         type: replyType.offsetData,
-        cookie: request.cookie,
+        cookie: request,
         length: 8 + request.length,
       });
-      reply.writeBigUInt64BE(BigInt(request.offset), structuredReplyHeaderBytes);
+      writeU64BE(reply, request.offset, structuredReplyHeaderBytes);
     } else {
-      writeSimpleReply(reply, 0, request.cookie, 0);
+      writeSimpleReply(reply, 0, request, 0);
     }
     this.send(reply, true);
   }
 
   private complete(request: RequestHeader, operation: Promise<void>): void {
     operation.then(
-      () => this.send(encodeSimpleReply(request.cookie, 0)),
+      () => this.send(encodeSimpleReply(request, 0)),
       (error: unknown) => this.replyFailure(request, error),
     );
   }
@@ -477,9 +478,9 @@ export class NbdConnection {
    */
   private replyEmpty(request: RequestHeader): void {
     if (request.type === command.read && this.negotiation.structuredReplies) {
-      this.send(encodeNoneReply(request.cookie));
+      this.send(encodeNoneReply(request));
     } else {
-      this.send(encodeSimpleReply(request.cookie, 0));
+      this.send(encodeSimpleReply(request, 0));
     }
   }
 
@@ -495,9 +496,9 @@ export class NbdConnection {
 
   private replyError(request: RequestHeader, errno: NbdErrno, message: string): void {
     if (this.negotiation.structuredReplies) {
-      this.send(encodeStructuredError(request.cookie, nbdErrno[errno], message));
+      this.send(encodeStructuredError(request, nbdErrno[errno], message));
     } else {
-      this.send(encodeSimpleReply(request.cookie, nbdErrno[errno]));
+      this.send(encodeSimpleReply(request, nbdErrno[errno]));
     }
   }
 

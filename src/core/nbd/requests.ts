@@ -15,6 +15,7 @@ import {
   structuredReplyHeaderBytes,
   writeSimpleReply,
   writeStructuredHeader,
+  type Cookie,
   type NbdErrno,
   type RequestHeader,
 } from './wire.js';
@@ -85,7 +86,7 @@ export function encodeBlockStatusReply(request: RequestHeader, runs: BlockStatus
   writeStructuredHeader(reply, 0, {
     flags: replyFlags.done,
     type: replyType.blockStatus,
-    cookie: request.cookie,
+    cookie: request,
     length: payloadBytes,
   });
   reply.writeUInt32BE(metaContextId, structuredReplyHeaderBytes);
@@ -97,7 +98,7 @@ export function encodeBlockStatusReply(request: RequestHeader, runs: BlockStatus
 }
 
 /** A structured reply of one NONE chunk: success with no data. */
-export function encodeNoneReply(cookie: Buffer): Buffer {
+export function encodeNoneReply(cookie: Cookie): Buffer {
   const reply = Buffer.allocUnsafe(structuredReplyHeaderBytes);
   writeStructuredHeader(reply, 0, {
     flags: replyFlags.done,
@@ -108,7 +109,7 @@ export function encodeNoneReply(cookie: Buffer): Buffer {
   return reply;
 }
 
-export function encodeSimpleReply(cookie: Buffer, errno: number): Buffer {
+export function encodeSimpleReply(cookie: Cookie, errno: number): Buffer {
   const reply = Buffer.allocUnsafe(simpleReplyHeaderBytes);
   writeSimpleReply(reply, 0, cookie, errno);
   return reply;

@@ -129,65 +129,81 @@ export type NbdErrno = keyof typeof nbdErrno;
 export const baseAllocation = 'base:allocation';
 export const stateFlags = { hole: 1 << 0, zero: 1 << 1 } as const;
 
-export interface RequestHeader {
+/**
+ * A request's cookie, opaque to the server and echoed back, as its two
+ * big-endian 32-bit halves: numbers in the header object, not a Buffer of
+ * its own per request.
+ */
+export interface Cookie {
+  cookieHigh: number;
+  cookieLow: number;
+}
+
+export interface RequestHeader extends Cookie {
   flags: number;
   type: number;
-  /** Opaque to the server; echoed back as raw bytes. */
-  cookie: Buffer;
   offset: number;
   /** Offsets past 2^53 cannot address any export; they are reported as out of range. */
   offsetTooLarge: boolean;
   length: number;
 }
 
+/** The high half of the smallest offset that is not a safe integer (2^53). */
+const unsafeOffsetHigh = 2 ** 21;
+
 /** Decodes a request header at `at`; returns null if the magic is wrong. */
 export function decodeRequestHeader(buffer: Buffer, at: number): RequestHeader | null {
   assert(buffer.length - at >= requestHeaderBytes, 'a whole request header is buffered');
   if (buffer.readUInt32BE(at) !== requestMagic) return null;
-  const offset = buffer.readBigUInt64BE(at + 16);
-  const offsetTooLarge = offset > BigInt(Number.MAX_SAFE_INTEGER);
+  // Two 32-bit halves rather than readBigUInt64BE: no BigInt per request.
+  const offsetHigh = buffer.readUInt32BE(at + 16);
+  const offsetTooLarge = offsetHigh >= unsafeOffsetHigh;
   return {
     flags: buffer.readUInt16BE(at + 4),
     type: buffer.readUInt16BE(at + 6),
-    cookie: Buffer.from(buffer.subarray(at + 8, at + 16)),
-    offset: offsetTooLarge ? Number.MAX_SAFE_INTEGER : Number(offset),
+    cookieHigh: buffer.readUInt32BE(at + 8),
+    cookieLow: buffer.readUInt32BE(at + 12),
+    offset: offsetTooLarge
+      ? Number.MAX_SAFE_INTEGER
+      : offsetHigh * 2 ** 32 + buffer.readUInt32BE(at + 20),
     offsetTooLarge,
     length: buffer.readUInt32BE(at + 24),
   };
 }
 
-export function encodeRequestHeader(request: Omit<RequestHeader, 'offsetTooLarge'>): Buffer {
-  const out = Buffer.alloc(requestHeaderBytes);
-  out.writeUInt32BE(requestMagic, 0);
-  out.writeUInt16BE(request.flags, 4);
-  out.writeUInt16BE(request.type, 6);
-  request.cookie.copy(out, 8, 0, 8);
-  out.writeBigUInt64BE(BigInt(request.offset), 16);
-  out.writeUInt32BE(request.length, 24);
-  return out;
+/** Writes a safe, non-negative integer as a big-endian u64 without making a BigInt. */
+export function writeU64BE(target: Buffer, value: number, at: number): void {
+  assert(Number.isSafeInteger(value) && value >= 0, 'a u64 written from a safe integer');
+  target.writeUInt32BE(Math.floor(value / 2 ** 32), at);
+  target.writeUInt32BE(value >>> 0, at + 4);
+}
+
+function writeCookie(target: Buffer, at: number, cookie: Cookie): void {
+  target.writeUInt32BE(cookie.cookieHigh, at);
+  target.writeUInt32BE(cookie.cookieLow, at + 4);
 }
 
 /** Writes a simple reply header into `target` at `at`. */
-export function writeSimpleReply(target: Buffer, at: number, cookie: Buffer, error: number): void {
+export function writeSimpleReply(target: Buffer, at: number, cookie: Cookie, error: number): void {
   target.writeUInt32BE(simpleReplyMagic, at);
   target.writeUInt32BE(error, at + 4);
-  cookie.copy(target, at + 8, 0, 8);
+  writeCookie(target, at + 8, cookie);
 }
 
 /** Writes a structured reply chunk header into `target` at `at`. */
 export function writeStructuredHeader(
   target: Buffer,
   at: number,
-  header: { flags: number; type: number; cookie: Buffer; length: number },
+  header: { flags: number; type: number; cookie: Cookie; length: number },
 ): void {
   target.writeUInt32BE(structuredReplyMagic, at);
   target.writeUInt16BE(header.flags, at + 4);
   target.writeUInt16BE(header.type, at + 6);
-  header.cookie.copy(target, at + 8, 0, 8);
+  writeCookie(target, at + 8, header.cookie);
   target.writeUInt32BE(header.length, at + 16);
 }
 
-export function encodeStructuredError(cookie: Buffer, errno: number, message: string): Buffer {
+export function encodeStructuredError(cookie: Cookie, errno: number, message: string): Buffer {
   const text = Buffer.from(message.slice(0, 512));
   const out = Buffer.alloc(structuredReplyHeaderBytes + 6 + text.length);
   writeStructuredHeader(out, 0, {
