@@ -219,7 +219,7 @@ export class SegmentCache {
     if (total <= max) return;
     const candidates = [...this.segments.values()]
       .filter(evictable)
-      .sort((a, b) => a.lastUsedMs - b.lastUsedMs);
+      .sort((a, b) => a.lastUse - b.lastUse);
     for (const segment of candidates) {
       if (total <= max) break;
       // Earlier evictions awaited: a read may have started on this one since.

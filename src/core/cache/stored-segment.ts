@@ -29,6 +29,13 @@ export interface CacheDirs {
   cacheDir: string;
 }
 
+// A counter, not the time: eviction needs only the order of use, and a clock read on every
+// 4 KiB read costs more than the read's own bookkeeping.
+let useCount = 0;
+function nextUse(): number {
+  return ++useCount;
+}
+
 export class StoredSegment implements SegmentReader {
   readonly path: string;
   private readonly presentName: string;
@@ -38,8 +45,8 @@ export class StoredSegment implements SegmentReader {
   private presentStoredBytes = 0;
   /** Presence bits set since the map was last written. */
   private unsaved = false;
-  /** For LRU eviction. */
-  lastUsedMs = 0;
+  /** When it was last read or filled, in use order (for LRU eviction). */
+  lastUse = 0;
   /** Fetches writing into the cache file; such a segment is not evicted. */
   fetchesInFlight = 0;
   /** Reads waiting to use what they fetched; such a segment is not evicted either. */
@@ -133,7 +140,7 @@ export class StoredSegment implements SegmentReader {
   }
 
   readStored(fs: Fs, extent: IndexedExtent): Buffer {
-    this.lastUsedMs = Date.now();
+    this.lastUse = nextUse();
     return readExact(
       fs,
       this.presentFd(extent),
@@ -144,7 +151,7 @@ export class StoredSegment implements SegmentReader {
   }
 
   readRawInto(fs: Fs, extent: IndexedExtent, offsetInExtent: number, target: Buffer): void {
-    this.lastUsedMs = Date.now();
+    this.lastUse = nextUse();
     const position = this.index.bodyOffset + extent.bodyOffset + offsetInExtent;
     if (fs.read(this.presentFd(extent), target, 0, target.length, position) !== target.length) {
       throw new ElideError('ELIDE_SEGMENT_CORRUPT', `${this.path}: short read at ${position}`);
@@ -166,7 +173,7 @@ export class StoredSegment implements SegmentReader {
     await fs.writeAsync(this.fd, stored, this.index.bodyOffset + extent.bodyOffset);
     this.markPresent(extent);
     this.unsaved = true;
-    this.lastUsedMs = Date.now();
+    this.lastUse = nextUse();
   }
 
   /** Marks a damaged cached extent absent, so the next read fetches it again. */
