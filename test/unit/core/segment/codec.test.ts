@@ -205,5 +205,12 @@ describe('verifyBlocks', () => {
     const shifted = Buffer.concat([Buffer.alloc(10), plain]);
     shifted[10 + 3 * 4096]! ^= 0x80;
     expect(() => verifyBlocks(shifted, 10, crcs, 0, 16, 'seg')).toThrow('block 3 of an extent');
+    // One block: the whole buffer, or a block inside a longer one.
+    expect(() => verifyBlocks(shifted, 10 + 4096, crcs, 1, 1, 'seg')).not.toThrow();
+    expect(() => verifyBlocks(shifted, 10 + 3 * 4096, crcs, 3, 1, 'seg')).toThrow('block 3 of');
+    const one = Buffer.from(plain.subarray(4 * 4096, 5 * 4096));
+    expect(() => verifyBlocks(one, 0, crcs, 4, 1, 'seg')).not.toThrow();
+    one[9]! ^= 1;
+    expect(() => verifyBlocks(one, 0, crcs, 4, 1, 'seg')).toThrow('block 4 of an extent');
   });
 });
