@@ -108,9 +108,12 @@ describe('segment index round trip', () => {
     expect(buf.subarray(0, 8).toString('latin1')).toBe(segmentMagic);
     const decoded = decodeSegmentIndex(buf, 'seg-1');
     const index = {
-      ...decoded,
+      header: decoded.header,
       extents: decoded.extents.map(plainExtent),
       claims: decoded.claims.map(plainClaim),
+      claimSeqMax: decoded.claimSeqMax,
+      inputs: decoded.inputs,
+      bodyOffset: decoded.bodyOffset,
     };
     expect(index).toEqual({
       header: {
@@ -125,7 +128,6 @@ describe('segment index round trip', () => {
         seqMax: 10,
       },
       extents,
-      extentAt: expect.any(Function),
       claims,
       claimSeqMax: Math.max(...claims.map((claim) => claim.seq)),
       inputs: [inputA, inputB],
