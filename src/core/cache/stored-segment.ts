@@ -286,9 +286,8 @@ export class StoredSegment implements SegmentReader {
   }
 
   private ordinal(extent: IndexedExtent): number {
-    const i = extent.ordinal;
-    assert(i < this.index.header.extentCount, 'extent belongs to this segment');
-    return i;
+    assert(this.index.owns(extent), 'extent belongs to this segment');
+    return extent.ordinal;
   }
 
   private presentFd(extent: IndexedExtent): number {

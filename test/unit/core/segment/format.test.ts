@@ -139,6 +139,11 @@ describe('segment index round trip', () => {
     expect(plainExtent(decoded.extentAt(2))).toEqual(extents[2]);
     expect(decoded.extentAt(2).ordinal).toBe(2);
     expect(() => decoded.extentAt(3)).toThrow();
+    // An equal entry of another decoded copy is not this index's (StoredSegment asserts it).
+    const again = decodeSegmentIndex(buf, 'seg-1');
+    expect(decoded.owns(decoded.extentAt(1))).toBe(true);
+    expect(decoded.owns(again.extentAt(1))).toBe(false);
+    expect(decoded.owns({ ...extents[1]!, ordinal: 1 })).toBe(false);
   });
 
   it('reports the index size from the header alone', () => {
