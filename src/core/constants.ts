@@ -140,6 +140,15 @@ export const memoryLimitBytesMin = 64 * 1024 * 1024;
 export const heapGrowingPercent = 50;
 /** Kept memory (idle buffers, caches) is released after the process has been quiet this long. */
 export const memoryIdleReleaseMs = 2_000;
+/**
+ * Every this long of quiet, one more full collection, memoryIdleCompactions
+ * times: V8 gives back its young generation (32 MiB once a burst has grown
+ * it) only in a collection that finds the allocation since the collections
+ * before it low, which the one after memoryIdleReleaseMs does not, nor the
+ * first of these (docs/design.md §5, Memory).
+ */
+export const memoryIdleCompactMs = 8_000;
+export const memoryIdleCompactions = 2;
 /** How often the budget looks for quiet. */
 export const memoryIdleCheckMs = 1_000;
 /** What one segment upload in flight reads through at most (the file store hashes 4 MiB chunks). */

@@ -13,10 +13,17 @@
  * Kept memory is let go when the process goes quiet: once nothing has leased
  * or used cached data for memoryIdleReleaseMs, every holder drops what it
  * keeps only for reuse, and (in a process that started idle release) a full
- * garbage collection returns the burst's garbage to the system.
+ * garbage collection returns the burst's garbage to the system; two more, as
+ * the quiet goes on, let V8 shrink the heap itself.
  */
 import { assert } from '../assert.js';
-import { memoryIdleCheckMs, memoryIdleReleaseMs, memoryLimitBytesMin } from '../constants.js';
+import {
+  memoryIdleCheckMs,
+  memoryIdleCompactMs,
+  memoryIdleCompactions,
+  memoryIdleReleaseMs,
+  memoryLimitBytesMin,
+} from '../constants.js';
 import { ElideError } from '../errors.js';
 import { formatBytes } from '../units.js';
 import { collectGarbage } from './heap.js';
@@ -54,6 +61,8 @@ export class MemoryBudget {
   private reclaiming = false;
   private lastActiveMs: number;
   private idleReleased = true;
+  /** Collections asked for by compactIfLongIdle in this quiet spell. */
+  private idleCompactions = memoryIdleCompactions;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -108,6 +117,7 @@ export class MemoryBudget {
   noteActivity(): void {
     this.lastActiveMs = this.now();
     this.idleReleased = false;
+    this.idleCompactions = 0;
   }
 
   /**
@@ -123,12 +133,25 @@ export class MemoryBudget {
   }
 
   /**
+   * Whether to collect once more: true once each memoryIdleCompactMs of the
+   * quiet spell, after its release, memoryIdleCompactions times a spell.
+   */
+  compactIfLongIdle(): boolean {
+    if (!this.idleReleased || this.idleCompactions >= memoryIdleCompactions) return false;
+    const due = memoryIdleCompactMs * (this.idleCompactions + 1);
+    if (this.now() - this.lastActiveMs < due) return false;
+    this.idleCompactions++;
+    return true;
+  }
+
+  /**
    * Checks for quiet every memoryIdleCheckMs (the timer never keeps the process
-   * alive), collecting garbage after each release.
+   * alive), collecting garbage after each release and again as the quiet
+   * goes on (compactIfLongIdle).
    */
   startIdleRelease(): void {
     this.idleTimer ??= setInterval(() => {
-      if (this.releaseIfIdle()) collectGarbage();
+      if (this.releaseIfIdle() || this.compactIfLongIdle()) collectGarbage();
     }, memoryIdleCheckMs).unref();
   }
 

@@ -1,6 +1,11 @@
 /** The process-wide memory budget: accounting, waiting in order, holders giving back, idle release. */
 import { describe, expect, it } from 'vitest';
-import { memoryIdleReleaseMs, memoryLimitBytesMin } from '../../../../src/core/constants.js';
+import {
+  memoryIdleCompactions,
+  memoryIdleCompactMs,
+  memoryIdleReleaseMs,
+  memoryLimitBytesMin,
+} from '../../../../src/core/constants.js';
 import { isElideError } from '../../../../src/core/errors.js';
 import { checkMemoryLimit, MemoryBudget } from '../../../../src/core/memory/index.js';
 import type { MemoryHolder } from '../../../../src/core/memory/index.js';
@@ -108,6 +113,33 @@ describe('MemoryBudget', () => {
     budget.noteActivity();
     now += memoryIdleReleaseMs;
     expect(budget.releaseIfIdle()).toBe(true);
+  });
+
+  it('asks for more collections each memoryIdleCompactMs of quiet, a few times a spell', () => {
+    let now = 0;
+    const budget = new MemoryBudget(100, () => now);
+    budget.noteActivity();
+    now += memoryIdleCompactMs;
+    // Not before the release of the same spell, even when that is late.
+    expect(budget.compactIfLongIdle()).toBe(false);
+    expect(budget.releaseIfIdle()).toBe(true);
+    expect(budget.compactIfLongIdle()).toBe(true);
+    expect(budget.compactIfLongIdle()).toBe(false);
+    for (let i = 1; i < memoryIdleCompactions; i++) {
+      now += memoryIdleCompactMs - 1;
+      expect(budget.compactIfLongIdle()).toBe(false);
+      now += 1;
+      expect(budget.compactIfLongIdle()).toBe(true);
+    }
+    now += 10 * memoryIdleCompactMs;
+    expect(budget.compactIfLongIdle()).toBe(false);
+    // Activity starts a new spell.
+    budget.noteActivity();
+    now += memoryIdleReleaseMs;
+    expect(budget.releaseIfIdle()).toBe(true);
+    expect(budget.compactIfLongIdle()).toBe(false);
+    now += memoryIdleCompactMs - memoryIdleReleaseMs;
+    expect(budget.compactIfLongIdle()).toBe(true);
   });
 
   it('collects garbage on demand (what follows an idle release in a server)', async () => {
