@@ -215,11 +215,15 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   if (buf.length < indexBytes) {
     corrupt(source, `index is ${indexBytes} bytes but only ${buf.length} are present`);
   }
-  // Copy once so returned hashes are views of our own memory, not of the caller's buffer.
-  const index = Buffer.from(buf.subarray(0, indexBytes));
-  if (!indexChecksum(index).equals(index.subarray(checksummedHeaderBytes, segmentHeaderBytes))) {
+  const whole = buf.subarray(0, indexBytes);
+  if (!indexChecksum(whole).equals(whole.subarray(checksummedHeaderBytes, segmentHeaderBytes))) {
     corrupt(source, 'index checksum mismatch');
   }
+  // Kept: a copy of the header and the extent, claim and input tables, so returned hashes
+  // are views of our own memory, not of the caller's buffer. The block CRCs are kept once,
+  // as numbers in allCrcs, not also as the table's bytes.
+  const crcTableAt = indexBytes - header.blockCrcCount * segmentBlockCrcBytes;
+  const index = Buffer.from(whole.subarray(0, crcTableAt));
 
   // One array for all CRCs, each extent viewing its part: an array per extent would cost
   // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
@@ -243,8 +247,9 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
       `blockCrcCount ${header.blockCrcCount} is not the ${plainBlocksTotal} extent blocks`,
     );
   }
+  assert(at === crcTableAt, 'the block CRC table follows the input table');
   for (let i = 0; i < allCrcs.length; i++, at += segmentBlockCrcBytes) {
-    allCrcs[i] = index.readUInt32LE(at);
+    allCrcs[i] = whole.readUInt32LE(at);
   }
 
   const decoded = new DecodedSegmentIndex(header, tables, crcStarts, claimsAt, inputs, indexBytes);
