@@ -61,8 +61,13 @@ export class MemoryBudget {
   private reclaiming = false;
   private lastActiveMs: number;
   private idleReleased = true;
-  /** Collections asked for by compactIfLongIdle in this quiet spell. */
+  /** Collections asked for by idleCompactionDue in this quiet spell. */
   private idleCompactions = memoryIdleCompactions;
+  /** Set while holders give back at an idle release: that is not activity. */
+  private releasingIdle = false;
+  /** Requests counted by noteRequest, and the count the idle check last saw. */
+  private requests = 0;
+  private requestsSeen = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -115,9 +120,19 @@ export class MemoryBudget {
 
   /** Marks the process busy: kept memory is not released as idle for a while. */
   noteActivity(): void {
+    if (this.releasingIdle) return;
     this.lastActiveMs = this.now();
     this.idleReleased = false;
     this.idleCompactions = 0;
+  }
+
+  /**
+   * Counts a served request as activity. Most take no lease (small payloads
+   * and replies are not pooled), and reading the clock for each would cost
+   * more than counting: the idle checks compare the count instead.
+   */
+  noteRequest(): void {
+    this.requests++;
   }
 
   /**
@@ -125,9 +140,15 @@ export class MemoryBudget {
    * returns whether it did (once per quiet spell).
    */
   releaseIfIdle(): boolean {
+    this.observeRequests();
     if (this.idleReleased || this.now() - this.lastActiveMs < memoryIdleReleaseMs) return false;
-    for (const holder of this.holders) holder.releaseIdle();
     // What holders give back is not activity: the quiet spell goes on, released once.
+    this.releasingIdle = true;
+    try {
+      for (const holder of this.holders) holder.releaseIdle();
+    } finally {
+      this.releasingIdle = false;
+    }
     this.idleReleased = true;
     return true;
   }
@@ -136,7 +157,8 @@ export class MemoryBudget {
    * Whether to collect once more: true once each memoryIdleCompactMs of the
    * quiet spell, after its release, memoryIdleCompactions times a spell.
    */
-  compactIfLongIdle(): boolean {
+  idleCompactionDue(): boolean {
+    this.observeRequests();
     if (!this.idleReleased || this.idleCompactions >= memoryIdleCompactions) return false;
     const due = memoryIdleCompactMs * (this.idleCompactions + 1);
     if (this.now() - this.lastActiveMs < due) return false;
@@ -147,17 +169,23 @@ export class MemoryBudget {
   /**
    * Checks for quiet every memoryIdleCheckMs (the timer never keeps the process
    * alive), collecting garbage after each release and again as the quiet
-   * goes on (compactIfLongIdle).
+   * goes on (idleCompactionDue).
    */
   startIdleRelease(): void {
     this.idleTimer ??= setInterval(() => {
-      if (this.releaseIfIdle() || this.compactIfLongIdle()) collectGarbage();
+      if (this.releaseIfIdle() || this.idleCompactionDue()) collectGarbage();
     }, memoryIdleCheckMs).unref();
   }
 
   stopIdleRelease(): void {
     clearInterval(this.idleTimer);
     this.idleTimer = undefined;
+  }
+
+  private observeRequests(): void {
+    if (this.requests === this.requestsSeen) return;
+    this.requestsSeen = this.requests;
+    this.noteActivity();
   }
 
   private grant(bytes: number): boolean {

@@ -379,6 +379,7 @@ export class NbdConnection {
       return;
     }
     this.inflight++;
+    this.host.memory.noteRequest();
     const problem = validateRequest(request, found, this.negotiation);
     if (problem !== null) return this.replyError(request, problem[0], problem[1]);
     if (this.host.shuttingDown)

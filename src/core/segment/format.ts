@@ -259,7 +259,6 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   const claims = decoded.claims;
   const claimProblem = checkClaims(claims, byHash, header.seqMax);
   if (claimProblem !== undefined) corrupt(source, claimProblem);
-  decoded.claimSeqMax = claims.reduce((max, claim) => Math.max(max, claim.seq), 0);
   return decoded;
 }
 

@@ -52,7 +52,7 @@ export interface DecodedTables {
 }
 
 /** A u64 field the decoder has checked is a safe integer. */
-export function readCheckedU64(index: Buffer, at: number): number {
+function readCheckedU64(index: Buffer, at: number): number {
   return index.readUInt32LE(at) + index.readUInt32LE(at + 4) * 2 ** 32;
 }
 
@@ -170,7 +170,7 @@ export interface SegmentIndex {
  * segment decoded (about 18 times in 10 s of 4 KiB random writes).
  */
 export class DecodedSegmentIndex implements SegmentIndex {
-  claimSeqMax = 0;
+  readonly claimSeqMax: number;
 
   constructor(
     readonly header: SegmentHeader,
@@ -181,7 +181,11 @@ export class DecodedSegmentIndex implements SegmentIndex {
     private readonly claimsAt: number,
     readonly inputs: Ulid[],
     readonly bodyOffset: number,
-  ) {}
+  ) {
+    let seqMax = 0;
+    for (const claim of this.claims) seqMax = Math.max(seqMax, claim.seq);
+    this.claimSeqMax = seqMax;
+  }
 
   get extents(): IndexedExtent[] {
     const extents = new Array<IndexedExtent>(this.header.extentCount);
@@ -203,8 +207,9 @@ export class DecodedSegmentIndex implements SegmentIndex {
     return claimsOf(this.tables.index, this.claimsAt, this.header.claimCount);
   }
 }
+
 /** Entries reading the claim table's `count` entries from `at`, which has been checked. */
-export function claimsOf(index: Buffer, at: number, count: number): SegmentClaim[] {
+function claimsOf(index: Buffer, at: number, count: number): SegmentClaim[] {
   const claims: SegmentClaim[] = [];
   for (let i = 0; i < count; i++, at += segmentClaimEntryBytes)
     claims.push(new DecodedClaim(index, at));

@@ -118,28 +118,49 @@ describe('MemoryBudget', () => {
   it('asks for more collections each memoryIdleCompactMs of quiet, a few times a spell', () => {
     let now = 0;
     const budget = new MemoryBudget(100, () => now);
+    // As in a server: a pool gives back (zero bytes) at the release; the spell goes on.
+    budget.addHolder({ reclaim: () => 0, releaseIdle: () => budget.release(0) });
     budget.noteActivity();
     now += memoryIdleCompactMs;
     // Not before the release of the same spell, even when that is late.
-    expect(budget.compactIfLongIdle()).toBe(false);
+    expect(budget.idleCompactionDue()).toBe(false);
     expect(budget.releaseIfIdle()).toBe(true);
-    expect(budget.compactIfLongIdle()).toBe(true);
-    expect(budget.compactIfLongIdle()).toBe(false);
+    expect(budget.idleCompactionDue()).toBe(true);
+    expect(budget.idleCompactionDue()).toBe(false);
     for (let i = 1; i < memoryIdleCompactions; i++) {
       now += memoryIdleCompactMs - 1;
-      expect(budget.compactIfLongIdle()).toBe(false);
+      expect(budget.idleCompactionDue()).toBe(false);
       now += 1;
-      expect(budget.compactIfLongIdle()).toBe(true);
+      expect(budget.idleCompactionDue()).toBe(true);
     }
     now += 10 * memoryIdleCompactMs;
-    expect(budget.compactIfLongIdle()).toBe(false);
+    expect(budget.idleCompactionDue()).toBe(false);
     // Activity starts a new spell.
     budget.noteActivity();
     now += memoryIdleReleaseMs;
     expect(budget.releaseIfIdle()).toBe(true);
-    expect(budget.compactIfLongIdle()).toBe(false);
+    expect(budget.idleCompactionDue()).toBe(false);
     now += memoryIdleCompactMs - memoryIdleReleaseMs;
-    expect(budget.compactIfLongIdle()).toBe(true);
+    expect(budget.idleCompactionDue()).toBe(true);
+  });
+
+  it('counts served requests as activity, without a lease', () => {
+    let now = 0;
+    const budget = new MemoryBudget(100, () => now);
+    budget.noteActivity();
+    now += memoryIdleReleaseMs;
+    budget.noteRequest();
+    // The checks see the request now: the quiet starts again from here.
+    expect(budget.releaseIfIdle()).toBe(false);
+    now += memoryIdleReleaseMs;
+    expect(budget.releaseIfIdle()).toBe(true);
+    now += memoryIdleCompactMs - memoryIdleReleaseMs;
+    budget.noteRequest();
+    expect(budget.idleCompactionDue()).toBe(false);
+    now += memoryIdleCompactMs;
+    expect(budget.idleCompactionDue()).toBe(false);
+    expect(budget.releaseIfIdle()).toBe(true);
+    expect(budget.idleCompactionDue()).toBe(true);
   });
 
   it('collects garbage on demand (what follows an idle release in a server)', async () => {

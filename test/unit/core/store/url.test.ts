@@ -1,9 +1,6 @@
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { isElideError } from '../../../../src/core/errors.js';
 import { defaultStoreUrl, openStore, parseStoreUrl } from '../../../../src/core/store/index.js';
@@ -145,38 +142,5 @@ describe('openStore', () => {
     await store.close();
     await expectCode(openStore('s3://My-Bucket', dataDir), 'ELIDE_STORE_URL_INVALID');
     await expectCode(openStore('ftp://x', dataDir), 'ELIDE_STORE_URL_INVALID');
-  });
-
-  it('loads the AWS SDK only for an s3 URL (it is about 20 MiB resident)', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'elide-url-'));
-    try {
-      // A resolve hook (it runs on the loader's thread) appends each @aws-sdk import to a file.
-      const seen = path.join(dir, 'seen');
-      const hook = path.join(dir, 'hook.mjs');
-      fs.writeFileSync(
-        hook,
-        `import fs from 'node:fs';
-export async function resolve(specifier, context, next) {
-  if (specifier.startsWith('@aws-sdk/')) fs.appendFileSync(${JSON.stringify(seen)}, specifier + '\\n');
-  return next(specifier, context);
-}`,
-      );
-      const store = path.resolve(import.meta.dirname, '../../../../dist/core/store/index.js');
-      const open = (url: string): Promise<unknown> =>
-        promisify(execFile)(process.execPath, [
-          '--import',
-          `data:text/javascript,import{register}from'node:module';register(${JSON.stringify(pathToFileURL(hook).href)})`,
-          '--input-type=module',
-          '-e',
-          `const { openStore } = await import(${JSON.stringify(pathToFileURL(store).href)});
-          await (await openStore(${JSON.stringify(url)}, ${JSON.stringify(dir)})).close();`,
-        ]);
-      await open('file://' + path.join(dir, 'store'));
-      expect(fs.existsSync(seen)).toBe(false);
-      await open('s3://my-bucket/prefix');
-      expect(fs.readFileSync(seen, 'utf8')).toContain('@aws-sdk/client-s3');
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
   });
 });
