@@ -232,17 +232,7 @@ describe('a zombie owner', () => {
       json(await b.cli(['gc', 'vm', '--retention', '0', '--min-live', '1', '--json']));
 
       zombie.signal('SIGCONT');
-      await delay(15_000);
-      const write = await run('qemu-io', [
-        '-f',
-        'raw',
-        '-c',
-        'write -P 0x11 0 4k',
-        '-c',
-        'flush',
-        zombie.uri('vm'),
-      ]);
-      expect(`${write.text}${write.stderr}`).toMatch(/error|Input\/output/i);
+      expect(await refusesWritesWithin(zombie.uri('vm'), 15_000)).toMatch(/error|Input\/output/i);
       const stopped = await Promise.race([load.exited, delay(30_000).then(() => undefined)]);
       await load.kill();
       expect(stopped?.code, load.output()).not.toBe(0);
@@ -320,4 +310,28 @@ async function waitForName(
     await delay(1_000);
   }
   throw new Error(`no name matching ${pattern} appeared`);
+}
+
+/**
+ * Writes (and flushes) a block through `uri` every half second until the
+ * server refuses, for at most `limitMs`; returns the last attempt's output.
+ * Polling rather than one write after the limit: the ownership check runs
+ * every 5 s, so the refusal usually comes long before the limit.
+ */
+async function refusesWritesWithin(uri: string, limitMs: number): Promise<string> {
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const write = await run('qemu-io', [
+      '-f',
+      'raw',
+      '-c',
+      'write -P 0x11 0 4k',
+      '-c',
+      'flush',
+      uri,
+    ]);
+    const output = `${write.text}${write.stderr}`;
+    if (/error|Input\/output/i.test(output) || Date.now() >= deadline) return output;
+    await delay(500);
+  }
 }
