@@ -138,6 +138,10 @@ class BootView implements Fs {
     this.enter(true);
     this.sim.rename(from, to);
   }
+  renameNoReplace(from: string, to: string): void {
+    this.enter(true);
+    this.sim.renameNoReplace(from, to);
+  }
   unlink(path: string): void {
     this.enter(true);
     this.sim.unlink(path);

@@ -401,6 +401,12 @@ export class SimFs implements Fs {
     target.dir.current.set(target.name, node);
   }
 
+  renameNoReplace(from: string, to: string): void {
+    const target = this.parentOf(to, 'rename');
+    if (target.dir.current.has(target.name)) throw fsError('EEXIST', 'rename', to);
+    this.rename(from, to);
+  }
+
   unlink(path: string): void {
     const { dir, name } = this.parentOf(path, 'unlink');
     const node = dir.current.get(name);

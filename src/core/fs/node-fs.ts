@@ -161,6 +161,12 @@ export class NodeFs implements Fs {
     fs.renameSync(from, to);
   }
 
+  renameNoReplace(from: string, to: string): void {
+    // link(2) fails with EEXIST atomically; Node has no renameat2(RENAME_NOREPLACE).
+    fs.linkSync(from, to);
+    fs.unlinkSync(from);
+  }
+
   unlink(path: string): void {
     fs.unlinkSync(path);
   }

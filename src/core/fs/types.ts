@@ -54,6 +54,12 @@ export interface Fs {
   readdir(path: string): string[];
   stat(path: string): FsStats | undefined;
   rename(from: string, to: string): void;
+  /**
+   * Renames `from` to `to` unless `to` exists: then EEXIST, and `from` stays.
+   * Creates a file whole and only once among racing processes. (On Linux a
+   * link and an unlink: a crash between them leaves both names.)
+   */
+  renameNoReplace(from: string, to: string): void;
   unlink(path: string): void;
   /** Removes a directory tree; a missing path is not an error. */
   removeTree(path: string): void;
