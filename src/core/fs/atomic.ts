@@ -1,4 +1,5 @@
 /** Small files that must appear whole or not at all. */
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Fs } from './types.js';
 
@@ -27,6 +28,26 @@ export async function writeFileAtomic(
   fs.rename(tmp, path.join(dir, name));
   await fs.fsyncDir(dir);
   return true;
+}
+
+/**
+ * writeFileAtomic for a file that processes no lock serializes may write at
+ * once (the data directory's store.json, written by the first commands to use
+ * a store): each stages under a name of its own, so no writer removes or
+ * renames another's staging file. The last rename wins (COMMIT POINT), and the
+ * file always holds one writer's whole bytes. A crash before the rename leaves
+ * that writer's `<name>.<random>.tmp` behind.
+ */
+export async function writeFileAtomicShared(
+  fs: Fs,
+  dir: string,
+  name: string,
+  bytes: Uint8Array,
+): Promise<void> {
+  const tmp = path.join(dir, `${name}.${randomBytes(6).toString('hex')}.tmp`);
+  await writeNewFileDurably(fs, tmp, bytes);
+  fs.rename(tmp, path.join(dir, name));
+  await fs.fsyncDir(dir);
 }
 
 /**

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { localRecordBytesMax } from '../constants.js';
 import { ElideError, errorText, isElideError, systemErrorCode } from '../errors.js';
-import { readFileWithin, writeFileAtomic, type Fs } from '../fs/index.js';
+import { readFileWithin, writeFileAtomicShared, type Fs } from '../fs/index.js';
 import type { UlidMint } from '../ids/index.js';
 import type { Logger } from '../log.js';
 import { encodeJsonRecord, parseJsonRecord, type ObjectStore } from '../store/index.js';
@@ -44,7 +44,12 @@ export async function checkStore(input: StoreCheckInput): Promise<StoreProbe> {
   let probe = readProbe(fs, root);
   if (probe?.storeUrl !== store.url) {
     probe = await probeStore(store, input.hostId, input.mint);
-    await writeFileAtomic(fs, root, storeFileName, encodeJsonRecord({ version: 1, ...probe }));
+    await writeFileAtomicShared(
+      fs,
+      root,
+      storeFileName,
+      encodeJsonRecord({ version: 1, ...probe }),
+    );
   }
   if (!probe.conditionalWrites && input.mode === 'shared') {
     throw new ElideError(

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { writeFileAtomicShared } from '../../../../src/core/fs/atomic.js';
 import { NodeFs, nodeFs } from '../../../../src/core/fs/node-fs.js';
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -24,6 +25,25 @@ describe('NodeFs', () => {
   afterEach(() => {
     vi.restoreAllMocks();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('renames without replacing: EEXIST leaves both files as they were', () => {
+    fs.writeFileSync(path.join(dir, 'a'), 'A');
+    fs.writeFileSync(path.join(dir, 'b'), 'B');
+    expect(codeOf(() => fsx.renameNoReplace(path.join(dir, 'a'), path.join(dir, 'b')))).toBe(
+      'EEXIST',
+    );
+    expect(fs.readFileSync(path.join(dir, 'a'), 'utf8')).toBe('A');
+    expect(fs.readFileSync(path.join(dir, 'b'), 'utf8')).toBe('B');
+    fsx.renameNoReplace(path.join(dir, 'a'), path.join(dir, 'c'));
+    expect(fs.readdirSync(dir).sort()).toEqual(['b', 'c']);
+  });
+
+  it('lets writers no lock serializes replace one file at once, each whole', async () => {
+    const contents = Array.from({ length: 8 }, (_, i) => Buffer.alloc(1000 + i, 65 + i));
+    await Promise.all(contents.map((bytes) => writeFileAtomicShared(fsx, dir, 'f', bytes)));
+    expect(contents).toContainEqual(fs.readFileSync(path.join(dir, 'f')));
+    expect(fs.readdirSync(dir)).toEqual(['f']);
   });
 
   it('exports a shared instance', () => {
