@@ -291,7 +291,7 @@ async function main() {
     '',
     ...memoryLines,
     '',
-    `Every throughput and CPU target ${allMet ? 'is met' : 'is not yet met (see the table)'}; ` +
+    `${allMet ? 'Every throughput and CPU target is met' : 'Not every throughput and CPU target is met yet (see the table)'}; ` +
       `memory targets: ${verdict(memoryOk && manyOk)}. After the run the elide volume held ` +
       `${(info.writtenBytes / 2 ** 20).toFixed(0)} MiB written, ` +
       `${(info.storedBytes / 2 ** 20).toFixed(0)} MiB stored (superseded data included) in ` +
