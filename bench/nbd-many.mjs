@@ -1,6 +1,7 @@
 // Memory of one `elide serve nbd` holding many volumes, the way a host serving many VMs runs:
 // every volume under 4 KiB random writes at once, then idle. Reports the resident set at rest,
 // its peak under the load, and how fast it falls back once the load stops.
+import fs from 'node:fs';
 import path from 'node:path';
 import { memory, mib, sampleRss } from './proc.mjs';
 import { run, stop } from './harness.mjs';
@@ -62,7 +63,12 @@ export async function runManyVolumes({ elideBin, work }) {
   const settledBytes = settling.at(-1).rssBytes;
   const below = settling.find((s) => mib(s.rssBytes) < manyTargets.settledMiB);
   await stop(server.child);
+  // Metadata grows with every extent written, so the figures depend on how many writes the
+  // load managed: reported with them.
+  const fio = JSON.parse(fs.readFileSync(path.join(work, 'fio-many.json'), 'utf8'));
+  const writes = fio.jobs.reduce((sum, job) => sum + job.write.total_ios, 0);
   return {
+    writes,
     idleMiB: mib(idleBytes),
     peakMiB: mib(peakBytes),
     settledMiB: mib(settledBytes),

@@ -240,9 +240,11 @@ async function main() {
       `${verdict(memoryOk)}.`,
     `- ${manyVolumes.count} volumes of ${mib(manyVolumes.sizeBytes)} MiB in one \`serve nbd\`, ` +
       `each under 4 KiB random writes at QD${manyVolumes.qd} at once for ${manyVolumes.seconds} s ` +
-      `(\`${manyFioCommand()}\`): at rest ${num(many.idleMiB)} MiB, peak ${num(many.peakMiB)} MiB ` +
-      `(target below ${manyTargets.peakMiB} MiB), ${num(many.settledMiB)} MiB ` +
-      `${manyVolumes.settleMs / 1000} s after the load stopped; below ${manyTargets.settledMiB} MiB ` +
+      `(\`${manyFioCommand()}\`), ${num(many.writes)} writes in all: at rest ${num(many.idleMiB)} MiB, ` +
+      `peak ${num(many.peakMiB)} MiB (target below ${manyTargets.peakMiB} MiB), ` +
+      `${num(many.settledMiB)} MiB ${manyVolumes.settleMs / 1000} s after the load stopped ` +
+      `(${num(((many.settledMiB - many.idleMiB) * 2 ** 20) / many.writes)} bytes per write above rest); ` +
+      `below ${manyTargets.settledMiB} MiB ` +
       `${many.belowTargetAfterMs === null ? 'not within that time' : `after ${(many.belowTargetAfterMs / 1000).toFixed(1)} s`}: ` +
       `${verdict(manyOk)}.`,
   ];
