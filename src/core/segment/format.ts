@@ -54,6 +54,7 @@ import { blake3Concat, hashBytes, hashHex, isZeroHash } from '../hash.js';
 import { isUlid, readUlid, writeUlid } from '../ids/index.js';
 import type { Ulid } from '../ids/index.js';
 import {
+  claimsOf,
   codecCodes,
   DecodedSegmentIndex,
   type DecodedTables,
@@ -229,17 +230,13 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
   const allCrcs = new Uint32Array(header.blockCrcCount);
   const tables: DecodedTables = { index, allCrcs };
-  const crcStarts = checkExtentEntries(index, header.extentCount, source);
+  const { crcStarts, plainBlocksTotal } = checkExtentEntries(index, header.extentCount, source);
   const claimsAt = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
   checkClaimEntries(index, claimsAt, header.claimCount, source);
   let at = claimsAt + header.claimCount * segmentClaimEntryBytes;
   const inputs: Ulid[] = [];
   for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
     inputs.push(readUlid(index, at));
-  }
-  let plainBlocksTotal = 0;
-  for (let i = 0; i < header.extentCount; i++) {
-    plainBlocksTotal += index.readUInt32LE(segmentHeaderBytes + i * segmentExtentEntryBytes + 44);
   }
   if (plainBlocksTotal !== header.blockCrcCount) {
     corrupt(
@@ -252,11 +249,18 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
     allCrcs[i] = whole.readUInt32LE(at);
   }
 
-  const decoded = new DecodedSegmentIndex(header, tables, crcStarts, claimsAt, inputs, indexBytes);
+  const claims = claimsOf(index, claimsAt, header.claimCount);
+  const claimSeqMax = claims.reduce((max, claim) => Math.max(max, claim.seq), 0);
+  const decoded = new DecodedSegmentIndex(
+    header,
+    tables,
+    { crcStarts, claimsAt, claimSeqMax },
+    inputs,
+    indexBytes,
+  );
   const byHash = new Map<string, SegmentExtent>();
   const extentProblem = checkExtents(decoded.extents, header.bodyBytes, byHash);
   if (extentProblem !== undefined) corrupt(source, extentProblem);
-  const claims = decoded.claims;
   const claimProblem = checkClaims(claims, byHash, header.seqMax);
   if (claimProblem !== undefined) corrupt(source, claimProblem);
   return decoded;
@@ -264,10 +268,15 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
 
 /**
  * The extent table: checks each entry's fields, and returns where each
- * entry's block CRCs start among all of them (a running sum of plainBlocks;
- * a sum past the limit is refused after, as a blockCrcCount mismatch).
+ * entry's block CRCs start among all of them (a running sum of plainBlocks)
+ * and the sum over all (a sum past the limit is refused after, as a
+ * blockCrcCount mismatch).
  */
-function checkExtentEntries(index: Buffer, count: number, source: string): Uint32Array {
+function checkExtentEntries(
+  index: Buffer,
+  count: number,
+  source: string,
+): { crcStarts: Uint32Array; plainBlocksTotal: number } {
   const crcStarts = new Uint32Array(count);
   let at = segmentHeaderBytes;
   let crcAt = 0;
@@ -282,7 +291,7 @@ function checkExtentEntries(index: Buffer, count: number, source: string): Uint3
     crcStarts[i] = crcAt;
     crcAt += index.readUInt32LE(at + 44);
   }
-  return crcStarts;
+  return { crcStarts, plainBlocksTotal: crcAt };
 }
 
 /** Checks the fields of the claim table's `count` entries from `at` that decoding relies on. */
