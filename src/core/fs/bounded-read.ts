@@ -3,7 +3,7 @@
  * limit is refused (or only its start read) before a buffer is allocated for
  * it, so a damaged or hostile file cannot make elide allocate without limit.
  */
-import { ElideError, type ErrorCode } from '../errors.js';
+import { ElideError, systemErrorCode, type ErrorCode } from '../errors.js';
 import type { Fs } from './types.js';
 
 /**
@@ -18,6 +18,21 @@ export function readFileWithin(fs: Fs, file: string, maxBytes: number, code: Err
     });
   }
   return fs.readFile(file);
+}
+
+/** readFileWithin, or undefined when `file` does not exist. */
+export function readFileWithinIfPresent(
+  fs: Fs,
+  file: string,
+  maxBytes: number,
+  code: ErrorCode,
+): Buffer | undefined {
+  try {
+    return readFileWithin(fs, file, maxBytes, code);
+  } catch (error) {
+    if (systemErrorCode(error) !== 'ENOENT') throw error;
+    return undefined;
+  }
 }
 
 /** At most the first `maxBytes` of `file`. */

@@ -7,4 +7,4 @@ export type { Fs, FsSpace, FsStats, OpenMode } from './types.js';
 export { nodeFs, mkdirStepwise } from './node-fs.js';
 export { writeFileAtomic, writeFileAtomicShared, writeNewFileDurably } from './atomic.js';
 export { DirectoryLock, readPidFile } from './dir-lock.js';
-export { readFilePrefix, readFileWithin } from './bounded-read.js';
+export { readFilePrefix, readFileWithin, readFileWithinIfPresent } from './bounded-read.js';

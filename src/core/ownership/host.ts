@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { localRecordBytesMax } from '../constants.js';
 import { ElideError, systemErrorCode } from '../errors.js';
-import { readFileWithin, writeNewFileDurably, type Fs } from '../fs/index.js';
+import { readFileWithinIfPresent, writeNewFileDurably, type Fs } from '../fs/index.js';
 import type { UlidMint } from '../ids/index.js';
 import type { HostRef } from '../names/index.js';
 import { encodeJsonRecord, isUlidValue, parseJsonRecordOr } from '../store/index.js';
@@ -55,12 +55,7 @@ export async function loadHostIdentity(
 }
 
 function readHostFile(fs: Fs, file: string): Buffer | undefined {
-  try {
-    return readFileWithin(fs, file, localRecordBytesMax, 'ELIDE_VOLUME_CORRUPT');
-  } catch (error) {
-    if (systemErrorCode(error) !== 'ENOENT') throw error;
-    return undefined;
-  }
+  return readFileWithinIfPresent(fs, file, localRecordBytesMax, 'ELIDE_VOLUME_CORRUPT');
 }
 
 function decodeHostIdentity(bytes: Buffer, file: string): HostIdentity {

@@ -6,8 +6,8 @@
  */
 import path from 'node:path';
 import { initialEpoch, localRecordBytesMax } from '../constants.js';
-import { ElideError, systemErrorCode } from '../errors.js';
-import { readFileWithin, writeFileAtomic, type Fs } from '../fs/index.js';
+import { ElideError } from '../errors.js';
+import { readFileWithinIfPresent, writeFileAtomic, type Fs } from '../fs/index.js';
 import { encodeJsonRecord, isEpoch, parseJsonRecordOr } from '../store/index.js';
 
 export const ownerFileName = 'owner.json';
@@ -26,11 +26,8 @@ export interface LocalOwner {
 /** The volume's owner.json; a volume from before portable volumes is owned under epoch 1. */
 export function readLocalOwner(fs: Fs, volumeDir: string): LocalOwner {
   const file = path.join(volumeDir, ownerFileName);
-  let bytes: Buffer;
-  try {
-    bytes = readFileWithin(fs, file, localRecordBytesMax, 'ELIDE_VOLUME_CORRUPT');
-  } catch (error) {
-    if (systemErrorCode(error) !== 'ENOENT') throw error;
+  const bytes = readFileWithinIfPresent(fs, file, localRecordBytesMax, 'ELIDE_VOLUME_CORRUPT');
+  if (bytes === undefined) {
     return { epoch: initialEpoch, state: 'owned', since: '', displacedAs: null };
   }
   const damaged = (): never => {
