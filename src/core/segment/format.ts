@@ -54,10 +54,9 @@ import { blake3Concat, hashBytes, hashHex, isZeroHash } from '../hash.js';
 import { isUlid, readUlid, writeUlid } from '../ids/index.js';
 import type { Ulid } from '../ids/index.js';
 import {
-  claimsOf,
   codecCodes,
   DecodedSegmentIndex,
-  type DecodedTables,
+  keepTables,
   type SegmentClaim,
   type SegmentExtent,
   type SegmentHeader,
@@ -220,23 +219,17 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
   if (!indexChecksum(whole).equals(whole.subarray(checksummedHeaderBytes, segmentHeaderBytes))) {
     corrupt(source, 'index checksum mismatch');
   }
-  // Kept: a copy of the header and the extent, claim and input tables, so returned hashes
-  // are views of our own memory, not of the caller's buffer. The block CRCs are kept once,
-  // as numbers in allCrcs, not also as the table's bytes.
-  const crcTableAt = indexBytes - header.blockCrcCount * segmentBlockCrcBytes;
-  const index = Buffer.from(whole.subarray(0, crcTableAt));
-
-  // One array for all CRCs, each extent viewing its part: an array per extent would cost
-  // more than the CRCs of a 4 KiB extent themselves, for as long as the segment is open.
+  // Checked in the caller's buffer, then kept in a compact copy of our own (KeptTables), so
+  // returned hashes are views of our memory, not of the caller's. The block CRCs are kept
+  // once, as numbers in allCrcs.
   const allCrcs = new Uint32Array(header.blockCrcCount);
-  const tables: DecodedTables = { index, allCrcs };
-  const { crcStarts, plainBlocksTotal } = checkExtentEntries(index, header.extentCount, source);
+  const { crcStarts, plainBlocksTotal } = checkExtentEntries(whole, header.extentCount, source);
   const claimsAt = segmentHeaderBytes + header.extentCount * segmentExtentEntryBytes;
-  checkClaimEntries(index, claimsAt, header.claimCount, source);
+  checkClaimEntries(whole, claimsAt, header.claimCount, source);
   let at = claimsAt + header.claimCount * segmentClaimEntryBytes;
   const inputs: Ulid[] = [];
   for (let i = 0; i < header.inputCount; i++, at += segmentInputEntryBytes) {
-    inputs.push(readUlid(index, at));
+    inputs.push(readUlid(whole, at));
   }
   if (plainBlocksTotal !== header.blockCrcCount) {
     corrupt(
@@ -244,24 +237,17 @@ export function decodeSegmentIndex(buf: Buffer, source: string): SegmentIndex {
       `blockCrcCount ${header.blockCrcCount} is not the ${plainBlocksTotal} extent blocks`,
     );
   }
-  assert(at === crcTableAt, 'the block CRC table follows the input table');
   for (let i = 0; i < allCrcs.length; i++, at += segmentBlockCrcBytes) {
     allCrcs[i] = whole.readUInt32LE(at);
   }
+  assert(at === indexBytes, 'the block CRC table ends the index');
 
-  const claims = claimsOf(index, claimsAt, header.claimCount);
-  const claimSeqMax = claims.reduce((max, claim) => Math.max(max, claim.seq), 0);
-  const decoded = new DecodedSegmentIndex(
-    header,
-    tables,
-    { crcStarts, claimsAt, claimSeqMax },
-    inputs,
-    indexBytes,
-  );
+  const tables = keepTables(whole, header.extentCount, claimsAt, header.claimCount, allCrcs);
+  const decoded = new DecodedSegmentIndex(header, tables, crcStarts, inputs, indexBytes);
   const byHash = new Map<string, SegmentExtent>();
   const extentProblem = checkExtents(decoded.extents, header.bodyBytes, byHash);
   if (extentProblem !== undefined) corrupt(source, extentProblem);
-  const claimProblem = checkClaims(claims, byHash, header.seqMax);
+  const claimProblem = checkClaims(decoded.claims, byHash, header.seqMax);
   if (claimProblem !== undefined) corrupt(source, claimProblem);
   return decoded;
 }
@@ -286,10 +272,16 @@ function checkExtentEntries(
     if (code !== codecCodes.raw && code !== codecCodes.lz4) {
       corrupt(source, `extent ${i} has unknown codec ${code}`);
     }
-    if (readSafeU64(index, at + 32) === null)
+    // The kept copy narrows these (KeptTables); checkExtents checks them against the body.
+    const bodyOffset = readSafeU64(index, at + 32);
+    if (bodyOffset === null || bodyOffset > segmentBodyBytesMax)
       corrupt(source, `extent ${i} bodyOffset out of range`);
+    const plainBlocks = index.readUInt32LE(at + 44);
+    if (plainBlocks < 1 || plainBlocks > extentBlocksMax) {
+      corrupt(source, `extent ${i} plainBlocks ${plainBlocks} not in 1..${extentBlocksMax}`);
+    }
     crcStarts[i] = crcAt;
-    crcAt += index.readUInt32LE(at + 44);
+    crcAt += plainBlocks;
   }
   return { crcStarts, plainBlocksTotal: crcAt };
 }

@@ -1,10 +1,12 @@
 /**
  * The entries of a segment index as the rest of elide sees them (docs/formats.md §4):
  * the extent, claim and header types, and the decoded index, whose entries read
- * their fields from the index's own copy of its tables when asked. format.ts
- * encodes and checks the tables; this module only reads tables already checked.
+ * their fields from the index's own compact copy of its tables when asked.
+ * format.ts encodes and checks the tables; this module only copies and reads
+ * tables already checked.
  */
 import { assert } from '../assert.js';
+import { isZeroRange } from '../binary.js';
 import {
   segmentClaimEntryBytes,
   segmentExtentEntryBytes,
@@ -45,58 +47,164 @@ export interface SegmentClaim {
   offsetBlocks: number;
 }
 
-/** What a decoded index's entries read from: its own copy of the tables, and the block CRCs. */
-export interface DecodedTables {
-  readonly index: Buffer;
+/**
+ * What a decoded index keeps of its tables, in a layout of its own rather than
+ * the file's: the file's entries carry reserved bytes, and a claim repeats the
+ * hash of an extent stored beside it, which is most claims. One buffer of
+ *
+ *   extents: extentCount × 44 B: hash(32) | bodyOffset u32 | storedBytes u32 |
+ *            plainBlocks u16 | codec u8 | zero
+ *   claims:  claimCount × 28 B: hashRef u32 | lengthBlocks u32 | offsetBlocks u32 |
+ *            startLba f64 | seq f64
+ *   foreign hashes: 32 B each, for claims of extents stored elsewhere
+ *
+ * A hashRef below extentCount names that extent's hash, `zeroHashRef` the zero
+ * hash, and extentCount + k the k-th foreign hash. 72 bytes per 4 KiB write,
+ * where the file's entries are 128: this is what an open segment holds in
+ * memory for as long as it is open.
+ */
+export interface KeptTables {
+  readonly bytes: Buffer;
+  readonly extentCount: number;
+  /** Where the claims start in `bytes`. */
+  readonly claimsAt: number;
+  /** Where the foreign hashes start in `bytes`. */
+  readonly foreignAt: number;
+  /** Every extent's block CRCs, in extent order. */
   readonly allCrcs: Uint32Array;
 }
 
+const keptExtentBytes = 44;
+const keptClaimBytes = 28;
+const zeroHashRef = 0xffff_ffff;
+
 /** A u64 field the decoder has checked is a safe integer. */
-function readCheckedU64(index: Buffer, at: number): number {
-  return index.readUInt32LE(at) + index.readUInt32LE(at + 4) * 2 ** 32;
+function readCheckedU64(file: Buffer, at: number): number {
+  return file.readUInt32LE(at) + file.readUInt32LE(at + 4) * 2 ** 32;
+}
+
+/** Where extent `ordinal`'s entry starts in the file's index. */
+function fileExtentAt(ordinal: number): number {
+  return segmentHeaderBytes + ordinal * segmentExtentEntryBytes;
+}
+
+/**
+ * The kept form of an index's extent and claim tables, from the file's bytes
+ * (`file` holds the whole index; `claimsAt` is where its claim table starts).
+ * The decoder has checked every field this narrows: bodyOffset and plainBlocks
+ * are within their maximums, startLba and seq are safe integers.
+ */
+export function keepTables(
+  file: Buffer,
+  extentCount: number,
+  claimsAt: number,
+  claimCount: number,
+  allCrcs: Uint32Array,
+): KeptTables {
+  const refs = new Uint32Array(claimCount);
+  let foreign = 0;
+  let byHash: Map<string, number> | undefined;
+  // Claims mostly follow their extents in order, so the next extent is tried before a lookup.
+  let next = 0;
+  for (let i = 0, at = claimsAt; i < claimCount; i++, at += segmentClaimEntryBytes) {
+    if (isZeroRange(file, at, at + hashBytes)) {
+      refs[i] = zeroHashRef;
+      continue;
+    }
+    let ordinal: number | undefined;
+    if (next < extentCount && sameHash(file, fileExtentAt(next), at)) ordinal = next;
+    else {
+      byHash ??= extentOrdinals(file, extentCount);
+      ordinal = byHash.get(file.toString('latin1', at, at + hashBytes));
+    }
+    if (ordinal === undefined) refs[i] = extentCount + foreign++;
+    else {
+      refs[i] = ordinal;
+      next = ordinal + 1;
+    }
+  }
+  const keptClaimsAt = extentCount * keptExtentBytes;
+  const foreignAt = keptClaimsAt + claimCount * keptClaimBytes;
+  const bytes = Buffer.alloc(foreignAt + foreign * hashBytes);
+  for (let i = 0, from = segmentHeaderBytes, to = 0; i < extentCount; i++) {
+    file.copy(bytes, to, from, from + hashBytes);
+    bytes.writeUInt32LE(readCheckedU64(file, from + 32), to + 32);
+    bytes.writeUInt32LE(file.readUInt32LE(from + 40), to + 36);
+    bytes.writeUInt16LE(file.readUInt32LE(from + 44), to + 40);
+    bytes[to + 42] = file[from + 48]!;
+    from += segmentExtentEntryBytes;
+    to += keptExtentBytes;
+  }
+  for (let i = 0, from = claimsAt, to = keptClaimsAt; i < claimCount; i++) {
+    const ref = refs[i]!;
+    bytes.writeUInt32LE(ref, to);
+    bytes.writeUInt32LE(file.readUInt32LE(from + 48), to + 4);
+    bytes.writeUInt32LE(file.readUInt32LE(from + 52), to + 8);
+    bytes.writeDoubleLE(readCheckedU64(file, from + 32), to + 12);
+    bytes.writeDoubleLE(readCheckedU64(file, from + 40), to + 20);
+    if (ref !== zeroHashRef && ref >= extentCount) {
+      file.copy(bytes, foreignAt + (ref - extentCount) * hashBytes, from, from + hashBytes);
+    }
+    from += segmentClaimEntryBytes;
+    to += keptClaimBytes;
+  }
+  return { bytes, extentCount, claimsAt: keptClaimsAt, foreignAt, allCrcs };
+}
+
+function sameHash(file: Buffer, a: number, b: number): boolean {
+  return file.compare(file, a, a + hashBytes, b, b + hashBytes) === 0;
+}
+
+function extentOrdinals(file: Buffer, extentCount: number): Map<string, number> {
+  const byHash = new Map<string, number>();
+  for (let i = 0; i < extentCount; i++) {
+    const at = fileExtentAt(i);
+    byHash.set(file.toString('latin1', at, at + hashBytes), i);
+  }
+  return byHash;
 }
 
 /**
  * An extent of a decoded index: where its entry is, and every field read from
  * there when asked for. One small object per extent, where fields and a view
- * each for the hash and the CRCs cost several times the 64-byte entry.
+ * each for the hash and the CRCs cost several times the entry.
  */
 class DecodedExtent implements IndexedExtent {
   constructor(
-    private readonly tables: DecodedTables,
-    /** Where its entry starts in `tables.index`. */
+    private readonly tables: KeptTables,
+    /** Where its entry starts in `tables.bytes`. */
     private readonly at: number,
     /** Where its block CRCs start in `tables.allCrcs`. */
     private readonly crcAt: number,
   ) {}
 
   get ordinal(): number {
-    return (this.at - segmentHeaderBytes) / segmentExtentEntryBytes;
+    return this.at / keptExtentBytes;
   }
 
   /** Whether this entry was read from `tables` (one decoded index's). */
-  isIn(tables: DecodedTables): boolean {
+  isIn(tables: KeptTables): boolean {
     return this.tables === tables;
   }
 
   get hash(): Buffer {
-    return this.tables.index.subarray(this.at, this.at + hashBytes);
+    return this.tables.bytes.subarray(this.at, this.at + hashBytes);
   }
 
   get bodyOffset(): number {
-    return readCheckedU64(this.tables.index, this.at + 32);
+    return this.tables.bytes.readUInt32LE(this.at + 32);
   }
 
   get storedBytes(): number {
-    return this.tables.index.readUInt32LE(this.at + 40);
+    return this.tables.bytes.readUInt32LE(this.at + 36);
   }
 
   get plainBlocks(): number {
-    return this.tables.index.readUInt32LE(this.at + 44);
+    return this.tables.bytes.readUInt16LE(this.at + 40);
   }
 
   get codec(): ExtentCodec {
-    return this.tables.index[this.at + 48] === codecCodes.raw ? 'raw' : 'lz4';
+    return this.tables.bytes[this.at + 42] === codecCodes.raw ? 'raw' : 'lz4';
   }
 
   get blockCrcs(): Uint32Array {
@@ -107,28 +215,34 @@ class DecodedExtent implements IndexedExtent {
 /** A claim of a decoded index, read from its entry when asked for (see DecodedExtent). */
 class DecodedClaim implements SegmentClaim {
   constructor(
-    private readonly index: Buffer,
+    private readonly tables: KeptTables,
     private readonly at: number,
   ) {}
 
   get hash(): Buffer {
-    return this.index.subarray(this.at, this.at + hashBytes);
+    const { bytes, extentCount, foreignAt } = this.tables;
+    const ref = bytes.readUInt32LE(this.at);
+    // A new buffer, so that no caller can change the zero hash under another.
+    if (ref === zeroHashRef) return Buffer.alloc(hashBytes);
+    const at =
+      ref < extentCount ? ref * keptExtentBytes : foreignAt + (ref - extentCount) * hashBytes;
+    return bytes.subarray(at, at + hashBytes);
   }
 
   get startLba(): number {
-    return readCheckedU64(this.index, this.at + 32);
+    return this.tables.bytes.readDoubleLE(this.at + 12);
   }
 
   get seq(): number {
-    return readCheckedU64(this.index, this.at + 40);
+    return this.tables.bytes.readDoubleLE(this.at + 20);
   }
 
   get lengthBlocks(): number {
-    return this.index.readUInt32LE(this.at + 48);
+    return this.tables.bytes.readUInt32LE(this.at + 4);
   }
 
   get offsetBlocks(): number {
-    return this.index.readUInt32LE(this.at + 52);
+    return this.tables.bytes.readUInt32LE(this.at + 8);
   }
 }
 
@@ -170,22 +284,21 @@ export interface SegmentIndex {
  * segment decoded (about 18 times in 10 s of 4 KiB random writes).
  */
 export class DecodedSegmentIndex implements SegmentIndex {
-  /** Where each extent's block CRCs start in `tables.allCrcs`. */
-  private readonly crcStarts: Uint32Array;
-  /** Where the claim table starts in `tables.index`. */
-  private readonly claimsAt: number;
   readonly claimSeqMax: number;
 
   constructor(
     readonly header: SegmentHeader,
-    private readonly tables: DecodedTables,
-    layout: { crcStarts: Uint32Array; claimsAt: number; claimSeqMax: number },
+    private readonly tables: KeptTables,
+    /** Where each extent's block CRCs start in `tables.allCrcs`. */
+    private readonly crcStarts: Uint32Array,
     readonly inputs: Ulid[],
     readonly bodyOffset: number,
   ) {
-    this.crcStarts = layout.crcStarts;
-    this.claimsAt = layout.claimsAt;
-    this.claimSeqMax = layout.claimSeqMax;
+    let claimSeqMax = 0;
+    for (let i = 0, at = tables.claimsAt; i < header.claimCount; i++, at += keptClaimBytes) {
+      claimSeqMax = Math.max(claimSeqMax, tables.bytes.readDoubleLE(at + 20));
+    }
+    this.claimSeqMax = claimSeqMax;
   }
 
   get extents(): IndexedExtent[] {
@@ -196,8 +309,7 @@ export class DecodedSegmentIndex implements SegmentIndex {
 
   extentAt(ordinal: number): IndexedExtent {
     assert(ordinal >= 0 && ordinal < this.header.extentCount, 'an extent of this index');
-    const at = segmentHeaderBytes + ordinal * segmentExtentEntryBytes;
-    return new DecodedExtent(this.tables, at, this.crcStarts[ordinal]!);
+    return new DecodedExtent(this.tables, ordinal * keptExtentBytes, this.crcStarts[ordinal]!);
   }
 
   owns(extent: IndexedExtent): boolean {
@@ -205,14 +317,10 @@ export class DecodedSegmentIndex implements SegmentIndex {
   }
 
   get claims(): SegmentClaim[] {
-    return claimsOf(this.tables.index, this.claimsAt, this.header.claimCount);
+    const claims = new Array<SegmentClaim>(this.header.claimCount);
+    for (let i = 0, at = this.tables.claimsAt; i < claims.length; i++, at += keptClaimBytes) {
+      claims[i] = new DecodedClaim(this.tables, at);
+    }
+    return claims;
   }
-}
-
-/** Entries reading the claim table's `count` entries from `at`, which has been checked. */
-export function claimsOf(index: Buffer, at: number, count: number): SegmentClaim[] {
-  const claims: SegmentClaim[] = [];
-  for (let i = 0; i < count; i++, at += segmentClaimEntryBytes)
-    claims.push(new DecodedClaim(index, at));
-  return claims;
 }
