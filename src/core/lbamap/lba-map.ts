@@ -9,69 +9,22 @@
  * a few hundred entries, so `set` stays O(log n + removed) for millions of
  * entries, where one flat sorted array would move O(n) entries per insert.
  *
- * Entries are immutable: a trim or split replaces the entry object, so callers
- * may keep what `entries()`/`forEach` hand out without seeing it change later.
+ * Each chunk holds its entries field by field in typed arrays (EntryChunk);
+ * what `entries()`/`forEach` hand out are objects of their own, which callers
+ * may keep without seeing them change later.
  */
 import { assert } from '../assert.js';
 import { hashBytes, zeroHashKey, type HashKey } from '../hash.js';
+import { EntryChunk } from './entry-chunk.js';
+import type { LbaMapOptions, LbaMapping, LbaPiece, MappedBlocks } from './types.js';
+
+export type { LbaMapOptions, LbaMapping, LbaPiece, MappedBlocks } from './types.js';
 
 /** Default entries per chunk; small enough that a splice is a short memmove. */
 export const lbaMapChunkEntriesDefault = 512;
 
-/** One run of blocks mapped to consecutive blocks of one extent. */
-export interface LbaMapping {
-  readonly startLba: number;
-  readonly lengthBlocks: number;
-  /** Extent hash, or `zeroHashKey` for a zero claim; the caller's key is kept, not copied. */
-  readonly hash: HashKey;
-  /** Block of the extent where this run begins; always 0 for zero claims. */
-  readonly offsetBlocks: number;
-  readonly seq: number;
-}
-
-/** A piece of a `lookup` result; holes have no `mapping`. */
-export interface LbaPiece {
-  startLba: number;
-  lengthBlocks: number;
-  mapping?: { hash: HashKey; offsetBlocks: number; seq: number };
-}
-
-export interface MappedBlocks {
-  /** Blocks mapped to extents with data. */
-  dataBlocks: number;
-  /** Blocks mapped to zero claims (trim, write-zeroes). */
-  zeroBlocks: number;
-}
-
-export interface LbaMapOptions {
-  /** Maximum entries per chunk; tests make it tiny to exercise splits and merges. */
-  chunkEntriesMax?: number;
-}
-
-class Entry implements LbaMapping {
-  constructor(
-    readonly startLba: number,
-    readonly lengthBlocks: number,
-    readonly hash: HashKey,
-    readonly offsetBlocks: number,
-    readonly seq: number,
-  ) {}
-
-  get zero(): boolean {
-    return this.hash === zeroHashKey;
-  }
-
-  get endLba(): number {
-    return this.startLba + this.lengthBlocks;
-  }
-
-  /** The part of this entry covering [start, end), which must lie inside it. */
-  slice(start: number, end: number): Entry {
-    // Zero claims keep offset 0: the format requires it, and it means nothing for them.
-    const offset = this.zero ? 0 : this.offsetBlocks + (start - this.startLba);
-    return new Entry(start, end - start, this.hash, offset, this.seq);
-  }
-}
+/** Where the blocks of an entry end in its extent, at most: chunks keep offsets as u32. */
+const offsetEndMax = 2 ** 32;
 
 /** Index of the last element of `keys` that is <= `key`, or -1. */
 function lastAtOrBelow(keys: readonly number[], key: number): number {
@@ -85,28 +38,18 @@ function lastAtOrBelow(keys: readonly number[], key: number): number {
   return lo - 1;
 }
 
-/** Index of the last entry of `chunk` whose startLba is <= `lba`, or -1. */
-function lastEntryAtOrBelow(chunk: readonly Entry[], lba: number): number {
-  let lo = 0;
-  let hi = chunk.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (chunk[mid]!.startLba <= lba) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo - 1;
-}
-
-/** The first invariant `e` breaks, or undefined; one call per entry keeps checks cheap. */
-function entryProblem(e: Entry, prevEnd: number): string | undefined {
-  if (!(e instanceof Entry)) return 'entries are Entry objects';
-  if (!Number.isSafeInteger(e.startLba) || e.startLba < 0) return 'entry startLba valid';
-  if (!Number.isSafeInteger(e.lengthBlocks) || e.lengthBlocks < 1) return 'entry length >= 1';
-  if (e.startLba < prevEnd) return 'entries sorted and non-overlapping';
-  if (typeof e.hash !== 'string' || e.hash.length !== hashBytes) return 'entry hash is 32 bytes';
-  if (!Number.isSafeInteger(e.offsetBlocks) || e.offsetBlocks < 0) return 'entry offset >= 0';
-  if (e.zero && e.offsetBlocks !== 0) return 'zero entries have offset 0';
-  if (!Number.isSafeInteger(e.seq) || e.seq < 0) return 'entry seq valid';
+/** The first invariant entry `i` of `chunk` breaks, or undefined. */
+function entryProblem(chunk: EntryChunk, i: number, prevEnd: number): string | undefined {
+  const start = chunk.start(i);
+  const length = chunk.length(i);
+  const hash = chunk.hash(i);
+  const seq = chunk.seq(i);
+  if (!Number.isSafeInteger(start) || start < 0) return 'entry startLba valid';
+  if (!Number.isSafeInteger(length) || length < 1) return 'entry length >= 1';
+  if (start < prevEnd) return 'entries sorted and non-overlapping';
+  if (typeof hash !== 'string' || hash.length !== hashBytes) return 'entry hash is 32 bytes';
+  if (chunk.zero(i) && chunk.offset(i) !== 0) return 'zero entries have offset 0';
+  if (!Number.isSafeInteger(seq) || seq < 0) return 'entry seq valid';
   return undefined;
 }
 
@@ -139,11 +82,13 @@ function checkClaim(
       ? 'hash is 32 bytes'
       : !Number.isSafeInteger(offsetBlocks) || offsetBlocks < 0
         ? 'offsetBlocks is >= 0'
-        : !Number.isSafeInteger(seq) || seq < 0
-          ? 'seq is a non-negative integer'
-          : zero && offsetBlocks !== 0
-            ? 'zero claims have offsetBlocks 0'
-            : undefined);
+        : !zero && offsetBlocks + lengthBlocks > offsetEndMax
+          ? 'offsetBlocks + lengthBlocks fits a u32'
+          : !Number.isSafeInteger(seq) || seq < 0
+            ? 'seq is a non-negative integer'
+            : zero && offsetBlocks !== 0
+              ? 'zero claims have offsetBlocks 0'
+              : undefined);
   if (problem !== undefined) assert(false, problem);
 }
 
@@ -152,7 +97,7 @@ export class LbaMap {
   /** Chunks this small try to merge with a neighbour, so chunk count tracks entry count. */
   private readonly chunkEntriesMin: number;
   /** Every chunk is non-empty; chunks are in LBA order. */
-  private readonly chunks: Entry[][] = [];
+  private readonly chunks: EntryChunk[] = [];
   private readonly chunkStarts: number[] = [];
   private entries_ = 0;
   private dataBlocks = 0;
@@ -182,7 +127,7 @@ export class LbaMap {
     seq: number,
   ): void {
     checkClaim(startLba, lengthBlocks, hash, offsetBlocks, seq);
-    this.setEntry(new Entry(startLba, lengthBlocks, hash, offsetBlocks, seq));
+    this.setEntry(startLba, lengthBlocks, hash, offsetBlocks, seq);
   }
 
   /**
@@ -205,11 +150,11 @@ export class LbaMap {
       else runs.push(from, to);
     };
     let pos = startLba;
-    this.walk(startLba, end, (e) => {
-      const from = Math.max(e.startLba, startLba);
-      const to = Math.min(e.endLba, end);
+    this.walk(startLba, end, (chunk, i) => {
+      const from = Math.max(chunk.start(i), startLba);
+      const to = Math.min(chunk.end(i), end);
       if (from > pos) addRun(pos, from);
-      if (e.seq < seq) addRun(from, to);
+      if (chunk.seq(i) < seq) addRun(from, to);
       pos = to;
     });
     if (pos < end) addRun(pos, end);
@@ -217,7 +162,7 @@ export class LbaMap {
       const from = runs[r]!;
       const to = runs[r + 1]!;
       const offset = hash === zeroHashKey ? 0 : offsetBlocks + (from - startLba);
-      this.setEntry(new Entry(from, to - from, hash, offset, seq));
+      this.setEntry(from, to - from, hash, offset, seq);
     }
   }
 
@@ -230,15 +175,16 @@ export class LbaMap {
     const end = startLba + lengthBlocks;
     const pieces: LbaPiece[] = [];
     let pos = startLba;
-    this.walk(startLba, end, (e) => {
-      const from = Math.max(e.startLba, startLba);
-      const to = Math.min(e.endLba, end);
+    this.walk(startLba, end, (chunk, i) => {
+      const start = chunk.start(i);
+      const from = Math.max(start, startLba);
+      const to = Math.min(chunk.end(i), end);
       if (from > pos) pieces.push({ startLba: pos, lengthBlocks: from - pos });
-      const offset = e.zero ? 0 : e.offsetBlocks + (from - e.startLba);
+      const offset = chunk.zero(i) ? 0 : chunk.offset(i) + (from - start);
       pieces.push({
         startLba: from,
         lengthBlocks: to - from,
-        mapping: { hash: e.hash, offsetBlocks: offset, seq: e.seq },
+        mapping: { hash: chunk.hash(i), offsetBlocks: offset, seq: chunk.seq(i) },
       });
       pos = to;
     });
@@ -249,13 +195,15 @@ export class LbaMap {
   /** Calls `callback` for every mapping in LBA order; the map must not change meanwhile. */
   forEach(callback: (mapping: LbaMapping) => void): void {
     for (const chunk of this.chunks) {
-      for (const entry of chunk) callback(entry);
+      for (let i = 0; i < chunk.count; i++) callback(chunk.mapping(i));
     }
   }
 
   /** Mappings in LBA order; the map must not change during iteration. */
   *entries(): Generator<LbaMapping, void, undefined> {
-    for (const chunk of this.chunks) yield* chunk;
+    for (const chunk of this.chunks) {
+      for (let i = 0; i < chunk.count; i++) yield chunk.mapping(i);
+    }
   }
 
   /** Recomputes everything from scratch and throws AssertionError on any mismatch. O(n). */
@@ -268,16 +216,16 @@ export class LbaMap {
     let prevEnd = -1;
     for (let ci = 0; ci < chunks.length; ci++) {
       const chunk = chunks[ci]!;
-      assert(chunk.length >= 1, 'chunks are non-empty');
-      assert(chunk.length <= this.chunkEntriesMax, 'chunks are at most chunkEntriesMax');
-      assert(chunkStarts[ci] === chunk[0]!.startLba, 'chunk start key equals first entry');
-      for (const e of chunk) {
-        const problem = entryProblem(e, prevEnd);
-        if (problem !== undefined) assert(false, `${problem} at LBA ${e.startLba}`);
-        prevEnd = e.endLba;
+      assert(chunk.count >= 1, 'chunks are non-empty');
+      assert(chunk.count <= this.chunkEntriesMax, 'chunks are at most chunkEntriesMax');
+      assert(chunkStarts[ci] === chunk.start(0), 'chunk start key equals first entry');
+      for (let i = 0; i < chunk.count; i++) {
+        const problem = entryProblem(chunk, i, prevEnd);
+        if (problem !== undefined) assert(false, `${problem} at LBA ${chunk.start(i)}`);
+        prevEnd = chunk.end(i);
         entries++;
-        if (e.zero) zeros += e.lengthBlocks;
-        else data += e.lengthBlocks;
+        if (chunk.zero(i)) zeros += chunk.length(i);
+        else data += chunk.length(i);
       }
     }
     assert(entries === this.entries_, 'entryCount equals recount');
@@ -286,22 +234,21 @@ export class LbaMap {
   }
 
   /** Calls `visit` for each entry overlapping [start, end), in order, without clipping. */
-  private walk(start: number, end: number, visit: (entry: Entry) => void): void {
+  private walk(start: number, end: number, visit: (chunk: EntryChunk, i: number) => void): void {
     const { chunks } = this;
     let ci = lastAtOrBelow(this.chunkStarts, start);
     let i = 0;
     if (ci < 0) ci = 0;
     else {
       const chunk = chunks[ci]!;
-      i = lastEntryAtOrBelow(chunk, start);
-      if (chunk[i]!.endLba <= start) i++;
+      i = chunk.lastAtOrBelow(start);
+      if (chunk.end(i) <= start) i++;
     }
     for (; ci < chunks.length; ci++, i = 0) {
       const chunk = chunks[ci]!;
-      for (; i < chunk.length; i++) {
-        const e = chunk[i]!;
-        if (e.startLba >= end) return;
-        visit(e);
+      for (; i < chunk.count; i++) {
+        if (chunk.start(i) >= end) return;
+        visit(chunk, i);
       }
     }
   }
@@ -309,37 +256,45 @@ export class LbaMap {
   /**
    * Removes (by counting them out) or front-trims the entries of `chunk` from
    * index `from` that start before `end`. Returns the index of the first entry
-   * that survives whole; entries before it are the caller's to splice out.
+   * that survives whole; entries before it are the caller's to remove.
    */
-  private trimBefore(chunk: Entry[], from: number, end: number): number {
+  private trimBefore(chunk: EntryChunk, from: number, end: number): number {
     let k = from;
-    while (k < chunk.length) {
-      const e = chunk[k]!;
-      if (e.startLba >= end) break;
-      const eEnd = e.endLba;
-      if (eEnd > end) {
-        chunk[k] = e.slice(end, eEnd);
-        this.count(e, e.startLba - end);
+    while (k < chunk.count) {
+      const start = chunk.start(k);
+      if (start >= end) break;
+      const entryEnd = chunk.end(k);
+      if (entryEnd > end) {
+        this.count(chunk.zero(k), start - end);
+        chunk.trimFront(k, end);
         break;
       }
-      this.count(e, -e.lengthBlocks);
+      this.count(chunk.zero(k), start - entryEnd);
       k++;
     }
     return k;
   }
 
-  private count(e: Entry, blocks: number): void {
-    if (e.zero) this.zeroBlocks += blocks;
+  private count(zero: boolean, blocks: number): void {
+    if (zero) this.zeroBlocks += blocks;
     else this.dataBlocks += blocks;
   }
 
-  private setEntry(entry: Entry): void {
+  private setEntry(
+    start: number,
+    length: number,
+    hash: HashKey,
+    offset: number,
+    seq: number,
+  ): void {
     const { chunks, chunkStarts } = this;
-    const start = entry.startLba;
-    const end = entry.endLba;
-    this.count(entry, entry.lengthBlocks);
+    const end = start + length;
+    this.count(hash === zeroHashKey, length);
     if (chunks.length === 0) {
-      chunks.push([entry]);
+      const chunk = new EntryChunk(0);
+      chunk.insertGap(0, 1);
+      chunk.write(0, start, length, hash, offset, seq);
+      chunks.push(chunk);
       chunkStarts.push(start);
       this.entries_ = 1;
       return;
@@ -353,23 +308,26 @@ export class LbaMap {
       i = 0;
     } else {
       const chunk = chunks[ci]!;
-      const j = lastEntryAtOrBelow(chunk, start);
-      const left = chunk[j]!;
-      const leftEnd = left.endLba;
-      if (left.startLba < start) {
+      const j = chunk.lastAtOrBelow(start);
+      const leftStart = chunk.start(j);
+      const leftEnd = chunk.end(j);
+      if (leftStart < start) {
         i = j + 1;
         if (leftEnd > start) {
           if (leftEnd > end) {
-            // The new range lies strictly inside `left`: split it around the new entry.
-            chunk[j] = left.slice(left.startLba, start);
-            chunk.splice(i, 0, entry, left.slice(end, leftEnd));
-            this.count(left, -entry.lengthBlocks);
+            // The new range lies strictly inside entry j: split it around the new entry.
+            this.count(chunk.zero(j), -length);
+            chunk.insertGap(i, 2);
+            chunk.copyEntry(j, i + 1);
+            chunk.trimFront(i + 1, end);
+            chunk.trimBack(j, start);
+            chunk.write(i, start, length, hash, offset, seq);
             this.entries_ += 2;
             this.rebalance(ci);
             return;
           }
-          chunk[j] = left.slice(left.startLba, start);
-          this.count(left, start - leftEnd);
+          this.count(chunk.zero(j), start - leftEnd);
+          chunk.trimBack(j, start);
         }
       } else {
         i = j;
@@ -384,19 +342,19 @@ export class LbaMap {
 
     // ... then in the following chunks, dropping those that empty completely.
     let touched = -1;
-    if (k === chunk.length) {
+    if (k === chunk.count) {
       let cj = ci + 1;
       while (cj < chunks.length && chunkStarts[cj]! < end) {
         const c = chunks[cj]!;
         const m = this.trimBefore(c, 0, end);
         this.entries_ -= m;
-        if (m === c.length) {
+        if (m === c.count) {
           cj++;
           continue;
         }
         // Whatever is left of this chunk starts at or after `end`: nothing further overlaps.
-        if (m > 0) c.splice(0, m);
-        chunkStarts[cj] = c[0]!.startLba;
+        if (m > 0) c.remove(0, m);
+        chunkStarts[cj] = c.start(0);
         touched = cj;
         break;
       }
@@ -408,8 +366,9 @@ export class LbaMap {
       }
     }
 
-    if (removedHere === 1) chunk[i] = entry;
-    else chunk.splice(i, removedHere, entry);
+    if (removedHere === 0) chunk.insertGap(i, 1);
+    else if (removedHere > 1) chunk.remove(i + 1, removedHere - 1);
+    chunk.write(i, start, length, hash, offset, seq);
     this.entries_ += 1;
     if (i === 0) chunkStarts[ci] = start;
 
@@ -422,25 +381,25 @@ export class LbaMap {
   private rebalance(ci: number): void {
     const { chunks, chunkStarts } = this;
     const chunk = chunks[ci]!;
-    const n = chunk.length;
+    const n = chunk.count;
     if (n > this.chunkEntriesMax) {
-      const tail = chunk.splice(n >>> 1);
+      const tail = chunk.splitOff(n >>> 1);
       chunks.splice(ci + 1, 0, tail);
-      chunkStarts.splice(ci + 1, 0, tail[0]!.startLba);
+      chunkStarts.splice(ci + 1, 0, tail.start(0));
       return;
     }
     if (n >= this.chunkEntriesMin) return;
     // Merge with the smaller neighbour when the result still fits.
     const prev = ci > 0 ? chunks[ci - 1]! : undefined;
     const next = ci + 1 < chunks.length ? chunks[ci + 1]! : undefined;
-    if (prev && (!next || prev.length <= next.length)) {
-      if (prev.length + n <= this.chunkEntriesMax) {
-        for (const e of chunk) prev.push(e);
+    if (prev && (!next || prev.count <= next.count)) {
+      if (prev.count + n <= this.chunkEntriesMax) {
+        prev.appendAll(chunk);
         chunks.splice(ci, 1);
         chunkStarts.splice(ci, 1);
       }
-    } else if (next && n + next.length <= this.chunkEntriesMax) {
-      for (const e of next) chunk.push(e);
+    } else if (next && n + next.count <= this.chunkEntriesMax) {
+      chunk.appendAll(next);
       chunks.splice(ci + 1, 1);
       chunkStarts.splice(ci + 1, 1);
     }
