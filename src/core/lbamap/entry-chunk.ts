@@ -12,6 +12,18 @@ import type { LbaMapping } from './types.js';
 const growthFraction = 0.25;
 const growthMin = 4;
 
+/** Index of the last of the first `count` elements of sorted `keys` that is <= `key`, or -1. */
+export function lastAtOrBelow(keys: ArrayLike<number>, count: number, key: number): number {
+  let lo = 0;
+  let hi = count;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid]! <= key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo - 1;
+}
+
 export class EntryChunk {
   private starts: Float64Array;
   private lengths: Float64Array;
@@ -72,15 +84,7 @@ export class EntryChunk {
 
   /** Index of the last entry whose start is <= `lba`, or -1. */
   lastAtOrBelow(lba: number): number {
-    const { starts } = this;
-    let lo = 0;
-    let hi = this.count_;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (starts[mid]! <= lba) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo - 1;
+    return lastAtOrBelow(this.starts, this.count_, lba);
   }
 
   write(

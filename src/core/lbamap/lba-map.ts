@@ -15,7 +15,7 @@
  */
 import { assert } from '../assert.js';
 import { hashBytes, zeroHashKey, type HashKey } from '../hash.js';
-import { EntryChunk } from './entry-chunk.js';
+import { EntryChunk, lastAtOrBelow } from './entry-chunk.js';
 import type { LbaMapOptions, LbaMapping, LbaPiece, MappedBlocks } from './types.js';
 
 export type { LbaMapOptions, LbaMapping, LbaPiece, MappedBlocks } from './types.js';
@@ -25,18 +25,6 @@ export const lbaMapChunkEntriesDefault = 512;
 
 /** Where the blocks of an entry end in its extent, at most: chunks keep offsets as u32. */
 const offsetEndMax = 2 ** 32;
-
-/** Index of the last element of `keys` that is <= `key`, or -1. */
-function lastAtOrBelow(keys: readonly number[], key: number): number {
-  let lo = 0;
-  let hi = keys.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (keys[mid]! <= key) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo - 1;
-}
 
 /** The first invariant entry `i` of `chunk` breaks, or undefined. */
 function entryProblem(chunk: EntryChunk, i: number, prevEnd: number): string | undefined {
@@ -236,7 +224,7 @@ export class LbaMap {
   /** Calls `visit` for each entry overlapping [start, end), in order, without clipping. */
   private walk(start: number, end: number, visit: (chunk: EntryChunk, i: number) => void): void {
     const { chunks } = this;
-    let ci = lastAtOrBelow(this.chunkStarts, start);
+    let ci = lastAtOrBelow(this.chunkStarts, this.chunkStarts.length, start);
     let i = 0;
     if (ci < 0) ci = 0;
     else {
@@ -301,7 +289,7 @@ export class LbaMap {
     }
 
     // (ci, i): where the new entry goes; everything before it ends at or before `start`.
-    let ci = lastAtOrBelow(chunkStarts, start);
+    let ci = lastAtOrBelow(chunkStarts, chunkStarts.length, start);
     let i: number;
     if (ci < 0) {
       ci = 0;
