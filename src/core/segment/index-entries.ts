@@ -56,7 +56,7 @@ export interface SegmentClaim {
  *            plainBlocks u16 | codec u8 | zero
  *   claims:  claimCount × 28 B: hashRef u32 | lengthBlocks u32 | offsetBlocks u32 |
  *            startLba f64 | seq f64
- *   foreign hashes: 32 B each, for claims of extents stored elsewhere
+ *   foreign hashes: 32 B for each claim of an extent stored elsewhere
  *
  * A hashRef below extentCount names that extent's hash, `zeroHashRef` the zero
  * hash, and extentCount + k the k-th foreign hash. 72 bytes per 4 KiB write,
