@@ -43,6 +43,11 @@ export class EntryChunk {
     return this.count_;
   }
 
+  /** Whether the hash array is as long as the typed arrays' used part, and that fits them. */
+  get consistent(): boolean {
+    return this.hashes.length === this.count_ && this.count_ <= this.starts.length;
+  }
+
   start(i: number): number {
     return this.starts[i]!;
   }

@@ -204,6 +204,7 @@ export class LbaMap {
     let prevEnd = -1;
     for (let ci = 0; ci < chunks.length; ci++) {
       const chunk = chunks[ci]!;
+      assert(chunk.consistent, 'a chunk holds as many hashes as entries');
       assert(chunk.count >= 1, 'chunks are non-empty');
       assert(chunk.count <= this.chunkEntriesMax, 'chunks are at most chunkEntriesMax');
       assert(chunkStarts[ci] === chunk.start(0), 'chunk start key equals first entry');
