@@ -24,20 +24,14 @@ export function lastAtOrBelow(keys: ArrayLike<number>, count: number, key: numbe
   return lo - 1;
 }
 
+/** Empty until the first entry: a chunk's arrays are sized by what goes into it (resize). */
 export class EntryChunk {
-  private starts: Float64Array;
-  private lengths: Float64Array;
-  private seqs: Float64Array;
-  private offsets: Uint32Array;
+  private starts = new Float64Array(0);
+  private lengths = new Float64Array(0);
+  private seqs = new Float64Array(0);
+  private offsets = new Uint32Array(0);
   private readonly hashes: HashKey[] = [];
   private count_ = 0;
-
-  constructor(capacity: number) {
-    this.starts = new Float64Array(capacity);
-    this.lengths = new Float64Array(capacity);
-    this.seqs = new Float64Array(capacity);
-    this.offsets = new Uint32Array(capacity);
-  }
 
   get count(): number {
     return this.count_;
@@ -160,7 +154,7 @@ export class EntryChunk {
 
   /** Moves the entries from `i` on into a new chunk, and returns it. */
   splitOff(i: number): EntryChunk {
-    const tail = new EntryChunk(0);
+    const tail = new EntryChunk();
     tail.appendRange(this, i, this.count_);
     this.hashes.length = i;
     this.count_ = i;

@@ -280,7 +280,7 @@ export class LbaMap {
     const end = start + length;
     this.count(hash === zeroHashKey, length);
     if (chunks.length === 0) {
-      const chunk = new EntryChunk(0);
+      const chunk = new EntryChunk();
       chunk.insertGap(0, 1);
       chunk.write(0, start, length, hash, offset, seq);
       chunks.push(chunk);
