@@ -258,13 +258,25 @@ describe('HttpTransport', () => {
   it(`opens at most ${httpConnectionsPerOriginMax} connections to a server; the rest wait`, async () => {
     let inFlight = 0;
     let peak = 0;
+    // The first requests are held until the limit's worth are in flight at once (and a while
+    // longer, so that any connection past the limit shows in the peak); a fixed delay let
+    // early answers free connections before the last ones opened on a loaded machine.
+    const held: Array<() => void> = [];
+    let holding = true;
     const server = await serve((_req, res) => {
       peak = Math.max(peak, ++inFlight);
-      setTimeout(() => {
+      const answer = (): void => {
         inFlight--;
         res.setHeader('content-length', 1);
         res.end('x');
-      }, 30);
+      };
+      if (!holding) return void setTimeout(answer, 30);
+      held.push(answer);
+      if (held.length !== httpConnectionsPerOriginMax) return;
+      setTimeout(() => {
+        holding = false;
+        for (const release of held.splice(0)) release();
+      }, 100);
     });
     const client = transport();
     const count = httpConnectionsPerOriginMax + 20;
